@@ -1,0 +1,96 @@
+"""The HTTP layer: thin routes over the plain functions in `serving/`.
+
+    create_app()                      config from defaults + $BANDITREC_CONFIG + environment
+    create_app(config)                a given Config
+    create_app(config, deps=service)  an already-opened Service (tests, simulator)
+
+Gunicorn serves it with `app:create_app()`; `banditrec serve` does that for you.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+
+from banditrec.config import Config, load_config
+from banditrec.errors import BanditrecError, InvalidRequest
+from serving.feedback import feedback
+from serving.items import put_item
+from serving.recommend import recommend
+from serving.service import Service
+
+log = logging.getLogger("banditrec.http")
+
+_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def create_app(config: Config | None = None, *, deps: Service | None = None) -> Flask:
+    config = config if config is not None else (deps.config if deps is not None else load_config())
+    service = deps if deps is not None else Service.open(config)
+    app = Flask("banditrec")
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    app.extensions["banditrec"] = service
+
+    @app.post("/recommend")
+    def recommend_route():
+        return _json(recommend(service, _body()))
+
+    @app.post("/feedback")
+    def feedback_route():
+        return _json(feedback(service, _body()))
+
+    @app.put("/items/<path:item_id>")
+    def put_item_route(item_id):
+        return _json(put_item(service, item_id, _body()))
+
+    @app.get("/health")
+    def health():
+        return _json({"status": "ok", "model_version": service.learner.version, "items": len(service.catalog)})
+
+    @app.errorhandler(BanditrecError)
+    def handle_error(exc: BanditrecError):
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
+        return _json(exc.to_json(), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def handle_http(exc: HTTPException):
+        code = _HTTP_CODES.get(exc.code, "http_error")
+        message = {413: f"request body is larger than {config.server.max_body_bytes} bytes",
+                   404: f"no route {request.method} {request.path}",
+                   405: f"method {request.method} is not allowed on {request.path}"}.get(exc.code, exc.description)
+        response = _json({"error": {"code": code, "message": message}}, exc.code)
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json({"error": {"code": "internal", "message": "internal error"}}, 500)
+
+    return app
+
+
+def _body():
+    """The request's JSON body: application/json, finite numbers, not absurdly deep."""
+    if not request.is_json:
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str):
+    raise InvalidRequest(f"body contains {name}, which is not valid JSON (numbers must be finite)")
+
+
+def _json(payload, status: int = 200) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status=status,
+                    mimetype="application/json")

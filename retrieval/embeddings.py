@@ -1,0 +1,215 @@
+"""Item and user vectors in one space.
+
+An item vector is the normalised blend of
+  - a content part: hashed TF-IDF of category, title, description and attributes,
+    projected by a truncated SVD fitted on the catalog;
+  - a collaborative part: truncated SVD of the time-decayed, event-weighted item x user
+    matrix. Items without interactions get it predicted from their content by a ridge map
+    fitted on items that have both, so a new item lands near similar items.
+A user's long-term vector is the time-decayed, event-weighted mean of the vectors of the
+items they engaged with, normalised: users and items are compared by cosine.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import svds
+
+from banditrec.config import EVENT_TYPES, EmbeddingConfig
+from retrieval.data import Interactions
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def item_tokens(item: dict) -> list[tuple[str, float]]:
+    """(token, weight) pairs describing an item's content.
+
+    >>> item_tokens({"category": "Shoes", "title": "Red boot", "description": "", "attributes": {"size": 42}})
+    [('cat=shoes', 3.0), ('t=red', 1.5), ('t=boot', 1.5), ('a:size=5', 1.0)]
+    """
+    out = []
+    if item.get("category"):
+        out.append((f"cat={item['category'].lower()}", 3.0))
+    out += [(f"t={w}", 1.5) for w in _WORD.findall(item.get("title", "").lower())]
+    out += [(f"d={w}", 1.0) for w in _WORD.findall(item.get("description", "").lower())]
+    for key, value in sorted((item.get("attributes") or {}).items()):
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            out.append((f"a:{key}={str(value).lower()}", 1.0))
+        else:  # numbers by order of magnitude (log2 bucket)
+            out.append((f"a:{key}={int(np.floor(np.log2(abs(value) + 1.0)))}", 1.0))
+    return out
+
+
+def _bucket(token: str, buckets: int) -> int:
+    return zlib.crc32(token.encode("utf-8")) % buckets  # stable across processes, unlike hash()
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def _truncated_svd(m, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k SVD that also works for tiny or rank-poor matrices (pads with zeros)."""
+    rows, cols = m.shape
+    k_eff = min(k, rows - 1, cols - 1)
+    if k_eff < 1 or m.nnz == 0:
+        return np.zeros((rows, k)), np.zeros(k), np.zeros((k, cols))
+    u, s, vt = svds(m.astype(np.float64), k=k_eff, random_state=seed)
+    order = np.argsort(-s)
+    u, s, vt = u[:, order], s[order], vt[order]
+    if k_eff < k:
+        u = np.hstack([u, np.zeros((rows, k - k_eff))])
+        s = np.concatenate([s, np.zeros(k - k_eff)])
+        vt = np.vstack([vt, np.zeros((k - k_eff, cols))])
+    return u, s, vt
+
+
+@dataclass
+class ItemEmbedder:
+    """Turns an item record into its vector: the fitted content projection + ridge map."""
+
+    buckets: int
+    idf: np.ndarray          # (buckets,)
+    components: np.ndarray   # (buckets, content_dim)
+    ridge_map: np.ndarray    # (content_dim, collab_dim)
+    content_weight: float
+
+    @property
+    def dim(self) -> int:
+        return self.components.shape[1] + self.ridge_map.shape[1]
+
+    def tfidf(self, items: list[dict]) -> sparse.csr_matrix:
+        rows, cols, vals = [], [], []
+        for r, item in enumerate(items):
+            for token, weight in item_tokens(item):
+                rows.append(r)
+                cols.append(_bucket(token, self.buckets))
+                vals.append(weight)
+        m = sparse.csr_matrix((vals, (rows, cols)), shape=(len(items), self.buckets), dtype=np.float64)
+        m.sum_duplicates()
+        m = m.multiply(self.idf[None, :]).tocsr()
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        return sparse.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ m
+
+    def content(self, items: list[dict]) -> np.ndarray:
+        return _unit_rows(np.asarray(self.tfidf(items) @ self.components))
+
+    def embed(self, items: list[dict], collab: np.ndarray | None = None) -> np.ndarray:
+        """Vectors for `items`; rows of `collab` that are all zero are predicted from content."""
+        content = self.content(items)
+        if collab is None:
+            collab = np.zeros((len(items), self.ridge_map.shape[1]))
+        collab = _unit_rows(np.asarray(collab, dtype=np.float64))
+        missing = ~collab.any(axis=1)
+        collab[missing] = _unit_rows(content[missing] @ self.ridge_map)
+        w = self.content_weight
+        vectors = _unit_rows(np.hstack([np.sqrt(w) * content, np.sqrt(1.0 - w) * collab]))
+        empty = ~vectors.any(axis=1)  # no content and no history: a stable random direction
+        for r in np.flatnonzero(empty):
+            seed = zlib.crc32(str(items[r].get("item_id", r)).encode("utf-8"))
+            vectors[r] = _unit_rows(np.random.default_rng(seed).normal(size=(1, self.dim)))[0]
+        return vectors.astype(np.float32)
+
+    @classmethod
+    def untrained(cls, cfg: EmbeddingConfig, seed: int = 0) -> "ItemEmbedder":
+        """Before any build: a seeded random projection of the hashed tokens (it preserves
+        cosine similarity roughly) and no collaborative part."""
+        rng = np.random.default_rng(seed)
+        components = rng.normal(size=(cfg.text_buckets, cfg.content_dim)) / np.sqrt(cfg.content_dim)
+        return cls(cfg.text_buckets, np.ones(cfg.text_buckets), components.astype(np.float32),
+                   np.zeros((cfg.content_dim, cfg.collab_dim)), cfg.content_weight)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, buckets=self.buckets, idf=self.idf, components=self.components,
+                 ridge_map=self.ridge_map, content_weight=self.content_weight)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ItemEmbedder":
+        with np.load(path) as z:
+            return cls(int(z["buckets"]), z["idf"], z["components"], z["ridge_map"],
+                       float(z["content_weight"]))
+
+
+def decayed_weights(log: Interactions, cfg: EmbeddingConfig, now: float) -> np.ndarray:
+    """Per-row weight: event-type weight x 2^(-age / half-life)."""
+    type_w = np.array([cfg.event_weights[t] for t in EVENT_TYPES])
+    age_days = np.maximum(now - log.timestamp, 0.0) / 86400.0
+    return type_w[log.kind] * np.exp2(-age_days / cfg.half_life_days)
+
+
+def interaction_matrix(log: Interactions, item_index: dict[str, int], cfg: EmbeddingConfig,
+                       now: float) -> sparse.csr_matrix:
+    """Item x user matrix of decayed, event-weighted engagement; unknown items are dropped."""
+    rows = np.array([item_index.get(i, -1) for i in log.item_id], dtype=np.int64)
+    keep = rows >= 0
+    weights = decayed_weights(log, cfg, now)
+    return sparse.csr_matrix((weights[keep], (rows[keep], log.user[keep])),
+                             shape=(len(item_index), len(log.user_ids)))
+
+
+def fit_item_embeddings(items: list[dict], log: Interactions, cfg: EmbeddingConfig, now: float,
+                        seed: int = 0) -> tuple[ItemEmbedder, np.ndarray, sparse.csr_matrix]:
+    """Fit the content projection, the collaborative factors and the ridge map.
+
+    Returns the embedder (for items added later), the item vectors (n_items x dim, float32)
+    and the item x user engagement matrix (used for user vectors and popularity).
+    """
+    n = len(items)
+    # Content: TF-IDF over hashed tokens, projected by an SVD fitted on a sample.
+    probe = ItemEmbedder(cfg.text_buckets, np.ones(cfg.text_buckets), np.zeros((cfg.text_buckets, cfg.content_dim)),
+                         np.zeros((cfg.content_dim, cfg.collab_dim)), cfg.content_weight)
+    raw = probe.tfidf(items)
+    df = np.bincount(raw.indices, minlength=cfg.text_buckets)
+    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    probe.idf = idf
+    x = probe.tfidf(items)
+    rng = np.random.default_rng(seed)
+    sample = x if n <= cfg.fit_sample else x[np.sort(rng.choice(n, cfg.fit_sample, replace=False))]
+    _, _, vt = _truncated_svd(sample, cfg.content_dim, seed)
+    content = _unit_rows(np.asarray(x @ vt.T))
+
+    # Collaborative: SVD of log(1 + engagement).
+    item_index = {item["item_id"]: r for r, item in enumerate(items)}
+    engagement = interaction_matrix(log, item_index, cfg, now)
+    m = engagement.copy()
+    m.data = np.log1p(m.data)
+    u, s, _ = _truncated_svd(m, cfg.collab_dim, seed)
+    collab = _unit_rows(u * np.sqrt(s)[None, :])
+
+    # Ridge map content -> collaborative, fitted where both exist.
+    has = collab.any(axis=1)
+    c, f = content[has], collab[has]
+    ridge = np.linalg.solve(c.T @ c + cfg.ridge * np.eye(cfg.content_dim), c.T @ f) if has.any() \
+        else np.zeros((cfg.content_dim, cfg.collab_dim))
+    embedder = ItemEmbedder(cfg.text_buckets, idf, vt.T.astype(np.float32), ridge, cfg.content_weight)
+    return embedder, embedder.embed(items, collab), engagement
+
+
+def user_vectors(engagement: sparse.csr_matrix, item_vectors: np.ndarray) -> np.ndarray:
+    """Users x dim: engagement-weighted mean of item vectors, normalised (zero if no history)."""
+    return _unit_rows(np.asarray(engagement.T @ item_vectors, dtype=np.float64)).astype(np.float32)
+
+
+def user_tastes(engagement: sparse.csr_matrix, item_categories: list[str], top: int) -> list[list[str]]:
+    """Each user's `top` categories by engagement weight."""
+    names, codes = np.unique(np.asarray(item_categories, dtype=object), return_inverse=True)
+    onehot = sparse.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)),
+                               shape=(len(codes), len(names)))
+    per_user = np.asarray((engagement.T @ onehot).todense())
+    out = []
+    for row in per_user:
+        order = np.argsort(-row, kind="stable")[:top]
+        out.append([str(names[c]) for c in order if row[c] > 0 and names[c]])
+    return out
+
+
+def popularity(engagement: sparse.csr_matrix) -> np.ndarray:
+    """Decayed engagement per item."""
+    return np.asarray(engagement.sum(axis=1)).ravel()

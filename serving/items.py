@@ -1,0 +1,19 @@
+"""`PUT /items/{item_id}`: upsert an item; it is searchable at once through the fresh buffer."""
+
+from __future__ import annotations
+
+from banditrec.errors import InvalidRequest
+from retrieval.data import check_id, normalise_item
+from serving.service import Service
+
+
+def put_item(service: Service, item_id: str, body) -> dict:
+    check_id(item_id, "item_id in the path")
+    if isinstance(body, dict) and "item_id" in body and body["item_id"] != item_id:
+        raise InvalidRequest(f"item_id in the body ({body['item_id']!r}) differs from the path ({item_id!r})")
+    item = normalise_item(body, item_id=item_id)
+    created = item_id not in service.catalog.row_of
+    vector = service.embedder.embed([item])[0]
+    cursor = service.store.append_item(item, vector)  # recorded for every process first
+    service.sync_catalog(force=True)
+    return {"item_id": item_id, "created": created, "catalog_cursor": cursor}

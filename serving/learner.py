@@ -1,0 +1,96 @@
+"""Learning from the reward stream, and saving what was learned.
+
+The reward stream in Redis is the record of truth: `/feedback` appends to it before it
+answers, and the learner consumes it in order from a cursor. A snapshot stores the model
+together with that cursor, so after a restart the learner replays exactly the rewards the
+snapshot has not seen. A reward is learned once per (event_id, item_id): the first stream
+entry for the pair wins, and keeps winning when it is replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from banditrec.config import FeedbackConfig, SnapshotConfig
+from bandit.vw import VWModel
+from store.redis_store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Learner:
+    """Consumes the reward stream into a model; one lock orders learning and snapshots."""
+
+    def __init__(self, store: Store, model: VWModel, cfg: FeedbackConfig, *, cursor: str = "0-0",
+                 version: int = 0):
+        self.store = store
+        self.model = model
+        self.cfg = cfg
+        self.cursor = cursor
+        self.version = version
+        self.learned = 0            # rewards learned by this process
+        self.since_snapshot = 0
+        self._lock = threading.Lock()
+
+    def catch_up(self, batch_size: int = 1000) -> int:
+        """Learn every reward after the cursor; returns how many were learned."""
+        learned = 0
+        mark_ttl = self.cfg.reward_wait_s + self.cfg.expired_grace_s + 3600.0
+        with self._lock:
+            while batch := self.store.read_rewards(self.cursor, batch_size):
+                allowed = self.store.claim_rewards(batch, mark_ttl)
+                for (sid, entry), ok in zip(batch, allowed):
+                    if ok:
+                        self.model.learn(entry["shared"], entry["action"], entry["reward"],
+                                         max(entry["p"], self.cfg.clip_p))
+                        learned += 1
+                    self.cursor = sid
+                if len(batch) < batch_size:
+                    break
+            self.learned += learned
+            self.since_snapshot += learned
+        return learned
+
+    def snapshot(self, keep: int) -> int:
+        """Save model + cursor as a new version (if anything was learned since the last one)."""
+        with self._lock:
+            if self.since_snapshot == 0 and self.version:
+                return self.version
+            blob = self.model.to_bytes()
+            self.version = self.store.put_snapshot(blob, {"cursor": self.cursor, "learned": self.learned}, keep)
+            self.since_snapshot = 0
+            return self.version
+
+
+class Snapshotter:
+    """A daemon thread: catch up and snapshot every `interval_s` or `every_n_updates`."""
+
+    def __init__(self, learner: Learner, cfg: SnapshotConfig):
+        self.learner = learner
+        self.cfg = cfg
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="banditrec-snapshot", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(min(1.0, self.cfg.interval_s)):
+            due = time.monotonic() - last >= self.cfg.interval_s
+            if not due and self.learner.since_snapshot < self.cfg.every_n_updates:
+                continue
+            try:
+                self.learner.catch_up()
+                if self.learner.since_snapshot:
+                    self.learner.snapshot(self.cfg.keep)
+                last = time.monotonic()
+            except StoreError as exc:  # Redis away: try again next tick, keep serving
+                log.warning("snapshot skipped: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)

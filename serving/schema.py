@@ -1,0 +1,113 @@
+"""Request bodies, validated. Every rejection names the field, what was expected and what came."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from banditrec.errors import InvalidRequest
+from retrieval.data import check_id
+
+EVENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+MAX_CONTEXT_KEYS = 64
+MAX_EXCLUDE = 10_000
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    user_id: str
+    context: dict
+    k: int
+    exclude: frozenset
+    event_id: str | None
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    event_id: str
+    item_id: str
+    reward: float
+
+
+def _object(body, what: str) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"{what} body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _unknown(body: dict, known: set[str]) -> None:
+    extra = set(body) - known
+    if extra:
+        raise InvalidRequest(f"unknown field(s) {', '.join(sorted(map(str, extra)))}; known: {', '.join(sorted(known))}")
+
+
+def _event_id(value, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
+        raise InvalidRequest(f"event_id must be 1-128 characters of [A-Za-z0-9_.-], got {_short(value)}")
+    return value
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_context(value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"context must be an object, got {_short(value)}")
+    if len(value) > MAX_CONTEXT_KEYS:
+        raise InvalidRequest(f"context has {len(value)} keys, must have <= {MAX_CONTEXT_KEYS}")
+    for key, v in value.items():
+        if not key or len(key) > 64:
+            raise InvalidRequest(f"context key {_short(key)} must have 1-64 characters")
+        if isinstance(v, str):
+            if len(v) > 256:
+                raise InvalidRequest(f"context.{key} has {len(v)} characters, must have <= 256")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise InvalidRequest(f"context.{key} == {v!r}, must be finite")
+        elif not (v is None or isinstance(v, (bool, int, float))):
+            raise InvalidRequest(f"context.{key} must be a string, number, boolean or null, got {_short(v)}")
+    return value
+
+
+def parse_recommend(body, max_k: int) -> RecommendRequest:
+    body = _object(body, "recommend")
+    _unknown(body, {"user_id", "context", "k", "exclude", "event_id"})
+    user_id = check_id(body.get("user_id"), "user_id")
+    k = body.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InvalidRequest(f"k must be an integer, got {_short(k)}")
+    if k < 1:
+        raise InvalidRequest(f"k == {k}, must be >= 1")
+    if k > max_k:
+        raise InvalidRequest(f"k == {k}, must be <= {max_k}")
+    exclude = body.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise InvalidRequest(f"exclude must be a list of item ids, got {_short(exclude)}")
+    if len(exclude) > MAX_EXCLUDE:
+        raise InvalidRequest(f"exclude has {len(exclude)} ids, must have <= {MAX_EXCLUDE}")
+    for item_id in exclude:
+        check_id(item_id, "each exclude entry")
+    return RecommendRequest(user_id, parse_context(body.get("context")), k, frozenset(exclude),
+                            _event_id(body.get("event_id"), required=False))
+
+
+def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackRequest:
+    body = _object(body, "feedback")
+    _unknown(body, {"event_id", "item_id", "reward"})
+    event_id = _event_id(body.get("event_id"), required=True)
+    item_id = check_id(body.get("item_id"), "item_id")
+    reward = body.get("reward")
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+        raise InvalidRequest(f"reward must be a number, got {_short(reward)}")
+    reward = float(reward)
+    if not math.isfinite(reward):
+        raise InvalidRequest(f"reward == {reward!r}, must be finite")
+    if not reward_min <= reward <= reward_max:
+        raise InvalidRequest(f"reward == {reward!r}, must be between {reward_min!r} and {reward_max!r}")
+    return FeedbackRequest(event_id, item_id, reward)
