@@ -69,7 +69,8 @@ def normalise_item(doc, *, item_id: str | None = None, error=InvalidRequest) -> 
         if len(value) > limit:
             raise error(f"{key} has {len(value)} characters, must have <= {limit}")
         out[key] = value
-    attributes = doc.get("attributes") or {}
+    attributes = doc.get("attributes")
+    attributes = {} if attributes is None else attributes
     if not isinstance(attributes, dict):
         raise error(f"attributes must be an object, got {attributes!r}")
     if len(attributes) > 64:

