@@ -1,0 +1,92 @@
+"""The Redis seam against a real server: decisions, rewards, claims, snapshots, catalog changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+
+from store.redis_store import Store, StoreError
+
+
+def test_decision_is_written_once_per_event_id(store):
+    assert store.put_decision("e1", {"items": {"i1": [1, 0.5, "|Item id=i1"]}, "ts": 1.0}, ttl_s=60)
+    assert not store.put_decision("e1", {"items": {}, "ts": 2.0}, ttl_s=60)
+    decision, acked = store.feedback_state("e1", "i1")
+    assert decision["ts"] == 1.0 and acked is None
+    assert store.feedback_state("e2", "i1") == (None, None)
+    ttl = store.client.pttl(store.key("dec", "{e1}"))
+    assert 0 < ttl <= 60_000
+
+
+def test_reward_stream_is_ordered_and_readable_from_a_cursor(store):
+    ids = [store.append_reward({"event_id": f"e{n}", "item_id": "i", "n": n}, maxlen=10_000) for n in range(5)]
+    assert [e["n"] for _, e in store.read_rewards()] == [0, 1, 2, 3, 4]
+    assert [e["n"] for _, e in store.read_rewards(after=ids[2])] == [3, 4]
+    assert store.read_rewards(after=ids[-1]) == []
+    store.mark_acked("e1", "i", ids[1], ttl_s=60)
+    assert store.feedback_state("e1", "i")[1] == ids[1]
+
+
+def test_first_stream_entry_of_a_pair_wins_the_claim_also_on_replay(store):
+    a = store.append_reward({"event_id": "e", "item_id": "i"}, maxlen=10_000)
+    b = store.append_reward({"event_id": "e", "item_id": "i"}, maxlen=10_000)
+    c = store.append_reward({"event_id": "e", "item_id": "j"}, maxlen=10_000)
+    batch = store.read_rewards()
+    assert store.claim_rewards(batch, ttl_s=60) == [True, False, True]
+    assert store.claim_rewards(batch, ttl_s=60) == [True, False, True]  # replay decides the same
+    assert [sid for sid, _ in batch] == [a, b, c]
+
+
+def test_snapshots_are_versioned_and_pruned(store):
+    assert store.latest_snapshot() is None
+    versions = [store.put_snapshot(f"model-{n}".encode(), {"cursor": f"{n}-0"}, keep=3) for n in range(5)]
+    assert versions == [1, 2, 3, 4, 5]
+    blob, meta = store.latest_snapshot()
+    assert blob == b"model-4" and meta["version"] == 5 and meta["cursor"] == "4-0"
+    assert [m["version"] for m in store.list_snapshots()] == [3, 4, 5]
+    assert not store.client.exists(store.key("model", "{model}", "v", "1"))
+
+
+def test_popularity_is_replaced_as_a_whole(store):
+    store.put_popularity({"a": 3.0, "b": 1.0, "c": 2.0})
+    assert store.top_popular(2) == [("a", 3.0), ("c", 2.0)]
+    store.put_popularity({"d": 1.0})
+    assert store.top_popular(10) == [("d", 1.0)]
+    store.put_popularity({})
+    assert store.top_popular(10) == []
+
+
+def test_users_round_trip_with_vectors(store):
+    vec = np.arange(8, dtype=np.float32) / 10
+    assert store.put_users([("u1", {"vector": vec, "taste": ["shoes", "bags"], "n": 4, "age_group": "25-34"}),
+                            ("u 2/ü", {"location": "DE"})]) == 2
+    u1 = store.get_user("u1")
+    np.testing.assert_array_equal(u1["vector"], vec)
+    assert (u1["taste"], u1["n"], u1["age_group"]) == (["shoes", "bags"], 4, "25-34")
+    assert store.get_user("u 2/ü") == {"location": "DE"}
+    assert store.get_user("nobody") is None
+
+
+def test_catalog_changes_are_read_in_order_past_a_page(store):
+    for n in range(25):
+        store.append_item({"item_id": f"n{n}"}, np.full(4, n, dtype=np.float32))
+    changes = list(store.iter_items())
+    assert [item["item_id"] for _, item, _ in changes] == [f"n{n}" for n in range(25)]
+    assert changes[7][2].tolist() == [7.0] * 4
+    assert [i["item_id"] for _, i, _ in store.read_items(after=changes[22][0])] == ["n23", "n24"]
+
+
+def test_keys_are_under_the_prefix_and_deleted_with_it(store):
+    store.put_decision("e1", {"ts": 0, "items": {}}, ttl_s=60)
+    store.put_meta("build", "v000001")
+    keys = list(store.client.scan_iter(match=f"{store.prefix}:*"))
+    assert keys and all(k.decode().startswith(store.prefix + ":") for k in keys)
+    assert store.delete_all() == len(keys)
+    assert store.get_meta("build") is None
+
+
+def test_an_unreachable_redis_is_a_store_error():
+    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
+    with pytest.raises(StoreError, match="redis unavailable"):
+        Store(client, "x").append_reward({"event_id": "e", "item_id": "i"}, maxlen=1000)
