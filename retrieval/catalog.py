@@ -65,7 +65,8 @@ class Catalog:
         """Add or replace an item; it is searchable at once. Returns its row."""
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.dim,):
-            raise ValueError(f"item vector has wrong length (expected {self.dim}, got {vector.shape})")
+            got = vector.shape[0] if vector.ndim == 1 else vector.shape
+            raise ValueError(f"item vector has wrong length (expected {self.dim}, got {got})")
         with self._lock:
             old = self.row_of.get(item["item_id"])
             if old is not None:
@@ -101,8 +102,9 @@ class Catalog:
             sims.append(s)
         fresh_vectors, fresh_rows = self._fresh_vectors.view, self._fresh_rows.view
         if len(fresh_rows) and n_fresh > 0:
-            s = fresh_vectors @ query
-            top = np.argsort(-s, kind="stable")[:n_fresh] if len(s) > n_fresh else np.argsort(-s, kind="stable")
+            ok = self.available(fresh_rows)  # before the top-n: replaced rows must not take the slots
+            fresh_rows, s = fresh_rows[ok], fresh_vectors[ok] @ query
+            top = np.argsort(-s, kind="stable")[:n_fresh]
             rows.append(fresh_rows[top])
             sims.append(s[top])
         if not rows:

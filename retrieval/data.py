@@ -175,7 +175,8 @@ def read_interactions(path: str | Path) -> Interactions:
             missing = {"user_id", "item_id", "type", "timestamp"} - set(reader.fieldnames or ())
             if missing:
                 raise DataError(f"{path}: header must name user_id,item_id,type,timestamp; missing {', '.join(sorted(missing))}")
-            for lineno, row in enumerate(reader, start=2):
+            for row in reader:
+                lineno = reader.line_num  # DictReader skips blank lines; count them anyway
                 kind = row["type"]
                 if kind not in EVENT_TYPES:
                     raise DataError(f"{path}:{lineno}: type == {kind!r}, must be one of {', '.join(EVENT_TYPES)}")

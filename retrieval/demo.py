@@ -209,13 +209,13 @@ def _interactions(world: World, rng, published, now, mean_events, history_days):
             item_id = f"i{item}"
             rows.append((user_id, item_id, "view", ts))
             if rng.random() < world.click_probability(u, [item], {"device": dev})[0]:
-                ts += int(rng.integers(2, 60))
+                ts = min(int(now), ts + int(rng.integers(2, 60)))  # never after now
                 rows.append((user_id, item_id, "click", ts))
                 if rng.random() < 0.3:
-                    ts += int(rng.integers(10, 600))
+                    ts = min(int(now), ts + int(rng.integers(10, 600)))
                     rows.append((user_id, item_id, "add_to_cart", ts))
                     if rng.random() < 0.5:
-                        ts += int(rng.integers(10, 900))
+                        ts = min(int(now), ts + int(rng.integers(10, 900)))
                         rows.append((user_id, item_id, "purchase", ts))
     rows.sort(key=lambda r: r[3])
     return rows

@@ -1,0 +1,1 @@
+"""Offline simulation of the service against a world with hidden ground truth (coming with the simulator issue)."""
