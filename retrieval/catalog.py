@@ -33,7 +33,8 @@ class _Grow:
 
     @property
     def view(self) -> np.ndarray:
-        return self.data[: self.n]
+        n = self.n  # read before data: a concurrent append only ever grows it
+        return self.data[:n]
 
 
 class Catalog:
@@ -71,14 +72,16 @@ class Catalog:
             old = self.row_of.get(item["item_id"])
             if old is not None:
                 self._live.data[old] = False  # tombstone: Annoy may still return it
+            # Readers run concurrently without the lock: every per-row array grows first,
+            # and the row becomes visible last, when it is appended to the fresh rows.
             row = len(self.ids)
             self.ids.append(item["item_id"])
             self.lines.append(self._line_for(item))
             self._in_stock.append(bool(item["in_stock"]))
             self._published.append(int(item["published_at"]))
+            self._live.append(True)
             self._fresh_vectors.append(vector)
             self._fresh_rows.append(row)
-            self._live.append(True)
             self.row_of[item["item_id"]] = row
             if cursor is not None:
                 self.cursor = cursor
@@ -100,7 +103,8 @@ class Catalog:
             r, s = self.bundle.index.search(query, n)
             rows.append(r)
             sims.append(s)
-        fresh_vectors, fresh_rows = self._fresh_vectors.view, self._fresh_rows.view
+        n_fresh_rows = self._fresh_rows.n  # read first: the vectors hold at least this many rows
+        fresh_rows, fresh_vectors = self._fresh_rows.data[:n_fresh_rows], self._fresh_vectors.data[:n_fresh_rows]
         if len(fresh_rows) and n_fresh > 0:
             ok = self.available(fresh_rows)  # before the top-n: replaced rows must not take the slots
             fresh_rows, s = fresh_rows[ok], fresh_vectors[ok] @ query
