@@ -70,3 +70,10 @@ def test_bad_interaction_logs_name_the_line(cli_env, tmp_path, capsys, text, mes
 def test_build_needs_exactly_one_source(cli_env, capsys):
     assert main(["build", "--no-progress"]) == 2
     assert "give either --demo or --catalog FILE" in capsys.readouterr().err
+
+
+def test_model_list_shows_snapshots(cli_env, store, capsys):
+    assert main(["model", "list"]) == 0 and capsys.readouterr().out == ""
+    store.put_snapshot(b"model", {"cursor": "5-0", "learned": 12}, keep=3)
+    assert main(["model", "list"]) == 0
+    assert capsys.readouterr().out.startswith("v1\tcreated_at=")
