@@ -24,7 +24,7 @@ from serving.service import Service
 
 log = logging.getLogger("banditrec.http")
 
-_HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+_HTTP_CODES = {500: "internal", 400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 415: "unsupported_media_type"}
 
 
@@ -77,14 +77,27 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
 
 
 def _body():
-    """The request's JSON body: application/json, finite numbers, not absurdly deep."""
+    """The request's JSON body: application/json, valid UTF-8 text, finite numbers of sane size."""
     if not request.is_json:
         raise UnsupportedMediaType("Content-Type must be application/json")
     raw = request.get_data(cache=False)
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_int=_int)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    if b"\\u" in raw:  # escapes can spell lone surrogates, which are not text
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)") from None
+    return body
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 15:  # beyond 2**53 a JSON number is not exact in most clients
+        raise InvalidRequest(f"body contains the integer {text[:20]}{'...' if len(text) > 20 else ''}, "
+                             "which is out of range (|n| < 10**15)")
+    return int(text)
 
 
 def _reject_constant(name: str):

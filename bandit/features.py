@@ -7,14 +7,15 @@ whitespace, `|` and `:` cannot reach VW's parser.
 
 >>> shared_line({"age_group": "25-34", "taste": ["shoes"]}, {"device": "mobile", "hour": 21})
 'shared |User age=25-34 taste=shoes |Context device=mobile hour=21'
->>> item_line({"item_id": "i 3", "category": "shoes", "attributes": {"price": 59.0}})
-'|Item id=i_3 cat=shoes price=5'
+>>> item_line({"item_id": "i3", "category": "shoes", "attributes": {"price": 59.0}})
+'|Item id=i3 cat=shoes price=5'
 >>> action_line('|Item id=i3', 0.83)
 '|Item id=i3 |Sim s:0.8300'
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 
@@ -26,6 +27,19 @@ MAX_TOKEN = 96
 def token(value) -> str:
     """A feature-safe token: no whitespace, '|' or ':'; at most 96 characters."""
     return _UNSAFE.sub("_", str(value))[:MAX_TOKEN] or "_"
+
+
+def id_token(value: str) -> str:
+    """Like `token`, but distinct ids stay distinct: a changed or shortened id gets a hash suffix.
+
+    >>> id_token("sku_1"), id_token("sku 1") != id_token("sku_1")
+    ('sku_1', True)
+    """
+    safe = token(value)
+    if safe == value:
+        return safe
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{safe[:MAX_TOKEN - 17]}~{digest}"
 
 
 def _value_feature(key: str, value) -> str:
@@ -44,7 +58,7 @@ def _value_feature(key: str, value) -> str:
 
 def item_line(item: dict) -> str:
     """The cached per-item part of an action line."""
-    parts = [f"|Item id={token(item['item_id'])}"]
+    parts = [f"|Item id={id_token(item['item_id'])}"]
     if item.get("category"):
         parts.append(f"cat={token(item['category'])}")
     for key, value in sorted((item.get("attributes") or {}).items()):

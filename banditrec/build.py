@@ -21,7 +21,7 @@ from retrieval.bundle import current_path, write_bundle
 from retrieval.data import Interactions, read_catalog, read_interactions, read_users
 from retrieval.demo import generate_world
 from retrieval.embeddings import (fit_item_embeddings, popularity, user_tastes, user_vectors)
-from store.redis_store import Store
+from store.redis_store import Store, stream_id
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def run_build(config: Config, store: Store, *, catalog: Path, users: Path | None
     """Build a new index version and write user vectors and popularity. Returns a summary."""
     t0 = time.perf_counter()
     items = {i["item_id"]: i for i in read_catalog(catalog)}
-    cursor = "0-0"
-    for cursor, item, _ in store.iter_items():  # fold in items upserted since the last build
-        items[item["item_id"]] = item
+    items, cursor = _fold_upserts(items, store, config)
     items = list(items.values())
     if not items:
         raise DataError(f"{catalog} has no items (an empty catalog needs no build: start the service "
@@ -87,7 +85,7 @@ def run_build(config: Config, store: Store, *, catalog: Path, users: Path | None
     log.info("wrote index %s (%d trees) in %.1f s", path.name, config.index.n_trees, time.perf_counter() - t2)
 
     t3 = time.perf_counter()
-    written = store.put_users(tqdm(_user_records(events, engagement, vectors, items, profiles, config),
+    written = store.put_users(tqdm(_user_records(events, engagement, vectors, items, profiles, config, path.name),
                                    total=len(set(events.user_ids) | set(profiles)), desc="users -> redis",
                                    unit="user", disable=not progress, mininterval=1.0))
     pop = popularity(engagement)
@@ -99,8 +97,23 @@ def run_build(config: Config, store: Store, *, catalog: Path, users: Path | None
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _user_records(events: Interactions, engagement, vectors, items, profiles, config):
-    """(user_id, fields) for every user with history or a profile."""
+def _fold_upserts(items: dict[str, dict], store: Store, config: Config) -> tuple[dict[str, dict], str]:
+    """The file is the catalog; `PUT /items` changes made since the last build override it, and
+    items that exist only through the API are kept. Returns the items and the stream cursor."""
+    previous = current_path(config.data.path)
+    since = stream_id(json.loads((previous / "meta.json").read_text()).get("catalog_cursor", "0-0")) \
+        if previous else (0, 0)
+    in_file = set(items)
+    cursor = "0-0"
+    for cursor, item, _ in store.iter_items():
+        if item["item_id"] not in in_file or stream_id(cursor) > since:
+            items[item["item_id"]] = item
+    return items, cursor
+
+
+def _user_records(events: Interactions, engagement, vectors, items, profiles, config, version):
+    """(user_id, fields) for every user with history or a profile. A vector is tagged with the
+    index version whose space it lives in; the service ignores vectors of another version."""
     uvecs = user_vectors(engagement, vectors)
     tastes = user_tastes(engagement, [i["category"] for i in items], config.embedding.taste_categories)
     counts = np.bincount(events.user, minlength=len(events.user_ids)) if len(events) else []
@@ -108,6 +121,7 @@ def _user_records(events: Interactions, engagement, vectors, items, profiles, co
         fields = {"n": int(counts[u]), "taste": tastes[u], **profiles.get(user_id, {})}
         if uvecs[u].any():
             fields["vector"] = uvecs[u]
+            fields["build"] = version
         yield user_id, fields
     seen = set(events.user_ids)
     for user_id, profile in profiles.items():

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from banditrec.config import Config, load_config
@@ -67,12 +68,19 @@ def _config(args) -> Config:
     return load_config(args.config, env)
 
 
-def _open_store(config: Config):
+@contextmanager
+def _store(config: Config):
+    """A Store for the command's duration; its client (and an embedded server it started) closed after."""
     from store.connection import connect
     from store.redis_store import Store
 
     client, embedded = connect(config.redis, config.data.path)
-    return Store(client, config.redis.prefix), embedded
+    try:
+        yield Store(client, config.redis.prefix)
+    finally:
+        client.close()
+        if embedded is not None:
+            embedded.close()
 
 
 def _build(config: Config, args) -> int:
@@ -81,8 +89,7 @@ def _build(config: Config, args) -> int:
     if args.demo == bool(args.catalog):
         print("banditrec build: give either --demo or --catalog FILE", file=sys.stderr)
         return 2
-    store, embedded = _open_store(config)
-    try:
+    with _store(config) as store:
         if args.if_missing and is_built(config, store):
             log.info("build in place (%s); nothing to do", store.get_meta("build"))
             return 0
@@ -93,9 +100,6 @@ def _build(config: Config, args) -> int:
         summary = run_build(config, store, **paths, now=args.now, progress=not args.no_progress)
         log.info("build done: %s", summary)
         return 0
-    finally:
-        if embedded is not None:
-            embedded.close()
 
 
 def _serve(config: Config, args) -> int:
@@ -128,15 +132,11 @@ def _serve(config: Config, args) -> int:
 
 
 def _model(config: Config, args) -> int:
-    store, embedded = _open_store(config)
-    try:
+    with _store(config) as store:
         for meta in store.list_snapshots():
             print(f"v{meta['version']}\tcreated_at={meta['created_at']:.0f}\tlearned={meta.get('learned', 0)}"
                   f"\tcursor={meta['cursor']}")
         return 0
-    finally:
-        if embedded is not None:
-            embedded.close()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import time
 from banditrec.errors import Gone, InvalidRequest, NotFound
 from serving.schema import parse_feedback
 from serving.service import Service
-from store.redis_store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +19,14 @@ def feedback(service: Service, body) -> dict:
     if decision is None:
         raise NotFound(f"event_id {req.event_id!r} is unknown (never issued, or expired more than "
                        f"{cfg.expired_grace_s:g} s ago)")
-    age = time.time() - decision["ts"]
-    if age > cfg.reward_wait_s:
-        raise Gone(f"event {req.event_id!r} is {age:.0f} s old, rewards are accepted for {cfg.reward_wait_s:g} s")
     shown = decision["items"].get(req.item_id)
     if shown is None:
         raise InvalidRequest(f"item_id {req.item_id!r} was not in the slate of event {req.event_id!r}")
-    if acked is not None:
+    if acked is not None:  # a retry of a recorded reward, even one that arrives after the wait
         return {"status": "accepted", "duplicate": True}
+    age = time.time() - decision["ts"]
+    if age > cfg.reward_wait_s:
+        raise Gone(f"event {req.event_id!r} is {age:.0f} s old, rewards are accepted for {cfg.reward_wait_s:g} s")
 
     position, probability, action = shown
     entry = {"event_id": req.event_id, "item_id": req.item_id, "reward": req.reward, "p": probability,
@@ -37,6 +36,6 @@ def feedback(service: Service, body) -> dict:
     service.store.mark_acked(req.event_id, req.item_id, stream_id, cfg.reward_wait_s + cfg.expired_grace_s)
     try:
         service.learner.catch_up()
-    except StoreError as exc:  # recorded already: the snapshot thread learns it later
-        log.warning("reward %s recorded, learning deferred: %s", stream_id, exc)
+    except Exception:  # recorded already: the snapshot thread learns it later; the client gets its 200
+        log.exception("reward %s recorded, learning deferred", stream_id)
     return {"status": "accepted", "duplicate": False}

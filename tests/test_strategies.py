@@ -282,7 +282,8 @@ def test_item_line_sanitises_user_given_values():
     assert line.count("|") == 1 and line.startswith("|Item ")
     assert ":" not in line
     assert line.split() == line.split(" ")
-    assert line.split()[1:3] == ["id=i_3_4", "cat=shoes_Foo_bar_1"]
+    assert line.split()[1].startswith("id=i_3_4~")  # sanitised, plus a hash: distinct ids stay distinct
+    assert line.split()[2] == "cat=shoes_Foo_bar_1"
     assert {"col_or=red_x", "k_=v_v", "n=3", "f=1", "b=false"} <= set(line.split())
     assert all("=" in t for t in _feature_tokens(line))
 

@@ -1,0 +1,66 @@
+"""Rebuilds: what the catalog file and API upserts each contribute, and which user vectors count."""
+
+from __future__ import annotations
+
+import json
+
+from app import create_app
+from banditrec.build import run_build
+from conftest import NOW, make_config
+from retrieval.bundle import current_path, read_items
+
+
+def _rebuild(config, store, files):
+    run_build(config, store, catalog=files["items.jsonl"], users=files["users.jsonl"],
+              interactions=files["interactions.csv"], now=NOW, progress=False)
+    return {i["item_id"]: i for i in read_items(current_path(config.data.path))}
+
+
+def test_api_upserts_override_the_file_once_and_api_only_items_stay(build, open_service, store, small_world_files):
+    config = build()
+    client = create_app(deps=open_service(config)).test_client()
+    assert client.put("/items/i5", json={"category": "from-api", "in_stock": True}).status_code == 200
+    assert client.put("/items/api-only", json={"category": "from-api"}).status_code == 200
+    file_i5 = next(json.loads(line) for line in open(small_world_files["items.jsonl"]) if '"i5"' in line)
+
+    second = _rebuild(config, store, small_world_files)  # the PUT came after the last build: it wins
+    assert second["i5"]["category"] == "from-api" and "api-only" in second
+    third = _rebuild(config, store, small_world_files)  # now the file is newer than that PUT
+    assert third["i5"]["category"] == file_i5["category"] and "api-only" in third
+
+
+def test_user_vectors_count_only_for_the_index_they_were_built_with(build, open_service, store, small_world_files):
+    config = build()
+    old = open_service(config)
+    client = create_app(deps=old).test_client()
+    assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "personalized"
+    _rebuild(config, store, small_world_files)  # writes vectors of the new version
+    assert store.get_user("u3")["build"] == current_path(config.data.path).name != old.catalog.bundle.version
+    assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "cold_start"
+    fresh = create_app(deps=open_service(config)).test_client()
+    assert fresh.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "personalized"
+
+
+def test_a_rebuild_without_a_users_history_drops_their_vector(tmp_path, store, small_world_files, open_service):
+    config = make_config(tmp_path)
+    _rebuild(config, store, small_world_files)
+    assert "vector" in store.get_user("u3")
+    log = tmp_path / "log.csv"
+    lines = open(small_world_files["interactions.csv"]).read().splitlines()
+    log.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if not ln.startswith("u3,")]) + "\n")
+    run_build(config, store, catalog=small_world_files["items.jsonl"], users=small_world_files["users.jsonl"],
+              interactions=log, now=NOW, progress=False)
+    u3 = store.get_user("u3")
+    assert "vector" not in u3 and u3["age_group"]  # profile kept, stale vector gone
+
+
+def test_a_reward_that_cannot_be_learned_is_set_aside(build, open_service, store):
+    service = open_service(build())
+    client = create_app(deps=service).test_client()
+    store.append_reward({"event_id": "broken", "item_id": "i1", "reward": 1.0, "p": 0.5}, maxlen=10_000)  # no features
+    body = client.post("/recommend", json={"user_id": "u1", "k": 1}).get_json()
+    reward = {"event_id": body["event_id"], "item_id": body["items"][0]["item_id"], "reward": 1}
+    assert client.post("/feedback", json=reward).status_code == 200
+    assert service.learner.learned == 1  # the good reward behind the broken one was learned
+    [dead] = store.dead_letters()
+    assert dead["entry"]["event_id"] == "broken" and "KeyError" in dead["error"]
