@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from app import create_app
@@ -61,3 +63,19 @@ def test_duplicate_stream_entries_are_learned_once_also_on_replay(build, open_se
     assert replay.learner.learned == 1
     np.testing.assert_allclose(replay.model.predict(PROBE_SHARED, PROBE_ACTIONS),
                                first.model.predict(PROBE_SHARED, PROBE_ACTIONS), atol=1e-6)
+
+
+def test_snapshots_are_written_periodically_while_serving(build, store):
+    from serving import Service
+
+    config = build(snapshot={"interval_s": 0.2, "every_n_updates": 1_000_000})
+    service = Service.open(config, store=store, start_threads=True)
+    try:
+        _traffic(create_app(deps=service).test_client(), 5, seed=4)
+        deadline = time.monotonic() + 30
+        while not store.list_snapshots() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [meta] = store.list_snapshots()[-1:]
+        assert meta["learned"] == 5 and meta["cursor"] == store.read_rewards()[-1][0]
+    finally:
+        service.close()
