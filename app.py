@@ -17,10 +17,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError, InvalidRequest
-from serving.feedback import feedback
-from serving.items import put_item
-from serving.recommend import recommend
-from serving.service import Service
+from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
 
 log = logging.getLogger("banditrec.http")
 
@@ -43,13 +40,42 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     def feedback_route():
         return _json(feedback(service, _body()))
 
+    @app.post("/events")
+    def events_route():
+        return _json(record_event(service, _body()))
+
     @app.put("/items/<path:item_id>")
     def put_item_route(item_id):
         return _json(put_item(service, item_id, _body()))
 
+    @app.delete("/items/<path:item_id>")
+    def delete_item_route(item_id):
+        return _json(delete_item(service, item_id))
+
+    @app.put("/users/<path:user_id>")
+    def put_user_route(user_id):
+        return _json(put_user(service, user_id, _body()))
+
+    @app.post("/admin/rebuild")
+    def rebuild_route():
+        summary = service.rebuild()
+        served = service.catalog.bundle.version if service.catalog.bundle else None
+        return _json({"rebuilt": summary is not None, "index_version": served, **(summary or {})})
+
     @app.get("/health")
     def health():
         return _json({"status": "ok", "model_version": service.learner.version, "items": len(service.catalog)})
+
+    @app.get("/ready")
+    def ready():
+        try:
+            redis_ok = service.store.ping()
+        except BanditrecError:
+            redis_ok = False
+        body = {"ready": redis_ok, "redis": redis_ok, "model_version": service.learner.version,
+                "index_version": service.catalog.bundle.version if service.catalog.bundle else None,
+                "items": len(service.catalog)}
+        return _json(body, 200 if redis_ok else 503)
 
     @app.errorhandler(BanditrecError)
     def handle_error(exc: BanditrecError):

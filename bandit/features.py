@@ -1,7 +1,8 @@
 """Vowpal Wabbit text features for users, context and items.
 
 Namespaces (VW pairs them by first letter): `User` (profile, taste), `Context` (request
-context), `Item` (id, category, attributes; cached per item), `Sim` (the retrieval
+context), `Recent` (the live session: recent categories, length, time since the last
+event), `Item` (id, category, attributes; cached per item), `Sim` (the retrieval
 similarity between the user's vector and the item). Values from clients are sanitised:
 whitespace, `|` and `:` cannot reach VW's parser.
 
@@ -75,8 +76,8 @@ def action_line(cached_item_line: str, sim: float | None) -> str:
     return f"{cached_item_line} |Sim s:{sim:.4f}"
 
 
-def shared_line(user: dict | None, context: dict) -> str:
-    """The per-request shared features: user profile and taste, request context."""
+def shared_line(user: dict | None, context: dict, recent: dict | None = None) -> str:
+    """The per-request shared features: user profile and taste, request context, live session."""
     parts = ["shared |User"]
     user = user or {}
     for field, short in _PROFILE:
@@ -92,6 +93,13 @@ def shared_line(user: dict | None, context: dict) -> str:
             feature = _value_feature(key, context[key])
             if feature:
                 parts.append(feature)
+    if recent:
+        parts.append("|Recent")
+        for category in recent.get("cats", ()):
+            parts.append(f"cat={token(category)}")
+        for key in ("len", "since"):
+            if key in recent:
+                parts.append(f"{key}={recent[key]}")
     return " ".join(parts)
 
 

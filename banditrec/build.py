@@ -1,7 +1,11 @@
-"""`banditrec build`: catalog + interaction log -> embeddings -> Annoy version -> Redis.
+"""`banditrec build`: catalog + interactions -> embeddings -> Annoy version -> Redis.
 
-Items upserted through `PUT /items` since the last build are folded in (the catalog change
-stream is read up to a cursor that the new version records), so a rebuild never loses them.
+Two kinds of build, both safe while the service runs (it swaps to the new version):
+- full: refit the embeddings from the catalog file, the interaction log and the events
+  recorded by `POST /events`; write user vectors (in the new embedding space) and
+  popularity to Redis. Items changed through the API since the last build are folded in.
+- incremental: fold the items added, changed or deleted through the API since the served
+  version into a new Annoy version, in the same embedding space (no refit, users untouched).
 """
 
 from __future__ import annotations
@@ -12,18 +16,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from tqdm import tqdm
 
 from banditrec.config import Config, to_dict
 from banditrec.errors import DataError
 from bandit.features import item_line
-from retrieval.bundle import current_path, write_bundle
-from retrieval.data import Interactions, read_catalog, read_interactions, read_users
+from retrieval.bundle import current_path, read_items, write_bundle
+from retrieval.data import Interactions, read_catalog, read_interactions, read_users, segment_of
 from retrieval.demo import generate_world
-from retrieval.embeddings import (fit_item_embeddings, popularity, user_tastes, user_vectors)
-from store.redis_store import Store, stream_id
+from retrieval.embeddings import ItemEmbedder, fit_item_embeddings, popularity, user_tastes, user_vectors
+from store import Store, stream_id
 
 log = logging.getLogger(__name__)
+BUILD_LOCK_S = 3600.0
 
 
 def demo_paths(data_dir: Path) -> dict[str, Path]:
@@ -50,26 +56,49 @@ def ensure_demo(config: Config, now: float | None = None) -> dict[str, Path]:
 
 
 def is_built(config: Config, store: Store) -> bool:
-    """True when an index version exists and Redis holds the user data of that version."""
+    """True when an index version exists and Redis holds the user data of its embedding space."""
     path = current_path(config.data.path)
-    return path is not None and store.get_meta("build") == path.name
+    return path is not None and store.get_meta("space") == json.loads((path / "meta.json").read_text()).get("space")
+
+
+class BuildLock:
+    """One build at a time per deployment (service rebuilds and CLI builds alike)."""
+
+    def __init__(self, store: Store, wait_s: float = 0.0):
+        self.store, self.wait_s, self.token = store, wait_s, None
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.wait_s
+        while (token := self.store.acquire_lock("build", BUILD_LOCK_S)) is None:
+            if time.monotonic() >= deadline:
+                raise DataError("another build is running (lock 'build' in Redis); try again when it is done")
+            time.sleep(0.2)
+        self.token = token
+        return self
+
+    def __exit__(self, *exc):
+        self.store.release_lock("build", self.token)
 
 
 def run_build(config: Config, store: Store, *, catalog: Path, users: Path | None = None,
               interactions: Path | None = None, now: float | None = None, progress: bool = True) -> dict:
-    """Build a new index version and write user vectors and popularity. Returns a summary."""
+    """Full build: a new index version in a new embedding space, users and popularity in Redis."""
+    with BuildLock(store, wait_s=60.0):
+        return _full_build(config, store, catalog, users, interactions, now, progress)
+
+
+def _full_build(config, store, catalog, users, interactions, now, progress) -> dict:
     t0 = time.perf_counter()
-    items = {i["item_id"]: i for i in read_catalog(catalog)}
-    items, cursor = _fold_upserts(items, store, config)
-    items = list(items.values())
+    items, cursor = _fold_upserts({i["item_id"]: i for i in read_catalog(catalog)}, store, config)
+    items = [i for i in items.values() if not i.get("deleted")]
     if not items:
         raise DataError(f"{catalog} has no items (an empty catalog needs no build: start the service "
                         "and add items with PUT /items)")
     profiles = read_users(users) if users else {}
-    events = read_interactions(interactions) if interactions else Interactions.from_rows([])
+    events = _interactions(store, interactions)
     now = float(now if now is not None else time.time())
-    log.info("read %d items, %d profiles, %d interactions in %.1f s", len(items), len(profiles), len(events),
-             time.perf_counter() - t0)
+    log.info("read %d items, %d profiles, %d interactions (file and event stream) in %.1f s", len(items),
+             len(profiles), len(events), time.perf_counter() - t0)
 
     t1 = time.perf_counter()
     embedder, vectors, engagement = fit_item_embeddings(items, events, config.embedding, now,
@@ -77,29 +106,88 @@ def run_build(config: Config, store: Store, *, catalog: Path, users: Path | None
     log.info("embedded %d items (dim %d) in %.1f s", len(items), vectors.shape[1], time.perf_counter() - t1)
 
     t2 = time.perf_counter()
+    previous = current_path(config.data.path)
+    previous_space = json.loads((previous / "meta.json").read_text()).get("space") if previous else None
     meta = {"built_at": now, "catalog_cursor": cursor, "n_interactions": len(events),
             "sources": {"catalog": str(catalog), "users": str(users or ""), "interactions": str(interactions or "")}}
     path = write_bundle(config.data.path, items=items, vectors=vectors, lines=[item_line(i) for i in items],
                         embedder=embedder, meta=meta, n_trees=config.index.n_trees,
-                        seed=config.index.build_seed, progress=progress)
+                        seed=config.index.build_seed, progress=progress, keep=config.index.keep_versions)
     log.info("wrote index %s (%d trees) in %.1f s", path.name, config.index.n_trees, time.perf_counter() - t2)
 
+    # Users: vectors in the new space; the previous space stays for the service still serving it.
     t3 = time.perf_counter()
-    written = store.put_users(tqdm(_user_records(events, engagement, vectors, items, profiles, config, path.name),
-                                   total=len(set(events.user_ids) | set(profiles)), desc="users -> redis",
-                                   unit="user", disable=not progress, mininterval=1.0))
-    pop = popularity(engagement)
-    store.put_popularity({items[r]["item_id"]: float(pop[r]) for r in np.flatnonzero(pop > 0)})
-    store.put_meta("build", path.name)
-    log.info("wrote %d users and popularity of %d items in %.1f s", written, int((pop > 0).sum()),
+    spaces = json.loads(store.get_meta("spaces") or "[]")
+    drop = [s for s in spaces if s not in (previous_space, path.name)]
+    records = _user_records(events, engagement, vectors, items, profiles, config)
+    total = len(set(events.user_ids) | set(profiles))
+    written = store.put_users(tqdm(records, total=total, desc="users -> redis", unit="user",
+                                   disable=not progress, mininterval=1.0), space=path.name, drop_spaces=drop)
+    store.put_meta("spaces", json.dumps([s for s in (previous_space, path.name) if s]))
+    n_segments = _write_popularity(store, engagement, items, events, profiles, config)
+    store.put_meta("space", path.name)
+    log.info("wrote %d users and popularity (global + %d segments) in %.1f s", written, n_segments,
              time.perf_counter() - t3)
     return {"version": path.name, "items": len(items), "users": written, "interactions": len(events),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def run_incremental(config: Config, store: Store, progress: bool = False) -> dict | None:
+    """Fold API changes since the served version into a new Annoy version (same space).
+    Returns a summary, or None when there was nothing to fold or another build is running."""
+    token = store.acquire_lock("build", BUILD_LOCK_S)
+    if token is None:
+        return None
+    try:
+        return _incremental_build(config, store, progress)
+    finally:
+        store.release_lock("build", token)
+
+
+def _incremental_build(config: Config, store: Store, progress: bool) -> dict | None:
+    t0 = time.perf_counter()
+    current = current_path(config.data.path)
+    meta = json.loads((current / "meta.json").read_text()) if current else {}
+    changes = list(store.iter_items(meta.get("catalog_cursor", "0-0")))
+    if not changes:
+        return None
+    if current is not None:
+        items = read_items(current)
+        vectors = np.load(current / "vectors.npy")
+        embedder = ItemEmbedder.load(current / "embedder.npz")
+    else:  # the first version of a catalog that grew through the API
+        items, vectors = [], np.zeros((0, config.embedding.dim), np.float32)
+        embedder = ItemEmbedder.untrained(config.embedding)
+    rows = {item["item_id"]: r for r, item in enumerate(items)}
+    extra: dict[str, tuple[dict, np.ndarray]] = {}
+    for _, item, vector in changes:
+        rows.pop(item["item_id"], None)
+        extra.pop(item["item_id"], None)
+        if not item.get("deleted"):
+            extra[item["item_id"]] = (item, vector)
+    kept = sorted(rows.values())
+    items = [items[r] for r in kept] + [item for item, _ in extra.values()]
+    if not items:
+        return None
+    vectors = np.vstack([vectors[kept]] + [v[None, :] for _, v in extra.values()])
+    new_meta = {"built_at": time.time(), "catalog_cursor": changes[-1][0], "incremental": True,
+                "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {})}
+    if "space" in meta:
+        new_meta["space"] = meta["space"]
+    path = write_bundle(config.data.path, items=items, vectors=vectors, lines=[item_line(i) for i in items],
+                        embedder=embedder, meta=new_meta, n_trees=config.index.n_trees,
+                        seed=config.index.build_seed, progress=progress, keep=config.index.keep_versions)
+    if current is None:
+        store.put_meta("space", path.name)
+    log.info("incremental index %s: %d items (%d changes folded) in %.1f s", path.name, len(items),
+             len(changes), time.perf_counter() - t0)
+    return {"version": path.name, "items": len(items), "changes": len(changes),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _fold_upserts(items: dict[str, dict], store: Store, config: Config) -> tuple[dict[str, dict], str]:
-    """The file is the catalog; `PUT /items` changes made since the last build override it, and
-    items that exist only through the API are kept. Returns the items and the stream cursor."""
+    """The file is the catalog; API changes (upserts, deletions) made since the last build
+    override it, and items that exist only through the API are kept. Returns items and cursor."""
     previous = current_path(config.data.path)
     since = stream_id(json.loads((previous / "meta.json").read_text()).get("catalog_cursor", "0-0")) \
         if previous else (0, 0)
@@ -111,19 +199,49 @@ def _fold_upserts(items: dict[str, dict], store: Store, config: Config) -> tuple
     return items, cursor
 
 
-def _user_records(events: Interactions, engagement, vectors, items, profiles, config, version):
-    """(user_id, fields) for every user with history or a profile. A vector is tagged with the
-    index version whose space it lives in; the service ignores vectors of another version."""
+def _interactions(store: Store, path: Path | None) -> Interactions:
+    """The interaction log file (if any) followed by every event recorded through the API."""
+    file_rows = read_interactions(path).rows() if path else []
+    stream_rows = ((e["user_id"], e["item_id"], e["type"], e["timestamp"]) for _, e in store.iter_events())
+    return Interactions.from_rows(list(file_rows) + list(stream_rows))
+
+
+def _user_records(events: Interactions, engagement, vectors, items, profiles, config):
+    """(user_id, fields) for every user with history or a profile."""
     uvecs = user_vectors(engagement, vectors)
     tastes = user_tastes(engagement, [i["category"] for i in items], config.embedding.taste_categories)
     counts = np.bincount(events.user, minlength=len(events.user_ids)) if len(events) else []
+    last = np.full(len(events.user_ids), -np.inf)
+    if len(events):
+        np.maximum.at(last, events.user, events.timestamp)
     for u, user_id in enumerate(events.user_ids):
-        fields = {"n": int(counts[u]), "taste": tastes[u], **profiles.get(user_id, {})}
+        fields = {"n": int(counts[u]), "last": float(last[u]), "taste": tastes[u], **profiles.get(user_id, {})}
         if uvecs[u].any():
             fields["vector"] = uvecs[u]
-            fields["build"] = version
         yield user_id, fields
     seen = set(events.user_ids)
     for user_id, profile in profiles.items():
         if user_id not in seen:
             yield user_id, dict(profile)
+
+
+def _write_popularity(store: Store, engagement, items, events: Interactions, profiles, config) -> int:
+    """Global popularity, and popularity within each demographic segment."""
+    pop = popularity(engagement)
+    store.put_popularity({items[r]["item_id"]: float(pop[r]) for r in np.flatnonzero(pop > 0)}, scope="global")
+    segments = [segment_of(profiles.get(user_id, {}), config.cold_start.segment_fields) for user_id in events.user_ids]
+    names = sorted({s for s in segments if s})
+    if not names or engagement.shape[1] == 0:
+        return 0
+    index = {name: c for c, name in enumerate(names)}
+    cols = [(u, index[s]) for u, s in enumerate(segments) if s]
+    onehot = sparse.csr_matrix((np.ones(len(cols)), ([u for u, _ in cols], [c for _, c in cols])),
+                               shape=(engagement.shape[1], len(names)))
+    per_segment = (engagement @ onehot).tocsc()
+    keep = max(1000, config.retrieval.n_candidates * 4)
+    for name, c in index.items():
+        column = per_segment[:, c].toarray().ravel()
+        top = np.argsort(-column)[:keep]
+        store.put_popularity({items[r]["item_id"]: float(column[r]) for r in top if column[r] > 0},
+                             scope=f"seg:{name}")
+    return len(names)

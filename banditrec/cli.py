@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", parents=[common], help="data -> embeddings -> Annoy index -> Redis")
     build.add_argument("--demo", action="store_true", help="generate the demo data set (if missing) and build from it")
+    build.add_argument("--incremental", action="store_true",
+                       help="only fold items added, changed or deleted through the API into a new Annoy version")
     build.add_argument("--catalog", type=Path, help="items, JSONL (see README)")
     build.add_argument("--users", type=Path, help="user profiles, JSONL (optional)")
     build.add_argument("--interactions", type=Path, help="interaction log, CSV (optional)")
@@ -71,23 +73,27 @@ def _config(args) -> Config:
 @contextmanager
 def _store(config: Config):
     """A Store for the command's duration; its client (and an embedded server it started) closed after."""
-    from store.connection import connect
-    from store.redis_store import Store
+    from store import open_store
 
-    client, embedded = connect(config.redis, config.data.path)
+    store, embedded = open_store(config.redis, config.data.path)
     try:
-        yield Store(client, config.redis.prefix)
+        yield store
     finally:
-        client.close()
+        store.close()
         if embedded is not None:
             embedded.close()
 
 
 def _build(config: Config, args) -> int:
-    from banditrec.build import ensure_demo, is_built, run_build
+    from banditrec.build import ensure_demo, is_built, run_build, run_incremental
 
+    if args.incremental:
+        with _store(config) as store:
+            summary = run_incremental(config, store, progress=not args.no_progress)
+            log.info("incremental build: %s", summary or "nothing to fold (or another build is running)")
+            return 0
     if args.demo == bool(args.catalog):
-        print("banditrec build: give either --demo or --catalog FILE", file=sys.stderr)
+        print("banditrec build: give either --demo, --catalog FILE or --incremental", file=sys.stderr)
         return 2
     with _store(config) as store:
         if args.if_missing and is_built(config, store):

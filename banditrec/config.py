@@ -51,6 +51,8 @@ class RedisConfig:
     url: str = ""
     prefix: str = "br"
     socket_timeout_ms: int = 500
+    request_timeout_ms: int = 10
+    retry_after_s: float = 1.0
     embedded_fsync: str = "everysec"
 
     def __post_init__(self):
@@ -61,6 +63,8 @@ class RedisConfig:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.prefix):
             raise ConfigError(f"redis.prefix == {self.prefix!r}, must be 1-64 of [A-Za-z0-9_.-]")
         check_scalar(self.socket_timeout_ms, "redis.socket_timeout_ms", int, min=1, max=60_000)
+        check_scalar(self.request_timeout_ms, "redis.request_timeout_ms", int, min=1, max=60_000)
+        check_scalar(self.retry_after_s, "redis.retry_after_s", float, min=0.0, max=3600.0)
         check_scalar(self.embedded_fsync, "redis.embedded_fsync", str,
                      choices=("always", "everysec", "no"))
 
@@ -144,11 +148,17 @@ class IndexConfig:
     n_trees: int = 50
     search_k: int = 20_000
     build_seed: int = 42
+    reload_check_s: float = 2.0
+    rebuild_interval_s: float = 600.0
+    keep_versions: int = 3
 
     def __post_init__(self):
         check_scalar(self.n_trees, "index.n_trees", int, min=1, max=1000)
         check_scalar(self.search_k, "index.search_k", int, min=-1)
         check_scalar(self.build_seed, "index.build_seed", int, min=0)
+        check_scalar(self.reload_check_s, "index.reload_check_s", float, min=0.05)
+        check_scalar(self.rebuild_interval_s, "index.rebuild_interval_s", float, min=0.0)
+        check_scalar(self.keep_versions, "index.keep_versions", int, min=2, max=100)
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,102 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class RealtimeConfig:
+    """What `POST /events` updates, and how the request path blends it in."""
+
+    recent_n: int = 50
+    recent_ttl_s: float = 1800.0
+    session_half_life_s: float = 1800.0
+    session_weight: float = 0.5
+    ema_alpha: float = 0.05
+    trending_half_life_s: float = 86400.0
+    trending_keep: int = 10_000
+    events_maxlen: int = 10_000_000
+
+    def __post_init__(self):
+        check_scalar(self.recent_n, "realtime.recent_n", int, min=1, max=10_000)
+        check_scalar(self.recent_ttl_s, "realtime.recent_ttl_s", float, min=1.0)
+        check_scalar(self.session_half_life_s, "realtime.session_half_life_s", float, min=1.0)
+        check_scalar(self.session_weight, "realtime.session_weight", float, min=0.0, max=1.0)
+        check_scalar(self.ema_alpha, "realtime.ema_alpha", float, min=0.0, max=1.0)
+        check_scalar(self.trending_half_life_s, "realtime.trending_half_life_s", float, min=60.0)
+        check_scalar(self.trending_keep, "realtime.trending_keep", int, min=10)
+        check_scalar(self.events_maxlen, "realtime.events_maxlen", int, min=1000)
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """Never show `categories` when the request context has `context` == `value`."""
+
+    context: str
+    value: str | int | bool
+    categories: tuple[str, ...]
+
+    def __post_init__(self):
+        check_scalar(self.context, "filters.block.context", str)
+        if not isinstance(self.value, (str, int, bool)):
+            raise ConfigError(f"filters.block.value must be a string, integer or boolean, got {self.value!r}")
+        for category in self.categories:
+            check_scalar(category, "filters.block.categories", str)
+
+
+@dataclass(frozen=True)
+class FiltersConfig:
+    """What is removed before scoring, and slate-level business rules."""
+
+    seen_types: tuple[str, ...] = ("purchase",)
+    seen_max: int = 1000
+    seen_ttl_s: float = 90 * 86400.0
+    max_per_category: int = 0
+    block: tuple[BlockRule, ...] = ()
+
+    def __post_init__(self):
+        for kind in self.seen_types:
+            check_scalar(kind, "filters.seen_types", str, choices=EVENT_TYPES)
+        check_scalar(self.seen_max, "filters.seen_max", int, min=1, max=100_000)
+        check_scalar(self.seen_ttl_s, "filters.seen_ttl_s", float, min=1.0)
+        check_scalar(self.max_per_category, "filters.max_per_category", int, min=0)
+
+
+@dataclass(frozen=True)
+class ColdStartConfig:
+    """Users with fewer interactions are served from popularity (segment, global, trending)."""
+
+    min_interactions: int = 5
+    segment_fields: tuple[str, ...] = ("age_group", "location")
+    segment_share: float = 0.5
+    global_share: float = 0.25
+    trending_share: float = 0.25
+
+    def __post_init__(self):
+        check_scalar(self.min_interactions, "cold_start.min_interactions", int, min=0)
+        for name in self.segment_fields:
+            check_scalar(name, "cold_start.segment_fields", str, choices=("age_group", "location", "signup_source"))
+        for name in ("segment_share", "global_share", "trending_share"):
+            check_scalar(getattr(self, name), f"cold_start.{name}", float, min=0.0, max=1.0)
+        if self.segment_share + self.global_share + self.trending_share <= 0:
+            raise ConfigError("cold_start shares sum to 0, at least one must be > 0")
+
+
+@dataclass(frozen=True)
+class InactiveConfig:
+    """Users without events for `after_s` get pre-generated slates (the homepage cache)."""
+
+    after_s: float = 30 * 86400.0
+    refresh_s: float = 6 * 3600.0
+    jitter: float = 0.2
+    slate_size: int = 50
+    refresh_batch: int = 100
+
+    def __post_init__(self):
+        check_scalar(self.after_s, "inactive.after_s", float, min=0.0)
+        check_scalar(self.refresh_s, "inactive.refresh_s", float, min=1.0)
+        check_scalar(self.jitter, "inactive.jitter", float, min=0.0, max=0.9)
+        check_scalar(self.slate_size, "inactive.slate_size", int, min=1, max=10_000)
+        check_scalar(self.refresh_batch, "inactive.refresh_batch", int, min=1)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The Vowpal Wabbit reward model (`--cb_adf`). Arguments are rendered here, never taken raw."""
 
@@ -172,7 +278,7 @@ class ModelConfig:
     power_t: float = 0.0
     l2: float = 0.0
     cb_type: str = "mtr"
-    interactions: tuple[str, ...] = ("UI", "CI")
+    interactions: tuple[str, ...] = ("UI", "CI", "RI")
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
@@ -266,6 +372,10 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
+    inactive: InactiveConfig = field(default_factory=InactiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     fresh: FreshConfig = field(default_factory=FreshConfig)
@@ -354,7 +464,14 @@ def _build(cls, values: Mapping[str, Any], section: str):
         if origin is tuple:
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{section}.{key} must be a list, got {value!r}")
-            value = tuple(value)
+            inner = typing.get_args(hint)[0]
+            if dataclasses.is_dataclass(inner):
+                for entry in value:
+                    if not isinstance(entry, Mapping):
+                        raise ConfigError(f"each {section}.{key} entry must be a table, got {entry!r}")
+                value = tuple(_build(inner, entry, f"{section}.{key}") for entry in value)
+            else:
+                value = tuple(value)
         elif origin in (Mapping, dict) or hint is Mapping:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{section}.{key} must be a table, got {value!r}")

@@ -6,10 +6,10 @@
         vectors.npy    item vectors, float32, unit length
         ids.txt        item ids, one per line, in row order
         lines.txt      each item's cached Vowpal Wabbit feature text, in row order
-        attrs.npz      in_stock, published_at per row
+        attrs.npz      in_stock, published_at, category code per row; category names
         embedder.npz   the fitted content projection + ridge map, for items added later
         items.jsonl    the catalog as built (input of the next rebuild)
-        meta.json      version, sizes, build time, catalog stream cursor
+        meta.json      version, embedding space, sizes, build time, catalog stream cursor
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ class Bundle:
     vectors: np.ndarray
     in_stock: np.ndarray
     published_at: np.ndarray
+    category: np.ndarray        # int code per row
+    category_names: list[str]
     embedder: ItemEmbedder
     index: VectorIndex
 
     @property
     def version(self) -> str:
         return self.path.name
+
+    @property
+    def space(self) -> str:
+        """The embedding space: the full build that fitted the vectors (kept by incremental builds)."""
+        return self.meta.get("space", self.version)
 
 
 def index_root(data_dir: Path) -> Path:
@@ -59,6 +66,7 @@ def current_path(data_dir: Path) -> Path | None:
 def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
                  embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int,
                  progress: bool = False, keep: int = 3) -> Path:
+    """`meta["space"]` names the embedding space; a full build omits it and starts its own."""
     """Write a new version next to the served one, then point CURRENT at it (atomic rename)."""
     root = index_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -72,14 +80,17 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
     (tmp / "ids.txt").write_text("\n".join(i["item_id"] for i in items), encoding="utf-8")
     (tmp / "lines.txt").write_text("\n".join(lines), encoding="utf-8")
+    names, codes = np.unique(np.array([i.get("category", "") for i in items], dtype=object), return_inverse=True)
     np.savez(tmp / "attrs.npz", in_stock=np.array([i["in_stock"] for i in items], dtype=bool),
-             published_at=np.array([i["published_at"] for i in items], dtype=np.int64))
+             published_at=np.array([i["published_at"] for i in items], dtype=np.int64),
+             category=codes.astype(np.int32), category_names=np.array([str(n) for n in names], dtype=str))
     embedder.save(tmp / "embedder.npz")
     with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
         for item in items:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "version": name, "n_items": len(items),
-                                               "dim": int(vectors.shape[1])}, indent=2))
+    meta = {**meta, "version": name, "n_items": len(items), "dim": int(vectors.shape[1])}
+    meta.setdefault("space", name)  # a full build starts a new embedding space
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     os.replace(tmp, root / name)
     pointer_tmp = root / ".CURRENT.tmp"
     pointer_tmp.write_text(name)
@@ -96,11 +107,12 @@ def load_bundle(path: Path, search_k: int) -> Bundle:
     vectors = np.load(path / "vectors.npy", mmap_mode="r")
     with np.load(path / "attrs.npz") as attrs:
         in_stock, published_at = attrs["in_stock"], attrs["published_at"]
+        category, category_names = attrs["category"], [str(n) for n in attrs["category_names"]]
     if not (len(ids) == len(lines) == len(vectors) == len(in_stock) == meta["n_items"]):
         raise ValueError(f"index version {path} is inconsistent: {meta['n_items']} items in meta.json, "
                          f"{len(ids)} ids, {len(lines)} lines, {len(vectors)} vectors")
     index = VectorIndex(path / "items.ann", meta["dim"], search_k)
-    return Bundle(path, meta, ids, lines, vectors, in_stock, published_at,
+    return Bundle(path, meta, ids, lines, vectors, in_stock, published_at, category, category_names,
                   ItemEmbedder.load(path / "embedder.npz"), index)
 
 

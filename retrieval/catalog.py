@@ -40,9 +40,10 @@ class _Grow:
 class Catalog:
     """Item rows with their ids, cached VW text, stock, age, and a vector search."""
 
-    def __init__(self, bundle: Bundle | None, dim: int, line_for):
+    def __init__(self, bundle: Bundle | None, dim: int, line_for, embedder=None):
         self.bundle = bundle
         self.dim = dim
+        self.embedder = embedder  # embeds items added later into this catalog's space
         self._line_for = line_for  # item dict -> cached VW feature text
         self._lock = threading.Lock()
         n = len(bundle.ids) if bundle else 0
@@ -53,6 +54,9 @@ class Catalog:
         self._live = _Grow(np.ones(n, dtype=bool))
         self._in_stock = _Grow(bundle.in_stock if bundle else np.zeros(0, bool))
         self._published = _Grow(bundle.published_at if bundle else np.zeros(0, np.int64))
+        self.category_names: list[str] = list(bundle.category_names) if bundle else []
+        self._category_code = {name: code for code, name in enumerate(self.category_names)}
+        self._category = _Grow(bundle.category if bundle else np.zeros(0, np.int32))
         self._fresh_vectors = _Grow(np.zeros((0, dim), dtype=np.float32))
         self._fresh_rows = _Grow(np.zeros(0, dtype=np.int64))
         self.cursor = bundle.meta.get("catalog_cursor", "0-0") if bundle else "0-0"
@@ -63,7 +67,9 @@ class Catalog:
         return int(self._live.view.sum())
 
     def upsert(self, item: dict, vector: np.ndarray, cursor: str | None = None) -> int:
-        """Add or replace an item; it is searchable at once. Returns its row."""
+        """Add or replace an item; it is searchable at once. Returns its row.
+
+        Row r >= n_base is fresh-buffer entry r - n_base: every upsert appends one of each."""
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.dim,):
             got = vector.shape[0] if vector.ndim == 1 else vector.shape
@@ -79,6 +85,7 @@ class Catalog:
             self.lines.append(self._line_for(item))
             self._in_stock.append(bool(item["in_stock"]))
             self._published.append(int(item["published_at"]))
+            self._category.append(self._code(item.get("category", "")))
             self._live.append(True)
             self._fresh_vectors.append(vector)
             self._fresh_rows.append(row)
@@ -86,6 +93,49 @@ class Catalog:
             if cursor is not None:
                 self.cursor = cursor
             return row
+
+    def delete(self, item_id: str, cursor: str | None = None) -> bool:
+        """Hide an item at once; True if it existed."""
+        with self._lock:
+            row = self.row_of.pop(item_id, None)
+            if row is not None:
+                self._live.data[row] = False
+            if cursor is not None:
+                self.cursor = cursor
+            return row is not None
+
+    def apply(self, cursor: str, item: dict, vector: np.ndarray | None) -> None:
+        """Apply one entry of the catalog change stream."""
+        if item.get("deleted"):
+            self.delete(item["item_id"], cursor)
+        else:
+            self.upsert(item, vector, cursor)
+
+    def _code(self, category: str) -> int:
+        code = self._category_code.get(category)
+        if code is None:
+            code = self._category_code[category] = len(self.category_names)
+            self.category_names.append(category)
+        return code
+
+    def category_codes(self, rows: np.ndarray) -> np.ndarray:
+        return self._category.data[rows]
+
+    def category(self, row: int) -> str:
+        return self.category_names[int(self._category.data[row])]
+
+    def code_of(self, category: str) -> int | None:
+        return self._category_code.get(category)
+
+    def vector(self, row: int) -> np.ndarray:
+        """The item vector of a row (the bundle's for built items, the buffer's for fresh ones)."""
+        if row < self.n_base:
+            return np.asarray(self.bundle.vectors[row], dtype=np.float32)
+        return self._fresh_vectors.data[row - self.n_base]
+
+    @property
+    def space(self) -> str | None:
+        return self.bundle.space if self.bundle is not None else None
 
     def available(self, rows: np.ndarray) -> np.ndarray:
         """Mask of rows that may be recommended (live and in stock)."""

@@ -117,6 +117,16 @@ def normalise_profile(doc, error=InvalidRequest) -> dict:
     return out
 
 
+def segment_of(profile: dict, fields: tuple[str, ...]) -> str | None:
+    """The demographic segment of a profile: its values of `fields`, or None without any.
+
+    >>> segment_of({"age_group": "25-34", "location": "DE"}, ("age_group", "location"))
+    'age_group=25-34|location=DE'
+    """
+    parts = [f"{f}={profile[f]}" for f in fields if profile.get(f)]
+    return "|".join(parts) if parts else None
+
+
 def read_catalog(path: str | Path) -> list[dict]:
     """Items in file order; a repeated item_id keeps its last record."""
     items: dict[str, dict] = {}
@@ -153,6 +163,10 @@ class Interactions:
 
     def __len__(self) -> int:
         return len(self.user)
+
+    def rows(self) -> list[tuple[str, str, str, float]]:
+        return [(self.user_ids[u], i, EVENT_TYPES[k], t)
+                for u, i, k, t in zip(self.user.tolist(), self.item_id, self.kind.tolist(), self.timestamp.tolist())]
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[str, str, str, float]]) -> "Interactions":

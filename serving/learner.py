@@ -15,7 +15,7 @@ import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
 from bandit.vw import VWModel
-from store.redis_store import Store, StoreError
+from store import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class Learner:
         self.version = version
         self.learned = 0            # rewards learned by this process
         self.since_snapshot = 0
+        self.snapshot_at = time.monotonic()
         self._lock = threading.Lock()
 
     def catch_up(self, batch_size: int = 1000) -> int:
@@ -68,36 +69,14 @@ class Learner:
             blob = self.model.to_bytes()
             self.version = self.store.put_snapshot(blob, {"cursor": self.cursor, "learned": self.learned}, keep)
             self.since_snapshot = 0
+            self.snapshot_at = time.monotonic()
             return self.version
 
-
-class Snapshotter:
-    """A daemon thread: catch up and snapshot every `interval_s` or `every_n_updates`."""
-
-    def __init__(self, learner: Learner, cfg: SnapshotConfig):
-        self.learner = learner
-        self.cfg = cfg
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="banditrec-snapshot", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.wait(min(1.0, self.cfg.interval_s)):
-            due = time.monotonic() - last >= self.cfg.interval_s
-            if not due and self.learner.since_snapshot < self.cfg.every_n_updates:
-                continue
-            try:
-                self.learner.catch_up()
-                if self.learner.since_snapshot:
-                    self.learner.snapshot(self.cfg.keep)
-                last = time.monotonic()
-            except StoreError as exc:  # Redis away: try again next tick, keep serving
-                log.warning("snapshot skipped: %s", exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+    def maybe_snapshot(self, cfg: SnapshotConfig) -> None:
+        """Catch up, then snapshot if `interval_s` passed or `every_n_updates` were learned."""
+        due = time.monotonic() - self.snapshot_at >= cfg.interval_s
+        if not due and self.since_snapshot < cfg.every_n_updates:
+            return
+        self.catch_up()
+        if self.since_snapshot:
+            self.snapshot(cfg.keep)

@@ -111,3 +111,37 @@ def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackReques
     if not reward_min <= reward <= reward_max:
         raise InvalidRequest(f"reward == {reward!r}, must be between {reward_min!r} and {reward_max!r}")
     return FeedbackRequest(event_id, item_id, reward)
+
+
+EVENT_FIELDS = {"user_id", "item_id", "type", "timestamp", "value"}
+
+
+@dataclass(frozen=True)
+class EventRequest:
+    user_id: str
+    item_id: str
+    type: str
+    timestamp: float | None
+    value: float | None
+
+
+def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
+    body = _object(body, "event")
+    _unknown(body, EVENT_FIELDS)
+    user_id = check_id(body.get("user_id"), "user_id")
+    item_id = check_id(body.get("item_id"), "item_id")
+    kind = body.get("type")
+    if kind not in event_types:
+        raise InvalidRequest(f"type must be one of {', '.join(event_types)}, got {_short(kind)}")
+    timestamp = body.get("timestamp")
+    if timestamp is not None:
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp) \
+                or not 0 <= timestamp < 1e11:
+            raise InvalidRequest(f"timestamp must be unix seconds (0 <= t < 1e11), got {_short(timestamp)}")
+        timestamp = float(timestamp)
+    value = body.get("value")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidRequest(f"value must be a finite number, got {_short(value)}")
+        value = float(value)
+    return EventRequest(user_id, item_id, kind, timestamp, value)

@@ -2,8 +2,9 @@
 
 `Service.open(config)` connects to Redis (or starts the embedded one), loads the current
 index version, restores the newest model snapshot and replays the rewards it has not
-seen, then starts the snapshot thread. The HTTP routes, the simulator and the benchmarks
-all call the same plain functions with a Service.
+seen, then starts the background tasks: model snapshots, swapping in new index versions,
+folding API-added items into Annoy, refreshing pre-generated slates. The HTTP routes, the
+simulator and the benchmarks all call the same plain functions with a Service.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from banditrec.config import Config
 from bandit.features import item_line
@@ -22,11 +22,44 @@ from bandit.vw import VWModel
 from retrieval.bundle import current_path, load_bundle
 from retrieval.catalog import Catalog
 from retrieval.embeddings import ItemEmbedder
-from serving.learner import Learner, Snapshotter
-from store.connection import EmbeddedRedis, connect
-from store.redis_store import Store, StoreError
+from serving.background import Periodic
+from serving.learner import Learner
+from serving.popular import PopularCache
+from store import EmbeddedRedis, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
+
+
+class UserMemory:
+    """The last state seen of the most recent users, to serve them personally while Redis is away."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._states: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, user_id: str, state: dict | None) -> None:
+        if state is None:
+            return
+        with self._lock:
+            self._states[user_id] = state
+            self._states.move_to_end(user_id)
+            while len(self._states) > self.size:
+                self._states.popitem(last=False)
+
+    def get(self, user_id: str) -> dict | None:
+        return self._states.get(user_id)
+
+
+def load_catalog(config: Config) -> Catalog:
+    """The catalog of the current index version (empty before the first build)."""
+    path = current_path(config.data.path)
+    bundle = load_bundle(path, config.index.search_k) if path else None
+    if bundle is not None and bundle.meta["dim"] != config.embedding.dim:
+        raise ValueError(f"index {path} has dimension {bundle.meta['dim']}, config says "
+                         f"{config.embedding.dim}: rebuild with `banditrec build`")
+    embedder = bundle.embedder if bundle else ItemEmbedder.untrained(config.embedding)
+    return Catalog(bundle, config.embedding.dim, item_line, embedder)
 
 
 @dataclass
@@ -34,34 +67,26 @@ class Service:
     config: Config
     store: Store
     catalog: Catalog
-    embedder: ItemEmbedder
     model: VWModel
     strategy: Strategy
     learner: Learner
-    snapshotter: Snapshotter | None = None
     embedded: EmbeddedRedis | None = None
-    owns_client: bool = False
-    popular_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    _popular_at: float = 0.0
+    owns_store: bool = False
+    popular: PopularCache = None
+    users: UserMemory = field(default_factory=UserMemory)
+    tasks: list[Periodic] = field(default_factory=list)
     _synced_at: float = 0.0
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    _swap_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
 
     @classmethod
     def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True) -> "Service":
         """Open everything the routes need. Pass `store` to use an existing connection."""
-        embedded, owns_client = None, store is None
+        embedded, owns_store = None, store is None
         if store is None:
-            client, embedded = connect(config.redis, config.data.path)
-            store = Store(client, config.redis.prefix)
-        bundle_path = current_path(config.data.path)
-        bundle = load_bundle(bundle_path, config.index.search_k) if bundle_path else None
-        if bundle is not None and bundle.meta["dim"] != config.embedding.dim:
-            raise ValueError(f"index {bundle_path} has dimension {bundle.meta['dim']}, config says "
-                             f"{config.embedding.dim}: rebuild with `banditrec build`")
-        embedder = bundle.embedder if bundle else ItemEmbedder.untrained(config.embedding)
-        catalog = Catalog(bundle, config.embedding.dim, item_line)
-
+            store, embedded = open_store(config.redis, config.data.path)
+        catalog = load_catalog(config)
         snapshot = store.latest_snapshot()
         if snapshot is None:
             model, cursor, version = VWModel(config.model.vw_args()), "0-0", 0
@@ -70,65 +95,84 @@ class Service:
             model, cursor, version = VWModel(config.model.vw_args(), blob=blob), meta["cursor"], meta["version"]
         learner = Learner(store, model, config.feedback, cursor=cursor, version=version)
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
-        service = cls(config, store, catalog, embedder, model, strategy, learner, embedded=embedded,
-                      owns_client=owns_client)
+        service = cls(config, store, catalog, model, strategy, learner, embedded=embedded, owns_store=owns_store,
+                      popular=PopularCache(store))
         service.sync_catalog(force=True)
         replayed = learner.catch_up()
         if replayed:
             log.info("replayed %d rewards newer than model snapshot v%d", replayed, version)
-        service.refresh_popular(force=True)
         if start_threads:
-            service.snapshotter = Snapshotter(learner, config.snapshot)
-            service.snapshotter.start()
+            service.start_tasks()
         log.info("serving %d items (index %s), model v%d, strategy %s", len(catalog),
-                 bundle.version if bundle else "none", learner.version, strategy.name)
+                 catalog.bundle.version if catalog.bundle else "none", learner.version, strategy.name)
         return service
 
-    def user_vector(self, user: dict | None) -> np.ndarray | None:
-        """The user's long-term vector if it lives in the served index's space, else None."""
-        bundle = self.catalog.bundle
-        if not user or "vector" not in user or bundle is None or user.get("build") != bundle.version:
-            return None
-        vector = user["vector"]
-        return vector if len(vector) == self.catalog.dim and np.any(vector) else None
+    def start_tasks(self) -> None:
+        from serving.pregen import refresh_due
+
+        cfg = self.config
+        self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),
+                                   lambda: self.learner.maybe_snapshot(cfg.snapshot)).start())
+        self.tasks.append(Periodic("index-watch", cfg.index.reload_check_s, self.reload).start())
+        if cfg.index.rebuild_interval_s > 0:
+            self.tasks.append(Periodic("rebuild", cfg.index.rebuild_interval_s, self.rebuild).start())
+        if cfg.inactive.after_s > 0:
+            self.tasks.append(Periodic("pregen", min(60.0, cfg.inactive.refresh_s / 4),
+                                       lambda: refresh_due(self)).start())
 
     def sync_catalog(self, force: bool = False, interval_s: float = 0.5) -> None:
-        """Apply items upserted by any process since the last sync (at most every interval;
+        """Apply catalog changes made by any process since the last sync (at most every interval;
         a failed attempt also waits an interval, so an outage does not slow every request)."""
         now = time.monotonic()
         if not force and now - self._synced_at < interval_s:
             return
         with self._sync_lock:
             self._synced_at = now
-            for sid, item, vector in self.store.iter_items(self.catalog.cursor):
-                self.catalog.upsert(item, vector, cursor=sid)
+            catalog = self.catalog
+            for sid, item, vector in self.store.iter_items(catalog.cursor):
+                catalog.apply(sid, item, vector)
 
-    def refresh_popular(self, force: bool = False, interval_s: float = 60.0) -> np.ndarray:
-        """Rows of the globally most popular items, cached in-process for `interval_s`."""
-        if force or time.monotonic() - self._popular_at > interval_s:
-            self._popular_at = time.monotonic()  # also after a failure: retry in an interval
-            n = self.config.retrieval.n_candidates * 2
-            self.popular_rows = self.catalog.rows_for(item_id for item_id, _ in self.store.top_popular(n))
-        return self.popular_rows
+    def reload(self) -> bool:
+        """Swap in the index version that CURRENT names, if it is not the one served. Requests
+        in flight finish on the old version (they hold it); new ones get the new one."""
+        path = current_path(self.config.data.path)
+        served = self.catalog.bundle.path if self.catalog.bundle else None
+        if path is None or path == served:
+            return False
+        with self._swap_lock:
+            catalog = load_catalog(self.config)
+            for sid, item, vector in self.store.iter_items(catalog.cursor):  # changes made after that build
+                catalog.apply(sid, item, vector)
+            with self._sync_lock:
+                self.catalog = catalog
+        log.info("now serving index %s (%d items)", catalog.bundle.version, len(catalog))
+        return True
+
+    def rebuild(self) -> dict | None:
+        """Fold items added through the API into a new Annoy version, then swap it in."""
+        from banditrec.build import run_incremental
+
+        summary = run_incremental(self.config, self.store)
+        if summary is not None:
+            self.reload()
+        return summary
 
     def close(self) -> None:
-        """Stop the snapshot thread, save a final snapshot, release the embedded Redis."""
+        """Stop background work, save a final snapshot, release Redis."""
         if self._closed:
             return
         self._closed = True
-        if self.snapshotter is not None:
-            self.snapshotter.stop()
-            self.snapshotter = None
+        for task in self.tasks:
+            task.stop()
+        self.tasks.clear()
         try:
             self.learner.catch_up()
             self.learner.snapshot(self.config.snapshot.keep)
         except StoreError as exc:
             log.warning("final snapshot not saved: %s", exc)
         self.model.close()
-        if self.catalog.bundle is not None:
-            self.catalog.bundle.index.close()
-        if self.owns_client:
-            self.store.client.close()
+        if self.owns_store:
+            self.store.close()
         if self.embedded is not None:
             self.embedded.close()
             self.embedded = None

@@ -87,9 +87,9 @@ def _wait_for_exit(pid: int, timeout_s: float) -> None:
     log.warning("embedded redis (pid %s) did not exit within %.0f s", pid, timeout_s)
 
 
-def make_client(url: str, cfg: RedisConfig) -> redis.Redis:
-    timeout = cfg.socket_timeout_ms / 1000.0
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 1.0),
+def make_client(url: str, cfg: RedisConfig, timeout_ms: int | None = None) -> redis.Redis:
+    timeout = (timeout_ms if timeout_ms is not None else cfg.socket_timeout_ms) / 1000.0
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05),
                                 health_check_interval=30)
 
 
@@ -99,3 +99,14 @@ def connect(cfg: RedisConfig, data_dir: Path) -> tuple[redis.Redis, EmbeddedRedi
         return make_client(cfg.url, cfg), None
     embedded = EmbeddedRedis(Path(data_dir) / "redis", cfg.embedded_fsync)
     return embedded.client(cfg), embedded
+
+
+def open_store(cfg: RedisConfig, data_dir: Path):
+    """A Store with a normal client and a fast one for the request path; plus the embedded
+    server it started, if any. Close the store, then the server."""
+    from store.redis_store import Store
+
+    client, embedded = connect(cfg, data_dir)
+    url = cfg.url or embedded.url
+    fast = make_client(url, cfg, cfg.request_timeout_ms)
+    return Store(client, cfg.prefix, fast=fast, retry_after_s=cfg.retry_after_s), embedded

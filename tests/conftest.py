@@ -50,9 +50,11 @@ def store(redis_url):
 
 
 def make_config(tmp_path, **sections) -> Config:
-    """Test config: data in tmp_path, a small index, snapshots only when asked."""
+    """Test config: data in tmp_path, a small index, snapshots, rebuilds and pre-generated
+    slates only when a test asks for them."""
     base = {"data": {"dir": str(tmp_path / "data")},
-            "index": {"n_trees": 10},
+            "index": {"n_trees": 10, "rebuild_interval_s": 0.0},
+            "inactive": {"after_s": 0.0},  # the test world's history is old: everyone would be inactive
             "embedding": {"content_dim": 16, "collab_dim": 16, "text_buckets": 4096},
             "snapshot": {"interval_s": 3600.0, "every_n_updates": 1_000_000}}
     for name, values in sections.items():

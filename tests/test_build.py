@@ -29,29 +29,36 @@ def test_api_upserts_override_the_file_once_and_api_only_items_stay(build, open_
     assert third["i5"]["category"] == file_i5["category"] and "api-only" in third
 
 
-def test_user_vectors_count_only_for_the_index_they_were_built_with(build, open_service, store, small_world_files):
+def test_each_index_version_reads_user_vectors_of_its_own_space(build, open_service, store, small_world_files):
     config = build()
     old = open_service(config)
     client = create_app(deps=old).test_client()
     assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "personalized"
-    _rebuild(config, store, small_world_files)  # writes vectors of the new version
-    assert store.get_user("u3")["build"] == current_path(config.data.path).name != old.catalog.bundle.version
-    assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "cold_start"
-    fresh = create_app(deps=open_service(config)).test_client()
-    assert fresh.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "personalized"
+    first = old.catalog.space
+    _rebuild(config, store, small_world_files)  # a new space; the previous one stays for the old index
+    second = current_path(config.data.path).name
+    assert set(store.user_state("u3")["vectors"]) == {first, second}
+    assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "personalized"
+    fresh = open_service(config)
+    assert fresh.catalog.space == second
+    assert create_app(deps=fresh).test_client().post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] \
+        == "personalized"
+    _rebuild(config, store, small_world_files)  # the oldest space goes
+    assert set(store.user_state("u3")["vectors"]) == {second, current_path(config.data.path).name}
 
 
-def test_a_rebuild_without_a_users_history_drops_their_vector(tmp_path, store, small_world_files, open_service):
+def test_a_rebuild_without_a_users_history_has_no_vector_for_them(tmp_path, store, small_world_files, open_service):
     config = make_config(tmp_path)
     _rebuild(config, store, small_world_files)
-    assert "vector" in store.get_user("u3")
     log = tmp_path / "log.csv"
     lines = open(small_world_files["interactions.csv"]).read().splitlines()
     log.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if not ln.startswith("u3,")]) + "\n")
     run_build(config, store, catalog=small_world_files["items.jsonl"], users=small_world_files["users.jsonl"],
               interactions=log, now=NOW, progress=False)
-    u3 = store.get_user("u3")
-    assert "vector" not in u3 and u3["age_group"]  # profile kept, stale vector gone
+    u3 = store.user_state("u3")
+    assert current_path(config.data.path).name not in u3["vectors"] and u3["profile"]["age_group"]
+    client = create_app(deps=open_service(config)).test_client()
+    assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "cold_start"
 
 
 def test_a_reward_that_cannot_be_learned_is_set_aside(build, open_service, store):

@@ -37,8 +37,8 @@ def test_build_from_own_catalog_and_log(cli_env, store, tmp_path):
     path = current_path(cli_env)
     assert path.name == "v000001" and json.loads((path / "meta.json").read_text())["n_items"] == 30
     c1 = store.get_user("c1")
-    assert c1["age_group"] == "25-34" and c1["n"] > 0 and c1["vector"].shape == (64,)
-    assert store.top_popular(1)
+    assert c1["profile"]["age_group"] == "25-34" and c1["n"] > 0 and c1["vectors"]["v000001"].shape == (64,)
+    assert store.top_popular(1) and store.top_popular(5, scope="seg:age_group=25-34|location=DE")
     # --if-missing leaves a complete build alone
     assert main(["build", "--demo", "--if-missing", "--no-progress"]) == 0
     assert current_path(cli_env).name == "v000001"
@@ -69,7 +69,7 @@ def test_bad_interaction_logs_name_the_line(cli_env, tmp_path, capsys, text, mes
 
 def test_build_needs_exactly_one_source(cli_env, capsys):
     assert main(["build", "--no-progress"]) == 2
-    assert "give either --demo or --catalog FILE" in capsys.readouterr().err
+    assert "give either --demo, --catalog FILE or --incremental" in capsys.readouterr().err
 
 
 def test_model_list_shows_snapshots(cli_env, store, capsys):

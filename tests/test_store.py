@@ -51,21 +51,53 @@ def test_snapshots_are_versioned_and_pruned(store):
 def test_popularity_is_replaced_as_a_whole(store):
     store.put_popularity({"a": 3.0, "b": 1.0, "c": 2.0})
     assert store.top_popular(2) == [("a", 3.0), ("c", 2.0)]
+    store.put_popularity({"z": 1.0}, scope="seg:age_group=18-24")
+    assert store.top_popular(5, scope="seg:age_group=18-24") == [("z", 1.0)] and store.top_popular(1)[0][0] == "a"
     store.put_popularity({"d": 1.0})
     assert store.top_popular(10) == [("d", 1.0)]
     store.put_popularity({})
     assert store.top_popular(10) == []
 
 
-def test_users_round_trip_with_vectors(store):
+def test_users_round_trip_with_vectors_per_space(store):
     vec = np.arange(8, dtype=np.float32) / 10
     assert store.put_users([("u1", {"vector": vec, "taste": ["shoes", "bags"], "n": 4, "age_group": "25-34"}),
-                            ("u 2/ü", {"location": "DE"})]) == 2
-    u1 = store.get_user("u1")
-    np.testing.assert_array_equal(u1["vector"], vec)
-    assert (u1["taste"], u1["n"], u1["age_group"]) == (["shoes", "bags"], 4, "25-34")
-    assert store.get_user("u 2/ü") == {"location": "DE"}
-    assert store.get_user("nobody") is None
+                            ("u 2/ü{x}", {"location": "DE"})], space="v1") == 2
+    u1 = store.user_state("u1")
+    np.testing.assert_array_equal(u1["vectors"]["v1"], vec)
+    assert (u1["taste"], u1["n"], u1["profile"]) == (["shoes", "bags"], 4, {"age_group": "25-34"})
+    assert store.user_state("u 2/ü{x}")["profile"] == {"location": "DE"}
+    assert store.user_state("nobody") is None
+    store.put_users([("u1", {"vector": 2 * vec, "n": 5})], space="v2", drop_spaces=["v0"])
+    assert set(store.user_state("u1")["vectors"]) == {"v1", "v2"}
+    store.put_users([("u1", {"vector": 3 * vec, "n": 6})], space="v3", drop_spaces=["v1"])
+    state = store.user_state("u1")
+    assert set(state["vectors"]) == {"v2", "v3"} and state["taste"] == [] and state["profile"] == {"age_group": "25-34"}
+
+
+def test_a_user_event_updates_state_atomically(store):
+    for n in range(7):
+        store.record_user_event("u1", entry={"i": f"i{n}", "t": "click", "ts": 100.0 + n, "c": "shoes"},
+                                fields={"last": repr(100.0 + n)}, recent_n=5, recent_ttl_s=60,
+                                seen=(f"i{n}", 100.0 + n) if n % 2 else None, seen_max=2, seen_ttl_s=60)
+    state = store.user_state("u1")
+    assert state["n"] == 7 and state["last"] == 106.0
+    assert [e["i"] for e in state["recent"]] == ["i6", "i5", "i4", "i3", "i2"]  # newest first, last 5
+    assert state["seen"] == {"i3", "i5"}  # consuming events only, newest 2
+    assert 0 < store.client.pttl(store.key("recent", "{u1}")) <= 60_000
+
+
+def test_trending_counts_decay_with_time(store):
+    day = 86400.0
+    for _ in range(10):
+        store.bump_trending(["global"], "old-hit", 1.0, ts=0.0, half_life_s=day, keep=100)
+    store.bump_trending(["global"], "new", 1.0, ts=5 * day, half_life_s=day, keep=100)  # 10 x 2^-5 < 1
+    assert store.top_trending(2) == ["new", "old-hit"]
+    store.bump_trending(["global", "cat:x"], "old-hit", 40.0, ts=5 * day, half_life_s=day, keep=100)
+    assert store.top_trending(1) == ["old-hit"] and store.top_trending(5, scope="cat:x") == ["old-hit"]
+    for n in range(30):
+        store.bump_trending(["small"], f"i{n}", 1.0 + n, ts=0.0, half_life_s=day, keep=10)
+    assert len(store.top_trending(100, scope="small")) <= 11 and store.top_trending(1, scope="small") == ["i29"]
 
 
 def test_catalog_changes_are_read_in_order_past_a_page(store):

@@ -37,16 +37,24 @@ class Strategy(ABC):
     def distribution(self, scores: np.ndarray) -> tuple[np.ndarray, int]:
         """Probabilities over `scores` (summing to 1) and the index of the exploit choice."""
 
-    def choose_slate(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> list[Choice]:
-        """Draw min(k, len(scores)) distinct candidates, each from the remaining ones."""
+    def choose_slate(self, scores: np.ndarray, k: int, rng: np.random.Generator,
+                     groups: np.ndarray | None = None, max_per_group: int = 0) -> list[Choice]:
+        """Draw up to k distinct candidates, each from the remaining ones. With `groups` and
+        `max_per_group` > 0, a group that has filled its quota leaves the remaining set, so
+        every position's distribution is over the candidates it could really show."""
         scores = np.asarray(scores, dtype=np.float64)
         remaining = np.arange(len(scores))
         slate = []
-        for _ in range(min(k, len(scores))):
+        while len(slate) < k and len(remaining):
             probs, exploit = self.distribution(scores[remaining])
             pick = _sample(probs, rng)
-            slate.append(Choice(int(remaining[pick]), float(probs[pick]), pick != exploit))
+            chosen = int(remaining[pick])
+            slate.append(Choice(chosen, float(probs[pick]), pick != exploit))
             remaining = np.delete(remaining, pick)
+            if groups is not None and max_per_group > 0:
+                group = groups[chosen]
+                if sum(groups[c.index] == group for c in slate) >= max_per_group:
+                    remaining = remaining[groups[remaining] != group]
         return slate
 
 

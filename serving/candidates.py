@@ -1,0 +1,46 @@
+"""Where candidates come from: the user's vector (Annoy + fresh buffer), or popularity."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from banditrec.config import Config
+from retrieval.catalog import Catalog
+from retrieval.data import segment_of
+from serving.popular import PopularCache
+
+
+def personal(catalog: Catalog, query: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest items to the query vector: Annoy's top n merged with the fresh buffer's."""
+    return catalog.search(query, cfg.retrieval.n_candidates, cfg.retrieval.fresh_candidates)
+
+
+def popular(catalog: Catalog, popular_cache: PopularCache, profile: dict | None, cfg: Config) -> np.ndarray:
+    """Cold start: the user's demographic segment, global and trending popularity mixed by the
+    configured shares, then the newest items; only the newest when there is no history at all."""
+    n = cfg.retrieval.n_candidates
+    cs = cfg.cold_start
+    segment = segment_of(profile or {}, cs.segment_fields)
+    sources = [("pop", f"seg:{segment}", cs.segment_share if segment else 0.0),
+               ("pop", "global", cs.global_share), ("trend", "global", cs.trending_share)]
+    total = sum(share for *_, share in sources) or 1.0
+    lists = [catalog.rows_for(popular_cache.ids(kind, scope, int(np.ceil(n * share / total))))
+             for kind, scope, share in sources if share > 0]
+    rows = _interleave([r[catalog.available(r)] if len(r) else r for r in lists])
+    newest = catalog.newest(cfg.retrieval.fresh_candidates + max(0, n - len(rows)))
+    return _unique(np.concatenate([rows, newest]) if len(rows) else newest)
+
+
+def _interleave(lists: list[np.ndarray]) -> np.ndarray:
+    """Round-robin over the lists, so each source is represented near the top."""
+    longest = max((len(x) for x in lists), default=0)
+    out = [x[i] for i in range(longest) for x in lists if i < len(x)]
+    return _unique(np.asarray(out, dtype=np.int64))
+
+
+def _unique(rows: np.ndarray) -> np.ndarray:
+    """Rows without repeats, first occurrence kept, order kept."""
+    if not len(rows):
+        return rows.astype(np.int64)
+    _, first = np.unique(rows, return_index=True)
+    return rows[np.sort(first)]

@@ -1,0 +1,68 @@
+"""`POST /events` and `PUT /users/{id}`: the signals that change what a user is shown next."""
+
+from __future__ import annotations
+
+import time
+
+from banditrec.config import EVENT_TYPES
+from banditrec.errors import InvalidRequest
+from retrieval.data import check_id, normalise_profile, segment_of
+from serving.pregen import is_inactive
+from serving.schema import parse_event
+from serving.service import Service
+from serving.userstate import event_updates
+
+
+def record_event(service: Service, body) -> dict:
+    """Record an interaction durably, then update the user's real-time state and the
+    popularity counters. 503 (StoreError) when it cannot be recorded."""
+    cfg = service.config
+    req = parse_event(body, EVENT_TYPES)
+    now = time.time()
+    ts = req.timestamp if req.timestamp is not None else now
+    if ts > now + 300:
+        raise InvalidRequest(f"timestamp {ts:.0f} is {ts - now:.0f} s in the future")
+    catalog = service.catalog
+    row = catalog.row_of.get(req.item_id)
+    category = catalog.category(row) if row is not None else None
+    event = {"user_id": req.user_id, "item_id": req.item_id, "type": req.type, "timestamp": ts}
+    if req.value is not None:
+        event["value"] = req.value
+    service.store.append_event(event, cfg.realtime.events_maxlen)  # the record, first
+
+    weights = cfg.embedding.event_weights
+    weight = weights[req.type] / max(weights.values())
+    state = service.store.user_state(req.user_id, fast=False)
+    fields = event_updates(state, catalog.vector(row) if row is not None else None, catalog.space, weight, ts,
+                           cfg.realtime)
+    seen = (req.item_id, ts) if req.type in cfg.filters.seen_types else None
+    service.store.record_user_event(req.user_id, entry={"i": req.item_id, "t": req.type, "ts": ts, "c": category},
+                                    fields=fields, recent_n=cfg.realtime.recent_n,
+                                    recent_ttl_s=cfg.realtime.recent_ttl_s, seen=seen,
+                                    seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s)
+    if is_inactive(state, ts, cfg):
+        service.store.drop_pregen(req.user_id)  # active again: no more pre-generated slates
+    scopes = ["global"]
+    if category:
+        scopes.append(f"cat:{category}")
+    segment = segment_of(state["profile"] if state else {}, cfg.cold_start.segment_fields)
+    if segment:
+        scopes.append(f"seg:{segment}")
+    service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
+                                cfg.realtime.trending_keep)
+    return {"status": "recorded", "item_known": row is not None}
+
+
+def put_user(service: Service, user_id: str, body) -> dict:
+    """Store a user's profile (age_group, location, signup_source) for demographic cold start."""
+    check_id(user_id, "user_id in the path")
+    if isinstance(body, dict) and "user_id" in body and body["user_id"] != user_id:
+        raise InvalidRequest(f"user_id in the body ({body['user_id']!r}) differs from the path ({user_id!r})")
+    if isinstance(body, dict):
+        unknown = set(body) - {"user_id", "age_group", "location", "signup_source"}
+        if unknown:
+            raise InvalidRequest(f"unknown user field(s) {', '.join(sorted(unknown))}; "
+                                 "known: age_group, location, signup_source, user_id")
+    profile = normalise_profile(body)
+    service.store.put_profile(user_id, profile)
+    return {"user_id": user_id, "profile": profile}

@@ -1,0 +1,28 @@
+"""What may not be shown: exclusions, seen items, business rules. Applied before scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from banditrec.config import FiltersConfig
+from retrieval.catalog import Catalog
+
+
+def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: set[str], context: dict,
+            cfg: FiltersConfig) -> np.ndarray:
+    """Mask over `rows`: not excluded by the request, not seen (consumed), not blocked by a rule.
+    (Stock and deletions are the catalog's job: its candidates are available already.)"""
+    mask = np.ones(len(rows), dtype=bool)
+    if not len(rows):
+        return mask
+    hidden = exclude | seen if seen else exclude
+    if hidden:
+        ids = catalog.ids
+        mask &= np.fromiter((ids[r] not in hidden for r in rows), dtype=bool, count=len(rows))
+    for rule in cfg.block:
+        if rule.context in context and context[rule.context] == rule.value and \
+                type(context[rule.context]) is type(rule.value):
+            codes = [c for c in (catalog.code_of(name) for name in rule.categories) if c is not None]
+            if codes:
+                mask &= ~np.isin(catalog.category_codes(rows), codes)
+    return mask

@@ -1,0 +1,74 @@
+"""Pre-generated slates for inactive users (the seed's homepage cache).
+
+A user whose last event is older than `inactive.after_s` is served a slate generated in
+advance: no retrieval, no scoring on the request path. Each slate keeps the shared
+features and the per-position probabilities it was drawn with, so rewards for it are
+learned like any other. Slates are refreshed in the background when due; due times are
+spread by `inactive.jitter` so refreshes do not stampede. The user's next event drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+
+from serving.decide import Slate, decide
+from store import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def is_inactive(state: dict | None, now: float, cfg) -> bool:
+    after = cfg.inactive.after_s
+    return bool(after > 0 and state and state.get("last") is not None and now - state["last"] > after
+                and state["n"] >= cfg.cold_start.min_interactions)
+
+
+def cached_slate(service, catalog, req, state: dict, now: float) -> Slate | None:
+    """The user's pre-generated slate cut to k, or None (then the caller decides afresh, and
+    a slate is generated for next time). A slate whose first k items are not all still
+    showable is not used: cutting items out would change the logged probabilities."""
+    try:
+        cached = service.store.get_pregen(req.user_id)
+    except StoreError:
+        return None
+    if cached is None or len(cached["items"]) < req.k:  # the context it was drawn in is the logged one
+        generate(service, req.user_id, state, req.context, now)
+        return None
+    items = cached["items"][: req.k]
+    rows = catalog.rows_for(i["item_id"] for i in items)
+    seen = state["seen"]
+    if len(rows) < len(items) or not catalog.available(rows).all() or \
+            any(i["item_id"] in req.exclude or i["item_id"] in seen for i in items):
+        return None
+    return Slate("pregenerated", cached["shared"], items)
+
+
+def generate(service, user_id: str, state: dict | None, context: dict, now: float) -> None:
+    """Draw and store a slate of `inactive.slate_size` for the user, due again after a jittered interval."""
+    cfg = service.config.inactive
+    slate = decide(service, service.catalog, user_id=user_id, state=state, context=context, k=cfg.slate_size,
+                   exclude=frozenset(), now=now, event_id=f"pregen-{uuid.uuid4().hex}")
+    due = now + cfg.refresh_s * (1.0 + random.uniform(-cfg.jitter, cfg.jitter))
+    try:
+        service.store.put_pregen(user_id, {**slate.to_json(), "context": context, "generated_at": now},
+                                 due=due, ttl_s=2 * cfg.refresh_s)
+    except StoreError as exc:
+        log.warning("pre-generated slate for %s not stored: %s", user_id, exc)
+
+
+def refresh_due(service, now: float | None = None) -> int:
+    """Regenerate the slates that are due (a bounded batch); drop those of users active again."""
+    now = time.time() if now is None else now
+    refreshed = 0
+    for user_id in service.store.due_pregen(now, service.config.inactive.refresh_batch):
+        state = service.store.user_state(user_id)
+        if not is_inactive(state, now, service.config):
+            service.store.drop_pregen(user_id)
+            continue
+        cached = service.store.get_pregen(user_id)
+        generate(service, user_id, state, cached.get("context", {}) if cached else {}, now)
+        refreshed += 1
+    return refreshed

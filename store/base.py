@@ -1,0 +1,85 @@
+"""What every store module shares: the error type, fail-fast after outages, key helpers."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+import redis
+
+from banditrec.errors import Unavailable
+
+
+class StoreError(Unavailable):
+    """Redis did not answer or refused; nothing can be assumed recorded."""
+
+
+class Breaker:
+    """After Redis fails (refused at once, or two timeouts in a row), fail fast for a while,
+    so that an outage costs each request microseconds instead of a socket timeout."""
+
+    def __init__(self, retry_after_s: float):
+        self.retry_after_s = retry_after_s
+        self.open_until = 0.0
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.open_until and time.monotonic() < self.open_until:
+            raise StoreError(f"redis unavailable: failing fast for {self.open_until - time.monotonic():.2f} s more")
+
+    def succeeded(self) -> None:
+        if self._failures or self.open_until:
+            with self._lock:
+                self._failures, self.open_until = 0, 0.0
+
+    def failed(self, exc: redis.RedisError) -> None:
+        with self._lock:
+            self._failures += 1
+            if isinstance(exc, redis.ConnectionError) or self._failures >= 2:
+                self.open_until = time.monotonic() + self.retry_after_s
+
+
+def guarded(fn):
+    """Run a store operation: fail fast while the breaker is open, map Redis errors to StoreError."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        self.breaker.check()
+        try:
+            result = fn(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.breaker.failed(exc)
+            raise StoreError(f"redis unavailable: {exc.__class__.__name__}: {exc}") from exc
+        except redis.RedisError as exc:
+            raise StoreError(f"redis refused: {exc.__class__.__name__}: {exc}") from exc
+        self.breaker.succeeded()
+        return result
+
+    return wrapper
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    """A Redis stream id as a comparable pair: "1700000000000-3" -> (1700000000000, 3).
+
+    >>> stream_id("1700000000000-3") > stream_id("999-9")
+    True
+    """
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def text(value) -> str | None:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def chunks(iterable, size):
+    batch = []
+    for x in iterable:
+        batch.append(x)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

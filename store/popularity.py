@@ -1,0 +1,77 @@
+"""Popularity rankings: long-term ones written by the build, and decayed "trending" counters.
+
+A trending score is kept in log space: log(sum of weight x 2^(t / half_life)) over events,
+updated with log-sum-exp in a script. Comparing two items' scores at any moment compares
+their exponentially decayed counts, without ever rewriting old scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+from store.base import guarded, text
+
+_BUMP = """
+local x = tonumber(ARGV[2])
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if cur then
+  local a = tonumber(cur)
+  local m = math.max(a, x)
+  x = m + math.log(math.exp(a - m) + math.exp(x - m))
+end
+redis.call('ZADD', KEYS[1], x, ARGV[1])
+local keep = tonumber(ARGV[3])
+if redis.call('ZCARD', KEYS[1]) > keep + keep / 10 then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
+end
+return 1
+"""
+
+
+class PopularityOps:
+    def _pkey(self, kind: str, scope: str) -> str:
+        return self.key(kind, "{" + scope + "}")
+
+    @guarded
+    def put_popularity(self, scores: dict[str, float], scope: str = "global") -> None:
+        """Replace one long-term ranking ("global", "seg:<segment>") atomically."""
+        key = self._pkey("pop", scope)
+        tmp = key + ":tmp"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(tmp)
+        items = list(scores.items())
+        for start in range(0, len(items), 10_000):
+            pipe.zadd(tmp, dict(items[start:start + 10_000]))
+        pipe.execute()
+        if items:
+            self.client.rename(tmp, key)
+        else:
+            self.client.delete(key)
+
+    @guarded
+    def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
+        return [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("pop", scope), 0, n - 1,
+                                                                   withscores=True)]
+
+    @guarded
+    def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
+                      keep: int) -> None:
+        """Count one weighted event at time `ts` in each trending scope."""
+        if weight <= 0:
+            return
+        x = math.log(weight) + ts * math.log(2.0) / half_life_s
+        pipe = self.client.pipeline(transaction=False)
+        for scope in scopes:
+            self._bump(keys=[self._pkey("trend", scope)], args=[item_id, repr(x), keep], client=pipe)
+        pipe.execute()
+
+    @guarded
+    def top_trending(self, n: int, scope: str = "global") -> list[str]:
+        return [text(m) for m in self.fast.zrevrange(self._pkey("trend", scope), 0, n - 1)]
+
+    @guarded
+    def popular_scopes(self) -> list[str]:
+        """The long-term scopes that exist (global and segments), for dashboards and tests."""
+        prefix = self.key("pop", "")
+        return sorted(text(k)[len(prefix):].strip("{}") for k in self.client.scan_iter(match=prefix + "*")
+                      if not text(k).endswith(":tmp"))

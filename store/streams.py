@@ -1,0 +1,59 @@
+"""The two append-only logs besides rewards: catalog changes and user events."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+
+from store.base import guarded, text
+
+
+class StreamOps:
+    # -- catalog changes (items upserted or deleted since the index was built) -----------
+
+    @guarded
+    def append_item(self, item: dict, vector: np.ndarray | None) -> str:
+        """Record an upsert (with its vector) or, with `vector=None` and item["deleted"], a deletion."""
+        fields = {"item": json.dumps(item, ensure_ascii=False)}
+        if vector is not None:
+            fields["vec"] = np.asarray(vector, np.float32).tobytes()
+        return text(self.client.xadd(self.key("catalog"), fields))
+
+    @guarded
+    def read_items(self, after: str = "0-0", count: int = 10_000) -> list[tuple[str, dict, np.ndarray | None]]:
+        """Catalog changes strictly after stream id `after`, oldest first (request timeout)."""
+        out = []
+        for sid, fields in self.fast.xrange(self.key("catalog"), min=f"({after}", count=count):
+            vec = fields.get(b"vec")
+            out.append((text(sid), json.loads(fields[b"item"]),
+                        None if vec is None else np.frombuffer(vec, dtype=np.float32)))
+        return out
+
+    def iter_items(self, after: str = "0-0") -> Iterator[tuple[str, dict, np.ndarray | None]]:
+        while batch := self.read_items(after):
+            yield from batch
+            after = batch[-1][0]
+
+    @guarded
+    def catalog_head(self) -> str:
+        """The id of the newest catalog change ("0-0" when there is none)."""
+        last = self.client.xrevrange(self.key("catalog"), count=1)
+        return text(last[0][0]) if last else "0-0"
+
+    # -- user events (the input of the next full build) -----------------------------------
+
+    @guarded
+    def append_event(self, event: dict, maxlen: int) -> str:
+        return text(self.client.xadd(self.key("events"), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True))
+
+    @guarded
+    def read_events(self, after: str = "0-0", count: int = 10_000) -> list[tuple[str, dict]]:
+        return [(text(sid), json.loads(f[b"e"]))
+                for sid, f in self.client.xrange(self.key("events"), min=f"({after}", count=count)]
+
+    def iter_events(self, after: str = "0-0") -> Iterator[tuple[str, dict]]:
+        while batch := self.read_events(after):
+            yield from batch
+            after = batch[-1][0]
