@@ -1,0 +1,91 @@
+"""Items added, changed and deleted while serving; incremental rebuilds swapped in under load."""
+
+from __future__ import annotations
+
+import threading
+
+from app import create_app
+from retrieval.bundle import current_path
+
+
+def test_deleted_items_disappear_at_once_and_from_the_next_version(build, open_service):
+    service = open_service(build(retrieval={"n_candidates": 20}))
+    client = create_app(deps=service).test_client()
+    victim = client.post("/recommend", json={"user_id": "u2", "k": 20}).get_json()["items"][0]["item_id"]
+    assert client.delete(f"/items/{victim}").get_json()["deleted"] is True
+    for n in range(5):
+        items = client.post("/recommend", json={"user_id": "u2", "k": 20, "event_id": f"d{n}"}).get_json()["items"]
+        assert victim not in {i["item_id"] for i in items}
+    missing = client.delete("/items/never-existed")
+    assert missing.status_code == 404 and missing.get_json()["error"]["message"] == \
+        "item_id 'never-existed' is not in the catalog"
+    summary = client.post("/admin/rebuild").get_json()
+    assert summary["rebuilt"] is True and victim not in service.catalog.row_of
+    assert service.catalog.bundle.version == summary["index_version"] == summary["version"]
+
+
+def test_a_new_item_moves_from_the_fresh_buffer_into_annoy(build, open_service):
+    service = open_service(build(retrieval={"n_candidates": 20, "fresh_candidates": 5}))
+    client = create_app(deps=service).test_client()
+    first_version = service.catalog.bundle.version
+    assert client.put("/items/new-1", json={"category": "shoes", "title": "trail runner"}).status_code == 200
+    row = service.catalog.row_of["new-1"]
+    assert row >= service.catalog.n_base  # fresh buffer
+    assert "new-1" in {i["item_id"] for i in client.post("/recommend", json={"user_id": "new", "k": 30}).get_json()["items"]}
+    assert client.post("/admin/rebuild").get_json()["rebuilt"] is True
+    catalog = service.catalog
+    assert catalog.bundle.version != first_version and catalog.row_of["new-1"] < catalog.n_base  # in Annoy now
+    assert catalog.bundle.space == first_version  # same embedding space: user vectors still valid
+    rows, _ = catalog.search(catalog.vector(catalog.row_of["new-1"]), 5, 0)  # Annoy only
+    assert catalog.row_of["new-1"] in rows.tolist()
+    assert client.post("/admin/rebuild").get_json()["rebuilt"] is False  # nothing new to fold
+
+
+def test_rebuild_and_swap_under_concurrent_requests_give_no_errors(build, open_service):
+    service = open_service(build(retrieval={"n_candidates": 50}))
+    client_errors: list = []
+    stop = threading.Event()
+
+    def traffic(user):
+        client = create_app(deps=service).test_client()
+        n = 0
+        while not stop.is_set():
+            response = client.post("/recommend", json={"user_id": user, "k": 10})
+            if response.status_code != 200 or len(response.get_json()["items"]) != 10:
+                client_errors.append((user, response.status_code, response.get_data(as_text=True)[:200]))
+            elif n % 3 == 0:
+                body = response.get_json()
+                fb = client.post("/feedback", json={"event_id": body["event_id"],
+                                                    "item_id": body["items"][0]["item_id"], "reward": 1})
+                if fb.status_code != 200:
+                    client_errors.append((user, "feedback", fb.status_code))
+            n += 1
+
+    threads = [threading.Thread(target=traffic, args=(u,)) for u in ("u1", "u4", "stranger")]
+    for t in threads:
+        t.start()
+    versions = {service.catalog.bundle.version}
+    try:
+        admin = create_app(deps=service).test_client()
+        for n in range(3):
+            assert admin.put(f"/items/swap-{n}", json={"category": "books", "title": f"b{n}"}).status_code == 200
+            summary = service.rebuild()
+            assert summary is not None
+            versions.add(service.catalog.bundle.version)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not client_errors, client_errors[:3]
+    assert len(versions) == 4 and current_path(service.config.data.path).name in versions
+
+
+def test_a_second_service_picks_up_a_version_built_elsewhere(build, open_service):
+    config = build()
+    builder, watcher = open_service(config), open_service(config)
+    create_app(deps=builder).test_client().put("/items/elsewhere", json={"category": "books"})
+    builder.rebuild()
+    assert watcher.catalog.bundle.version != builder.catalog.bundle.version
+    assert watcher.reload() is True  # what its index-watch task does every index.reload_check_s
+    assert watcher.catalog.bundle.version == builder.catalog.bundle.version
+    assert "elsewhere" in watcher.catalog.row_of
