@@ -1,0 +1,58 @@
+"""Inactive users are served pre-generated slates that keep their logged probabilities."""
+
+from __future__ import annotations
+
+import time
+
+from app import create_app
+from serving.pregen import refresh_due
+
+# The test world's last events are about a year old: with a 30-day window every user is inactive.
+INACTIVE = {"after_s": 30 * 86400.0, "refresh_s": 3600.0, "jitter": 0.2, "slate_size": 20}
+
+
+def test_an_inactive_user_is_served_the_pre_generated_slate(build, open_service, store):
+    service = open_service(build(inactive=INACTIVE))
+    client = create_app(deps=service).test_client()
+    first = client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()
+    assert first["strategy"] == "personalized"  # nothing pre-generated yet: decided now, slate stored
+    cached = store.get_pregen("u3")
+    assert len(cached["items"]) == 20
+    second = client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()
+    assert second["strategy"] == "pregenerated" and second["event_id"] != first["event_id"]
+    assert [(i["item_id"], i["probability"]) for i in second["items"]] == \
+        [(i["item_id"], i["probability"]) for i in cached["items"][:5]]
+    # its reward is learned with the probability it was drawn with
+    item = second["items"][2]
+    assert client.post("/feedback", json={"event_id": second["event_id"], "item_id": item["item_id"],
+                                          "reward": 1}).status_code == 200
+    [(_, entry)] = store.read_rewards()
+    assert entry["p"] == item["probability"] and entry["shared"] == cached["shared"]
+    assert service.learner.learned == 1
+
+
+def test_an_active_user_is_not_and_the_first_event_reactivates(build, open_service, store):
+    client = create_app(deps=open_service(build(inactive=INACTIVE))).test_client()
+    client.post("/recommend", json={"user_id": "u4", "k": 5})
+    assert store.get_pregen("u4") is not None
+    assert client.post("/events", json={"user_id": "u4", "item_id": "i1", "type": "view"}).status_code == 200
+    assert store.get_pregen("u4") is None  # active again
+    for _ in range(3):
+        assert client.post("/recommend", json={"user_id": "u4", "k": 5}).get_json()["strategy"] == "personalized"
+    assert store.get_pregen("u4") is None
+
+
+def test_due_slates_are_refreshed_with_jitter(build, open_service, store):
+    service = open_service(build(inactive=INACTIVE))
+    client = create_app(deps=service).test_client()
+    for user in ("u1", "u2", "u5", "u6"):
+        client.post("/recommend", json={"user_id": user, "k": 3})
+    dues = dict(store.client.zrange(store.key("pregen", "{due}"), 0, -1, withscores=True))
+    now = time.time()
+    assert len(dues) == 4 and len(set(dues.values())) == 4  # spread, not all at once
+    assert all(now + 0.75 * 3600 < due < now + 1.25 * 3600 for due in dues.values())
+    before = store.get_pregen("u1")["generated_at"]
+    assert refresh_due(service, now=now + 2 * 3600) == 4
+    assert store.get_pregen("u1")["generated_at"] > before
+    client.post("/events", json={"user_id": "u2", "item_id": "i1", "type": "click"})
+    assert refresh_due(service, now=now + 5 * 3600) == 3  # u2 is active again: dropped, not refreshed
