@@ -71,3 +71,35 @@ def test_a_reward_that_cannot_be_learned_is_set_aside(build, open_service, store
     assert service.learner.learned == 1  # the good reward behind the broken one was learned
     [dead] = store.dead_letters()
     assert dead["entry"]["event_id"] == "broken" and "KeyError" in dead["error"]
+
+
+def test_a_full_build_learns_from_events_recorded_through_the_api(build, open_service, store, small_world_files):
+    config = build()
+    client = create_app(deps=open_service(config)).test_client()
+    for n in range(6):
+        assert client.post("/events", json={"user_id": "api-user", "item_id": f"i{n}", "type": "click",
+                                            "timestamp": NOW - 60 * n}).status_code == 200
+    state = store.user_state("api-user")
+    assert state["n"] == 6
+    _rebuild(config, store, small_world_files)  # the service keeps running meanwhile
+    space = current_path(config.data.path).name
+    rebuilt = store.user_state("api-user")
+    assert rebuilt["n"] == 6 and space in rebuilt["vectors"] and rebuilt["taste"]
+    fresh = create_app(deps=open_service(config)).test_client()
+    assert fresh.post("/recommend", json={"user_id": "api-user"}).get_json()["strategy"] == "personalized"
+
+
+def test_cli_incremental_build_folds_api_items(build, open_service, store, monkeypatch, redis_url):
+    from banditrec.cli import main
+
+    config = build()
+    client = create_app(deps=open_service(config)).test_client()
+    client.put("/items/cli-new", json={"category": "books"})
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("BANDITREC_REDIS_PREFIX", store.prefix)
+    monkeypatch.setenv("BANDITREC_DATA_DIR", str(config.data.path))
+    before = current_path(config.data.path).name
+    assert main(["build", "--incremental", "--no-progress"]) == 0
+    after = current_path(config.data.path)
+    assert after.name != before and "cli-new" in {i["item_id"] for i in read_items(after)}
+    assert main(["build", "--incremental", "--no-progress"]) == 0 and current_path(config.data.path) == after
