@@ -22,7 +22,8 @@ from tqdm import tqdm
 from banditrec.config import Config, to_dict
 from banditrec.errors import DataError
 from bandit.features import item_line
-from retrieval.bundle import current_path, read_items, write_bundle
+from retrieval.bundle import current_path, publish_bundle, read_items, write_bundle
+from retrieval.catalog import UNTRAINED
 from retrieval.data import Interactions, read_catalog, read_interactions, read_users, segment_of
 from retrieval.demo import generate_world
 from retrieval.embeddings import ItemEmbedder, fit_item_embeddings, popularity, user_tastes, user_vectors
@@ -108,17 +109,19 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     t2 = time.perf_counter()
     previous = current_path(config.data.path)
     previous_space = json.loads((previous / "meta.json").read_text()).get("space") if previous else None
-    meta = {"built_at": now, "catalog_cursor": cursor, "n_interactions": len(events),
+    meta = {"built_at": now, "catalog_cursor": cursor, "full_cursor": cursor, "n_interactions": len(events),
             "sources": {"catalog": str(catalog), "users": str(users or ""), "interactions": str(interactions or "")}}
     path = write_bundle(config.data.path, items=items, vectors=vectors, lines=[item_line(i) for i in items],
                         embedder=embedder, meta=meta, n_trees=config.index.n_trees,
-                        seed=config.index.build_seed, progress=progress, keep=config.index.keep_versions)
+                        seed=config.index.build_seed, progress=progress, publish=False)
     log.info("wrote index %s (%d trees) in %.1f s", path.name, config.index.n_trees, time.perf_counter() - t2)
 
-    # Users: vectors in the new space; the previous space stays for the service still serving it.
+    # Users first, in the new space (the previous space stays for services still serving it);
+    # CURRENT moves last, so no service swaps to a version whose users are not written yet.
     t3 = time.perf_counter()
     spaces = json.loads(store.get_meta("spaces") or "[]")
     drop = [s for s in spaces if s not in (previous_space, path.name)]
+    profiles = {**_stored_profiles(store, events.user_ids, profiles), **profiles}
     records = _user_records(events, engagement, vectors, items, profiles, config)
     total = len(set(events.user_ids) | set(profiles))
     written = store.put_users(tqdm(records, total=total, desc="users -> redis", unit="user",
@@ -126,8 +129,9 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     store.put_meta("spaces", json.dumps([s for s in (previous_space, path.name) if s]))
     n_segments = _write_popularity(store, engagement, items, events, profiles, config)
     store.put_meta("space", path.name)
-    log.info("wrote %d users and popularity (global + %d segments) in %.1f s", written, n_segments,
-             time.perf_counter() - t3)
+    publish_bundle(config.data.path, path, config.index.keep_versions)
+    log.info("wrote %d users and popularity (global + %d segments), published %s in %.1f s", written,
+             n_segments, path.name, time.perf_counter() - t3)
     return {"version": path.name, "items": len(items), "users": written, "interactions": len(events),
             "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -155,15 +159,18 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
         items = read_items(current)
         vectors = np.load(current / "vectors.npy")
         embedder = ItemEmbedder.load(current / "embedder.npz")
+        space = meta.get("space", current.name)
     else:  # the first version of a catalog that grew through the API
         items, vectors = [], np.zeros((0, config.embedding.dim), np.float32)
-        embedder = ItemEmbedder.untrained(config.embedding)
+        embedder, space = ItemEmbedder.untrained(config.embedding), UNTRAINED
     rows = {item["item_id"]: r for r, item in enumerate(items)}
     extra: dict[str, tuple[dict, np.ndarray]] = {}
-    for _, item, vector in changes:
+    for _, item, vector, vspace in changes:
         rows.pop(item["item_id"], None)
         extra.pop(item["item_id"], None)
         if not item.get("deleted"):
+            if vector is None or vspace != space:  # embedded while another space was served
+                vector = embedder.embed([item])[0]
             extra[item["item_id"]] = (item, vector)
     kept = sorted(rows.values())
     items = [items[r] for r in kept] + [item for item, _ in extra.values()]
@@ -171,14 +178,13 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
         return None
     vectors = np.vstack([vectors[kept]] + [v[None, :] for _, v in extra.values()])
     new_meta = {"built_at": time.time(), "catalog_cursor": changes[-1][0], "incremental": True,
+                "full_cursor": meta.get("full_cursor", "0-0"), "space": space,
                 "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {})}
-    if "space" in meta:
-        new_meta["space"] = meta["space"]
     path = write_bundle(config.data.path, items=items, vectors=vectors, lines=[item_line(i) for i in items],
                         embedder=embedder, meta=new_meta, n_trees=config.index.n_trees,
                         seed=config.index.build_seed, progress=progress, keep=config.index.keep_versions)
     if current is None:
-        store.put_meta("space", path.name)
+        store.put_meta("space", space)
     log.info("incremental index %s: %d items (%d changes folded) in %.1f s", path.name, len(items),
              len(changes), time.perf_counter() - t0)
     return {"version": path.name, "items": len(items), "changes": len(changes),
@@ -189,14 +195,25 @@ def _fold_upserts(items: dict[str, dict], store: Store, config: Config) -> tuple
     """The file is the catalog; API changes (upserts, deletions) made since the last build
     override it, and items that exist only through the API are kept. Returns items and cursor."""
     previous = current_path(config.data.path)
-    since = stream_id(json.loads((previous / "meta.json").read_text()).get("catalog_cursor", "0-0")) \
-        if previous else (0, 0)
+    since = stream_id(json.loads((previous / "meta.json").read_text()).get("full_cursor", "0-0")) \
+        if previous else (0, 0)  # the last *full* build: incremental ones did not consult the file
     in_file = set(items)
     cursor = "0-0"
-    for cursor, item, _ in store.iter_items():
+    for cursor, item, _, _ in store.iter_items():
         if item["item_id"] not in in_file or stream_id(cursor) > since:
             items[item["item_id"]] = item
     return items, cursor
+
+
+def _stored_profiles(store: Store, user_ids: list[str], known: dict) -> dict[str, dict]:
+    """Profiles set through `PUT /users` for users the users file does not describe."""
+    out = {}
+    for batch in range(0, len(user_ids), 1000):
+        ids = [u for u in user_ids[batch:batch + 1000] if u not in known]
+        for user_id, profile in zip(ids, store.profiles(ids)):
+            if profile:
+                out[user_id] = profile
+    return out
 
 
 def _interactions(store: Store, path: Path | None) -> Interactions:

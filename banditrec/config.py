@@ -135,6 +135,8 @@ class EmbeddingConfig:
         for kind, w in self.event_weights.items():
             check_scalar(kind, "embedding.event_weights key", str, choices=EVENT_TYPES)
             check_scalar(w, f"embedding.event_weights.{kind}", float, min=0.0)
+        if max(self.event_weights.values()) <= 0:
+            raise ConfigError("embedding.event_weights are all 0, at least one must be > 0")
 
     @property
     def dim(self) -> int:

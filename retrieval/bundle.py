@@ -65,9 +65,9 @@ def current_path(data_dir: Path) -> Path | None:
 
 def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
                  embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int,
-                 progress: bool = False, keep: int = 3) -> Path:
-    """`meta["space"]` names the embedding space; a full build omits it and starts its own."""
-    """Write a new version next to the served one, then point CURRENT at it (atomic rename)."""
+                 progress: bool = False, keep: int = 3, publish: bool = True) -> Path:
+    """Write a new version next to the served one; with `publish`, point CURRENT at it.
+    `meta["space"]` names the embedding space; a full build omits it and starts its own."""
     root = index_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     existing = sorted(p.name for p in root.glob("v[0-9]*") if p.is_dir())
@@ -92,12 +92,20 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     meta.setdefault("space", name)  # a full build starts a new embedding space
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     os.replace(tmp, root / name)
-    pointer_tmp = root / ".CURRENT.tmp"
-    pointer_tmp.write_text(name)
-    os.replace(pointer_tmp, root / "CURRENT")
-    for old in existing[:max(0, len(existing) + 1 - keep)]:  # mapped files stay valid once unlinked
-        shutil.rmtree(root / old, ignore_errors=True)
+    if publish:
+        publish_bundle(data_dir, root / name, keep)
     return root / name
+
+
+def publish_bundle(data_dir: Path, path: Path, keep: int = 3) -> None:
+    """Point CURRENT at `path` (atomic rename); versions beyond the newest `keep` go."""
+    root = index_root(data_dir)
+    pointer_tmp = root / ".CURRENT.tmp"
+    pointer_tmp.write_text(path.name)
+    os.replace(pointer_tmp, root / "CURRENT")
+    versions = sorted(p.name for p in root.glob("v[0-9]*") if p.is_dir())
+    for old in versions[:max(0, len(versions) - keep)]:  # mapped files stay valid once unlinked
+        shutil.rmtree(root / old, ignore_errors=True)
 
 
 def load_bundle(path: Path, search_k: int) -> Bundle:

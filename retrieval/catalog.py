@@ -14,6 +14,8 @@ import numpy as np
 
 from retrieval.bundle import Bundle
 
+UNTRAINED = "untrained"  # the space of vectors made before any full build
+
 
 class _Grow:
     """A numpy array with amortised appends."""
@@ -104,11 +106,14 @@ class Catalog:
                 self.cursor = cursor
             return row is not None
 
-    def apply(self, cursor: str, item: dict, vector: np.ndarray | None) -> None:
-        """Apply one entry of the catalog change stream."""
+    def apply(self, cursor: str, item: dict, vector: np.ndarray | None, space: str) -> None:
+        """Apply one entry of the catalog change stream; a vector embedded in another space
+        (the item was added while a full build ran) is embedded again in this one."""
         if item.get("deleted"):
             self.delete(item["item_id"], cursor)
         else:
+            if vector is None or space != self.space:
+                vector = self.embedder.embed([item])[0]
             self.upsert(item, vector, cursor)
 
     def _code(self, category: str) -> int:
@@ -134,8 +139,9 @@ class Catalog:
         return self._fresh_vectors.data[row - self.n_base]
 
     @property
-    def space(self) -> str | None:
-        return self.bundle.space if self.bundle is not None else None
+    def space(self) -> str:
+        """The embedding space of this catalog's vectors ("untrained" before the first full build)."""
+        return self.bundle.space if self.bundle is not None else UNTRAINED
 
     def available(self, rows: np.ndarray) -> np.ndarray:
         """Mask of rows that may be recommended (live and in stock)."""

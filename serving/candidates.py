@@ -15,14 +15,20 @@ def personal(catalog: Catalog, query: np.ndarray, cfg: Config) -> tuple[np.ndarr
     return catalog.search(query, cfg.retrieval.n_candidates, cfg.retrieval.fresh_candidates)
 
 
-def popular(catalog: Catalog, popular_cache: PopularCache, profile: dict | None, cfg: Config) -> np.ndarray:
-    """Cold start: the user's demographic segment, global and trending popularity mixed by the
-    configured shares, then the newest items; only the newest when there is no history at all."""
+def popular(catalog: Catalog, popular_cache: PopularCache, profile: dict | None, cfg: Config,
+            session_categories: list[str] = ()) -> np.ndarray:
+    """Cold start: popularity in the user's demographic segment (long-term and trending),
+    global popularity, and trending items (in the categories of the live session, if there
+    is one, else overall), mixed by the configured shares; then the newest items. Only the
+    newest when there is no history at all."""
     n = cfg.retrieval.n_candidates
     cs = cfg.cold_start
     segment = segment_of(profile or {}, cs.segment_fields)
-    sources = [("pop", f"seg:{segment}", cs.segment_share if segment else 0.0),
-               ("pop", "global", cs.global_share), ("trend", "global", cs.trending_share)]
+    trending = [f"cat:{c}" for c in session_categories[:2]] or ["global"]
+    sources = [("pop", f"seg:{segment}", cs.segment_share / 2 if segment else 0.0),
+               ("trend", f"seg:{segment}", cs.segment_share / 2 if segment else 0.0),
+               ("pop", "global", cs.global_share)]
+    sources += [("trend", scope, cs.trending_share / len(trending)) for scope in trending]
     total = sum(share for *_, share in sources) or 1.0
     lists = [catalog.rows_for(popular_cache.ids(kind, scope, int(np.ceil(n * share / total))))
              for kind, scope, share in sources if share > 0]

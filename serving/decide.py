@@ -47,13 +47,14 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     n = state["n"] if state else 0
 
     # candidates: personal from n interactions on (and with a vector), else popularity
-    query = query_vector(state, catalog.space, now, cfg.realtime)
+    query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
     if query is not None and n >= cfg.cold_start.min_interactions:
         rows, sims = candidates.personal(catalog, query, cfg)
         path = "personalized"
     else:
-        rows, sims = candidates.popular(catalog, service.popular, profile, cfg), None
-        path = "cold_start"
+        recent = realtime_features(state, now, cfg.realtime)
+        rows = candidates.popular(catalog, service.popular, profile, cfg, recent.get("cats", []))
+        sims, path = None, "cold_start"
 
     # filter before scoring
     keep = allowed(catalog, rows, exclude=exclude, seen=state["seen"] if state else set(), context=context,

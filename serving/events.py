@@ -7,10 +7,9 @@ import time
 from banditrec.config import EVENT_TYPES
 from banditrec.errors import InvalidRequest
 from retrieval.data import check_id, normalise_profile, segment_of
-from serving.pregen import is_inactive
 from serving.schema import parse_event
 from serving.service import Service
-from serving.userstate import event_updates
+from serving.userstate import long_term_step
 
 
 def record_event(service: Service, body) -> dict:
@@ -32,16 +31,16 @@ def record_event(service: Service, body) -> dict:
 
     weights = cfg.embedding.event_weights
     weight = weights[req.type] / max(weights.values())
-    state = service.store.user_state(req.user_id, fast=False)
-    fields = event_updates(state, catalog.vector(row) if row is not None else None, catalog.space, weight, ts,
-                           cfg.realtime)
     seen = (req.item_id, ts) if req.type in cfg.filters.seen_types else None
     service.store.record_user_event(req.user_id, entry={"i": req.item_id, "t": req.type, "ts": ts, "c": category},
-                                    fields=fields, recent_n=cfg.realtime.recent_n,
-                                    recent_ttl_s=cfg.realtime.recent_ttl_s, seen=seen,
-                                    seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s)
-    if is_inactive(state, ts, cfg):
-        service.store.drop_pregen(req.user_id)  # active again: no more pre-generated slates
+                                    ts=ts, recent_n=cfg.realtime.recent_n, recent_ttl_s=cfg.realtime.recent_ttl_s,
+                                    seen=seen, seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s)
+    if row is not None and weight > 0:
+        service.store.update_user_vector(req.user_id, catalog.space,
+                                         long_term_step(catalog.vector(row), weight, cfg.realtime))
+    if cfg.inactive.after_s > 0 and now - ts <= cfg.inactive.after_s:
+        service.store.drop_pregen(req.user_id)  # active (again): no pre-generated slates
+    state = service.store.user_state(req.user_id, fast=False)  # its profile names the segment
     scopes = ["global"]
     if category:
         scopes.append(f"cat:{category}")

@@ -19,7 +19,7 @@ def put_item(service: Service, item_id: str, body) -> dict:
     catalog = service.catalog
     created = item_id not in catalog.row_of
     vector = catalog.embedder.embed([item])[0]
-    cursor = service.store.append_item(item, vector)  # recorded for every process first
+    cursor = service.store.append_item(item, vector, catalog.space)  # recorded for every process first
     service.sync_catalog(force=True)
     return {"item_id": item_id, "created": created, "catalog_cursor": cursor}
 

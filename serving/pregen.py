@@ -15,6 +15,7 @@ import time
 import uuid
 
 from serving.decide import Slate, decide
+from serving.filters import allowed
 from store import StoreError
 
 log = logging.getLogger(__name__)
@@ -27,23 +28,27 @@ def is_inactive(state: dict | None, now: float, cfg) -> bool:
 
 
 def cached_slate(service, catalog, req, state: dict, now: float) -> Slate | None:
-    """The user's pre-generated slate cut to k, or None (then the caller decides afresh, and
-    a slate is generated for next time). A slate whose first k items are not all still
-    showable is not used: cutting items out would change the logged probabilities."""
+    """The user's pre-generated slate cut to k, or None: then the caller decides afresh, and
+    (if there was none) the background refresher is asked for one. A slate whose first k
+    items are not all still showable here is not used: cutting items out would change the
+    logged probabilities. It is served in any context; the context it was drawn in is the
+    one logged with it."""
     try:
         cached = service.store.get_pregen(req.user_id)
+        if cached is None:
+            service.store.schedule_pregen(req.user_id, now)
+            return None
     except StoreError:
         return None
-    if cached is None or len(cached["items"]) < req.k:  # the context it was drawn in is the logged one
-        generate(service, req.user_id, state, req.context, now)
+    if len(cached["items"]) < req.k:
         return None
     items = cached["items"][: req.k]
     rows = catalog.rows_for(i["item_id"] for i in items)
-    seen = state["seen"]
-    if len(rows) < len(items) or not catalog.available(rows).all() or \
-            any(i["item_id"] in req.exclude or i["item_id"] in seen for i in items):
+    if len(rows) < len(items) or not catalog.available(rows).all():
         return None
-    return Slate("pregenerated", cached["shared"], items)
+    ok = allowed(catalog, rows, exclude=req.exclude, seen=state["seen"], context=req.context,
+                 cfg=service.config.filters)
+    return Slate("pregenerated", cached["shared"], items) if ok.all() else None
 
 
 def generate(service, user_id: str, state: dict | None, context: dict, now: float) -> None:
@@ -64,7 +69,7 @@ def refresh_due(service, now: float | None = None) -> int:
     now = time.time() if now is None else now
     refreshed = 0
     for user_id in service.store.due_pregen(now, service.config.inactive.refresh_batch):
-        state = service.store.user_state(user_id)
+        state = service.store.user_state(user_id, fast=False)
         if not is_inactive(state, now, service.config):
             service.store.drop_pregen(user_id)
             continue

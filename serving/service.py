@@ -129,8 +129,8 @@ class Service:
         with self._sync_lock:
             self._synced_at = now
             catalog = self.catalog
-            for sid, item, vector in self.store.iter_items(catalog.cursor):
-                catalog.apply(sid, item, vector)
+            for sid, item, vector, space in self.store.iter_items(catalog.cursor, fast=True):
+                catalog.apply(sid, item, vector, space)
 
     def reload(self) -> bool:
         """Swap in the index version that CURRENT names, if it is not the one served. Requests
@@ -141,8 +141,8 @@ class Service:
             return False
         with self._swap_lock:
             catalog = load_catalog(self.config)
-            for sid, item, vector in self.store.iter_items(catalog.cursor):  # changes made after that build
-                catalog.apply(sid, item, vector)
+            for sid, item, vector, space in self.store.iter_items(catalog.cursor):  # changes since that build
+                catalog.apply(sid, item, vector, space)
             with self._sync_lock:
                 self.catalog = catalog
         log.info("now serving index %s (%d items)", catalog.bundle.version, len(catalog))

@@ -1,8 +1,8 @@
 """What a user's stored state means for a request, and how one event changes it.
 
-A user's state (see `store.users`) holds a long-term vector per embedding space, a session
-vector (a recency-weighted sum of the session's item vectors), recent events, seen items,
-an interaction count and the time of the last event.
+A user's state (see `store.users`) holds a long-term vector per embedding space, recent
+events, seen items, an interaction count and the time of the last event. The session
+vector is derived from the recent events on each request.
 """
 
 from __future__ import annotations
@@ -28,19 +28,31 @@ def long_term_vector(state: dict | None, space: str | None) -> np.ndarray | None
     return _unit(state["vectors"].get(space))
 
 
-def session_vector(state: dict | None, space: str | None, now: float, cfg: RealtimeConfig) -> np.ndarray | None:
-    """The session vector if the session is alive (an event within `recent_ttl_s`) and in this space."""
-    if not state or not state.get("session") or space is None:
+def session_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
+                   weights: dict[str, float]) -> np.ndarray | None:
+    """The live session as a vector: event-weighted, recency-weighted (half-life
+    `session_half_life_s`) sum of the vectors of the session's items, from the recent-events
+    list. Derived per request, so it is always in the served space and never raced."""
+    if not state or not state.get("recent"):
         return None
-    vector, vspace, ts = state["session"]
-    if vspace != space or now - ts > cfg.recent_ttl_s:
-        return None
-    return _unit(vector)
+    top = max(weights.values())
+    total = None
+    for event in state["recent"]:
+        age = now - event["ts"]
+        row = catalog.row_of.get(event["i"])
+        if row is None or not 0 <= age <= cfg.recent_ttl_s:
+            continue
+        w = weights.get(event["t"], 0.0) / top * 2.0 ** (-age / cfg.session_half_life_s)
+        v = catalog.vector(row).astype(np.float64) * w
+        total = v if total is None else total + v
+    return _unit(total)
 
 
-def query_vector(state: dict | None, space: str | None, now: float, cfg: RealtimeConfig) -> np.ndarray | None:
+def query_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
+                 weights: dict[str, float]) -> np.ndarray | None:
     """Blend of session and long-term vectors (`session_weight`); either alone if the other is missing."""
-    session, long_term = session_vector(state, space, now, cfg), long_term_vector(state, space)
+    session = session_vector(state, catalog, now, cfg, weights)
+    long_term = long_term_vector(state, catalog.space)
     if session is None or long_term is None:
         return session if session is not None else long_term
     w = cfg.session_weight
@@ -61,25 +73,14 @@ def realtime_features(state: dict | None, now: float, cfg: RealtimeConfig) -> di
             "since": "1m" if since < 60 else "10m" if since < 600 else "30m"}
 
 
-def event_updates(state: dict | None, item_vector: np.ndarray | None, space: str | None, weight: float,
-                  ts: float, cfg: RealtimeConfig) -> dict:
-    """Hash fields to write for one event: last-event time, and (for a known item) the session
-    vector and an exponential-moving-average step of the long-term vector."""
-    fields = {"last": repr(float(ts))}
-    if item_vector is None or space is None or weight <= 0:
-        return fields
-    v = np.asarray(item_vector, dtype=np.float64)
-    session = None
-    if state and state.get("session"):
-        old, vspace, old_ts = state["session"]
-        if vspace == space and 0 <= ts - old_ts <= cfg.recent_ttl_s:
-            session = np.asarray(old, dtype=np.float64) * 2.0 ** (-(ts - old_ts) / cfg.session_half_life_s)
-    session = weight * v if session is None else session + weight * v
-    fields.update(svec=session.astype(np.float32).tobytes(), sspace=space, sts=repr(float(ts)))
-    long_term = long_term_vector(state, space)
+def long_term_step(item_vector: np.ndarray, weight: float, cfg: RealtimeConfig):
+    """One exponential-moving-average step of the long-term vector toward an item, scaled by
+    the event type's weight; the first event of a user without a vector starts it."""
+    v = np.asarray(item_vector, dtype=np.float32)
     step = min(1.0, cfg.ema_alpha * weight)
-    updated = v if long_term is None else (1.0 - step) * long_term + step * v
-    unit = _unit(np.asarray(updated, dtype=np.float32))
-    if unit is not None:
-        fields[f"vec:{space}"] = unit.tobytes()
-    return fields
+
+    def apply(old: np.ndarray | None) -> np.ndarray | None:
+        old = _unit(old) if old is not None else None
+        return _unit(v if old is None else (1.0 - step) * old + step * v)
+
+    return apply

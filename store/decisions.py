@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from store.base import guarded, text
+from store.base import guarded, guarded_fast, text
 
 _CLAIM = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -22,7 +22,7 @@ class DecisionOps:
     def _ekey(self, kind: str, event_id: str) -> str:
         return self.key(kind, "{" + event_id + "}")
 
-    @guarded
+    @guarded_fast
     def put_decision(self, event_id: str, decision: dict, ttl_s: float) -> bool:
         """Store a decision unless the event_id exists already; False on a clash (request timeout)."""
         return bool(self.fast.set(self._ekey("dec", event_id), json.dumps(decision), nx=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from store.base import guarded, text
+from store.base import guarded, guarded_fast, text
 
 _BUMP = """
 local x = tonumber(ARGV[2])
@@ -48,7 +48,7 @@ class PopularityOps:
         else:
             self.client.delete(key)
 
-    @guarded
+    @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
         return [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("pop", scope), 0, n - 1,
                                                                    withscores=True)]
@@ -65,7 +65,7 @@ class PopularityOps:
             self._bump(keys=[self._pkey("trend", scope)], args=[item_id, repr(x), keep], client=pipe)
         pipe.execute()
 
-    @guarded
+    @guarded_fast
     def top_trending(self, n: int, scope: str = "global") -> list[str]:
         return [text(m) for m in self.fast.zrevrange(self._pkey("trend", scope), 0, n - 1)]
 

@@ -14,13 +14,13 @@ import uuid
 
 import redis
 
-from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
+from store.base import Breaker, StoreError, chunks, guarded, guarded_fast, stream_id, text
 from store.decisions import _CLAIM, DecisionOps
 from store.popularity import _BUMP, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import SnapshotOps
 from store.streams import StreamOps
-from store.users import UserOps
+from store.users import _SET_MAX, UserOps
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -38,10 +38,12 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self.client = client
         self.fast = fast if fast is not None else client
         self.prefix = prefix
-        self.breaker = Breaker(retry_after_s)
+        self.breaker = Breaker(retry_after_s)       # writes and background reads
+        self.fast_breaker = Breaker(retry_after_s)  # request-path reads
         self._claim = client.register_script(_CLAIM)
         self._bump = client.register_script(_BUMP)
         self._release = client.register_script(_RELEASE)
+        self._set_max = client.register_script(_SET_MAX)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -53,7 +55,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
 
     @guarded
     def ping(self) -> bool:
-        return bool(self.fast.ping())
+        return bool(self.client.ping())
 
     @guarded
     def put_meta(self, name: str, value: str) -> None:

@@ -7,32 +7,37 @@ from typing import Iterator
 
 import numpy as np
 
-from store.base import guarded, text
+from store.base import guarded, guarded_fast, text
 
 
 class StreamOps:
     # -- catalog changes (items upserted or deleted since the index was built) -----------
 
     @guarded
-    def append_item(self, item: dict, vector: np.ndarray | None) -> str:
-        """Record an upsert (with its vector) or, with `vector=None` and item["deleted"], a deletion."""
-        fields = {"item": json.dumps(item, ensure_ascii=False)}
+    def append_item(self, item: dict, vector: np.ndarray | None, space: str = "") -> str:
+        """Record an upsert (with its vector, in embedding `space`) or, with `vector=None` and
+        item["deleted"], a deletion."""
+        fields = {"item": json.dumps(item, ensure_ascii=False), "space": space}
         if vector is not None:
             fields["vec"] = np.asarray(vector, np.float32).tobytes()
         return text(self.client.xadd(self.key("catalog"), fields))
 
-    @guarded
-    def read_items(self, after: str = "0-0", count: int = 10_000) -> list[tuple[str, dict, np.ndarray | None]]:
-        """Catalog changes strictly after stream id `after`, oldest first (request timeout)."""
-        out = []
-        for sid, fields in self.fast.xrange(self.key("catalog"), min=f"({after}", count=count):
-            vec = fields.get(b"vec")
-            out.append((text(sid), json.loads(fields[b"item"]),
-                        None if vec is None else np.frombuffer(vec, dtype=np.float32)))
-        return out
+    def read_items(self, after: str = "0-0", count: int = 10_000, fast: bool = False):
+        """Catalog changes strictly after stream id `after`, oldest first: (id, item, vector or None,
+        the embedding space of the vector).
+        `fast` uses the request-path client (the service's sync), else the normal one (builds)."""
+        return (self._read_items_fast if fast else self._read_items)(after, count)
 
-    def iter_items(self, after: str = "0-0") -> Iterator[tuple[str, dict, np.ndarray | None]]:
-        while batch := self.read_items(after):
+    @guarded
+    def _read_items(self, after, count):
+        return _items(self.client.xrange(self.key("catalog"), min=f"({after}", count=count))
+
+    @guarded_fast
+    def _read_items_fast(self, after, count):
+        return _items(self.fast.xrange(self.key("catalog"), min=f"({after}", count=count))
+
+    def iter_items(self, after: str = "0-0", fast: bool = False) -> Iterator[tuple[str, dict, np.ndarray | None, str]]:
+        while batch := self.read_items(after, fast=fast):
             yield from batch
             after = batch[-1][0]
 
@@ -57,3 +62,12 @@ class StreamOps:
         while batch := self.read_events(after):
             yield from batch
             after = batch[-1][0]
+
+
+def _items(entries) -> list[tuple[str, dict, np.ndarray | None, str]]:
+    out = []
+    for sid, fields in entries:
+        vec = fields.get(b"vec")
+        out.append((text(sid), json.loads(fields[b"item"]),
+                    None if vec is None else np.frombuffer(vec, dtype=np.float32), text(fields.get(b"space", b""))))
+    return out

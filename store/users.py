@@ -1,4 +1,4 @@
-"""User state: profile, long-term vectors (one per embedding space), session, recent events, seen items.
+"""User state: profile, long-term vectors (one per embedding space), recent events, seen items.
 
 All keys of one user share the hash tag `{user_id}`, so they can change in one transaction.
 """
@@ -10,9 +10,21 @@ from typing import Iterable
 
 import numpy as np
 
-from store.base import guarded, text
+import redis
+
+from store.base import guarded, guarded_fast, text
 
 PROFILE_FIELDS = ("age_group", "location", "signup_source")
+
+# Fields that only grow: a build's count must not undo events recorded while it ran.
+_SET_MAX = """
+for i = 1, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  local new = tonumber(ARGV[i + 1])
+  if (not cur) or new > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
 
 
 class UserOps:
@@ -30,21 +42,33 @@ class UserOps:
         for user_id, fields in users:
             key = self._ukey("user", user_id)
             pipe.hdel(key, f"vec:{space}", *drop)
-            mapping = {}
+            mapping, grow = {}, []
             for name, value in fields.items():
                 if name == "vector":
                     mapping[f"vec:{space}"] = np.asarray(value, dtype=np.float32).tobytes()
                 elif name == "taste":
                     mapping["taste"] = json.dumps(list(value))
+                elif name in ("n", "last"):
+                    grow += [name, repr(value)]
                 elif value is not None:
                     mapping[name] = value
             if mapping:
                 pipe.hset(key, mapping=mapping)
+            if grow:
+                self._set_max(keys=[key], args=grow, client=pipe)
             count += 1
             if count % chunk == 0:
                 pipe.execute()
         pipe.execute()
         return count
+
+    @guarded
+    def profiles(self, user_ids: list[str]) -> list[dict]:
+        """The stored profile of each user ({} if none)."""
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hmget(self._ukey("user", user_id), *PROFILE_FIELDS)
+        return [{f: text(v) for f, v in zip(PROFILE_FIELDS, values) if v is not None} for values in pipe.execute()]
 
     @guarded
     def put_profile(self, user_id: str, profile: dict) -> None:
@@ -56,11 +80,21 @@ class UserOps:
             pipe.hset(key, mapping=profile)
         pipe.execute()
 
-    @guarded
     def user_state(self, user_id: str, fast: bool = True) -> dict | None:
         """Everything the request path needs about a user, in one round trip (with `fast`, under
         the request timeout)."""
-        pipe = (self.fast if fast else self.client).pipeline(transaction=False)
+        return (self._user_state_fast if fast else self._user_state)(user_id)
+
+    @guarded_fast
+    def _user_state_fast(self, user_id):
+        return self._read_user(self.fast, user_id)
+
+    @guarded
+    def _user_state(self, user_id):
+        return self._read_user(self.client, user_id)
+
+    def _read_user(self, client, user_id):
+        pipe = client.pipeline(transaction=False)
         pipe.hgetall(self._ukey("user", user_id))
         pipe.lrange(self._ukey("recent", user_id), 0, -1)
         pipe.zrange(self._ukey("seen", user_id), 0, -1)
@@ -73,15 +107,15 @@ class UserOps:
         return self.user_state(user_id)
 
     @guarded
-    def record_user_event(self, user_id: str, *, entry: dict, fields: dict, recent_n: int, recent_ttl_s: float,
+    def record_user_event(self, user_id: str, *, entry: dict, ts: float, recent_n: int, recent_ttl_s: float,
                           seen: tuple[str, float] | None, seen_max: int, seen_ttl_s: float) -> None:
-        """Apply one event to the user's state atomically: fields (vectors, timestamps), one more
-        interaction, the recent-events list and, for consuming events, the seen set."""
+        """Apply one event to the user's state atomically: one more interaction, the last-event
+        time (never moved back by a late event), the recent-events list and, for consuming
+        events, the seen set."""
         user, recent = self._ukey("user", user_id), self._ukey("recent", user_id)
         pipe = self.client.pipeline(transaction=True)
-        if fields:
-            pipe.hset(user, mapping=fields)
         pipe.hincrby(user, "n", 1)
+        self._set_max(keys=[user], args=["last", repr(float(ts))], client=pipe)
         pipe.lpush(recent, json.dumps(entry))
         pipe.ltrim(recent, 0, recent_n - 1)
         pipe.pexpire(recent, int(recent_ttl_s * 1000))
@@ -92,9 +126,30 @@ class UserOps:
             pipe.pexpire(key, int(seen_ttl_s * 1000))
         pipe.execute()
 
+    @guarded
+    def update_user_vector(self, user_id: str, space: str, step, retries: int = 20) -> bool:
+        """Replace the long-term vector of `space` by `step(old or None)` (None: leave it),
+        in an optimistic transaction so that concurrent events do not overwrite each other."""
+        key, field = self._ukey("user", user_id), f"vec:{space}"
+        for _ in range(retries):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.hget(key, field)
+                    new = step(None if raw is None else np.frombuffer(raw, dtype=np.float32))
+                    if new is None:
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, field, np.asarray(new, dtype=np.float32).tobytes())
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+        return False
+
 
 def decode_user(raw: dict, recent: list, seen: list) -> dict:
-    state = {"profile": {}, "vectors": {}, "taste": [], "n": 0, "last": None, "session": None,
+    state = {"profile": {}, "vectors": {}, "taste": [], "n": 0, "last": None,
              "recent": [json.loads(r) for r in recent], "seen": {text(s) for s in seen}}
     fields = {text(k): v for k, v in raw.items()}
     for name, value in fields.items():
@@ -108,7 +163,4 @@ def decode_user(raw: dict, recent: list, seen: list) -> dict:
         state["n"] = int(fields["n"])
     if "last" in fields:
         state["last"] = float(fields["last"])
-    if "svec" in fields and "sts" in fields:
-        state["session"] = (np.frombuffer(fields["svec"], dtype=np.float32), text(fields.get("sspace", b"")),
-                            float(fields["sts"]))
     return state

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from app import create_app
 from banditrec.build import run_build
 from conftest import NOW, make_config
@@ -103,3 +106,74 @@ def test_cli_incremental_build_folds_api_items(build, open_service, store, monke
     after = current_path(config.data.path)
     assert after.name != before and "cli-new" in {i["item_id"] for i in read_items(after)}
     assert main(["build", "--incremental", "--no-progress"]) == 0 and current_path(config.data.path) == after
+
+
+def test_a_full_build_never_lowers_counts_recorded_while_it_ran(build, open_service, store, small_world_files,
+                                                                   monkeypatch):
+    import banditrec.build as build_module
+
+    config = build()
+    client = create_app(deps=open_service(config)).test_client()
+    for n in range(3):
+        client.post("/events", json={"user_id": "busy", "item_id": f"i{n}", "type": "click"})
+    original = build_module._user_records
+
+    def records_with_events_meanwhile(*args, **kwargs):  # 3 more events arrive during the build
+        for n in range(3, 6):
+            client.post("/events", json={"user_id": "busy", "item_id": f"i{n}", "type": "click"})
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "_user_records", records_with_events_meanwhile)
+    _rebuild(config, store, small_world_files)
+    assert store.user_state("busy")["n"] == 6
+
+
+def test_users_are_written_before_current_moves(build, open_service, store, small_world_files, monkeypatch):
+    import banditrec.build as build_module
+
+    config = build()
+    before = current_path(config.data.path).name
+
+    def failing_users(*args, **kwargs):
+        raise RuntimeError("redis went away while writing users")
+
+    monkeypatch.setattr(store, "put_users", failing_users)
+    with pytest.raises(RuntimeError):
+        build_module.run_build(config, store, catalog=small_world_files["items.jsonl"],
+                               interactions=small_world_files["interactions.csv"], now=NOW, progress=False)
+    assert current_path(config.data.path).name == before  # a failed build is never served
+    client = create_app(deps=open_service(config)).test_client()
+    assert client.post("/recommend", json={"user_id": "u3"}).get_json()["strategy"] == "personalized"
+
+
+def test_segment_popularity_counts_profiles_set_through_the_api(build, open_service, store, small_world_files):
+    config = make_config(build().data.path.parent)  # data dir as built; profiles only through the API
+    client = create_app(deps=open_service(config)).test_client()
+    for user in ("u1", "u2", "u4"):
+        client.put(f"/users/{user}", json={"age_group": "99+", "location": "MARS"})
+    run_build(config, store, catalog=small_world_files["items.jsonl"],
+              interactions=small_world_files["interactions.csv"], now=NOW, progress=False)
+    assert store.top_popular(5, scope="seg:age_group=99+|location=MARS")
+
+
+def test_api_changes_survive_incremental_then_full_builds(build, open_service, store, small_world_files):
+    config = build()
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+    client.put("/items/i5", json={"category": "changed-by-api"})
+    client.delete("/items/i6")
+    assert service.rebuild() is not None  # what the service does every index.rebuild_interval_s
+    full = _rebuild(config, store, small_world_files)
+    assert full["i5"]["category"] == "changed-by-api" and "i6" not in full
+
+
+def test_items_embedded_in_another_space_are_embedded_again(build, open_service, store, small_world_files):
+    config = build()
+    old = open_service(config)
+    create_app(deps=old).test_client().put("/items/during-build", json={"category": "books", "title": "a novel"})
+    _rebuild(config, store, small_world_files)  # a new space; the item's vector is of the old one
+    new = open_service(config)
+    row = new.catalog.row_of["during-build"]
+    item = {"item_id": "during-build", "category": "books", "title": "a novel", "description": "", "attributes": {}}
+    expected = new.catalog.embedder.embed([item])[0]
+    assert np.allclose(new.catalog.vector(row), expected, atol=1e-5)

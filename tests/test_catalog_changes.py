@@ -89,3 +89,34 @@ def test_a_second_service_picks_up_a_version_built_elsewhere(build, open_service
     assert watcher.reload() is True  # what its index-watch task does every index.reload_check_s
     assert watcher.catalog.bundle.version == builder.catalog.bundle.version
     assert "elsewhere" in watcher.catalog.row_of
+
+
+def test_a_full_build_swapped_in_under_traffic_keeps_users_personal(build, open_service, store, small_world_files):
+    from banditrec.build import run_build
+    from conftest import NOW
+
+    config = build(retrieval={"n_candidates": 50})
+    service = open_service(config)
+    problems: list = []
+    stop = threading.Event()
+
+    def traffic():
+        client = create_app(deps=service).test_client()
+        while not stop.is_set():
+            body = client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()
+            if body.get("strategy") != "personalized" or len(body.get("items", [])) != 5:
+                problems.append(body)
+
+    threads = [threading.Thread(target=traffic) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        first = service.catalog.bundle.version
+        run_build(config, store, catalog=small_world_files["items.jsonl"], users=small_world_files["users.jsonl"],
+                  interactions=small_world_files["interactions.csv"], now=NOW, progress=False)
+        assert service.reload() is True and service.catalog.bundle.space != first
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not problems, problems[:2]

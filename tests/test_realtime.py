@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from app import create_app
+from serving.userstate import session_vector
 
 BAD_EVENTS = [
     ({"item_id": "i1", "type": "click"}, "user_id must be a non-empty string, got None"),
@@ -52,9 +55,9 @@ def test_an_event_updates_the_users_real_time_state(client, store):
     assert after["n"] == before["n"] + 1 and after["last"] > before["last"]
     assert after["recent"][0]["i"] == "i10" and after["recent"][0]["c"] == service.catalog.category(
         service.catalog.row_of["i10"])
-    vector, vspace, _ = after["session"]
-    assert vspace == space and np.allclose(vector / np.linalg.norm(vector), service.catalog.vector(
-        service.catalog.row_of["i10"]), atol=1e-5)
+    session = session_vector(after, service.catalog, time.time(), service.config.realtime,
+                             service.config.embedding.event_weights)
+    assert np.allclose(session, service.catalog.vector(service.catalog.row_of["i10"]), atol=1e-5)
     moved = float(after["vectors"][space] @ service.catalog.vector(service.catalog.row_of["i10"]))
     assert moved > float(before["vectors"][space] @ service.catalog.vector(service.catalog.row_of["i10"]))
     assert "i10" in store.top_trending(5) and not after["seen"]  # a click does not consume
@@ -130,3 +133,39 @@ def test_put_user_validates_and_replaces_the_profile(client, store):
     assert client.put("/users/u9", json={"location": "FR"}).get_json() == {"user_id": "u9",
                                                                             "profile": {"location": "FR"}}
     assert store.user_state("u9")["profile"] == {"location": "FR"}
+
+
+def test_concurrent_events_of_one_user_are_all_applied(client, store):
+    service = _service(client)
+    catalog = service.catalog
+    before = store.user_state("u8")["vectors"][catalog.space].copy()
+    items = [f"i{n}" for n in range(100, 116)]
+    threads = [threading.Thread(target=client.application.test_client().post, args=("/events",),
+                                kwargs={"json": {"user_id": "u8", "item_id": item, "type": "click"}}) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    after = store.user_state("u8")
+    assert after["n"] == store.user_state("u8")["n"] and {e["i"] for e in after["recent"]} >= set(items)
+    # the long-term vector took all 16 steps: as far from where it was as 16 steps in a row take it
+    sequential = before.astype(np.float64)
+    step = service.config.realtime.ema_alpha * 0.5  # a click weighs 3 of the maximum 6
+    for item in items:
+        sequential = (1 - step) * sequential / np.linalg.norm(sequential) + step * catalog.vector(catalog.row_of[item])
+    sequential /= np.linalg.norm(sequential)
+    moved, expected = np.linalg.norm(after["vectors"][catalog.space] - before), np.linalg.norm(sequential - before)
+    assert moved > 0.9 * expected, (moved, expected)
+
+
+def test_a_late_event_does_not_make_an_active_user_look_inactive(build, open_service, store):
+    config = build(inactive={"after_s": 30 * 86400.0})
+    client = create_app(deps=open_service(config)).test_client()
+    for item in ("i1", "i2"):
+        client.post("/events", json={"user_id": "u9", "item_id": item, "type": "click"})
+    last = store.user_state("u9")["last"]
+    client.post("/events", json={"user_id": "u9", "item_id": "i3", "type": "view",
+                                 "timestamp": time.time() - 40 * 86400})  # a backfilled event
+    assert store.user_state("u9")["last"] == last
+    for _ in range(3):
+        assert client.post("/recommend", json={"user_id": "u9", "k": 3}).get_json()["strategy"] == "personalized"

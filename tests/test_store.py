@@ -78,11 +78,14 @@ def test_users_round_trip_with_vectors_per_space(store):
 def test_a_user_event_updates_state_atomically(store):
     for n in range(7):
         store.record_user_event("u1", entry={"i": f"i{n}", "t": "click", "ts": 100.0 + n, "c": "shoes"},
-                                fields={"last": repr(100.0 + n)}, recent_n=5, recent_ttl_s=60,
+                                ts=100.0 + n, recent_n=5, recent_ttl_s=60,
                                 seen=(f"i{n}", 100.0 + n) if n % 2 else None, seen_max=2, seen_ttl_s=60)
+    store.record_user_event("u1", entry={"i": "late", "t": "view", "ts": 50.0}, ts=50.0, recent_n=5,
+                            recent_ttl_s=60, seen=None, seen_max=2, seen_ttl_s=60)
     state = store.user_state("u1")
-    assert state["n"] == 7 and state["last"] == 106.0
-    assert [e["i"] for e in state["recent"]] == ["i6", "i5", "i4", "i3", "i2"]  # newest first, last 5
+    assert state["n"] == 8 and state["last"] == 106.0  # a late event does not move "last" back
+    state["recent"] = state["recent"][1:]
+    assert [e["i"] for e in state["recent"]] == ["i6", "i5", "i4", "i3"]  # newest first, last 5 kept
     assert state["seen"] == {"i3", "i5"}  # consuming events only, newest 2
     assert 0 < store.client.pttl(store.key("recent", "{u1}")) <= 60_000
 
@@ -102,11 +105,13 @@ def test_trending_counts_decay_with_time(store):
 
 def test_catalog_changes_are_read_in_order_past_a_page(store):
     for n in range(25):
-        store.append_item({"item_id": f"n{n}"}, np.full(4, n, dtype=np.float32))
+        store.append_item({"item_id": f"n{n}"}, np.full(4, n, dtype=np.float32), space="v1")
+    store.append_item({"item_id": "n3", "deleted": True}, None)
     changes = list(store.iter_items())
-    assert [item["item_id"] for _, item, _ in changes] == [f"n{n}" for n in range(25)]
-    assert changes[7][2].tolist() == [7.0] * 4
-    assert [i["item_id"] for _, i, _ in store.read_items(after=changes[22][0])] == ["n23", "n24"]
+    assert [item["item_id"] for _, item, _, _ in changes] == [f"n{n}" for n in range(25)] + ["n3"]
+    assert changes[7][2].tolist() == [7.0] * 4 and changes[7][3] == "v1"
+    assert changes[-1][2] is None and changes[-1][1]["deleted"] is True
+    assert [i["item_id"] for _, i, _, _ in store.read_items(after=changes[22][0], fast=True)] == ["n23", "n24", "n3"]
 
 
 def test_keys_are_under_the_prefix_and_deleted_with_it(store):
@@ -122,3 +127,19 @@ def test_an_unreachable_redis_is_a_store_error():
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
     with pytest.raises(StoreError, match="redis unavailable"):
         Store(client, "x").append_reward({"event_id": "e", "item_id": "i"}, maxlen=1000)
+
+
+def test_request_path_timeouts_do_not_block_writes(store, redis_url):
+    from banditrec.config import Config
+    from store import make_client
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.05, socket_timeout=0.05)
+    split = Store(store.client, store.prefix, fast=dead, retry_after_s=30.0)
+    for _ in range(3):
+        with pytest.raises(StoreError):
+            split.user_state("u1")  # fast reads fail, and their breaker opens
+    with pytest.raises(StoreError, match="failing fast"):
+        split.user_state("u1")
+    assert split.append_event({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": 1.0}, 1000)
+    assert split.user_state("u1", fast=False) is None  # the normal client is untouched
+    assert make_client(redis_url, Config().redis)  # (the fixture's server is fine)
