@@ -68,3 +68,37 @@ class VWModel:
             if self._ws is not None:
                 self._ws.finish()
                 self._ws = None
+
+
+class Replicas:
+    """B bootstrap copies of the reward model (VW's `--bag` idea): each learns every reward
+    Poisson(1) times, drawn from a seed, so the copies disagree where data is thin."""
+
+    def __init__(self, models: list[VWModel]):
+        self.models = models
+
+    @classmethod
+    def from_blobs(cls, args: str, blobs: list[bytes]) -> "Replicas":
+        return cls([VWModel(args, blob=b) for b in blobs])
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def predict(self, shared: str, actions: list[str]) -> np.ndarray:
+        """(B, len(actions)) expected rewards."""
+        if not actions:
+            return np.empty((len(self.models), 0))
+        return np.vstack([m.predict(shared, actions) for m in self.models])
+
+    def learn(self, shared: str, action: str, reward: float, probability: float, seed: int) -> None:
+        counts = np.random.default_rng(seed).poisson(1.0, size=len(self.models))
+        for model, count in zip(self.models, counts):
+            for _ in range(int(count)):
+                model.learn(shared, action, reward, probability)
+
+    def to_bytes(self) -> list[bytes]:
+        return [m.to_bytes() for m in self.models]
+
+    def close(self) -> None:
+        for m in self.models:
+            m.close()

@@ -310,9 +310,10 @@ class ExplorationConfig:
         from bandit.strategies import STRATEGIES  # the registry of strategy classes
 
         check_scalar(self.strategy, "exploration.strategy", str, choices=tuple(STRATEGIES))
-        if self.strategy not in self.settings:
+        missing = [name for name in STRATEGIES if name not in self.settings]
+        if missing:  # every strategy has its settings, so switching is a one-word change
             settings = dict(self.settings)
-            settings[self.strategy] = STRATEGIES[self.strategy].Config()
+            settings.update({name: STRATEGIES[name].Config() for name in missing})
             object.__setattr__(self, "settings", MappingProxyType(settings))
 
     @property
@@ -322,12 +323,44 @@ class ExplorationConfig:
 
 @dataclass(frozen=True)
 class FreshConfig:
-    """Items younger than `max_age_s` are marked fresh in responses."""
+    """Fresh items: younger than `max_age_s` and with fewer than `min_impressions` labelled
+    impressions. They get `boost` of each position's probability mass (spread evenly), and
+    the last `slots` positions of a slate are drawn among them (if there are any)."""
 
     max_age_s: float = 7 * 86400.0
+    min_impressions: int = 100
+    boost: float = 0.1
+    slots: int = 0
 
     def __post_init__(self):
         check_scalar(self.max_age_s, "fresh.max_age_s", float, min=0.0)
+        check_scalar(self.min_impressions, "fresh.min_impressions", int, min=0)
+        check_scalar(self.boost, "fresh.boost", float, min=0.0, max=1.0)
+        check_scalar(self.slots, "fresh.slots", int, min=0, max=100)
+
+
+@dataclass(frozen=True)
+class DiversityConfig:
+    """MMR on the exploit choice: `lambda` x (max cosine to items already placed) is
+    subtracted from a candidate's score, in units of the request's score range."""
+
+    ALIASES = {"lambda": "lambda_"}
+    lambda_: float = 0.0
+
+    def __post_init__(self):
+        check_scalar(self.lambda_, "diversity.lambda", float, min=0.0, max=10.0)
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """`online` learns from every reward; `apprentice` serves the baseline ranking (the
+    request's `baseline` order, else popularity) and learns to imitate it; `logging_only`
+    serves and logs but does not learn (rewards wait in the stream for later)."""
+
+    mode: str = "online"
+
+    def __post_init__(self):
+        check_scalar(self.mode, "learning.mode", str, choices=("online", "apprentice", "logging_only"))
 
 
 @dataclass(frozen=True)
@@ -340,6 +373,9 @@ class FeedbackConfig:
     reward_max: float = 10.0
     clip_p: float = 0.01
     stream_maxlen: int = 5_000_000
+    aggregation: str = "earliest"
+    default_reward: float = 0.0
+    default_reward_positions: int = 1
 
     def __post_init__(self):
         check_scalar(self.reward_wait_s, "feedback.reward_wait_s", float, min=1.0)
@@ -349,6 +385,9 @@ class FeedbackConfig:
                      min_exclusive=True)
         check_scalar(self.clip_p, "feedback.clip_p", float, min=0.0, min_exclusive=True, max=1.0)
         check_scalar(self.stream_maxlen, "feedback.stream_maxlen", int, min=1000)
+        check_scalar(self.aggregation, "feedback.aggregation", str, choices=("earliest", "sum", "max"))
+        check_scalar(self.default_reward, "feedback.default_reward", float, min=self.reward_min, max=self.reward_max)
+        check_scalar(self.default_reward_positions, "feedback.default_reward_positions", int, min=0, max=10_000)
 
 
 @dataclass(frozen=True)
@@ -381,6 +420,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     fresh: FreshConfig = field(default_factory=FreshConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
 
@@ -446,7 +487,8 @@ def to_dict(cfg) -> dict:
     if isinstance(cfg, ExplorationConfig):
         return {"strategy": cfg.strategy, **to_dict(cfg.settings)}
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        names = {field: alias for alias, field in getattr(cfg, "ALIASES", {}).items()}
+        return {names.get(f.name, f.name): to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, Mapping):
         return {k: to_dict(v) for k, v in cfg.items()}
     if isinstance(cfg, tuple):
@@ -456,11 +498,14 @@ def to_dict(cfg) -> dict:
 
 def _build(cls, values: Mapping[str, Any], section: str):
     hints = typing.get_type_hints(cls)
+    aliases = getattr(cls, "ALIASES", {})  # TOML names that are Python keywords
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        key = aliases.get(key, key)
         if key not in known:
-            raise ConfigError(f"unknown config key {section}.{key}; known: {', '.join(sorted(known)) or 'none'}")
+            shown = sorted({next((a for a, f in aliases.items() if f == k), k) for k in known})
+            raise ConfigError(f"unknown config key {section}.{key}; known: {', '.join(shown) or 'none'}")
         hint = hints[key]
         origin = typing.get_origin(hint)
         if origin is tuple:

@@ -1,6 +1,6 @@
 """One decision: candidates -> filters -> VW scores -> a slate drawn position by position.
 
-`decide` is pure with respect to Redis (the caller fetched the user state and logs the
+`decide` is pure with respect to writes (the caller fetched the user state and logs the
 result), so the request path, the pre-generated slates and the simulator share it.
 """
 
@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.features import action_line, shared_line
+from bandit.strategies import Choice, Scores, SlateRules
 from retrieval.catalog import Catalog
 from serving import candidates
 from serving.filters import allowed
 from serving.userstate import query_vector, realtime_features
+from store import StoreError
 
 
 @dataclass
@@ -41,10 +43,11 @@ def decision_rng(event_id: str) -> np.random.Generator:
 
 
 def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, context: dict, k: int,
-           exclude: frozenset, now: float, event_id: str) -> Slate:
+           exclude: frozenset, now: float, event_id: str, baseline: tuple[str, ...] | None = None) -> Slate:
     cfg = service.config
     profile = dict(state["profile"]) if state else {}
     n = state["n"] if state else 0
+    recent = realtime_features(state, now, cfg.realtime)
 
     # candidates: personal from n interactions on (and with a vector), else popularity
     query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
@@ -52,9 +55,13 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
         rows, sims = candidates.personal(catalog, query, cfg)
         path = "personalized"
     else:
-        recent = realtime_features(state, now, cfg.realtime)
         rows = candidates.popular(catalog, service.popular, profile, cfg, recent.get("cats", []))
         sims, path = None, "cold_start"
+    apprentice = cfg.learning.mode == "apprentice"
+    if apprentice:  # serve the baseline: the client's order, else popularity
+        rows = catalog.rows_for(baseline) if baseline else candidates.popular(catalog, service.popular, profile, cfg)
+        rows = rows[catalog.available(rows)] if len(rows) else rows
+        sims, path = None, "apprentice"
 
     # filter before scoring
     keep = allowed(catalog, rows, exclude=exclude, seen=state["seen"] if state else set(), context=context,
@@ -62,24 +69,57 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     rows = rows[keep]
     sims = sims[keep] if sims is not None else None
 
-    # score
+    # score: the mean model on every candidate, bootstrap replicas on its top m
     user = {**profile, "taste": state["taste"] if state else []}
-    shared = shared_line(user, context, realtime_features(state, now, cfg.realtime))
+    shared = shared_line(user, context, recent)
     lines = catalog.lines
-    if sims is None:
-        actions = [lines[r] for r in rows]
-    else:
-        actions = [action_line(lines[r], float(s)) for r, s in zip(rows, sims)]
-    scores = service.model.predict(shared, actions)
+    actions = [lines[r] for r in rows] if sims is None else \
+        [action_line(lines[r], float(s)) for r, s in zip(rows, sims)]
+    scores = Scores(service.model.predict(shared, actions))
+    strategy, learner = service.strategy, service.learner
+    if strategy.replicas and learner.replicas is not None and len(rows):
+        top = np.argsort(-scores.mean, kind="stable")[: strategy.top_m]
+        replicas = np.full((len(learner.replicas), len(rows)), -np.inf)
+        replicas[:, top] = learner.replicas.predict(shared, [actions[i] for i in top])
+        scores.replicas = replicas
 
     # slate
-    groups = catalog.category_codes(rows) if cfg.filters.max_per_category else None
-    slate = service.strategy.choose_slate(scores, k, decision_rng(event_id), groups, cfg.filters.max_per_category)
-    fresh_after = now - cfg.fresh.max_age_s
     published = catalog.published_at(rows) if len(rows) else np.zeros(0)
+    fresh = _fresh(service, catalog, rows, published, now)
+    if apprentice:
+        slate = [Choice(i, 1.0, False) for i in range(min(k, len(rows)))]
+        service.apprentice_match(bool(len(rows)) and int(np.argmax(scores.mean)) == 0)
+    else:
+        strategy.learned(learner.total)
+        slate = strategy.choose_slate(scores, k, decision_rng(event_id), rules=_rules(cfg, catalog, rows, fresh, scores))
     items = [{"item_id": catalog.ids[rows[c.index]], "position": position,
-              "score": round(float(scores[c.index]), 6) + 0.0, "probability": c.probability,
-              "explored": c.explored, "fresh": bool(published[c.index] >= fresh_after),
-              "action": actions[c.index]}
+              "score": round(float(scores.mean[c.index]), 6) + 0.0, "probability": c.probability,
+              "explored": c.explored, "fresh": bool(fresh[c.index]), "action": actions[c.index]}
              for position, c in enumerate(slate, start=1)]
     return Slate(path, shared, items)
+
+
+def _fresh(service, catalog: Catalog, rows: np.ndarray, published: np.ndarray, now: float) -> np.ndarray:
+    """Young items with few labelled impressions: the ones the boost is for."""
+    cfg = service.config.fresh
+    young = published >= now - cfg.max_age_s
+    if not young.any() or cfg.min_impressions == 0:
+        return young & (cfg.min_impressions > 0)
+    idx = np.flatnonzero(young)
+    try:
+        counts = np.asarray(service.store.labelled([catalog.ids[rows[i]] for i in idx]))
+    except StoreError:
+        counts = np.zeros(len(idx))  # unknown while Redis is away: treat young items as unobserved
+    young[idx] = counts < cfg.min_impressions
+    return young
+
+
+def _rules(cfg, catalog: Catalog, rows: np.ndarray, fresh: np.ndarray, scores: Scores) -> SlateRules:
+    vectors = None
+    if cfg.diversity.lambda_ > 0 and len(rows):
+        vectors = np.vstack([catalog.vector(r) for r in rows])
+    spread = float(np.ptp(scores.mean)) if len(rows) else 0.0
+    return SlateRules(fresh=fresh, boost=cfg.fresh.boost, fresh_slots=cfg.fresh.slots,
+                      groups=catalog.category_codes(rows) if cfg.filters.max_per_category else None,
+                      max_per_group=cfg.filters.max_per_category, vectors=vectors,
+                      diversity=cfg.diversity.lambda_, score_range=max(spread, 1e-3))

@@ -1,4 +1,11 @@
-"""`POST /feedback`: join a reward with its decision, record it durably, then learn."""
+"""`POST /feedback`: join a reward with its decision, record it durably, then learn.
+
+With `feedback.aggregation = "earliest"` the first reward of an (event, item) is learned at
+once and repeats are acknowledged without learning. With "sum" or "max", every reward is
+recorded and folded into the pair's aggregate, which is learned once the reward wait is
+over (see `serving/rewards.py`). A body may also (or only) list the items the client saw;
+those are the ones that get the default reward if no reward comes.
+"""
 
 from __future__ import annotations
 
@@ -15,27 +22,35 @@ log = logging.getLogger(__name__)
 def feedback(service: Service, body) -> dict:
     cfg = service.config.feedback
     req = parse_feedback(body, cfg.reward_min, cfg.reward_max)
-    decision, acked = service.store.feedback_state(req.event_id, req.item_id)
+    decision, acked = service.store.feedback_state(req.event_id, req.item_id or "")
     if decision is None:
         raise NotFound(f"event_id {req.event_id!r} is unknown (never issued, or expired more than "
                        f"{cfg.expired_grace_s:g} s ago)")
-    shown = decision["items"].get(req.item_id)
-    if shown is None:
-        raise InvalidRequest(f"item_id {req.item_id!r} was not in the slate of event {req.event_id!r}")
-    if acked is not None:  # a retry of a recorded reward, even one that arrives after the wait
+    for item_id in (*req.seen, *([req.item_id] if req.item_id else [])):
+        if item_id not in decision["items"]:
+            raise InvalidRequest(f"item_id {item_id!r} was not in the slate of event {req.event_id!r}")
+    ttl = cfg.reward_wait_s + cfg.expired_grace_s
+    if req.item_id is None:
+        service.store.mark_seen(req.event_id, list(req.seen), ttl)
+        return {"status": "accepted", "seen": len(set(req.seen))}
+    if acked is not None and cfg.aggregation == "earliest":  # a retry, even one after the wait
         return {"status": "accepted", "duplicate": True}
     age = time.time() - decision["ts"]
     if age > cfg.reward_wait_s:
         raise Gone(f"event {req.event_id!r} is {age:.0f} s old, rewards are accepted for {cfg.reward_wait_s:g} s")
+    if req.seen:
+        service.store.mark_seen(req.event_id, list(req.seen), ttl)
 
-    position, probability, action = shown
-    entry = {"event_id": req.event_id, "item_id": req.item_id, "reward": req.reward, "p": probability,
-             "position": position, "shared": decision["shared"], "action": action,
+    position, probability, action = decision["items"][req.item_id]
+    entry = {"kind": "reward", "event_id": req.event_id, "item_id": req.item_id, "reward": req.reward,
+             "p": probability, "position": position, "shared": decision["shared"], "action": action,
              "decision_ts": decision["ts"], "ts": time.time(), "version": decision["version"]}
     stream_id = service.store.append_reward(entry, cfg.stream_maxlen)  # durable before we answer
-    service.store.mark_acked(req.event_id, req.item_id, stream_id, cfg.reward_wait_s + cfg.expired_grace_s)
+    if cfg.aggregation != "earliest":
+        service.store.aggregate_reward(req.event_id, req.item_id, req.reward, cfg.aggregation, ttl)
+    service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl)
     try:
         service.learner.catch_up()
-    except Exception:  # recorded already: the snapshot thread learns it later; the client gets its 200
+    except Exception:  # recorded already: a background task learns it later; the client gets its 200
         log.exception("reward %s recorded, learning deferred", stream_id)
-    return {"status": "accepted", "duplicate": False}
+    return {"status": "accepted", "duplicate": acked is not None}

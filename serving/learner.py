@@ -2,19 +2,22 @@
 
 The reward stream in Redis is the record of truth: `/feedback` appends to it before it
 answers, and the learner consumes it in order from a cursor. A snapshot stores the model
-together with that cursor, so after a restart the learner replays exactly the rewards the
-snapshot has not seen. A reward is learned once per (event_id, item_id): the first stream
-entry for the pair wins, and keeps winning when it is replayed.
+(and its bootstrap replicas) together with that cursor, so after a restart the learner
+replays exactly the rewards the snapshot has not seen. A reward is learned once per
+(event_id, item_id): the first stream entry for the pair wins, and keeps winning when it
+is replayed. Entries have a kind: "reward" (from a client), "default" (no reward came in
+time), "final" (the aggregate of a pair's rewards, for the sum/max modes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
-from bandit.vw import VWModel
+from bandit.vw import Replicas, VWModel
 from store import Store
 
 log = logging.getLogger(__name__)
@@ -22,52 +25,78 @@ log = logging.getLogger(__name__)
 MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
 
 
+def replica_seed(event_id: str, item_id: str) -> int:
+    """The Poisson draws of a reward's replica updates: fixed by its identity, so replays agree."""
+    return int.from_bytes(hashlib.blake2b(f"{event_id}\x1f{item_id}".encode(), digest_size=8).digest(), "little")
+
+
 class Learner:
-    """Consumes the reward stream into a model; one lock orders learning and snapshots."""
+    """Consumes the reward stream into a model; one lock orders learning, snapshots and swaps."""
 
     def __init__(self, store: Store, model: VWModel, cfg: FeedbackConfig, *, cursor: str = "0-0",
-                 version: int = 0):
+                 version: int = 0, total: int = 0, replicas: Replicas | None = None,
+                 importance_weighted: bool = True, enabled: bool = True):
         self.store = store
         self.model = model
+        self.replicas = replicas
         self.cfg = cfg
         self.cursor = cursor
         self.version = version
+        self.total = total          # rewards the model has learned over its lifetime
         self.learned = 0            # rewards learned by this process
         self.since_snapshot = 0
         self.snapshot_at = time.monotonic()
+        self.importance_weighted = importance_weighted
+        self.enabled = enabled      # False in logging_only mode: rewards wait in the stream
+        self.kinds = {"reward", "default"} if cfg.aggregation == "earliest" else {"final", "default"}
         self._lock = threading.Lock()
 
     def catch_up(self, batch_size: int = 1000) -> int:
         """Learn every reward after the cursor; returns how many were learned."""
+        if not self.enabled:
+            return 0
         learned = 0
-        # A mark must outlive any replay that could meet a duplicate of its entry.
-        mark_ttl = max(self.cfg.reward_wait_s + self.cfg.expired_grace_s, 0.0) + MARK_TTL_EXTRA_S
+        mark_ttl = self.cfg.reward_wait_s + self.cfg.expired_grace_s + MARK_TTL_EXTRA_S
         with self._lock:
             while batch := self.store.read_rewards(self.cursor, batch_size):
-                allowed = self.store.claim_rewards(batch, mark_ttl)
-                for (sid, entry), ok in zip(batch, allowed):
-                    if ok:
-                        try:
-                            self.model.learn(entry["shared"], entry["action"], entry["reward"],
-                                             max(entry["p"], self.cfg.clip_p))
-                            learned += 1
-                        except Exception as exc:  # one bad entry must not stop learning for good
-                            log.exception("reward %s cannot be learned; moved to the dead-letter list", sid)
-                            self.store.dead_letter(sid, entry, repr(exc))
-                    self.cursor = sid
+                wanted = [(sid, e) for sid, e in batch if e.get("kind", "reward") in self.kinds]
+                allowed = self.store.claim_rewards(wanted, mark_ttl) if wanted else []
+                items = []
+                for (sid, entry), ok in zip(wanted, allowed):
+                    if ok and self._learn(sid, entry):
+                        learned += 1
+                        items.append(entry["item_id"])
+                if items:
+                    self.store.count_labelled(items)
+                self.cursor = batch[-1][0]
                 if len(batch) < batch_size:
                     break
             self.learned += learned
+            self.total += learned
             self.since_snapshot += learned
         return learned
 
+    def _learn(self, sid: str, entry: dict) -> bool:
+        try:
+            p = max(entry["p"], self.cfg.clip_p) if self.importance_weighted else 1.0
+            self.model.learn(entry["shared"], entry["action"], entry["reward"], p)
+            if self.replicas is not None:
+                self.replicas.learn(entry["shared"], entry["action"], entry["reward"], p,
+                                    replica_seed(entry["event_id"], entry["item_id"]))
+            return True
+        except Exception as exc:  # one bad entry must not stop learning for good
+            log.exception("reward %s cannot be learned; moved to the dead-letter list", sid)
+            self.store.dead_letter(sid, entry, repr(exc))
+            return False
+
     def snapshot(self, keep: int) -> int:
-        """Save model + cursor as a new version (if anything was learned since the last one)."""
+        """Save model + replicas + cursor as a new version (if anything changed since the last)."""
         with self._lock:
             if self.since_snapshot == 0 and self.version:
                 return self.version
-            blob = self.model.to_bytes()
-            self.version = self.store.put_snapshot(blob, {"cursor": self.cursor, "learned": self.learned}, keep)
+            replicas = self.replicas.to_bytes() if self.replicas is not None else []
+            meta = {"cursor": self.cursor, "learned": self.learned, "t": self.total}
+            self.version = self.store.put_snapshot(self.model.to_bytes(), meta, keep, replicas)
             self.since_snapshot = 0
             self.snapshot_at = time.monotonic()
             return self.version
@@ -80,3 +109,14 @@ class Learner:
         self.catch_up()
         if self.since_snapshot:
             self.snapshot(cfg.keep)
+
+    def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict) -> None:
+        """Continue from a snapshot written elsewhere (a rollback): its model, cursor and count."""
+        with self._lock:
+            old, old_replicas = self.model, self.replicas
+            self.model, self.replicas = model, replicas
+            self.cursor, self.version, self.total = meta["cursor"], meta["version"], meta.get("t", 0)
+            self.since_snapshot = 0
+        old.close()
+        if old_replicas is not None:
+            old_replicas.close()

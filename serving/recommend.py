@@ -38,7 +38,7 @@ def recommend(service: Service, body) -> dict:
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
         slate = decide(service, catalog, user_id=req.user_id, state=state, context=req.context, k=req.k,
-                       exclude=req.exclude, now=now, event_id=event_id)
+                       exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline)
     degraded = not log_decision(service, event_id, req.user_id, slate, now) or degraded
     return response(event_id, service.learner.version, "degraded" if degraded else slate.path, slate)
 
@@ -49,8 +49,10 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": service.learner.version,
                 "strategy": slate.path,
                 "items": {i["item_id"]: [i["position"], i["probability"], i["action"]] for i in slate.items}}
+    closes = cfg.default_reward_positions > 0 or cfg.aggregation != "earliest"
     try:
-        if not service.store.put_decision(event_id, decision, cfg.reward_wait_s + cfg.expired_grace_s):
+        if not service.store.put_decision(event_id, decision, cfg.reward_wait_s + cfg.expired_grace_s,
+                                          close_at=now + cfg.reward_wait_s if closes else None):
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)

@@ -21,13 +21,16 @@ class RecommendRequest:
     k: int
     exclude: frozenset
     event_id: str | None
+    baseline: tuple[str, ...] | None = None
+    explain: bool = False
 
 
 @dataclass(frozen=True)
 class FeedbackRequest:
     event_id: str
-    item_id: str
-    reward: float
+    item_id: str | None
+    reward: float | None
+    seen: tuple[str, ...] = ()
 
 
 def _object(body, what: str) -> dict:
@@ -77,7 +80,7 @@ def parse_context(value) -> dict:
 
 def parse_recommend(body, max_k: int) -> RecommendRequest:
     body = _object(body, "recommend")
-    _unknown(body, {"user_id", "context", "k", "exclude", "event_id"})
+    _unknown(body, {"user_id", "context", "k", "exclude", "event_id", "baseline", "explain"})
     user_id = check_id(body.get("user_id"), "user_id")
     k = body.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int):
@@ -93,14 +96,33 @@ def parse_recommend(body, max_k: int) -> RecommendRequest:
         raise InvalidRequest(f"exclude has {len(exclude)} ids, must have <= {MAX_EXCLUDE}")
     for item_id in exclude:
         check_id(item_id, "each exclude entry")
+    baseline = body.get("baseline")
+    if baseline is not None:
+        if not isinstance(baseline, list) or len(baseline) > 1000:
+            raise InvalidRequest(f"baseline must be a list of at most 1000 item ids, got {_short(baseline)}")
+        for item_id in baseline:
+            check_id(item_id, "each baseline entry")
+        baseline = tuple(baseline)
+    explain = body.get("explain", False)
+    if not isinstance(explain, bool):
+        raise InvalidRequest(f"explain must be true or false, got {_short(explain)}")
     return RecommendRequest(user_id, parse_context(body.get("context")), k, frozenset(exclude),
-                            _event_id(body.get("event_id"), required=False))
+                            _event_id(body.get("event_id"), required=False), baseline, explain)
 
 
 def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackRequest:
+    """A reward for one item of a decision, and/or the items the client saw (`seen`)."""
     body = _object(body, "feedback")
-    _unknown(body, {"event_id", "item_id", "reward"})
+    _unknown(body, {"event_id", "item_id", "reward", "seen"})
     event_id = _event_id(body.get("event_id"), required=True)
+    seen = body.get("seen")
+    if seen is not None:
+        if not isinstance(seen, list) or len(seen) > 10_000:
+            raise InvalidRequest(f"seen must be a list of at most 10000 item ids, got {_short(seen)}")
+        for item_id in seen:
+            check_id(item_id, "each seen entry")
+    if seen is not None and "item_id" not in body and "reward" not in body:
+        return FeedbackRequest(event_id, None, None, tuple(seen))
     item_id = check_id(body.get("item_id"), "item_id")
     reward = body.get("reward")
     if isinstance(reward, bool) or not isinstance(reward, (int, float)):
@@ -110,7 +132,7 @@ def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackReques
         raise InvalidRequest(f"reward == {reward!r}, must be finite")
     if not reward_min <= reward <= reward_max:
         raise InvalidRequest(f"reward == {reward!r}, must be between {reward_min!r} and {reward_max!r}")
-    return FeedbackRequest(event_id, item_id, reward)
+    return FeedbackRequest(event_id, item_id, reward, tuple(seen or ()))
 
 
 EVENT_FIELDS = {"user_id", "item_id", "type", "timestamp", "value"}

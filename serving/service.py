@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from banditrec.config import Config
 from bandit.features import item_line
 from bandit.strategies import STRATEGIES, Strategy
-from bandit.vw import VWModel
+from bandit.vw import Replicas, VWModel
 from retrieval.bundle import current_path, load_bundle
 from retrieval.catalog import Catalog
 from retrieval.embeddings import ItemEmbedder
@@ -49,6 +49,28 @@ class UserMemory:
 
     def get(self, user_id: str) -> dict | None:
         return self._states.get(user_id)
+
+
+def make_learner(config: Config, store: Store, strategy: Strategy, snapshot) -> Learner:
+    """A learner for `strategy` from a snapshot (or a fresh model). A strategy that needs more
+    bootstrap replicas than the snapshot has starts the missing ones as copies of the model,
+    so switching strategies never throws away what was learned."""
+    args = config.model.vw_args()
+    if snapshot is None:
+        model, meta = VWModel(args), {"cursor": "0-0", "version": 0, "t": 0, "replica_blobs": []}
+    else:
+        blob, meta = snapshot
+        model = VWModel(args, blob=blob)
+    replicas = None
+    if strategy.replicas:
+        blobs = list(meta.get("replica_blobs", []))[: strategy.replicas]
+        if len(blobs) < strategy.replicas:
+            copy = model.to_bytes()
+            blobs += [copy] * (strategy.replicas - len(blobs))
+        replicas = Replicas.from_blobs(args, blobs)
+    return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
+                   total=meta.get("t", 0), replicas=replicas, importance_weighted=strategy.importance_weighted,
+                   enabled=config.learning.mode != "logging_only")
 
 
 def load_catalog(config: Config) -> Catalog:
@@ -87,20 +109,14 @@ class Service:
         if store is None:
             store, embedded = open_store(config.redis, config.data.path)
         catalog = load_catalog(config)
-        snapshot = store.latest_snapshot()
-        if snapshot is None:
-            model, cursor, version = VWModel(config.model.vw_args()), "0-0", 0
-        else:
-            blob, meta = snapshot
-            model, cursor, version = VWModel(config.model.vw_args(), blob=blob), meta["cursor"], meta["version"]
-        learner = Learner(store, model, config.feedback, cursor=cursor, version=version)
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
-        service = cls(config, store, catalog, model, strategy, learner, embedded=embedded, owns_store=owns_store,
-                      popular=PopularCache(store))
+        learner = make_learner(config, store, strategy, store.latest_snapshot())
+        service = cls(config, store, catalog, learner.model, strategy, learner, embedded=embedded,
+                      owns_store=owns_store, popular=PopularCache(store))
         service.sync_catalog(force=True)
         replayed = learner.catch_up()
         if replayed:
-            log.info("replayed %d rewards newer than model snapshot v%d", replayed, version)
+            log.info("replayed %d rewards newer than model snapshot v%d", replayed, learner.version)
         if start_threads:
             service.start_tasks()
         log.info("serving %d items (index %s), model v%d, strategy %s", len(catalog),
@@ -119,6 +135,33 @@ class Service:
         if cfg.inactive.after_s > 0:
             self.tasks.append(Periodic("pregen", min(60.0, cfg.inactive.refresh_s / 4),
                                        lambda: refresh_due(self)).start())
+        if cfg.feedback.default_reward_positions or cfg.feedback.aggregation != "earliest":
+            from serving.rewards import close_due
+
+            self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
+                                       lambda: close_due(self)).start())
+        self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model).start())
+
+    def adopt_newer_model(self) -> bool:
+        """Serve a snapshot written elsewhere (`banditrec model rollback`), if there is a newer one."""
+        latest = self.store.latest_version()
+        if latest <= self.learner.version:
+            return False
+        snapshot = self.store.get_snapshot(latest)
+        if snapshot is None or snapshot[1].get("origin") != "rollback":
+            return False  # written by this process's own learner, or vanished
+        fresh = make_learner(self.config, self.store, self.strategy, snapshot)
+        self.learner.adopt(fresh.model, fresh.replicas, snapshot[1])
+        self.model = self.learner.model
+        log.info("now serving model v%d (rolled back to v%s)", latest, snapshot[1].get("from_version"))
+        return True
+
+    def apprentice_match(self, matched: bool) -> None:
+        """Apprentice mode: count whether the model's first choice matched the baseline's."""
+        try:
+            self.store.count_apprentice(matched)
+        except StoreError:
+            pass
 
     def sync_catalog(self, force: bool = False, interval_s: float = 0.5) -> None:
         """Apply catalog changes made by any process since the last sync (at most every interval;
@@ -170,7 +213,9 @@ class Service:
             self.learner.snapshot(self.config.snapshot.keep)
         except StoreError as exc:
             log.warning("final snapshot not saved: %s", exc)
-        self.model.close()
+        self.learner.model.close()
+        if self.learner.replicas is not None:
+            self.learner.replicas.close()
         if self.owns_store:
             self.store.close()
         if self.embedded is not None:

@@ -18,15 +18,78 @@ return 0
 """
 
 
+_AGGREGATE = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+local new = tonumber(ARGV[2])
+if cur then
+  if ARGV[3] == 'sum' then new = cur + new elseif new < cur then new = cur end
+end
+redis.call('HSET', KEYS[1], ARGV[1], tostring(new))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
 class DecisionOps:
     def _ekey(self, kind: str, event_id: str) -> str:
         return self.key(kind, "{" + event_id + "}")
 
     @guarded_fast
-    def put_decision(self, event_id: str, decision: dict, ttl_s: float) -> bool:
-        """Store a decision unless the event_id exists already; False on a clash (request timeout)."""
-        return bool(self.fast.set(self._ekey("dec", event_id), json.dumps(decision), nx=True,
-                                  px=max(1, int(ttl_s * 1000))))
+    def put_decision(self, event_id: str, decision: dict, ttl_s: float, close_at: float | None = None) -> bool:
+        """Store a decision unless the event_id exists already; False on a clash (request timeout).
+        With `close_at`, the decision is also queued to be closed (default rewards) then."""
+        stored = self.fast.set(self._ekey("dec", event_id), json.dumps(decision), nx=True,
+                               px=max(1, int(ttl_s * 1000)))
+        if stored and close_at is not None:
+            self.fast.zadd(self.key("pending"), {event_id: close_at})
+        return bool(stored)
+
+    @guarded
+    def mark_seen(self, event_id: str, item_ids: list[str], ttl_s: float) -> None:
+        key = self._ekey("seen", event_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(key, *item_ids)
+        pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+        pipe.execute()
+
+    @guarded
+    def aggregate_reward(self, event_id: str, item_id: str, reward: float, how: str, ttl_s: float) -> None:
+        """Fold a reward into the pair's running sum or max (for the sum/max aggregation modes)."""
+        self._aggregate(keys=[self._ekey("agg", event_id)], args=[item_id, repr(reward), how, int(ttl_s * 1000)])
+
+    @guarded
+    def due_decisions(self, now: float, n: int) -> list[str]:
+        return [text(e) for e in self.client.zrangebyscore(self.key("pending"), "-inf", now, start=0, num=n)]
+
+    @guarded
+    def closing_state(self, event_id: str) -> tuple[dict | None, set[str], set[str], dict[str, float]]:
+        """A decision about to be closed: it, the items rewarded, the items seen, the aggregates."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self._ekey("dec", event_id))
+        pipe.hkeys(self._ekey("ack", event_id))
+        pipe.smembers(self._ekey("seen", event_id))
+        pipe.hgetall(self._ekey("agg", event_id))
+        raw, acked, seen, agg = pipe.execute()
+        return ((json.loads(raw) if raw else None), {text(a) for a in acked}, {text(s) for s in seen},
+                {text(k): float(v) for k, v in agg.items()})
+
+    @guarded
+    def close_decision(self, event_id: str) -> None:
+        self.client.zrem(self.key("pending"), event_id)
+
+    @guarded
+    def count_labelled(self, item_ids: list[str]) -> None:
+        """One more labelled impression (a reward learned, default ones included) per item."""
+        pipe = self.client.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.hincrby(self.key("labelled"), item_id, 1)
+        pipe.execute()
+
+    @guarded_fast
+    def labelled(self, item_ids: list[str]) -> list[int]:
+        if not item_ids:
+            return []
+        return [int(v or 0) for v in self.fast.hmget(self.key("labelled"), item_ids)]
 
     @guarded
     def feedback_state(self, event_id: str, item_id: str) -> tuple[dict | None, str | None]:

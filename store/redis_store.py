@@ -15,7 +15,7 @@ import uuid
 import redis
 
 from store.base import Breaker, StoreError, chunks, guarded, guarded_fast, stream_id, text
-from store.decisions import _CLAIM, DecisionOps
+from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.popularity import _BUMP, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import SnapshotOps
@@ -44,6 +44,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._bump = client.register_script(_BUMP)
         self._release = client.register_script(_RELEASE)
         self._set_max = client.register_script(_SET_MAX)
+        self._aggregate = client.register_script(_AGGREGATE)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

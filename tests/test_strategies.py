@@ -9,10 +9,11 @@ import pytest
 from banditrec.config import ModelConfig
 from banditrec.errors import ConfigError
 from bandit.features import action_line, item_line, shared_line, token, with_label
-from bandit.strategies import STRATEGIES, EpsilonGreedy, EpsilonGreedyConfig, Greedy, GreedyConfig
+from bandit.strategies import STRATEGIES, EpsilonGreedy, EpsilonGreedyConfig, Greedy, GreedyConfig, Scores, SlateRules
 from bandit.vw import VWModel
 
 LENGTHS = [1, 2, 7, 200]
+REPLICAS = 8
 
 
 @pytest.fixture(params=sorted(STRATEGIES), ids=str)
@@ -22,8 +23,14 @@ def strategy(request):
     return cls(cls.Config())
 
 
-def _scores(n, seed=0):
-    return np.random.default_rng([n, seed]).normal(size=n)
+def _scores(n, seed=0) -> Scores:
+    """Mean scores, and bootstrap replicas that scored the mean's top 5 (noisy copies)."""
+    rng = np.random.default_rng([n, seed])
+    mean = rng.normal(size=n)
+    replicas = np.full((REPLICAS, n), -np.inf)
+    top = np.argsort(-mean)[:5]
+    replicas[:, top] = mean[top] + rng.normal(scale=0.5, size=(REPLICAS, len(top)))
+    return Scores(mean, replicas)
 
 
 def _binomial_ok(observed, n_draws, p, sigmas=6.0):
@@ -41,7 +48,7 @@ def test_registry_names_match_classes():
 
 
 @pytest.mark.parametrize("n", LENGTHS)
-def test_distribution_is_a_probability_vector_and_exploits_the_best(strategy, n):
+def test_distribution_is_a_probability_vector(strategy, n):
     for seed in range(5):
         scores = _scores(n, seed)
         probs, exploit = strategy.distribution(scores)
@@ -49,15 +56,17 @@ def test_distribution_is_a_probability_vector_and_exploits_the_best(strategy, n)
         assert probs.shape == (n,)
         assert abs(probs.sum() - 1.0) <= 1e-9
         assert ((probs >= 0.0) & (probs <= 1.0)).all()
-        assert 0 <= exploit < n
-        assert scores[exploit] == scores.max()
-        assert probs[exploit] == probs.max()  # exploiting is never less likely than any other pick
+        assert 0 <= exploit < n and probs[exploit] > 0.0
+        if not strategy.randomized:
+            assert probs[exploit] == 1.0
+        if strategy.name in ("epsilon_greedy", "greedy", "squarecb", "thompson"):
+            assert scores.mean[exploit] == scores.mean.max()  # they exploit the mean model's best
 
 
 def test_exploit_choice_with_tied_scores_has_the_maximum_score(strategy):
-    scores = np.array([0.2, 0.9, 0.9, 0.1, 0.9])
+    scores = Scores(np.array([0.2, 0.9, 0.9, 0.1, 0.9]))
     probs, exploit = strategy.distribution(scores)
-    assert scores[exploit] == 0.9
+    assert scores.mean[exploit] == 0.9
     assert abs(np.sum(probs) - 1.0) <= 1e-9
 
 
@@ -73,13 +82,11 @@ def test_slate_logs_the_probability_of_each_pick_given_the_positions_above(strat
     remaining = list(range(n))  # recomputed here, independently of choose_slate's bookkeeping
     for choice in slate:
         assert choice.index in remaining
-        probs, exploit = strategy.distribution(scores[remaining])
+        probs, exploit = strategy.distribution(scores.take(np.array(remaining)))
         local = remaining.index(choice.index)
-        best = remaining[int(np.argmax(scores[remaining]))]
-        assert remaining[exploit] == best
         assert choice.probability == pytest.approx(float(probs[local]), abs=1e-12)
         assert choice.probability > 0.0  # a pick the strategy could not make is never logged
-        assert choice.explored is (choice.index != best)
+        assert choice.explored is (local != exploit)
         remaining.remove(choice.index)
 
 
@@ -106,11 +113,51 @@ def test_first_pick_frequency_matches_the_distribution(strategy, n):
         assert p == pytest.approx(float(probs[i]))
 
 
+def test_the_fresh_boost_raises_fresh_items_probability_exactly(strategy):
+    scores = _scores(20, seed=4)
+    fresh = np.zeros(20, dtype=bool)
+    fresh[np.argsort(scores.mean)[:3]] = True  # the three worst-scored items are fresh
+    plain, _ = strategy.distribution(scores)
+    rules = SlateRules(fresh=fresh, boost=0.3)
+    rng = np.random.default_rng(11)
+    firsts = [strategy.choose_slate(scores, 1, rng, rules=rules)[0] for _ in range(6000)]
+    for choice in firsts[:200]:  # the logged probability is the boosted one
+        expected = 0.7 * plain[choice.index] + (0.1 if fresh[choice.index] else 0.0)
+        assert choice.probability == pytest.approx(expected)
+    share = np.mean([fresh[c.index] for c in firsts])
+    assert share > plain[fresh].sum() + 0.2  # ~ +0.3 x (1 - their share without the boost)
+
+
+def test_guaranteed_fresh_slots_fill_the_end_of_the_slate(strategy):
+    scores = _scores(30, seed=5)
+    fresh = np.zeros(30, dtype=bool)
+    fresh[np.argsort(scores.mean)[:4]] = True
+    rules = SlateRules(fresh=fresh, fresh_slots=2)
+    for seed in range(20):
+        slate = strategy.choose_slate(scores, 6, np.random.default_rng(seed), rules=rules)
+        assert sum(fresh[c.index] for c in slate) >= 2
+        for position, c in enumerate(slate):
+            if position >= 4 and fresh[c.index]:  # drawn among the fresh items that remained
+                assert 0 < c.probability <= 1.0
+
+
+def test_mmr_diversifies_the_exploit_choice(strategy):
+    mean = np.array([1.0, 0.99, 0.5])
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # 0 and 1 are the same item in disguise
+    scores = Scores(mean, np.tile(mean, (REPLICAS, 1)))
+    rules = SlateRules(vectors=vectors, diversity=1.0, score_range=0.5)
+    _, exploit = strategy.distribution(scores.take(np.array([1, 2])).shifted(-np.array([0.5, 0.0])))
+    assert exploit == 1  # with item 0 placed, the dissimilar item (local index 1) is the exploit choice
+    if not strategy.randomized:
+        assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3))] == [0, 1]
+        assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3), rules=rules)] == [0, 2]
+
+
 def test_greedy_always_picks_the_argmax():
     greedy = Greedy(GreedyConfig())
     scores = _scores(7, seed=3)
     rng = np.random.default_rng(0)
-    order = np.argsort(-scores).tolist()
+    order = np.argsort(-scores.mean).tolist()
     for _ in range(200):
         slate = greedy.choose_slate(scores, 7, rng)
         assert [c.index for c in slate] == order
@@ -124,7 +171,7 @@ def test_greedy_always_picks_the_argmax():
 def test_epsilon_greedy_gives_the_exploit_item_one_minus_epsilon_plus_epsilon_over_n(n, epsilon):
     scores = _scores(n)
     probs, exploit = EpsilonGreedy(EpsilonGreedyConfig(epsilon=epsilon)).distribution(scores)
-    assert exploit == int(np.argmax(scores))
+    assert exploit == int(np.argmax(scores.mean))
     assert probs[exploit] == pytest.approx(1.0 - epsilon + epsilon / n)
     others = np.delete(probs, exploit)
     np.testing.assert_allclose(others, epsilon / n)
@@ -155,7 +202,7 @@ def test_epsilon_one_picks_uniformly():
     first = [eg.choose_slate(scores, 1, rng)[0] for _ in range(draws)]
     counts = np.bincount([c.index for c in first], minlength=7)
     assert all(_binomial_ok(c, draws, 1 / 7) for c in counts), counts
-    best = int(np.argmax(scores))
+    best = int(np.argmax(scores.mean))
     assert all(c.explored == (c.index != best) for c in first)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from banditrec.checks import check_scalar
-from bandit.strategies.base import Strategy, argmax_first
+from bandit.strategies.base import Scores, Strategy, argmax_first
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class EpsilonGreedy(Strategy):
     """Each position: p(i) = epsilon / n + (1 - epsilon) * [i is the exploit choice].
 
     >>> s = EpsilonGreedy(EpsilonGreedyConfig(epsilon=0.2))
-    >>> probs, best = s.distribution(np.array([0.1, 0.5, 0.3, 0.2]))
+    >>> probs, best = s.distribution(Scores(np.array([0.1, 0.5, 0.3, 0.2])))
     >>> best, [round(float(p), 2) for p in probs]
     (1, [0.05, 0.85, 0.05, 0.05])
     """
@@ -30,9 +30,9 @@ class EpsilonGreedy(Strategy):
     name = "epsilon_greedy"
     Config = EpsilonGreedyConfig
 
-    def distribution(self, scores):
+    def distribution(self, scores: Scores):
         n = len(scores)
-        best = argmax_first(scores)
+        best = argmax_first(scores.mean)
         probs = np.full(n, self.config.epsilon / n)
         probs[best] += 1.0 - self.config.epsilon  # exploit
         return probs, best

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bandit.strategies.base import Strategy, argmax_first
+from bandit.strategies.base import Scores, Strategy, argmax_first
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,10 @@ class Greedy(Strategy):
     name = "greedy"
     Config = GreedyConfig
 
-    def distribution(self, scores):
-        best = argmax_first(scores)
+    randomized = False
+
+    def distribution(self, scores: Scores):
+        best = argmax_first(scores.mean)
         probs = np.zeros(len(scores))
         probs[best] = 1.0
         return probs, best
