@@ -62,6 +62,19 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
         served = service.catalog.bundle.version if service.catalog.bundle else None
         return _json({"rebuilt": summary is not None, "index_version": served, **(summary or {})})
 
+    @app.get("/learning")
+    def learning():
+        try:
+            counts = service.store.apprentice_counts()
+        except BanditrecError:
+            counts = {}
+        decisions = counts.get("decisions", 0)
+        return _json({"mode": config.learning.mode, "strategy": service.strategy.name,
+                      "model_version": service.learner.version, "learned_total": service.learner.total,
+                      "learned_here": service.learner.learned,
+                      "apprentice": {"decisions": decisions, "matches": counts.get("matches", 0),
+                                     "match_rate": counts.get("matches", 0) / decisions if decisions else None}})
+
     @app.get("/health")
     def health():
         return _json({"status": "ok", "model_version": service.learner.version, "items": len(service.catalog)})

@@ -9,6 +9,7 @@ Every parsed example goes back through `finish_example` (skipping it leaks memor
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 
@@ -16,6 +17,25 @@ import numpy as np
 import vowpalwabbit
 
 from bandit.features import with_label
+
+
+_FNV_PRIME = 16777619     # VW's hash for a crossed pair: (FNV prime x first) xor second
+_CONSTANT = 11650396      # VW's constant feature
+
+
+def _features(ws, line: str) -> list[tuple[str, int, float]]:
+    """(namespace^feature, hash, value) of one of our own example lines."""
+    out = []
+    for part in line.split("|")[1:]:
+        tokens = part.split()
+        if not tokens:
+            continue
+        space = tokens[0]
+        space_hash = ws.hash_space(space)
+        for token in tokens[1:]:
+            name, _, value = token.partition(":")
+            out.append((f"{space}^{name}", ws.hash_feature(name, space_hash), float(value) if value else 1.0))
+    return out
 
 
 class VWModel:
@@ -54,6 +74,31 @@ class VWModel:
                 self._ws.learn(examples)
             finally:
                 self._ws.finish_example(examples)
+
+    def explain(self, shared: str, action: str, top: int = 5) -> list[dict]:
+        """The features that move this action's predicted reward most: each linear feature's
+        weight x value and each crossed pair's (namespaces crossed by first letter, as VW
+        does), signed in reward terms. They sum, with the rest, to the prediction."""
+        interactions = re.findall(r"--interactions (\w+)", self.args)
+        with self._lock:
+            mask = self._ws.num_weights() - 1
+            shared_f, action_f = _features(self._ws, shared), _features(self._ws, action)
+            both = shared_f + action_f
+            terms = [(name, -self._ws.get_weight(h & mask) * v) for name, h, v in both]
+            terms.append(("Constant", -self._ws.get_weight(_CONSTANT & mask)))
+            for pair in interactions:
+                if len(pair) != 2:
+                    continue
+                left = [f for f in both if f[0][0] == pair[0]]
+                right = [f for f in both if f[0][0] == pair[1]]
+                for n1, h1, v1 in left:
+                    for n2, h2, v2 in right:
+                        weight = self._ws.get_weight(((_FNV_PRIME * h1) ^ h2) & mask)
+                        if weight:
+                            terms.append((f"{n1}*{n2}", -weight * v1 * v2))
+        terms = [t for t in terms if t[1] != 0.0]
+        terms.sort(key=lambda t: -abs(t[1]))
+        return [{"feature": name, "contribution": round(value, 6)} for name, value in terms[:top]]
 
     def to_bytes(self) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:

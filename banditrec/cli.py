@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default from config: 8765)")
     serve.set_defaults(func=_serve)
 
-    model = sub.add_parser("model", parents=[common], help="model snapshots")
-    model.add_argument("action", choices=["list"])
+    model = sub.add_parser("model", parents=[common], help="model snapshots: list, or roll back to one")
+    model.add_argument("action", choices=["list", "rollback"])
+    model.add_argument("version", nargs="?", type=int, help="with rollback: the version to go back to")
     model.set_defaults(func=_model)
     return parser
 
@@ -139,9 +140,23 @@ def _serve(config: Config, args) -> int:
 
 def _model(config: Config, args) -> int:
     with _store(config) as store:
+        if args.action == "rollback":
+            if args.version is None:
+                print("banditrec model rollback: name the VERSION (see `banditrec model list`)", file=sys.stderr)
+                return 2
+            try:
+                version = store.rollback_snapshot(args.version, store.reward_head(), config.snapshot.keep)
+            except KeyError:
+                print(f"banditrec model rollback: no snapshot v{args.version} (see `banditrec model list`)",
+                      file=sys.stderr)
+                return 2
+            print(f"v{version} = v{args.version}; rewards recorded until now are skipped. Running services "
+                  f"switch to it within {min(5.0, config.snapshot.interval_s):g} s.")
+            return 0
         for meta in store.list_snapshots():
+            origin = f"\trollback of v{meta['from_version']}" if meta.get("origin") == "rollback" else ""
             print(f"v{meta['version']}\tcreated_at={meta['created_at']:.0f}\tlearned={meta.get('learned', 0)}"
-                  f"\tcursor={meta['cursor']}")
+                  f"\tt={meta.get('t', 0)}\treplicas={meta.get('replicas', 0)}\tcursor={meta['cursor']}{origin}")
         return 0
 
 

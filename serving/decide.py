@@ -43,7 +43,8 @@ def decision_rng(event_id: str) -> np.random.Generator:
 
 
 def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, context: dict, k: int,
-           exclude: frozenset, now: float, event_id: str, baseline: tuple[str, ...] | None = None) -> Slate:
+           exclude: frozenset, now: float, event_id: str, baseline: tuple[str, ...] | None = None,
+           explain: bool = False) -> Slate:
     cfg = service.config
     profile = dict(state["profile"]) if state else {}
     n = state["n"] if state else 0
@@ -96,6 +97,9 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
               "score": round(float(scores.mean[c.index]), 6) + 0.0, "probability": c.probability,
               "explored": c.explored, "fresh": bool(fresh[c.index]), "action": actions[c.index]}
              for position, c in enumerate(slate, start=1)]
+    if explain:
+        for item in items:
+            item["explain"] = service.model.explain(shared, item["action"])
     return Slate(path, shared, items)
 
 

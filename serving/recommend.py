@@ -38,7 +38,7 @@ def recommend(service: Service, body) -> dict:
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
         slate = decide(service, catalog, user_id=req.user_id, state=state, context=req.context, k=req.k,
-                       exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline)
+                       exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline, explain=req.explain)
     degraded = not log_decision(service, event_id, req.user_id, slate, now) or degraded
     return response(event_id, service.learner.version, "degraded" if degraded else slate.path, slate)
 
@@ -47,6 +47,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
     decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": service.learner.version,
+                "strategy_name": service.strategy.name,
                 "strategy": slate.path,
                 "items": {i["item_id"]: [i["position"], i["probability"], i["action"]] for i in slate.items}}
     closes = cfg.default_reward_positions > 0 or cfg.aggregation != "earliest"
@@ -61,6 +62,6 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
 
 
 def response(event_id: str, version: int, strategy: str, slate: Slate) -> dict:
+    keys = ("item_id", "position", "score", "probability", "explored", "fresh", "explain")
     return {"event_id": event_id, "model_version": version, "arm": "personalized", "strategy": strategy,
-            "items": [{key: item[key] for key in ("item_id", "position", "score", "probability", "explored", "fresh")}
-                      for item in slate.items]}
+            "items": [{key: item[key] for key in keys if key in item} for item in slate.items]}
