@@ -289,8 +289,8 @@ class ModelConfig:
         check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)
         check_scalar(self.cb_type, "model.cb_type", str, choices=("mtr", "ips", "dr", "dm"))
         for pair in self.interactions:
-            if not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z]{2,3}", pair):
-                raise ConfigError(f"model.interactions has {pair!r}, each must be 2-3 namespace letters")
+            if not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z]{2}", pair):
+                raise ConfigError(f"model.interactions has {pair!r}, each must be 2 namespace letters (a pair)")
 
     def vw_args(self) -> str:
         """The Vowpal Wabbit command line for a new model."""
@@ -376,6 +376,7 @@ class FeedbackConfig:
     aggregation: str = "earliest"
     default_reward: float = 0.0
     default_reward_positions: int = 1
+    close_delay_s: float = 30.0
 
     def __post_init__(self):
         check_scalar(self.reward_wait_s, "feedback.reward_wait_s", float, min=1.0)
@@ -388,6 +389,7 @@ class FeedbackConfig:
         check_scalar(self.aggregation, "feedback.aggregation", str, choices=("earliest", "sum", "max"))
         check_scalar(self.default_reward, "feedback.default_reward", float, min=self.reward_min, max=self.reward_max)
         check_scalar(self.default_reward_positions, "feedback.default_reward_positions", int, min=0, max=10_000)
+        check_scalar(self.close_delay_s, "feedback.close_delay_s", float, min=0.0)
 
 
 @dataclass(frozen=True)
@@ -397,11 +399,13 @@ class SnapshotConfig:
     interval_s: float = 30.0
     every_n_updates: int = 1000
     keep: int = 10
+    startup_replay: int = 100_000
 
     def __post_init__(self):
         check_scalar(self.interval_s, "snapshot.interval_s", float, min=0.1)
         check_scalar(self.every_n_updates, "snapshot.every_n_updates", int, min=1)
         check_scalar(self.keep, "snapshot.keep", int, min=1, max=1000)
+        check_scalar(self.startup_replay, "snapshot.startup_replay", int, min=0)
 
 
 @dataclass(frozen=True)

@@ -76,12 +76,13 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     lines = catalog.lines
     actions = [lines[r] for r in rows] if sims is None else \
         [action_line(lines[r], float(s)) for r, s in zip(rows, sims)]
-    scores = Scores(service.model.predict(shared, actions))
     strategy, learner = service.strategy, service.learner
-    if strategy.replicas and learner.replicas is not None and len(rows):
+    model, bootstrap = learner.model, learner.replicas  # read once: a rollback may swap them meanwhile
+    scores = Scores(model.predict(shared, actions))
+    if strategy.replicas and bootstrap is not None and len(rows):
         top = np.argsort(-scores.mean, kind="stable")[: strategy.top_m]
-        replicas = np.full((len(learner.replicas), len(rows)), -np.inf)
-        replicas[:, top] = learner.replicas.predict(shared, [actions[i] for i in top])
+        replicas = np.full((len(bootstrap), len(rows)), -np.inf)
+        replicas[:, top] = bootstrap.predict(shared, [actions[i] for i in top])
         scores.replicas = replicas
 
     # slate
@@ -99,7 +100,7 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
              for position, c in enumerate(slate, start=1)]
     if explain:
         for item in items:
-            item["explain"] = service.model.explain(shared, item["action"])
+            item["explain"] = model.explain(shared, item["action"])
     return Slate(path, shared, items)
 
 

@@ -19,6 +19,18 @@ from serving.service import Service
 log = logging.getLogger(__name__)
 
 
+def reward_entry(kind: str, event_id: str, item_id: str, reward: float, decision: dict, now: float) -> dict:
+    """A reward-stream entry: everything learning needs, as the decision logged it. `kind` is
+    "reward" (from a client), "default" (none came in time) or "final" (an aggregate); `agg`
+    and `iw` are the decision's aggregation mode and whether its strategy learns with
+    importance weights, so a later config change does not reinterpret old decisions."""
+    position, probability, action = decision["items"][item_id]
+    return {"kind": kind, "event_id": event_id, "item_id": item_id, "reward": reward, "p": probability,
+            "position": position, "shared": decision["shared"], "action": action, "decision_ts": decision["ts"],
+            "ts": now, "version": decision["version"], "agg": decision.get("agg", "earliest"),
+            "iw": decision.get("iw", True)}
+
+
 def feedback(service: Service, body) -> dict:
     cfg = service.config.feedback
     req = parse_feedback(body, cfg.reward_min, cfg.reward_max)
@@ -33,7 +45,8 @@ def feedback(service: Service, body) -> dict:
     if req.item_id is None:
         service.store.mark_seen(req.event_id, list(req.seen), ttl)
         return {"status": "accepted", "seen": len(set(req.seen))}
-    if acked is not None and cfg.aggregation == "earliest":  # a retry, even one after the wait
+    aggregation = decision.get("agg", "earliest")  # the mode the decision was made under
+    if acked is not None and aggregation == "earliest":  # a retry, even one after the wait
         return {"status": "accepted", "duplicate": True}
     age = time.time() - decision["ts"]
     if age > cfg.reward_wait_s:
@@ -41,16 +54,13 @@ def feedback(service: Service, body) -> dict:
     if req.seen:
         service.store.mark_seen(req.event_id, list(req.seen), ttl)
 
-    position, probability, action = decision["items"][req.item_id]
-    entry = {"kind": "reward", "event_id": req.event_id, "item_id": req.item_id, "reward": req.reward,
-             "p": probability, "position": position, "shared": decision["shared"], "action": action,
-             "decision_ts": decision["ts"], "ts": time.time(), "version": decision["version"]}
+    entry = reward_entry("reward", req.event_id, req.item_id, req.reward, decision, time.time())
     stream_id = service.store.append_reward(entry, cfg.stream_maxlen)  # durable before we answer
-    if cfg.aggregation != "earliest":
-        service.store.aggregate_reward(req.event_id, req.item_id, req.reward, cfg.aggregation, ttl)
+    if aggregation != "earliest":
+        service.store.aggregate_reward(req.event_id, req.item_id, req.reward, aggregation, ttl)
     service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl)
     try:
-        service.learner.catch_up()
+        service.learner.catch_up(max_entries=1000)  # bounded: a backlog is the background task's job
     except Exception:  # recorded already: a background task learns it later; the client gets its 200
         log.exception("reward %s recorded, learning deferred", stream_id)
     return {"status": "accepted", "duplicate": acked is not None}

@@ -30,6 +30,15 @@ def replica_seed(event_id: str, item_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{event_id}\x1f{item_id}".encode(), digest_size=8).digest(), "little")
 
 
+def _learnable(entry: dict) -> bool:
+    """A client's reward is learned at once under "earliest" aggregation; under sum/max only
+    the "final" aggregate is; "default" rewards always are."""
+    kind = entry.get("kind", "reward")
+    if kind == "reward":
+        return entry.get("agg", "earliest") == "earliest"
+    return kind in ("final", "default")
+
+
 class Learner:
     """Consumes the reward stream into a model; one lock orders learning, snapshots and swaps."""
 
@@ -48,37 +57,45 @@ class Learner:
         self.snapshot_at = time.monotonic()
         self.importance_weighted = importance_weighted
         self.enabled = enabled      # False in logging_only mode: rewards wait in the stream
-        self.kinds = {"reward", "default"} if cfg.aggregation == "earliest" else {"final", "default"}
         self._lock = threading.Lock()
 
-    def catch_up(self, batch_size: int = 1000) -> int:
-        """Learn every reward after the cursor; returns how many were learned."""
+    def catch_up(self, batch_size: int = 1000, max_entries: int | None = None) -> int:
+        """Learn the rewards after the cursor (at most about `max_entries` stream entries);
+        returns how many were learned. The lock is taken per batch, so a long replay in the
+        background does not hold up requests that learn their own reward."""
         if not self.enabled:
             return 0
-        learned = 0
+        learned, read = 0, 0
         mark_ttl = self.cfg.reward_wait_s + self.cfg.expired_grace_s + MARK_TTL_EXTRA_S
-        with self._lock:
-            while batch := self.store.read_rewards(self.cursor, batch_size):
-                wanted = [(sid, e) for sid, e in batch if e.get("kind", "reward") in self.kinds]
-                allowed = self.store.claim_rewards(wanted, mark_ttl) if wanted else []
-                items = []
-                for (sid, entry), ok in zip(wanted, allowed):
-                    if ok and self._learn(sid, entry):
-                        learned += 1
-                        items.append(entry["item_id"])
+        while max_entries is None or read < max_entries:
+            with self._lock:
+                batch = self.store.read_rewards(self.cursor, batch_size)
+                if not batch:
+                    break
+                read += len(batch)
+                wanted = [(sid, e) for sid, e in batch if _learnable(e)]
+                claims = self.store.claim_rewards(wanted, mark_ttl) if wanted else []
+                items, n_batch = [], 0
+                for (sid, entry), claim in zip(wanted, claims):
+                    if claim and self._learn(sid, entry):
+                        n_batch += 1
+                        if claim == 1:  # the first time, not a replay: one more labelled impression
+                            items.append(entry["item_id"])
                 if items:
                     self.store.count_labelled(items)
                 self.cursor = batch[-1][0]
-                if len(batch) < batch_size:
-                    break
-            self.learned += learned
-            self.total += learned
-            self.since_snapshot += learned
+                self.learned += n_batch
+                self.total += n_batch
+                self.since_snapshot += n_batch
+                learned += n_batch
+            if len(batch) < batch_size:
+                break
         return learned
 
     def _learn(self, sid: str, entry: dict) -> bool:
         try:
-            p = max(entry["p"], self.cfg.clip_p) if self.importance_weighted else 1.0
+            weighted = entry.get("iw", self.importance_weighted)  # as the decision's strategy learns
+            p = max(entry["p"], self.cfg.clip_p) if weighted else 1.0
             self.model.learn(entry["shared"], entry["action"], entry["reward"], p)
             if self.replicas is not None:
                 self.replicas.learn(entry["shared"], entry["action"], entry["reward"], p,
@@ -93,6 +110,8 @@ class Learner:
         """Save model + replicas + cursor as a new version (if anything changed since the last)."""
         with self._lock:
             if self.since_snapshot == 0 and self.version:
+                return self.version
+            if self.store.latest_version() > self.version:  # a rollback came in: adopt it, do not bury it
                 return self.version
             replicas = self.replicas.to_bytes() if self.replicas is not None else []
             meta = {"cursor": self.cursor, "learned": self.learned, "t": self.total}
@@ -111,12 +130,10 @@ class Learner:
             self.snapshot(cfg.keep)
 
     def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict) -> None:
-        """Continue from a snapshot written elsewhere (a rollback): its model, cursor and count."""
+        """Continue from a snapshot written elsewhere (a rollback): its model, cursor and count.
+        The old model is not closed here: requests in flight may still be scoring with it; it
+        is freed when the last of them lets go of it."""
         with self._lock:
-            old, old_replicas = self.model, self.replicas
             self.model, self.replicas = model, replicas
             self.cursor, self.version, self.total = meta["cursor"], meta["version"], meta.get("t", 0)
             self.since_snapshot = 0
-        old.close()
-        if old_replicas is not None:
-            old_replicas.close()

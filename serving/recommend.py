@@ -47,13 +47,13 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
     decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": service.learner.version,
-                "strategy_name": service.strategy.name,
+                "strategy_name": service.strategy.name, "agg": cfg.aggregation,
+                "iw": service.strategy.importance_weighted and slate.path != "apprentice",
                 "strategy": slate.path,
                 "items": {i["item_id"]: [i["position"], i["probability"], i["action"]] for i in slate.items}}
-    closes = cfg.default_reward_positions > 0 or cfg.aggregation != "earliest"
     try:
         if not service.store.put_decision(event_id, decision, cfg.reward_wait_s + cfg.expired_grace_s,
-                                          close_at=now + cfg.reward_wait_s if closes else None):
+                                          close_at=now + cfg.reward_wait_s + cfg.close_delay_s):
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)

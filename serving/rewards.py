@@ -1,6 +1,7 @@
 """Closing decisions whose reward wait is over: default rewards and aggregated rewards.
 
-For each decision past `feedback.reward_wait_s`: the items the client marked as seen (or,
+For each decision past `feedback.reward_wait_s` (+ `feedback.close_delay_s`, so that a
+reward accepted at the last moment is in the stream first): the items the client marked as seen (or,
 without such marks, the top `feedback.default_reward_positions`) that got no reward are
 given `feedback.default_reward`; with sum/max aggregation, each rewarded item's aggregate
 is learned now. Entries go to the reward stream like any reward, so the learner's
@@ -9,21 +10,31 @@ exactly-once rule covers them (closing twice after a crash learns nothing twice)
 
 from __future__ import annotations
 
+import logging
 import time
 
+from serving.feedback import reward_entry
 from serving.service import Service
 
+log = logging.getLogger(__name__)
 
-def close_due(service: Service, now: float | None = None, batch: int = 1000) -> int:
-    """Close the decisions that are due; returns how many reward entries were appended."""
-    cfg = service.config.feedback
+
+def close_due(service: Service, now: float | None = None, batch: int = 1000, budget_s: float = 2.0) -> int:
+    """Close the decisions that are due (batches until none is left or `budget_s` is spent);
+    returns how many reward entries were appended."""
     now = time.time() if now is None else now
-    appended = 0
-    for event_id in service.store.due_decisions(now, batch):
-        decision, acked, seen, aggregates = service.store.closing_state(event_id)
-        if decision is not None:
-            appended += _close(service, event_id, decision, acked, seen, aggregates, now)
-        service.store.close_decision(event_id)
+    appended, started = 0, time.monotonic()
+    while True:
+        due = service.store.due_decisions(now, batch)
+        for event_id in due:
+            decision, acked, seen, aggregates = service.store.closing_state(event_id)
+            if decision is not None:
+                appended += _close(service, event_id, decision, acked, seen, aggregates, now)
+            else:
+                log.warning("decision %s expired before it was closed: its default rewards are lost", event_id)
+            service.store.close_decision(event_id)
+        if len(due) < batch or time.monotonic() - started > budget_s:
+            break
     if appended:
         service.learner.catch_up()
     return appended
@@ -33,7 +44,7 @@ def _close(service, event_id, decision, acked, seen, aggregates, now) -> int:
     cfg = service.config.feedback
     items = decision["items"]
     entries = []
-    if cfg.aggregation != "earliest":
+    if decision.get("agg", "earliest") != "earliest":
         entries += [(item_id, value, "final") for item_id, value in aggregates.items() if item_id in items]
     if seen:
         targets = [i for i in items if i in seen]
@@ -42,9 +53,5 @@ def _close(service, event_id, decision, acked, seen, aggregates, now) -> int:
     rewarded = acked | set(aggregates)
     entries += [(item_id, cfg.default_reward, "default") for item_id in targets if item_id not in rewarded]
     for item_id, reward, kind in entries:
-        position, probability, action = items[item_id]
-        service.store.append_reward({"kind": kind, "event_id": event_id, "item_id": item_id, "reward": reward,
-                                     "p": probability, "position": position, "shared": decision["shared"],
-                                     "action": action, "decision_ts": decision["ts"], "ts": now,
-                                     "version": decision["version"]}, cfg.stream_maxlen)
+        service.store.append_reward(reward_entry(kind, event_id, item_id, reward, decision, now), cfg.stream_maxlen)
     return len(entries)

@@ -102,7 +102,7 @@ def parse_recommend(body, max_k: int) -> RecommendRequest:
             raise InvalidRequest(f"baseline must be a list of at most 1000 item ids, got {_short(baseline)}")
         for item_id in baseline:
             check_id(item_id, "each baseline entry")
-        baseline = tuple(baseline)
+        baseline = tuple(dict.fromkeys(baseline))  # each item once, first position kept
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
         raise InvalidRequest(f"explain must be true or false, got {_short(explain)}")
@@ -117,8 +117,8 @@ def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackReques
     event_id = _event_id(body.get("event_id"), required=True)
     seen = body.get("seen")
     if seen is not None:
-        if not isinstance(seen, list) or len(seen) > 10_000:
-            raise InvalidRequest(f"seen must be a list of at most 10000 item ids, got {_short(seen)}")
+        if not isinstance(seen, list) or not 1 <= len(seen) <= 10_000:
+            raise InvalidRequest(f"seen must be a list of 1 to 10000 item ids, got {_short(seen)}")
         for item_id in seen:
             check_id(item_id, "each seen entry")
     if seen is not None and "item_id" not in body and "reward" not in body:

@@ -89,7 +89,6 @@ class Service:
     config: Config
     store: Store
     catalog: Catalog
-    model: VWModel
     strategy: Strategy
     learner: Learner
     embedded: EmbeddedRedis | None = None
@@ -111,10 +110,10 @@ class Service:
         catalog = load_catalog(config)
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
         learner = make_learner(config, store, strategy, store.latest_snapshot())
-        service = cls(config, store, catalog, learner.model, strategy, learner, embedded=embedded,
-                      owns_store=owns_store, popular=PopularCache(store))
+        service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store,
+                      popular=PopularCache(store))
         service.sync_catalog(force=True)
-        replayed = learner.catch_up()
+        replayed = learner.catch_up(max_entries=config.snapshot.startup_replay)
         if replayed:
             log.info("replayed %d rewards newer than model snapshot v%d", replayed, learner.version)
         if start_threads:
@@ -122,6 +121,11 @@ class Service:
         log.info("serving %d items (index %s), model v%d, strategy %s", len(catalog),
                  catalog.bundle.version if catalog.bundle else "none", learner.version, strategy.name)
         return service
+
+    @property
+    def model(self) -> VWModel:
+        """The model serving now (a rollback swaps it; read it once per request)."""
+        return self.learner.model
 
     def start_tasks(self) -> None:
         from serving.pregen import refresh_due
@@ -135,11 +139,10 @@ class Service:
         if cfg.inactive.after_s > 0:
             self.tasks.append(Periodic("pregen", min(60.0, cfg.inactive.refresh_s / 4),
                                        lambda: refresh_due(self)).start())
-        if cfg.feedback.default_reward_positions or cfg.feedback.aggregation != "earliest":
-            from serving.rewards import close_due
+        from serving.rewards import close_due
 
-            self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
-                                       lambda: close_due(self)).start())
+        self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
+                                   lambda: close_due(self)).start())
         self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model).start())
 
     def adopt_newer_model(self) -> bool:
@@ -147,12 +150,16 @@ class Service:
         latest = self.store.latest_version()
         if latest <= self.learner.version:
             return False
-        snapshot = self.store.get_snapshot(latest)
-        if snapshot is None or snapshot[1].get("origin") != "rollback":
-            return False  # written by this process's own learner, or vanished
+        snapshot = None
+        for version in range(latest, self.learner.version, -1):  # the newest rollback above ours
+            candidate = self.store.get_snapshot(version)
+            if candidate is not None and candidate[1].get("origin") == "rollback":
+                snapshot = candidate
+                break
+        if snapshot is None:
+            return False
         fresh = make_learner(self.config, self.store, self.strategy, snapshot)
         self.learner.adopt(fresh.model, fresh.replicas, snapshot[1])
-        self.model = self.learner.model
         log.info("now serving model v%d (rolled back to v%s)", latest, snapshot[1].get("from_version"))
         return True
 

@@ -13,7 +13,7 @@ if not cur then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   return 1
 end
-if cur == ARGV[2] then return 1 end
+if cur == ARGV[2] then return 2 end
 return 0
 """
 
@@ -124,14 +124,14 @@ class DecisionOps:
         return int(self.client.xlen(self.key("rewards")))
 
     @guarded
-    def claim_rewards(self, batch: list[tuple[str, dict]], ttl_s: float) -> list[bool]:
+    def claim_rewards(self, batch: list[tuple[str, dict]], ttl_s: float) -> list[int]:
         """For each (stream_id, entry): may it be learned? The first stream entry of an
-        (event_id, item_id) wins, and keeps winning on replay; later duplicates lose."""
+        (event_id, item_id) wins (1), and keeps winning on replay (2); later duplicates lose (0)."""
         pipe = self.client.pipeline(transaction=False)
         for sid, entry in batch:
             self._claim(keys=[self._ekey("learned", str(entry.get("event_id")))],
                         args=[str(entry.get("item_id")), sid, max(1, int(ttl_s))], client=pipe)
-        return [bool(r) for r in pipe.execute()]
+        return [int(r) for r in pipe.execute()]
 
     @guarded
     def dead_letter(self, stream_id: str, entry: dict, error: str, maxlen: int = 100_000) -> None:

@@ -79,3 +79,17 @@ def test_snapshots_are_written_periodically_while_serving(build, store):
         assert meta["learned"] == 5 and meta["cursor"] == store.read_rewards()[-1][0]
     finally:
         service.close()
+
+
+def test_thompson_replicas_replay_exactly_after_a_crash(build, open_service):
+    config = build(exploration={"strategy": "thompson"})
+    first = open_service(config)
+    client = create_app(deps=first).test_client()
+    _traffic(client, 10, seed=5)
+    first.learner.snapshot(keep=5)
+    _traffic(client, 15, seed=6)
+    expected = first.learner.replicas.predict(PROBE_SHARED, PROBE_ACTIONS)
+    # crash: the next process loads the snapshot and replays 15 rewards with the same Poisson draws
+    second = open_service(config)
+    assert second.learner.learned == 15
+    np.testing.assert_allclose(second.learner.replicas.predict(PROBE_SHARED, PROBE_ACTIONS), expected, atol=1e-6)

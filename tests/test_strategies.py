@@ -136,18 +136,31 @@ def test_guaranteed_fresh_slots_fill_the_end_of_the_slate(strategy):
     for seed in range(20):
         slate = strategy.choose_slate(scores, 6, np.random.default_rng(seed), rules=rules)
         assert sum(fresh[c.index] for c in slate) >= 2
+        remaining, placed_fresh = list(range(30)), 0
         for position, c in enumerate(slate):
-            if position >= 4 and fresh[c.index]:  # drawn among the fresh items that remained
-                assert 0 < c.probability <= 1.0
+            reserved = placed_fresh < 2 and position >= 6 - (2 - placed_fresh)
+            pool = [i for i in remaining if fresh[i]] if reserved else remaining
+            probs, exploit = strategy.distribution(scores.take(np.array(pool)))  # recomputed here
+            assert c.index in pool and c.probability == pytest.approx(float(probs[pool.index(c.index)]))
+            assert c.explored is (pool.index(c.index) != exploit)
+            placed_fresh += int(fresh[c.index])
+            remaining.remove(c.index)
 
 
-def test_mmr_diversifies_the_exploit_choice(strategy):
-    mean = np.array([1.0, 0.99, 0.5])
-    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # 0 and 1 are the same item in disguise
+def test_mmr_diversifies_the_exploit_choice_with_exact_probabilities(strategy):
+    mean = np.array([1.0, 0.99, 0.5, 0.2])
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # 0 and 1 are the same item in disguise
     scores = Scores(mean, np.tile(mean, (REPLICAS, 1)))
     rules = SlateRules(vectors=vectors, diversity=1.0, score_range=0.5)
-    _, exploit = strategy.distribution(scores.take(np.array([1, 2])).shifted(-np.array([0.5, 0.0])))
+    _, exploit = strategy.distribution(scores.take(np.array([1, 2, 3])).shifted(-np.array([0.5, 0.0, 0.3])))
     assert exploit == 1  # with item 0 placed, the dissimilar item (local index 1) is the exploit choice
+    for seed in range(30):
+        first, second = strategy.choose_slate(scores, 2, np.random.default_rng(seed), rules=rules)
+        rest = [i for i in range(4) if i != first.index]
+        penalty = 0.5 * np.clip(vectors[rest] @ vectors[first.index], 0.0, 1.0)
+        probs, exploit = strategy.distribution(scores.take(np.array(rest)).shifted(-penalty))
+        assert second.probability == pytest.approx(float(probs[rest.index(second.index)]))
+        assert second.explored is (rest.index(second.index) != exploit)
     if not strategy.randomized:
         assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3))] == [0, 1]
         assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3), rules=rules)] == [0, 2]
