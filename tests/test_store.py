@@ -33,8 +33,8 @@ def test_first_stream_entry_of_a_pair_wins_the_claim_also_on_replay(store):
     b = store.append_reward({"event_id": "e", "item_id": "i"}, maxlen=10_000)
     c = store.append_reward({"event_id": "e", "item_id": "j"}, maxlen=10_000)
     batch = store.read_rewards()
-    assert store.claim_rewards(batch, ttl_s=60) == [True, False, True]
-    assert store.claim_rewards(batch, ttl_s=60) == [True, False, True]  # replay decides the same
+    assert store.claim_rewards(batch, ttl_s=60) == [1, 0, 1]  # 1: first time
+    assert store.claim_rewards(batch, ttl_s=60) == [2, 0, 2]  # 2: a replay of the winner; the loser loses again
     assert [sid for sid, _ in batch] == [a, b, c]
 
 
