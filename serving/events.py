@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from banditrec.config import EVENT_TYPES
 from banditrec.errors import InvalidRequest
@@ -17,7 +16,7 @@ def record_event(service: Service, body) -> dict:
     popularity counters. 503 (StoreError) when it cannot be recorded."""
     cfg = service.config
     req = parse_event(body, EVENT_TYPES)
-    now = time.time()
+    now = service.clock()
     ts = req.timestamp if req.timestamp is not None else now
     if ts > now + 300:
         raise InvalidRequest(f"timestamp {ts:.0f} is {ts - now:.0f} s in the future")

@@ -10,7 +10,6 @@ those are the ones that get the default reward if no reward comes.
 from __future__ import annotations
 
 import logging
-import time
 
 from banditrec.errors import Gone, InvalidRequest, NotFound
 from serving.schema import parse_feedback
@@ -48,13 +47,13 @@ def feedback(service: Service, body) -> dict:
     aggregation = decision.get("agg", "earliest")  # the mode the decision was made under
     if acked is not None and aggregation == "earliest":  # a retry, even one after the wait
         return {"status": "accepted", "duplicate": True}
-    age = time.time() - decision["ts"]
+    age = service.clock() - decision["ts"]
     if age > cfg.reward_wait_s:
         raise Gone(f"event {req.event_id!r} is {age:.0f} s old, rewards are accepted for {cfg.reward_wait_s:g} s")
     if req.seen:
         service.store.mark_seen(req.event_id, list(req.seen), ttl)
 
-    entry = reward_entry("reward", req.event_id, req.item_id, req.reward, decision, time.time())
+    entry = reward_entry("reward", req.event_id, req.item_id, req.reward, decision, service.clock())
     stream_id = service.store.append_reward(entry, cfg.stream_maxlen)  # durable before we answer
     if aggregation != "earliest":
         service.store.aggregate_reward(req.event_id, req.item_id, req.reward, aggregation, ttl)

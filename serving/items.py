@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from banditrec.errors import InvalidRequest, NotFound
 from retrieval.data import check_id, normalise_item
@@ -15,7 +14,7 @@ def put_item(service: Service, item_id: str, body) -> dict:
         raise InvalidRequest(f"item_id in the body ({body['item_id']!r}) differs from the path ({item_id!r})")
     item = normalise_item(body, item_id=item_id)
     if isinstance(body, dict) and body.get("published_at") is None:
-        item["published_at"] = int(time.time())  # new to the catalog now
+        item["published_at"] = int(service.clock())  # new to the catalog now
     catalog = service.catalog
     created = item_id not in catalog.row_of
     vector = catalog.embedder.embed([item])[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 import uuid
 
 from serving.decide import Slate, decide
@@ -66,7 +65,7 @@ def generate(service, user_id: str, state: dict | None, context: dict, now: floa
 
 def refresh_due(service, now: float | None = None) -> int:
     """Regenerate the slates that are due (a bounded batch); drop those of users active again."""
-    now = time.time() if now is None else now
+    now = service.clock() if now is None else now
     refreshed = 0
     for user_id in service.store.due_pregen(now, service.config.inactive.refresh_batch):
         state = service.store.user_state(user_id, fast=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from banditrec.errors import Conflict
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 def recommend(service: Service, body) -> dict:
     cfg = service.config
     req = parse_recommend(body, cfg.server.max_k)
-    now = time.time()
+    now = service.clock()
     event_id = req.event_id or uuid.uuid4().hex
     degraded = False
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def close_due(service: Service, now: float | None = None, batch: int = 1000, budget_s: float = 2.0) -> int:
     """Close the decisions that are due (batches until none is left or `budget_s` is spent);
     returns how many reward entries were appended."""
-    now = time.time() if now is None else now
+    now = service.clock() if now is None else now
     appended, started = 0, time.monotonic()
     while True:
         due = service.store.due_decisions(now, batch)

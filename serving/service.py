@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from banditrec.config import Config
 from bandit.features import item_line
@@ -96,6 +97,7 @@ class Service:
     popular: PopularCache = None
     users: UserMemory = field(default_factory=UserMemory)
     tasks: list[Periodic] = field(default_factory=list)
+    clock: Callable[[], float] = time.time  # seconds; the simulator drives its own
     _synced_at: float = 0.0
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
