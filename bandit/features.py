@@ -2,8 +2,9 @@
 
 Namespaces (VW pairs them by first letter): `User` (profile, taste), `Context` (request
 context), `Recent` (the live session: recent categories, length, time since the last
-event), `Item` (id, category, attributes; cached per item), `Sim` (the retrieval
-similarity between the user's vector and the item). Values from clients are sanitised:
+event), `Item` (id, category, attributes; cached per item), `Pop` (the item's popularity
+at the last build, 0..1), `Sim` (the retrieval similarity between the user's vector and
+the item). Values from clients are sanitised:
 whitespace, `|` and `:` cannot reach VW's parser.
 
 >>> shared_line({"age_group": "25-34", "taste": ["shoes"]}, {"device": "mobile", "hour": 21})
@@ -57,8 +58,9 @@ def _value_feature(key: str, value) -> str:
     return f"{token(key)}={token(value)}"
 
 
-def item_line(item: dict) -> str:
-    """The cached per-item part of an action line."""
+def item_line(item: dict, popularity: float = 0.0) -> str:
+    """The cached per-item part of an action line. `popularity` (0..1, from the last full
+    build) is a prior the model can weight from its first rewards; new items have none."""
     parts = [f"|Item id={id_token(item['item_id'])}"]
     if item.get("category"):
         parts.append(f"cat={token(item['category'])}")
@@ -66,7 +68,8 @@ def item_line(item: dict) -> str:
         feature = _value_feature(key, value)
         if feature:
             parts.append(feature)
-    return " ".join(parts)
+    line = " ".join(parts)
+    return f"{line} |Pop p:{popularity:.4f}" if popularity > 0 else line
 
 
 def action_line(cached_item_line: str, sim: float | None) -> str:

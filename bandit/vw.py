@@ -147,3 +147,37 @@ class Replicas:
     def close(self) -> None:
         for m in self.models:
             m.close()
+
+
+class VWExplorer:
+    """A `--cb_explore_adf` Workspace (VW's own exploration, as Azure Personalizer ran it):
+    a probability per action for a whole example, and learning on the full action set.
+    Used by the simulator's Personalizer baseline; the service scores with `VWModel`."""
+
+    def __init__(self, args: str):
+        self._ws = vowpalwabbit.Workspace(args)
+        self._lock = threading.Lock()
+
+    def pmf(self, shared: str, actions: list[str]) -> np.ndarray:
+        with self._lock:
+            examples = self._ws.parse([shared, *actions])
+            try:
+                probs = self._ws.predict(examples)
+            finally:
+                self._ws.finish_example(examples)
+        probs = np.asarray(probs, dtype=np.float64)
+        return probs / probs.sum()
+
+    def learn(self, shared: str, actions: list[str], chosen: int, reward: float, probability: float) -> None:
+        lines = [shared] + [with_label(a, -float(reward), float(probability)) if i == chosen else a
+                            for i, a in enumerate(actions)]
+        with self._lock:
+            examples = self._ws.parse(lines)
+            try:
+                self._ws.learn(examples)
+            finally:
+                self._ws.finish_example(examples)
+
+    def close(self) -> None:
+        with self._lock:
+            self._ws.finish()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from banditrec.config import Config, to_dict
 from banditrec.errors import DataError
+from banditrec.warmstart import warm_start
 from bandit.features import item_line
 from retrieval.bundle import current_path, publish_bundle, read_items, write_bundle
 from retrieval.catalog import UNTRAINED
@@ -111,9 +112,11 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     previous_space = json.loads((previous / "meta.json").read_text()).get("space") if previous else None
     meta = {"built_at": now, "catalog_cursor": cursor, "full_cursor": cursor, "n_interactions": len(events),
             "sources": {"catalog": str(catalog), "users": str(users or ""), "interactions": str(interactions or "")}}
-    path = write_bundle(config.data.path, items=items, vectors=vectors, lines=[item_line(i) for i in items],
-                        embedder=embedder, meta=meta, n_trees=config.index.n_trees,
-                        seed=config.index.build_seed, progress=progress, publish=False)
+    prior = popularity_prior(popularity(engagement))
+    path = write_bundle(config.data.path, items=items, vectors=vectors,
+                        lines=[item_line(i, p) for i, p in zip(items, prior)], embedder=embedder, meta=meta,
+                        n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
+                        publish=False, popularity=prior)
     log.info("wrote index %s (%d trees) in %.1f s", path.name, config.index.n_trees, time.perf_counter() - t2)
 
     # Users first, in the new space (the previous space stays for services still serving it);
@@ -122,12 +125,17 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     spaces = json.loads(store.get_meta("spaces") or "[]")
     drop = [s for s in spaces if s not in (previous_space, path.name)]
     profiles = {**_stored_profiles(store, events.user_ids, profiles), **profiles}
-    records = _user_records(events, engagement, vectors, items, profiles, config)
+    uvecs = user_vectors(engagement, vectors)
+    tastes = user_tastes(engagement, [i["category"] for i in items], config.embedding.taste_categories)
+    records = _user_records(events, uvecs, tastes, profiles)
     total = len(set(events.user_ids) | set(profiles))
     written = store.put_users(tqdm(records, total=total, desc="users -> redis", unit="user",
                                    disable=not progress, mininterval=1.0), space=path.name, drop_spaces=drop)
     store.put_meta("spaces", json.dumps([s for s in (previous_space, path.name) if s]))
     n_segments = _write_popularity(store, engagement, items, events, profiles, config)
+    warm_start(config, store, events, item_rows={i["item_id"]: r for r, i in enumerate(items)},
+               lines=[item_line(i, p) for i, p in zip(items, prior)], item_vectors=vectors, user_vectors=uvecs,
+               tastes=tastes, profiles=profiles, progress=progress)
     store.put_meta("space", path.name)
     publish_bundle(config.data.path, path, config.index.keep_versions)
     log.info("wrote %d users and popularity (global + %d segments), published %s in %.1f s", written,
@@ -157,12 +165,15 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
         return None
     if current is not None:
         items = read_items(current)
+        with np.load(current / "attrs.npz") as attrs:
+            prior = attrs["popularity"] if "popularity" in attrs else np.zeros(len(items))
         vectors = np.load(current / "vectors.npy")
         embedder = ItemEmbedder.load(current / "embedder.npz")
         space = meta.get("space", current.name)
     else:  # the first version of a catalog that grew through the API
         items, vectors = [], np.zeros((0, config.embedding.dim), np.float32)
         embedder, space = ItemEmbedder.untrained(config.embedding), UNTRAINED
+        prior = np.zeros(0)
     rows = {item["item_id"]: r for r, item in enumerate(items)}
     extra: dict[str, tuple[dict, np.ndarray]] = {}
     for _, item, vector, vspace in changes:
@@ -177,18 +188,27 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
     if not items:
         return None
     vectors = np.vstack([vectors[kept]] + [v[None, :] for _, v in extra.values()])
+    prior = np.concatenate([prior[kept], np.zeros(len(extra))])  # new items have no popularity yet
     new_meta = {"built_at": time.time(), "catalog_cursor": changes[-1][0], "incremental": True,
                 "full_cursor": meta.get("full_cursor", "0-0"), "space": space,
                 "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {})}
-    path = write_bundle(config.data.path, items=items, vectors=vectors, lines=[item_line(i) for i in items],
-                        embedder=embedder, meta=new_meta, n_trees=config.index.n_trees,
-                        seed=config.index.build_seed, progress=progress, keep=config.index.keep_versions)
+    path = write_bundle(config.data.path, items=items, vectors=vectors,
+                        lines=[item_line(i, p) for i, p in zip(items, prior)], embedder=embedder, meta=new_meta,
+                        n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
+                        keep=config.index.keep_versions, popularity=prior)
     if current is None:
         store.put_meta("space", space)
     log.info("incremental index %s: %d items (%d changes folded) in %.1f s", path.name, len(items),
              len(changes), time.perf_counter() - t0)
     return {"version": path.name, "items": len(items), "changes": len(changes),
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def popularity_prior(scores: np.ndarray) -> np.ndarray:
+    """Popularity as a 0..1 feature: log-scaled, relative to the most popular item."""
+    scaled = np.log1p(np.maximum(scores, 0.0))
+    top = scaled.max() if len(scaled) else 0.0
+    return scaled / top if top > 0 else np.zeros(len(scores))
 
 
 def _fold_upserts(items: dict[str, dict], store: Store, config: Config) -> tuple[dict[str, dict], str]:
@@ -223,10 +243,8 @@ def _interactions(store: Store, path: Path | None) -> Interactions:
     return Interactions.from_rows(list(file_rows) + list(stream_rows))
 
 
-def _user_records(events: Interactions, engagement, vectors, items, profiles, config):
+def _user_records(events: Interactions, uvecs, tastes, profiles):
     """(user_id, fields) for every user with history or a profile."""
-    uvecs = user_vectors(engagement, vectors)
-    tastes = user_tastes(engagement, [i["category"] for i in items], config.embedding.taste_categories)
     counts = np.bincount(events.user, minlength=len(events.user_ids)) if len(events) else []
     last = np.full(len(events.user_ids), -np.inf)
     if len(events):

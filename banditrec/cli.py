@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8765)")
     serve.set_defaults(func=_serve)
+
+    sim = sub.add_parser("simulate", parents=[common], help="compare policies on a simulated world (regret, CTR, ...)")
+    sim.add_argument("--scenario", default="steady", help="steady | churn | cold_users | drift | small")
+    sim.add_argument("--policies", help="comma-separated; e.g. banditrec,banditrec:thompson,banditrec:noboost,"
+                                        "azure,mabwiser_lints,popularity,random,oracle (default: the scenario's)")
+    sim.add_argument("--rounds", type=int, help="decisions per run (default: the scenario's)")
+    sim.add_argument("--seeds", type=int, help="runs per policy (default 5)")
+    sim.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    sim.add_argument("--out", type=Path, help="output directory (default: runs/<scenario>)")
+    sim.add_argument("--http", help="drive a running banditrec at this URL instead of an in-process one")
+    sim.add_argument("--no-plots", action="store_true")
+    sim.set_defaults(func=_simulate)
+
+    tune = sub.add_parser("tune", parents=[common], help="search exploration settings against the simulator")
+    tune.add_argument("--space", type=Path, required=True, help="search space TOML (see simulations/tune.py)")
+    tune.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    tune.add_argument("--out", type=Path, default=Path("runs/tune"))
+    tune.set_defaults(func=_tune)
 
     model = sub.add_parser("model", parents=[common], help="model snapshots: list, or roll back to one")
     model.add_argument("action", choices=["list", "rollback"])
@@ -136,6 +155,63 @@ def _serve(config: Config, args) -> int:
     finally:
         if embedded is not None:
             embedded.close()
+
+
+def _simulate(config: Config, args) -> int:
+    import dataclasses
+
+    from simulations.config import load_scenario
+    from simulations.report import markdown, plot, summarize, write_csv
+    from simulations.runner import run_all
+
+    scenario = load_scenario(args.scenario)
+    run = scenario.run
+    changes = {k: v for k, v in (("rounds", args.rounds), ("seeds", args.seeds)) if v is not None}
+    if args.policies:
+        changes["policies"] = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    scenario = dataclasses.replace(scenario, run=dataclasses.replace(run, **changes))
+    out = args.out or Path("runs") / scenario.name
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results = run_all(scenario, config, jobs=args.jobs, redis_url=config.redis.url or None, http=args.http)
+    seconds = time.perf_counter() - started
+    title = (f"{scenario.name}: {scenario.run.rounds} rounds x {scenario.run.seeds} seeds, k = {scenario.run.k} "
+             f"({seconds:.0f} s on {args.jobs} processes)")
+    text = markdown(summarize(results), title)
+    (out / "summary.md").write_text(text)
+    write_csv(results, out / "per_round.csv", scenario.run.report_every)
+    if not args.no_plots:
+        plot(results, out, scenario.name, scenario.run.report_every)
+    print(text)
+    log.info("wrote %s (summary.md, per_round.csv%s)", out, "" if args.no_plots else ", regret.png, ctr.png, fresh.png")
+    return 0
+
+
+def _tune(config: Config, args) -> int:
+    from banditrec.config import to_dict
+    from simulations.tune import dump_toml, load_space, table, tune
+
+    result = tune(load_space(args.space), config, jobs=args.jobs, redis_url=config.redis.url or None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ranked.md").write_text(table(result))
+    changed = _diff(result["best_config"], to_dict(config))
+    (args.out / "best.toml").write_text("# the best config found by `banditrec tune` (only what differs from yours)\n"
+                                        + (dump_toml(changed) if changed else "# (the current config stays best)\n"))
+    print(table(result))
+    log.info("wrote %s (ranked.md, best.toml)", args.out)
+    return 0
+
+
+def _diff(new: dict, old: dict) -> dict:
+    out = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            inner = _diff(value, old[key])
+            if inner:
+                out[key] = inner
+        elif old.get(key) != value:
+            out[key] = value
+    return out
 
 
 def _model(config: Config, args) -> int:

@@ -153,6 +153,7 @@ class IndexConfig:
     reload_check_s: float = 2.0
     rebuild_interval_s: float = 600.0
     keep_versions: int = 3
+    exact_below: int = 100_000
 
     def __post_init__(self):
         check_scalar(self.n_trees, "index.n_trees", int, min=1, max=1000)
@@ -161,6 +162,7 @@ class IndexConfig:
         check_scalar(self.reload_check_s, "index.reload_check_s", float, min=0.05)
         check_scalar(self.rebuild_interval_s, "index.rebuild_interval_s", float, min=0.0)
         check_scalar(self.keep_versions, "index.keep_versions", int, min=2, max=100)
+        check_scalar(self.exact_below, "index.exact_below", int, min=0)
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,12 @@ class RetrievalConfig:
 
     n_candidates: int = 200
     fresh_candidates: int = 50
+    popular_candidates: int = 50
 
     def __post_init__(self):
         check_scalar(self.n_candidates, "retrieval.n_candidates", int, min=1, max=100_000)
         check_scalar(self.fresh_candidates, "retrieval.fresh_candidates", int, min=0, max=100_000)
+        check_scalar(self.popular_candidates, "retrieval.popular_candidates", int, min=0, max=100_000)
 
 
 @dataclass(frozen=True)
@@ -276,11 +280,13 @@ class ModelConfig:
     """The Vowpal Wabbit reward model (`--cb_adf`). Arguments are rendered here, never taken raw."""
 
     bits: int = 18
-    learning_rate: float = 0.5
+    learning_rate: float = 0.1
     power_t: float = 0.0
     l2: float = 0.0
     cb_type: str = "mtr"
     interactions: tuple[str, ...] = ("UI", "CI", "RI")
+    warm_start: bool = True
+    warm_start_max: int = 200_000
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
@@ -288,6 +294,8 @@ class ModelConfig:
         check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
         check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)
         check_scalar(self.cb_type, "model.cb_type", str, choices=("mtr", "ips", "dr", "dm"))
+        check_scalar(self.warm_start, "model.warm_start", bool)
+        check_scalar(self.warm_start_max, "model.warm_start_max", int, min=0)
         for pair in self.interactions:
             if not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z]{2}", pair):
                 raise ConfigError(f"model.interactions has {pair!r}, each must be 2 namespace letters (a pair)")
@@ -367,13 +375,13 @@ class LearningConfig:
 class FeedbackConfig:
     """Rewards: how long they may arrive, their range, and how they are learned."""
 
-    reward_wait_s: float = 3600.0
+    reward_wait_s: float = 600.0
     expired_grace_s: float = 86400.0
     reward_min: float = -1.0
     reward_max: float = 10.0
     clip_p: float = 0.01
     stream_maxlen: int = 5_000_000
-    aggregation: str = "earliest"
+    aggregation: str = "max"
     default_reward: float = 0.0
     default_reward_positions: int = 1
     close_delay_s: float = 30.0

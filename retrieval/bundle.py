@@ -37,6 +37,7 @@ class Bundle:
     published_at: np.ndarray
     category: np.ndarray        # int code per row
     category_names: list[str]
+    popularity: np.ndarray      # 0..1 per row, from the last full build
     embedder: ItemEmbedder
     index: VectorIndex
 
@@ -65,7 +66,8 @@ def current_path(data_dir: Path) -> Path | None:
 
 def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
                  embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int,
-                 progress: bool = False, keep: int = 3, publish: bool = True) -> Path:
+                 progress: bool = False, keep: int = 3, publish: bool = True,
+                 popularity: np.ndarray | None = None) -> Path:
     """Write a new version next to the served one; with `publish`, point CURRENT at it.
     `meta["space"]` names the embedding space; a full build omits it and starts its own."""
     root = index_root(data_dir)
@@ -83,7 +85,8 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     names, codes = np.unique(np.array([i.get("category", "") for i in items], dtype=object), return_inverse=True)
     np.savez(tmp / "attrs.npz", in_stock=np.array([i["in_stock"] for i in items], dtype=bool),
              published_at=np.array([i["published_at"] for i in items], dtype=np.int64),
-             category=codes.astype(np.int32), category_names=np.array([str(n) for n in names], dtype=str))
+             category=codes.astype(np.int32), category_names=np.array([str(n) for n in names], dtype=str),
+             popularity=np.zeros(len(items)) if popularity is None else np.asarray(popularity, dtype=np.float64))
     embedder.save(tmp / "embedder.npz")
     with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
         for item in items:
@@ -108,7 +111,7 @@ def publish_bundle(data_dir: Path, path: Path, keep: int = 3) -> None:
         shutil.rmtree(root / old, ignore_errors=True)
 
 
-def load_bundle(path: Path, search_k: int) -> Bundle:
+def load_bundle(path: Path, search_k: int, exact_below: int = 0) -> Bundle:
     meta = json.loads((path / "meta.json").read_text())
     ids = _read_lines(path / "ids.txt")
     lines = _read_lines(path / "lines.txt")
@@ -116,11 +119,12 @@ def load_bundle(path: Path, search_k: int) -> Bundle:
     with np.load(path / "attrs.npz") as attrs:
         in_stock, published_at = attrs["in_stock"], attrs["published_at"]
         category, category_names = attrs["category"], [str(n) for n in attrs["category_names"]]
+        popularity = attrs["popularity"] if "popularity" in attrs else np.zeros(len(in_stock))
     if not (len(ids) == len(lines) == len(vectors) == len(in_stock) == meta["n_items"]):
         raise ValueError(f"index version {path} is inconsistent: {meta['n_items']} items in meta.json, "
                          f"{len(ids)} ids, {len(lines)} lines, {len(vectors)} vectors")
-    index = VectorIndex(path / "items.ann", meta["dim"], search_k)
-    return Bundle(path, meta, ids, lines, vectors, in_stock, published_at, category, category_names,
+    index = VectorIndex(path / "items.ann", meta["dim"], search_k, vectors, exact_below)
+    return Bundle(path, meta, ids, lines, vectors, in_stock, published_at, category, category_names, popularity,
                   ItemEmbedder.load(path / "embedder.npz"), index)
 
 

@@ -10,9 +10,21 @@ from retrieval.data import segment_of
 from serving.popular import PopularCache
 
 
-def personal(catalog: Catalog, query: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest items to the query vector: Annoy's top n merged with the fresh buffer's."""
-    return catalog.search(query, cfg.retrieval.n_candidates, cfg.retrieval.fresh_candidates)
+def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
+             popular_cache: PopularCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest items to the query vector (Annoy's top n merged with the fresh buffer's), then
+    the globally most popular items the neighbourhood missed: a taste vector alone would
+    never let the bandit find what everybody likes."""
+    rows, sims = catalog.search(query, cfg.retrieval.n_candidates, cfg.retrieval.fresh_candidates)
+    n_popular = cfg.retrieval.popular_candidates
+    if popular_cache is None or n_popular == 0:
+        return rows, sims
+    extra = catalog.rows_for(popular_cache.ids("pop", "global", n_popular))
+    extra = extra[catalog.available(extra) & ~np.isin(extra, rows)] if len(extra) else extra
+    if not len(extra):
+        return rows, sims
+    extra_sims = np.array([float(catalog.vector(r) @ query) for r in extra], dtype=np.float32)
+    return np.concatenate([rows, extra]), np.concatenate([sims, extra_sims])
 
 
 def popular(catalog: Catalog, popular_cache: PopularCache, profile: dict | None, cfg: Config,

@@ -53,7 +53,7 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     # candidates: personal from n interactions on (and with a vector), else popularity
     query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
     if query is not None and n >= cfg.cold_start.min_interactions:
-        rows, sims = candidates.personal(catalog, query, cfg)
+        rows, sims = candidates.personal(catalog, query, cfg, service.popular)
         path = "personalized"
     else:
         rows = candidates.popular(catalog, service.popular, profile, cfg, recent.get("cats", []))

@@ -31,23 +31,22 @@ def record_event(service: Service, body) -> dict:
     weights = cfg.embedding.event_weights
     weight = weights[req.type] / max(weights.values())
     seen = (req.item_id, ts) if req.type in cfg.filters.seen_types else None
-    service.store.record_user_event(req.user_id, entry={"i": req.item_id, "t": req.type, "ts": ts, "c": category},
-                                    ts=ts, recent_n=cfg.realtime.recent_n, recent_ttl_s=cfg.realtime.recent_ttl_s,
-                                    seen=seen, seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s)
+    active = cfg.inactive.after_s > 0 and now - ts <= cfg.inactive.after_s  # (again): no pre-generated slates
+    profile = service.store.record_user_event(
+        req.user_id, entry={"i": req.item_id, "t": req.type, "ts": ts, "c": category}, ts=ts,
+        recent_n=cfg.realtime.recent_n, recent_ttl_s=cfg.realtime.recent_ttl_s, seen=seen,
+        seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s, drop_pregen=active)
     if row is not None and weight > 0:
         service.store.update_user_vector(req.user_id, catalog.space,
                                          long_term_step(catalog.vector(row), weight, cfg.realtime))
-    if cfg.inactive.after_s > 0 and now - ts <= cfg.inactive.after_s:
-        service.store.drop_pregen(req.user_id)  # active (again): no pre-generated slates
-    state = service.store.user_state(req.user_id, fast=False)  # its profile names the segment
     scopes = ["global"]
     if category:
         scopes.append(f"cat:{category}")
-    segment = segment_of(state["profile"] if state else {}, cfg.cold_start.segment_fields)
+    segment = segment_of(profile, cfg.cold_start.segment_fields)  # the profile names the segment
     if segment:
         scopes.append(f"seg:{segment}")
     service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
-                                cfg.realtime.trending_keep)
+                                cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None)
     return {"status": "recorded", "item_known": row is not None}
 
 

@@ -26,13 +26,16 @@ def close_due(service: Service, now: float | None = None, batch: int = 1000, bud
     appended, started = 0, time.monotonic()
     while True:
         due = service.store.due_decisions(now, batch)
-        for event_id in due:
-            decision, acked, seen, aggregates = service.store.closing_state(event_id)
+        entries = []
+        for event_id, (decision, acked, seen, aggregates) in zip(due, service.store.closing_states(due)):
             if decision is not None:
-                appended += _close(service, event_id, decision, acked, seen, aggregates, now)
+                entries += _entries(service, event_id, decision, acked, seen, aggregates, now)
             else:
                 log.warning("decision %s expired before it was closed: its default rewards are lost", event_id)
-            service.store.close_decision(event_id)
+        if entries:  # recorded first, then marked closed: a crash in between closes twice (harmless)
+            service.store.append_rewards(entries, service.config.feedback.stream_maxlen)
+        service.store.close_decisions(due)
+        appended += len(entries)
         if len(due) < batch or time.monotonic() - started > budget_s:
             break
     if appended:
@@ -40,7 +43,7 @@ def close_due(service: Service, now: float | None = None, batch: int = 1000, bud
     return appended
 
 
-def _close(service, event_id, decision, acked, seen, aggregates, now) -> int:
+def _entries(service, event_id, decision, acked, seen, aggregates, now) -> list[dict]:
     cfg = service.config.feedback
     items = decision["items"]
     entries = []
@@ -52,6 +55,4 @@ def _close(service, event_id, decision, acked, seen, aggregates, now) -> int:
         targets = sorted(items, key=lambda i: items[i][0])[: cfg.default_reward_positions]
     rewarded = acked | set(aggregates)
     entries += [(item_id, cfg.default_reward, "default") for item_id in targets if item_id not in rewarded]
-    for item_id, reward, kind in entries:
-        service.store.append_reward(reward_entry(kind, event_id, item_id, reward, decision, now), cfg.stream_maxlen)
-    return len(entries)
+    return [reward_entry(kind, event_id, item_id, reward, decision, now) for item_id, reward, kind in entries]

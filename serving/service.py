@@ -77,7 +77,7 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot) -> 
 def load_catalog(config: Config) -> Catalog:
     """The catalog of the current index version (empty before the first build)."""
     path = current_path(config.data.path)
-    bundle = load_bundle(path, config.index.search_k) if path else None
+    bundle = load_bundle(path, config.index.search_k, config.index.exact_below) if path else None
     if bundle is not None and bundle.meta["dim"] != config.embedding.dim:
         raise ValueError(f"index {path} has dimension {bundle.meta['dim']}, config says "
                          f"{config.embedding.dim}: rebuild with `banditrec build`")
@@ -112,8 +112,8 @@ class Service:
         catalog = load_catalog(config)
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
         learner = make_learner(config, store, strategy, store.latest_snapshot())
-        service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store,
-                      popular=PopularCache(store))
+        service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store)
+        service.popular = PopularCache(store, clock=lambda: service.clock())  # ages on the service's clock
         service.sync_catalog(force=True)
         replayed = learner.catch_up(max_entries=config.snapshot.startup_replay)
         if replayed:

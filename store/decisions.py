@@ -38,11 +38,11 @@ class DecisionOps:
     def put_decision(self, event_id: str, decision: dict, ttl_s: float, close_at: float | None = None) -> bool:
         """Store a decision unless the event_id exists already; False on a clash (request timeout).
         With `close_at`, the decision is also queued to be closed (default rewards) then."""
-        stored = self.fast.set(self._ekey("dec", event_id), json.dumps(decision), nx=True,
-                               px=max(1, int(ttl_s * 1000)))
-        if stored and close_at is not None:
-            self.fast.zadd(self.key("pending"), {event_id: close_at})
-        return bool(stored)
+        pipe = self.fast.pipeline(transaction=False)
+        pipe.set(self._ekey("dec", event_id), json.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
+        if close_at is not None:  # queued also on a clash: closing a decision twice is harmless
+            pipe.zadd(self.key("pending"), {event_id: close_at}, nx=True)
+        return bool(pipe.execute()[0])
 
     @guarded
     def mark_seen(self, event_id: str, item_ids: list[str], ttl_s: float) -> None:
@@ -62,20 +62,34 @@ class DecisionOps:
         return [text(e) for e in self.client.zrangebyscore(self.key("pending"), "-inf", now, start=0, num=n)]
 
     @guarded
-    def closing_state(self, event_id: str) -> tuple[dict | None, set[str], set[str], dict[str, float]]:
-        """A decision about to be closed: it, the items rewarded, the items seen, the aggregates."""
+    def closing_states(self, event_ids: list[str]) -> list[tuple[dict | None, set[str], set[str], dict[str, float]]]:
+        """Decisions about to be closed: each, its items rewarded, items seen, aggregates."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(self._ekey("dec", event_id))
-        pipe.hkeys(self._ekey("ack", event_id))
-        pipe.smembers(self._ekey("seen", event_id))
-        pipe.hgetall(self._ekey("agg", event_id))
-        raw, acked, seen, agg = pipe.execute()
-        return ((json.loads(raw) if raw else None), {text(a) for a in acked}, {text(s) for s in seen},
-                {text(k): float(v) for k, v in agg.items()})
+        for event_id in event_ids:
+            pipe.get(self._ekey("dec", event_id))
+            pipe.hkeys(self._ekey("ack", event_id))
+            pipe.smembers(self._ekey("seen", event_id))
+            pipe.hgetall(self._ekey("agg", event_id))
+        raw = pipe.execute()
+        out = []
+        for i in range(0, len(raw), 4):
+            decision, acked, seen, agg = raw[i:i + 4]
+            out.append(((json.loads(decision) if decision else None), {text(a) for a in acked},
+                        {text(s) for s in seen}, {text(k): float(v) for k, v in agg.items()}))
+        return out
 
     @guarded
-    def close_decision(self, event_id: str) -> None:
-        self.client.zrem(self.key("pending"), event_id)
+    def append_rewards(self, entries: list[dict], maxlen: int) -> None:
+        """Durably append several rewards in one round trip, in order."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xadd(self.key("rewards"), {"e": json.dumps(entry)}, maxlen=maxlen, approximate=True)
+        pipe.execute()
+
+    @guarded
+    def close_decisions(self, event_ids: list[str]) -> None:
+        if event_ids:
+            self.client.zrem(self.key("pending"), *event_ids)
 
     @guarded
     def count_labelled(self, item_ids: list[str]) -> None:

@@ -55,14 +55,16 @@ class PopularityOps:
 
     @guarded
     def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
-                      keep: int) -> None:
-        """Count one weighted event at time `ts` in each trending scope."""
-        if weight <= 0:
-            return
-        x = math.log(weight) + ts * math.log(2.0) / half_life_s
+                      keep: int, unschedule_user: str | None = None) -> None:
+        """Count one weighted event at time `ts` in each trending scope (and, in the same round
+        trip, take an active user off the pre-generated slates' refresh schedule)."""
         pipe = self.client.pipeline(transaction=False)
-        for scope in scopes:
-            self._bump(keys=[self._pkey("trend", scope)], args=[item_id, repr(x), keep], client=pipe)
+        if weight > 0:
+            x = math.log(weight) + ts * math.log(2.0) / half_life_s
+            for scope in scopes:
+                self._bump(keys=[self._pkey("trend", scope)], args=[item_id, repr(x), keep], client=pipe)
+        if unschedule_user is not None:
+            pipe.zrem(self.key("pregen-due"), unschedule_user)
         pipe.execute()
 
     @guarded_fast

@@ -11,13 +11,13 @@ class PregenOps:
     @guarded
     def put_pregen(self, user_id: str, slate: dict, due: float, ttl_s: float) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.key("pregen", "{" + user_id + "}"), json.dumps(slate), px=max(1, int(ttl_s * 1000)))
+        pipe.set(self._ukey("pregen", user_id), json.dumps(slate), px=max(1, int(ttl_s * 1000)))
         pipe.zadd(self.key("pregen-due"), {user_id: due})
         pipe.execute()
 
     @guarded_fast
     def get_pregen(self, user_id: str) -> dict | None:
-        raw = self.fast.get(self.key("pregen", "{" + user_id + "}"))
+        raw = self.fast.get(self._ukey("pregen", user_id))
         return json.loads(raw) if raw else None
 
     @guarded_fast
@@ -28,7 +28,7 @@ class PregenOps:
     @guarded
     def drop_pregen(self, user_id: str) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.key("pregen", "{" + user_id + "}"))
+        pipe.delete(self._ukey("pregen", user_id))
         pipe.zrem(self.key("pregen-due"), user_id)
         pipe.execute()
 

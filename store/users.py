@@ -108,12 +108,16 @@ class UserOps:
 
     @guarded
     def record_user_event(self, user_id: str, *, entry: dict, ts: float, recent_n: int, recent_ttl_s: float,
-                          seen: tuple[str, float] | None, seen_max: int, seen_ttl_s: float) -> None:
+                          seen: tuple[str, float] | None, seen_max: int, seen_ttl_s: float,
+                          drop_pregen: bool = False) -> dict:
         """Apply one event to the user's state atomically: one more interaction, the last-event
-        time (never moved back by a late event), the recent-events list and, for consuming
-        events, the seen set."""
+        time (never moved back by a late event), the recent-events list, for consuming events
+        the seen set, and (the user is active) no pre-generated slate. Returns the profile."""
         user, recent = self._ukey("user", user_id), self._ukey("recent", user_id)
         pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(user, *PROFILE_FIELDS)
+        if drop_pregen:
+            pipe.delete(self._ukey("pregen", user_id))
         pipe.hincrby(user, "n", 1)
         self._set_max(keys=[user], args=["last", repr(float(ts))], client=pipe)
         pipe.lpush(recent, json.dumps(entry))
@@ -124,7 +128,8 @@ class UserOps:
             pipe.zadd(key, {seen[0]: seen[1]})
             pipe.zremrangebyrank(key, 0, -seen_max - 1)
             pipe.pexpire(key, int(seen_ttl_s * 1000))
-        pipe.execute()
+        profile = pipe.execute()[0]
+        return {f: text(v) for f, v in zip(PROFILE_FIELDS, profile) if v is not None}
 
     @guarded
     def update_user_vector(self, user_id: str, space: str, step, retries: int = 20) -> bool:

@@ -1,0 +1,163 @@
+"""banditrec itself: the real Service (VW, Annoy, Redis) driven through the functions the
+HTTP routes call, on the simulator's clock; or a running server over HTTP (`--http`).
+
+The simulated client behaves as the README asks a client to: it marks every shown item as
+seen, reports clicks and purchases as rewards (and as events), and says nothing about the
+rest, which then get the default reward when the wait is over.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+import uuid
+from pathlib import Path
+
+from banditrec.build import run_build
+from banditrec.config import Config, from_dict, load_config, to_dict
+from banditrec.errors import Gone
+from serving import Service, feedback, put_item, put_user, recommend, record_event
+from serving.rewards import close_due
+from simulations.policies.base import Policy
+from store import Store, make_client
+
+
+# What a simulated deployment changes from the defaults: rewards are waited for 5 simulated
+# minutes (decisions come every 2 s; an hour would hold negatives back for 1,800 rounds).
+SIMULATION_DEFAULTS = {"feedback": {"reward_wait_s": 300.0}}
+
+
+def variant_config(base: Config, spec: str, service_sections: dict) -> Config:
+    """`banditrec[:strategy][:noboost]` on top of the scenario's service sections."""
+    data = to_dict(base)
+    for section, values in [*SIMULATION_DEFAULTS.items(), *service_sections.items()]:
+        data.setdefault(section, {}).update(values)
+    for part in spec.split(":")[1:]:
+        if part == "noboost":
+            data["fresh"]["boost"] = 0.0
+        else:
+            data["exploration"]["strategy"] = part
+    return from_dict(data)
+
+
+class Banditrec(Policy):
+    def __init__(self, spec: str, base: Config, service_sections: dict, redis_url: str):
+        self.name = spec
+        self.config = variant_config(base, spec, service_sections)
+        self.redis_url = redis_url
+        self.now = 0.0
+
+    def setup(self, world, seed, workdir: Path):
+        super().setup(world, seed, workdir)
+        self.seed = seed
+        config = self.config.replace(data={"dir": str(workdir / "data")})
+        self.store = Store(make_client(self.redis_url, config.redis), prefix=f"sim-{uuid.uuid4().hex[:10]}")
+        self.now = world.start
+        run_build(config, self.store, **world.write_initial(workdir / "input"), now=world.start, progress=False)
+        self.service = Service.open(config, store=self.store, start_threads=False)
+        self.service.clock = lambda: self.now
+        self._rebuilt_at = world.start
+
+    def apply(self, change, now):
+        self.now = now
+        kind, doc = change
+        if kind in ("item", "stock_out"):
+            body = {k: v for k, v in doc.items() if k not in ("item_id", "published_at")}
+            put_item(self.service, doc["item_id"], body)  # published now, on the simulated clock
+        else:
+            put_user(self.service, doc["user_id"], {k: v for k, v in doc.items() if k != "user_id"})
+
+    def recommend(self, user, context, k, now):
+        self.now = now
+        event_id = f"sim-{self.seed}-{self.world.current_round}"  # seeds the draws: runs replay exactly
+        out = recommend(self.service, {"user_id": f"u{user}", "context": context, "k": k, "event_id": event_id})
+        items = [i["item_id"] for i in out["items"]]
+        if items:
+            feedback(self.service, {"event_id": out["event_id"], "seen": items})
+        return out["event_id"], [int(i[1:]) for i in items]
+
+    def reward(self, handle, item, position, reward, now):
+        self.now = now
+        if reward > 0:  # silence is the default reward, learned when the wait is over
+            try:
+                feedback(self.service, {"event_id": handle, "item_id": f"i{item}", "reward": reward})
+            except Gone:
+                pass  # arrived after the reward wait: lost, as it would be for a real client
+
+    def observe(self, user, item, kind, now):
+        self.now = now
+        record_event(self.service, {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind, "timestamp": now})
+
+    def tick(self, now):
+        self.now = now
+        close_due(self.service, now=now)
+        interval = self.config.index.rebuild_interval_s
+        if interval and now - self._rebuilt_at >= interval:
+            self._rebuilt_at = now
+            self.service.rebuild()
+
+    def close(self):
+        self.service.close()
+        self.store.delete_all()
+        self.store.close()
+
+
+class BanditrecHTTP(Policy):
+    """A running banditrec server, over HTTP. It keeps its own (real) clock, so rewards are
+    sent at once rather than late, and its config is whatever it was started with."""
+
+    def __init__(self, url: str):
+        parsed = urllib.parse.urlparse(url)
+        self.name = f"banditrec@{parsed.netloc}"
+        self._conn = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=30)
+
+    def _call(self, method, path, body=None):
+        self._conn.request(method, path, json.dumps(body) if body is not None else None,
+                           {"Content-Type": "application/json"})
+        response = self._conn.getresponse()
+        payload = json.loads(response.read() or b"{}")
+        if response.status >= 500:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload}")
+        return response.status, payload
+
+    def setup(self, world, seed, workdir):
+        super().setup(world, seed, workdir)
+        for doc in world.initial_items:
+            self._call("PUT", f"/items/{urllib.parse.quote(doc['item_id'])}",
+                       {k: v for k, v in doc.items() if k != "item_id"})
+        for u in world.active_users:
+            profile = world.truth.users[int(u)]
+            self._call("PUT", f"/users/{profile['user_id']}", {k: v for k, v in profile.items() if k != "user_id"})
+        for user_id, item_id, kind, _ in world.initial_log[-5000:]:  # the recent history, as events
+            self._call("POST", "/events", {"user_id": user_id, "item_id": item_id, "type": kind})
+
+    def apply(self, change, now):
+        kind, doc = change
+        if kind in ("item", "stock_out"):
+            self._call("PUT", f"/items/{doc['item_id']}",
+                       {k: v for k, v in doc.items() if k not in ("item_id", "published_at")})
+        else:
+            self._call("PUT", f"/users/{doc['user_id']}", {k: v for k, v in doc.items() if k != "user_id"})
+
+    def recommend(self, user, context, k, now):
+        _, out = self._call("POST", "/recommend", {"user_id": f"u{user}", "context": context, "k": k})
+        items = [i["item_id"] for i in out["items"]]
+        if items:
+            self._call("POST", "/feedback", {"event_id": out["event_id"], "seen": items})
+        return out["event_id"], [int(i[1:]) for i in items]
+
+    def reward(self, handle, item, position, reward, now):
+        if reward > 0:
+            self._call("POST", "/feedback", {"event_id": handle, "item_id": f"i{item}", "reward": reward})
+
+    def observe(self, user, item, kind, now):
+        self._call("POST", "/events", {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind})
+
+    def close(self):
+        self._conn.close()
+
+
+def base_config(path: str | None) -> Config:
+    """The banditrec config the simulated policies start from (defaults, or your file)."""
+    return load_config(path, env={})
