@@ -179,9 +179,10 @@ def _simulate(config: Config, args) -> int:
              f"({seconds:.0f} s on {args.jobs} processes)")
     text = markdown(summarize(results), title)
     (out / "summary.md").write_text(text)
-    write_csv(results, out / "per_round.csv", scenario.run.report_every)
+    every = min(scenario.run.report_every, max(1, scenario.run.rounds // 20))  # at least 20 points per run
+    write_csv(results, out / "per_round.csv", every)
     if not args.no_plots:
-        plot(results, out, scenario.name, scenario.run.report_every)
+        plot(results, out, scenario.name, every)
     print(text)
     log.info("wrote %s (summary.md, per_round.csv%s)", out, "" if args.no_plots else ", regret.png, ctr.png, fresh.png")
     return 0

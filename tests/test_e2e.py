@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from banditrec.cli import main
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -86,6 +88,11 @@ def test_serve_as_the_readme_says_then_restart(tmp_path):
         assert _call(port, "PUT", "/items/fresh-1", {"category": "books", "title": "A new novel"})[0] == 200
         assert _call(port, "POST", "/recommend", {"user_id": "u7", "k": 0})[0] == 400
         assert _call(port, "GET", "/missing")[0] == 404
+        # the simulator's --http mode drives this running server
+        out = tmp_path / "sim"
+        assert main(["simulate", "--http", f"http://127.0.0.1:{port}", "--scenario", "small", "--rounds", "40",
+                     "--seeds", "1", "--policies", "banditrec", "--jobs", "1", "--no-plots", "--out", str(out)]) == 0
+        assert f"| banditrec@127.0.0.1:{port} |" in (out / "summary.md").read_text()
         assert served.stop() == 0
     finally:
         served.kill()
@@ -93,7 +100,7 @@ def test_serve_as_the_readme_says_then_restart(tmp_path):
     served = Served(tmp_path, port)  # same data directory: embedded Redis and snapshot come back
     try:
         status, health = _call(port, "GET", "/health")
-        assert health["items"] == 1501 and health["model_version"] >= 1
+        assert health["items"] >= 1501 and health["model_version"] >= 1  # (+ the simulator's items)
         assert "nothing to do" in served.log.read_text()  # no rebuild on the second start
         assert served.stop() == 0
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -105,7 +106,9 @@ class Banditrec(Policy):
 
 class BanditrecHTTP(Policy):
     """A running banditrec server, over HTTP. It keeps its own (real) clock, so rewards are
-    sent at once rather than late, and its config is whatever it was started with."""
+    sent at once rather than late, and its config is whatever it was started with. Use a
+    server dedicated to the simulation: the world's catalog and users are PUT into it (ids
+    i0, i1, ... and u0, u1, ...), and items it knows beyond those are not scored."""
 
     def __init__(self, url: str):
         parsed = urllib.parse.urlparse(url)
@@ -142,7 +145,8 @@ class BanditrecHTTP(Policy):
 
     def recommend(self, user, context, k, now):
         _, out = self._call("POST", "/recommend", {"user_id": f"u{user}", "context": context, "k": k})
-        items = [i["item_id"] for i in out["items"]]
+        known = len(self.world.truth.items)  # a server may hold items the simulated world does not know
+        items = [i["item_id"] for i in out["items"] if re.fullmatch(r"i\d+", i["item_id"]) and int(i["item_id"][1:]) < known]
         if items:
             self._call("POST", "/feedback", {"event_id": out["event_id"], "seen": items})
         return out["event_id"], [int(i[1:]) for i in items]
