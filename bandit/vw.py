@@ -23,6 +23,16 @@ _FNV_PRIME = 16777619     # VW's hash for a crossed pair: (FNV prime x first) xo
 _CONSTANT = 11650396      # VW's constant feature
 
 
+def _predict(ws, lock: threading.Lock, lines: list[str]) -> np.ndarray:
+    """Parse, predict, always finish (unfinished examples leak memory)."""
+    with lock:
+        examples = ws.parse(lines)
+        try:
+            return np.asarray(ws.predict(examples), dtype=np.float64)
+        finally:
+            ws.finish_example(examples)
+
+
 def _features(ws, line: str) -> list[tuple[str, int, float]]:
     """(namespace^feature, hash, value) of one of our own example lines."""
     out = []
@@ -57,13 +67,7 @@ class VWModel:
         """Expected reward of each action, in input order."""
         if not actions:
             return np.empty(0)
-        with self._lock:
-            examples = self._ws.parse([shared, *actions])
-            try:
-                costs = self._ws.predict(examples)
-            finally:
-                self._ws.finish_example(examples)
-        return -np.asarray(costs, dtype=np.float64)
+        return -_predict(self._ws, self._lock, [shared, *actions])
 
     def learn(self, shared: str, action: str, reward: float, probability: float) -> None:
         """Importance-weighted update toward `reward` for the action chosen with `probability`."""
@@ -159,13 +163,7 @@ class VWExplorer:
         self._lock = threading.Lock()
 
     def pmf(self, shared: str, actions: list[str]) -> np.ndarray:
-        with self._lock:
-            examples = self._ws.parse([shared, *actions])
-            try:
-                probs = self._ws.predict(examples)
-            finally:
-                self._ws.finish_example(examples)
-        probs = np.asarray(probs, dtype=np.float64)
+        probs = _predict(self._ws, self._lock, [shared, *actions])
         return probs / probs.sum()
 
     def learn(self, shared: str, actions: list[str], chosen: int, reward: float, probability: float) -> None:
