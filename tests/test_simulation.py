@@ -83,3 +83,16 @@ def test_simulate_command_writes_its_reports(tmp_path, capsys):
     for name in ("regret.png", "ctr.png", "fresh.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cumulative regret" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_short_run_ranks_banditrec_below_popularity_and_random(embedded_redis):
+    scenario = load_scenario("churn")
+    scenario = dataclasses.replace(
+        scenario, world=dataclasses.replace(scenario.world, n_items=600, n_users=200, n_categories=6),
+        run=dataclasses.replace(scenario.run, rounds=2000, k=5, seeds=1))
+    regret = {p: run_one(scenario, p, 0, Config(), embedded_redis.url).regret.sum()
+              for p in ("banditrec", "popularity", "random")}
+    # measured (seed 0): banditrec 4885, popularity 5269, random 6098; seeds 1 and 2 keep the order, closer
+    assert regret["banditrec"] < 0.97 * regret["popularity"], regret
+    assert regret["banditrec"] < 0.90 * regret["random"], regret
