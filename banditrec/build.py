@@ -133,9 +133,8 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
                                    disable=not progress, mininterval=1.0), space=path.name, drop_spaces=drop)
     store.put_meta("spaces", json.dumps([s for s in (previous_space, path.name) if s]))
     n_segments = _write_popularity(store, engagement, items, events, profiles, config)
-    warm_start(config, store, events, item_rows={i["item_id"]: r for r, i in enumerate(items)},
-               lines=[item_line(i, p) for i, p in zip(items, prior)], item_vectors=vectors, user_vectors=uvecs,
-               tastes=tastes, profiles=profiles, progress=progress)
+    warm_start(config, store, events, items=items, engagement=engagement, item_vectors=vectors,
+               profiles=profiles, progress=progress)
     store.put_meta("space", path.name)
     publish_bundle(config.data.path, path, config.index.keep_versions)
     log.info("wrote %d users and popularity (global + %d segments), published %s in %.1f s", written,

@@ -311,7 +311,7 @@ class ModelConfig:
 class ExplorationConfig:
     """The strategy that draws each slate position, and every strategy's own settings."""
 
-    strategy: str = "epsilon_greedy"
+    strategy: str = "thompson"
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self):

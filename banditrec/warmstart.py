@@ -1,56 +1,82 @@
 """Warm start: before it serves anyone, the model learns what the interaction history says.
 
-Each logged view is an impression: reward 1 if the same user later clicked, carted or
-bought the item, else 0, learned without importance weights (the history's propensities
-are unknown). Features are the ones the service will use: the user's profile and taste,
-the item's cached line with its popularity prior, and the similarity of the user's vector
-to the item's. Only a model that does not exist yet is warm-started: a running deployment
-keeps what it learned online.
+Each logged view is an impression: reward 1 if the same user clicked, carted or bought the
+item (at any time in the history), else 0, learned without importance weights (the
+history's propensities are unknown). Features are the ones the service will use: the
+user's profile and taste, the categories of the user's previous views (standing in for a
+live session, so the model learns how much a session says), the item's line with its
+popularity prior, and the similarity of the user's vector to the item's. Taste,
+popularity and similarity are computed leaving the example's own engagement out, so the
+label does not leak into its features. (The item vectors' collaborative part still saw
+the whole history.) Only a model that does not exist yet is warm-started: a running
+deployment keeps what it learned online.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter, deque
 
 import numpy as np
+from scipy import sparse
 from tqdm import tqdm
 
 from banditrec.config import Config
-from bandit.features import action_line, shared_line
+from bandit.features import action_line, item_line, shared_line
 from bandit.vw import VWModel
 from retrieval.data import Interactions
 from store import Store
 
 log = logging.getLogger(__name__)
 VIEW, ENGAGED = 0, (1, 2, 3)  # EVENT_TYPES: view, click, add_to_cart, purchase
+RECENT = 5                    # previous views whose categories stand in for the live session
 
 
-def warm_start(config: Config, store: Store, events: Interactions, *, item_rows: dict[str, int], lines: list[str],
-               item_vectors: np.ndarray, user_vectors: np.ndarray, tastes: list[list[str]], profiles: dict,
-               progress: bool = False) -> int:
+def warm_start(config: Config, store: Store, events: Interactions, *, items: list[dict], engagement: sparse.csr_matrix,
+               item_vectors: np.ndarray, profiles: dict, progress: bool = False) -> int:
     """Learn the history into a new model snapshot; returns the examples learned (0: skipped)."""
     if not config.model.warm_start or not len(events) or store.latest_snapshot() is not None:
         return 0
+    item_rows = {item["item_id"]: r for r, item in enumerate(items)}
+    categories = [item.get("category", "") for item in items]
+    by_pair = engagement.T.tocsr()                        # users x items, decayed and weighted
+    raw_users = np.asarray(by_pair @ item_vectors, dtype=np.float64)  # unnormalised user vectors
+    pop = np.asarray(engagement.sum(axis=1)).ravel()
+    top_pop = np.log1p(pop.max()) if len(pop) and pop.max() > 0 else 1.0
+    codes = {c: i for i, c in enumerate(sorted(set(categories)))}
+    onehot = sparse.csr_matrix((np.ones(len(items)), (np.arange(len(items)), [codes[c] for c in categories])),
+                               shape=(len(items), len(codes)))
+    taste_weights = np.asarray((by_pair @ onehot).todense())  # users x categories
+    names = sorted(codes, key=codes.get)
+
     engaged = {(u, item) for u, item, kind in zip(events.user.tolist(), events.item_id, events.kind.tolist())
                if kind in ENGAGED}
-    views = [(u, item, t) for u, item, kind, t in zip(events.user.tolist(), events.item_id, events.kind.tolist(),
-                                                      events.timestamp.tolist())
-             if kind == VIEW and item in item_rows]
-    views.sort(key=lambda v: v[2])
-    views = views[-config.model.warm_start_max:]
+    views = sorted((t, u, item) for u, item, kind, t in zip(events.user.tolist(), events.item_id,
+                                                            events.kind.tolist(), events.timestamp.tolist())
+                   if kind == VIEW and item in item_rows)[-config.model.warm_start_max:]
     model = VWModel(config.model.vw_args())
-    shared_cache: dict[int, str] = {}
-    for u, item, _ in tqdm(views, desc="warm start", unit="example", disable=not progress, mininterval=1.0):
-        shared = shared_cache.get(u)
-        if shared is None:
-            user = {**profiles.get(events.user_ids[u], {}), "taste": tastes[u]}
-            shared = shared_cache[u] = shared_line(user, {})
+    lately: dict[int, deque] = {}
+    for _, u, item in tqdm(views, desc="warm start", unit="example", disable=not progress, mininterval=1.0):
         row = item_rows[item]
-        sim = float(user_vectors[u] @ item_vectors[row]) if user_vectors[u].any() else None
-        model.learn(shared, action_line(lines[row], sim), 1.0 if (u, item) in engaged else 0.0, 1.0)
+        own = by_pair[u, row]  # this pair's engagement, left out of every feature below
+        user_vec = raw_users[u] - own * item_vectors[row]
+        norm = np.linalg.norm(user_vec)
+        sim = float(user_vec @ item_vectors[row] / norm) if norm > 1e-9 else None
+        weights = taste_weights[u].copy()
+        weights[codes[categories[row]]] -= own
+        taste = [names[c] for c in np.argsort(-weights, kind="stable")[: config.embedding.taste_categories]
+                 if weights[c] > 1e-9 and names[c]]
+        prior = np.log1p(max(pop[row] - own, 0.0)) / top_pop
+        recent = lately.setdefault(u, deque(maxlen=RECENT))
+        session = {"cats": [c for c, _ in Counter(recent).most_common(3)]} if recent else None
+        user = {**profiles.get(events.user_ids[u], {}), "taste": taste}
+        model.learn(shared_line(user, {}, session), action_line(item_line(items[row], prior), sim),
+                    1.0 if (u, item) in engaged else 0.0, 1.0)
+        if categories[row]:
+            recent.append(categories[row])
     store.put_snapshot(model.to_bytes(), {"cursor": store.reward_head(), "learned": 0, "t": 0,
                                           "origin": "warm-start", "warm_start_examples": len(views)},
                        config.snapshot.keep)
     model.close()
-    log.info("warm-started the model on %d logged views (%d users)", len(views), len(shared_cache))
+    log.info("warm-started the model on %d logged views (%d users)", len(views), len(lately))
     return len(views)

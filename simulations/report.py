@@ -12,12 +12,15 @@ from scipy import stats
 from simulations.runner import RunResult
 
 COLUMNS = [("regret", "cumulative regret"), ("ctr", "CTR"), ("reward_per_visit", "reward / visit"),
-           ("fresh_share", "fresh share"), ("time_to_20", "rounds to 20 shows (high-appeal new)"),
+           ("fresh_share", "fresh share"), ("reached_20", "high-appeal new items shown 20×"),
+           ("time_to_20", "rounds to 20 shows (censored)"),
            ("cold_ctr", "cold-user CTR (first 10 visits)"), ("decisions_per_s", "decisions / s")]
 
 
 def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % confidence interval (t distribution)."""
+    """Mean and the half-width of its 95 % confidence interval (t distribution), over the
+    finite values (a metric a run could not measure, such as cold-user CTR without new
+    users, is NaN and left out)."""
     values = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
     if len(values) == 0:
         return float("nan"), float("nan")
@@ -32,7 +35,8 @@ def per_run(result: RunResult) -> dict[str, float]:
     return {"regret": float(result.regret.sum()), "ctr": result.clicks.sum() / impressions if impressions else 0.0,
             "reward_per_visit": float(result.reward.mean()),
             "fresh_share": result.fresh.sum() / impressions if impressions else 0.0,
-            "time_to_20": result.time_to_20, "cold_ctr": result.cold_ctr, "decisions_per_s": result.decisions_per_s}
+            "time_to_20": result.time_to_20, "reached_20": result.reached_20, "cold_ctr": result.cold_ctr,
+            "decisions_per_s": result.decisions_per_s}
 
 
 def summarize(results: list[RunResult]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -51,7 +55,7 @@ def markdown(summary: dict, title: str) -> str:
         cells = []
         for key, _ in COLUMNS:
             mean, half = metrics[key]
-            digits = 3 if key in ("ctr", "fresh_share", "cold_ctr", "reward_per_visit") else 0
+            digits = 3 if key in ("ctr", "fresh_share", "cold_ctr", "reward_per_visit") else 2 if key == "reached_20" else 0
             cells.append("n/a" if not np.isfinite(mean) else
                          f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if np.isfinite(half) else ""))
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -36,7 +37,9 @@ class RunResult:
     clicks: np.ndarray          # per round
     impressions: np.ndarray     # per round
     fresh: np.ndarray           # per round: impressions of items that arrived during the run
-    time_to_20: float           # mean rounds until a high-appeal new item had 20 impressions
+    time_to_20: float           # mean rounds until a high-appeal new item had 20 impressions (censored:
+                                # an item that never got there counts the rounds left)
+    reached_20: float           # share of the high-appeal new items that got there
     cold_ctr: float             # clicks / impressions over new users' first 10 visits
     decisions_per_s: float
     extra: dict = field(default_factory=dict)
@@ -57,8 +60,8 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
     order = itertools.count()  # ties in the reward queue never compare handles
     spent = 0.0
     with tempfile.TemporaryDirectory(prefix="banditrec-sim-") as tmp:
-        policy.setup(world, seed, Path(tmp))
         try:
+            policy.setup(world, seed, Path(tmp))
             for r in range(n):
                 now = world.clock(r)
                 t0 = time.perf_counter()
@@ -66,9 +69,13 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
                     if change[0] == "item":
                         arrived_at[int(change[1]["item_id"][1:])] = r
                     policy.apply(change, now)
-                while pending and pending[0][0] <= now:
-                    _, _, handle, item, position, value = heapq.heappop(pending)
+                while pending and pending[0][0] <= now:  # the client reports late, the same way to every policy
+                    _, _, handle, user_, item, position, value = heapq.heappop(pending)
                     policy.reward(handle, item, position, value, now)
+                    if value > 0:
+                        policy.observe(user_, item, "click", now)
+                        if value > 1:
+                            policy.observe(user_, item, "purchase", now)
                 user, context = world.visit(visits, r)
                 handle, items = policy.recommend(user, context, run.k, now)
                 spent += time.perf_counter() - t0
@@ -78,11 +85,7 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
                 t0 = time.perf_counter()
                 for position, (item, value) in enumerate(zip(items, values)):
                     due = now + delays.exponential(cfg.reward_delay_s) if http is None else now
-                    heapq.heappush(pending, (due, next(order), handle, item, position, value))
-                    if value > 0:
-                        policy.observe(user, item, "click", now)
-                        if value > 1:
-                            policy.observe(user, item, "purchase", now)
+                    heapq.heappush(pending, (due, next(order), handle, user, item, position, value))
                 if r % TICK_EVERY == 0:
                     policy.tick(now)
                 spent += time.perf_counter() - t0
@@ -100,9 +103,11 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
                     cold_shown += len(items)
         finally:
             policy.close()
-    times = [reached.get(i, n - r0) for i, r0 in arrived_at.items() if i in world.high_appeal]
+    targets = [i for i in arrived_at if i in world.high_appeal]
+    times = [reached.get(i, n - arrived_at[i]) for i in targets]
     return RunResult(policy.name, seed, regret, reward, clicks, impressions, fresh,
                      float(np.mean(times)) if times else float("nan"),
+                     sum(i in reached for i in targets) / len(targets) if targets else float("nan"),
                      cold_clicks / cold_shown if cold_shown else float("nan"), n / spent if spent else float("inf"))
 
 
@@ -114,7 +119,8 @@ def run_all(scenario: Scenario, base: Config, *, jobs: int = 2, redis_url: str |
     if redis_url is None and http is None:
         from store import EmbeddedRedis
 
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="banditrec-sim-redis-")), "no")
+        redis_dir = Path(tempfile.mkdtemp(prefix="banditrec-sim-redis-"))
+        embedded = EmbeddedRedis(redis_dir, persist=False)
         redis_url = embedded.url
     tasks = [(spec, seed) for seed in range(scenario.run.seeds) for spec in scenario.run.policies]
     results = []
@@ -134,6 +140,7 @@ def run_all(scenario: Scenario, base: Config, *, jobs: int = 2, redis_url: str |
     finally:
         if embedded is not None:
             embedded.close()
+            shutil.rmtree(redis_dir, ignore_errors=True)
     return sorted(results, key=lambda res: (scenario.run.policies.index(_spec_of(res, scenario)), res.seed))
 
 

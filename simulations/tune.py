@@ -16,8 +16,9 @@ The search space is a TOML file::
     "model.learning_rate" = { min = 0.05, max = 1.0, log = true }   # random search only
 
 Every candidate (and the current config) runs the scenario's `banditrec` policy on the same
-seeds. Safe promotion: a candidate is reported better only if its mean regret is lower AND
-its 95 % interval does not overlap the current config's.
+seeds, so they can be compared seed by seed. Safe promotion: a candidate is reported better
+only if the 95 % interval of its per-seed regret difference to the current config lies
+entirely below 0 (a paired t-interval; with one seed nothing can be promoted).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import dataclasses
 import itertools
 import math
 import os
+import shutil
 import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -109,28 +111,34 @@ def tune(spec: dict, base: Config, *, jobs: int = 2, redis_url: str | None = Non
         from store import EmbeddedRedis
         import tempfile
 
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="banditrec-tune-redis-")), "no")
+        redis_dir = Path(tempfile.mkdtemp(prefix="banditrec-tune-redis-"))
+        embedded = EmbeddedRedis(redis_dir, persist=False)
         redis_url = embedded.url
-    regrets: dict[int, list[float]] = {i: [] for i in range(len(trials))}
+    regrets: dict[int, dict[int, float]] = {i: {} for i in range(len(trials))}
     try:
         tasks = [(i, seed) for i in range(len(trials)) for seed in range(scenario.run.seeds)]
         bar = tqdm(total=len(tasks), desc="tune", unit="run", disable=not progress)
         with ProcessPoolExecutor(max_workers=max(1, min(jobs, os.cpu_count() or 1))) as pool:
-            futures = {pool.submit(run_one, scenario, "banditrec", seed, configs[i], redis_url): i for i, seed in tasks}
+            futures = {pool.submit(run_one, scenario, "banditrec", seed, configs[i], redis_url): (i, seed)
+                       for i, seed in tasks}
             for future in as_completed(futures):
-                regrets[futures[future]].append(float(future.result().regret.sum()))
+                trial, seed = futures[future]
+                regrets[trial][seed] = float(future.result().regret.sum())
                 bar.update()
         bar.close()
     finally:
         if embedded is not None:
             embedded.close()
-    current_mean, current_half = mean_ci(regrets[0])
+            shutil.rmtree(redis_dir, ignore_errors=True)
+    seeds = sorted(regrets[0])
+    current_mean, current_half = mean_ci([regrets[0][s] for s in seeds])
     ranked = []
     for i, settings in enumerate(trials):
-        mean, half = mean_ci(regrets[i])
-        better = i > 0 and mean < current_mean and (mean + half) < (current_mean - current_half)
+        mean, half = mean_ci([regrets[i][s] for s in seeds])
+        diff, diff_half = mean_ci([regrets[i][s] - regrets[0][s] for s in seeds])
+        better = i > 0 and np.isfinite(diff_half) and diff + diff_half < 0  # paired: lower on the same seeds
         ranked.append({"trial": i, "settings": settings or {"(current config)": ""}, "regret": mean, "ci": half,
-                       "better": better})
+                       "diff": diff, "diff_ci": diff_half, "better": better})
     ranked.sort(key=lambda row: row["regret"])
     promoted = [row for row in ranked if row["better"]]
     best = promoted[0] if promoted else next(row for row in ranked if row["trial"] == 0)
@@ -139,12 +147,14 @@ def tune(spec: dict, base: Config, *, jobs: int = 2, redis_url: str | None = Non
 
 
 def table(result: dict) -> str:
-    lines = [f"### tuning on `{result['scenario']}` (lower regret is better; ✔ = better than the current "
-             "config with non-overlapping 95 % intervals)", "", "| rank | settings | regret | better |",
-             "| --- | --- | --- | --- |"]
+    lines = [f"### tuning on `{result['scenario']}` (lower regret is better; ✔ = lower than the current config "
+             "on the same seeds, with the 95 % interval of the difference below 0)", "",
+             "| rank | settings | regret | vs current | better |", "| --- | --- | --- | --- | --- |"]
     for rank, row in enumerate(result["ranked"], start=1):
         settings = ", ".join(f"{k} = {v!r}" if v != "" else k for k, v in row["settings"].items())
-        lines.append(f"| {rank} | {settings} | {row['regret']:.0f} ± {row['ci']:.0f} | {'✔' if row['better'] else ''} |")
+        versus = "" if row["trial"] == 0 else f"{row['diff']:+.0f} ± {row['diff_ci']:.0f}"
+        lines.append(f"| {rank} | {settings} | {row['regret']:.0f} ± {row['ci']:.0f} | {versus} | "
+                     f"{'✔' if row['better'] else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,9 @@
 
 Users visit one at a time; each visit has a context (device, hour of the simulated day).
 The truth of a click is the generator's logistic model (user x item affinity, item
-quality, device x category), times a position effect; a click may become a purchase.
+quality, device x category) plus a time-of-day x category effect, times a position
+effect; a click may become a purchase, after which the item is worth nothing more to
+that user. Items that are not available are worth nothing.
 During the run, held-back items arrive (a share of them with a high hidden quality),
 items go out of stock, held-back users arrive with a profile and no history, and tastes
 may drift toward other categories. Everything follows from (config, seed).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,9 @@ class SimWorld:
         self._new_items = held_items
         self._user_arrivals = _spread(rng.permutation(new_users), rounds)
         n_outs = int(cfg.stock_outs_per_1000_rounds * rounds / 1000)
-        self._stock_outs = {int(r): [] for r in rng.integers(0, rounds, size=n_outs)}
+        self._stock_outs = Counter(int(r) for r in rng.integers(0, rounds, size=n_outs))
+        self._hour_effect = rng.normal(0.0, 0.4, size=(int(self.truth.item_category.max()) + 1, 4))  # night..evening
+        self.bought: dict[int, set[int]] = {}  # a bought item is worth nothing more to that user
         self._rng = rng
         self.current_round = 0
         self._drift_target = self._targets(rng)
@@ -81,7 +86,7 @@ class SimWorld:
         for i in self._item_arrivals.get(round_, ()):
             self.available[i] = True
             out.append(("item", dict(self.truth.items[i], in_stock=True)))
-        for i in self._stock_outs.get(round_, ()):
+        for _ in range(self._stock_outs.get(round_, 0)):
             candidates = np.flatnonzero(self.available)
             if len(candidates) > 10:
                 gone = int(self._rng.choice(candidates))
@@ -110,13 +115,21 @@ class SimWorld:
         device = context.get("device")
         if device in DEVICES:
             logit = logit + truth.device_effect[truth.item_category[items], DEVICES.index(device)]
-        return 1.0 / (1.0 + np.exp(-logit))
+        if "hour" in context:  # time of day x category
+            logit = logit + self._hour_effect[truth.item_category[items], int(context["hour"]) // 6]
+        p = 1.0 / (1.0 + np.exp(-logit))
+        bought = self.bought.get(user)
+        if bought:
+            p = np.where(np.isin(items, list(bought)), 0.0, p)
+        return p
 
     def slate_value(self, user: int, items: list[int], context: dict, round_: int) -> float:
-        """Expected reward of a slate: sum over positions of decay^(p-1) x P(click) x value."""
+        """Expected reward of a slate: sum over positions of decay^(p-1) x P(click) x value.
+        An item that is not available (not arrived yet, out of stock) is worth nothing."""
         if not items:
             return 0.0
-        p = self.click_probability(user, np.array(items), context, round_)
+        items = np.array(items)
+        p = self.click_probability(user, items, context, round_) * self.available[items]
         return float((self._positions(len(items)) * p).sum() * self.value_scale)
 
     def oracle(self, user: int, context: dict, k: int, round_: int) -> tuple[list[int], float]:
@@ -131,9 +144,12 @@ class SimWorld:
         """Sampled rewards per position: 0, 1 (click) or 1 + purchase value."""
         if not items:
             return []
-        p = self.click_probability(user, np.array(items), context, round_) * self._positions(len(items))
+        shown = np.array(items)
+        p = self.click_probability(user, shown, context, round_) * self.available[shown] * self._positions(len(items))
         clicks = rng.random(len(items)) < p
         bought = clicks & (rng.random(len(items)) < self.cfg.purchase_rate)
+        if bought.any():
+            self.bought.setdefault(user, set()).update(shown[bought].tolist())
         return (clicks * 1.0 + bought * self.cfg.purchase_value).tolist()
 
     def is_new(self, item: int) -> bool:

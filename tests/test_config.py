@@ -51,7 +51,7 @@ def test_file_then_environment_override(tmp_path):
     path = tmp_path / "my.toml"
     path.write_text('[server]\nport = 9000\n[exploration.epsilon_greedy]\nepsilon = 0.3\n[model]\ninteractions = ["UI"]\n')
     cfg = load_config(path, env={})
-    assert cfg.server.port == 9000 and cfg.exploration.selected.epsilon == 0.3
+    assert cfg.server.port == 9000 and cfg.exploration.settings["epsilon_greedy"].epsilon == 0.3
     assert cfg.model.interactions == ("UI",) and "--interactions UI" in cfg.model.vw_args()
     assert cfg.server.host == "127.0.0.1"  # untouched defaults stay
     env = {"BANDITREC_CONFIG": str(path), "BANDITREC_PORT": "9100", "REDIS_URL": "redis://h:1/2",
@@ -77,7 +77,7 @@ def test_config_is_frozen_and_round_trips():
         cfg.server.port = 1
     assert from_dict(to_dict(cfg)) == cfg
     changed = cfg.replace(exploration={"strategy": "greedy"})
-    assert changed.exploration.strategy == "greedy" and cfg.exploration.strategy == "epsilon_greedy"
+    assert changed.exploration.strategy == "greedy" and cfg.exploration.strategy == "thompson"
 
 
 def test_vw_arguments_are_rendered_from_validated_fields_only():

@@ -68,7 +68,8 @@ def _rounds(client, world, n_rounds, seed, k=1):
 @pytest.mark.slow
 def test_click_rate_rises_well_above_the_first_rounds_and_random(local, small_world):
     """Online learning alone: the model starts from nothing (no warm start from the history)."""
-    shown, random = _rounds(local(model={"warm_start": False}), small_world, 3000, seed=2024)
+    shown, random = _rounds(local(model={"warm_start": False}, exploration={"strategy": "epsilon_greedy"}),
+                            small_world, 3000, seed=2024)
     first, last = shown[:300].mean(), shown[-1000:].mean()
     # measured: first 0.191, last 0.282, random 0.111
     assert last > first + 0.05, (first, last)

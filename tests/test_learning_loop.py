@@ -143,7 +143,7 @@ def test_rollback_serves_an_older_model_and_skips_the_rewards_since(build, open_
 
 
 def test_switching_strategy_keeps_the_model_and_replicas_survive_restarts(build, open_service):
-    config = build()
+    config = build(exploration={"strategy": "epsilon_greedy"})
     first = open_service(config)
     client = create_app(deps=first).test_client()
     for n in range(15):

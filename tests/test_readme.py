@@ -54,21 +54,57 @@ def test_readme_curl_examples_work(app_client):
             assert len(last["items"]) == body["k"] and not {i["item_id"] for i in last["items"]} & set(body["exclude"])
 
 
-def _table_knobs() -> list[str]:
-    """Config names in the first column of the README's config table (`a.b`, `c` = a.b and a.c)."""
+def _table_rows() -> list[tuple[list[str], str]]:
+    """(config names, default text) per row of the README's config table."""
     section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    knobs = []
-    for first_cell in re.findall(r"^\| (`.+?) \|", section, re.M):
-        names = [n for n in re.findall(r"`([^`]+)`", first_cell) if not n.isupper()]  # skip env vars
-        knobs.append(names[0])
-        knobs += [names[0].rsplit(".", 1)[0] + "." + n for n in names[1:] if "." not in n]
-        knobs += [n for n in names[1:] if "." in n]
-    return knobs
+    rows = []
+    for first, default in re.findall(r"^\| (`.+?) \| (.+?) \|", section, re.M):
+        names = [n for n in re.findall(r"`([^`]+)`", first) if not n.isupper()]  # skip env vars
+        knobs = [names[0]] + [names[0].rsplit(".", 1)[0] + "." + n if "." not in n else n for n in names[1:]]
+        rows.append((knobs, default))
+    return rows
 
 
-@pytest.mark.parametrize("knob", _table_knobs())
-def test_every_knob_in_the_readme_exists(knob):
+def _table_knobs() -> list[str]:
+    return [knob for knobs, _ in _table_rows() for knob in knobs]
+
+
+def _config_value(knob: str):
     value = to_dict(Config())
     for part in knob.split(" / ")[0].split("."):
         assert part in value, f"README names {knob!r}, which the config does not have"
         value = value[part]
+    return value
+
+
+@pytest.mark.parametrize("knob", _table_knobs())
+def test_every_knob_in_the_readme_exists(knob):
+    _config_value(knob)
+
+
+UNITS = {"days": 86400, "h": 3600, "MiB": 1048576}
+
+
+def _parse(text: str):
+    text = text.strip().strip("`").replace("−", "-")
+    if text in ("true", "false"):
+        return text == "true"
+    number = re.fullmatch(r"(-?[\d.]+)(?: (days|h|MiB))?", text)
+    if number:
+        return float(number.group(1)) * UNITS.get(number.group(2), 1)
+    if text.startswith("["):
+        return json.loads(text)
+    return text
+
+
+@pytest.mark.parametrize("knobs,default", [r for r in _table_rows() if r[1] != "embedded"],
+                         ids=lambda value: value if isinstance(value, str) else ",".join(value))
+def test_the_readme_states_the_shipped_defaults(knobs, default):
+    texts = re.split(r", (?=[-−\d`tf])", default) if len(knobs) > 1 else [default]
+    assert len(texts) == len(knobs), (knobs, default)
+    for knob, text in zip(knobs, texts):
+        expected, stated = _config_value(knob), _parse(text)
+        if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+            assert float(expected) == stated, (knob, expected, text)
+        else:
+            assert (list(expected) if isinstance(expected, tuple) else expected) == stated, (knob, expected, text)

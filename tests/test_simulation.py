@@ -96,3 +96,27 @@ def test_a_short_run_ranks_banditrec_below_popularity_and_random(embedded_redis)
     # measured (seed 0): banditrec 4885, popularity 5269, random 6098; seeds 1 and 2 keep the order, closer
     assert regret["banditrec"] < 0.97 * regret["popularity"], regret
     assert regret["banditrec"] < 0.90 * regret["random"], regret
+
+
+def test_stock_outs_happen_and_unavailable_items_earn_nothing():
+    from simulations.world import SimWorld
+
+    world = SimWorld(dataclasses.replace(TINY, stock_outs_per_1000_rounds=20.0), seed=1, rounds=1000)
+    outs = [c for r in range(1000) for c in world.changes(r) if c[0] == "stock_out"]
+    assert len(outs) >= 15  # ~20 scheduled; a round may draw more than one
+    gone = int(outs[0][1]["item_id"][1:])
+    assert not world.available[gone]
+    assert world.slate_value(0, [gone], {"device": "mobile"}, 999) == 0.0
+    assert world.oracle(0, {"device": "mobile"}, 300, 999)[0].count(gone) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["churn", "drift"])
+def test_regret_is_never_negative_while_the_world_changes(embedded_redis, name):
+    scenario = load_scenario(name)
+    scenario = dataclasses.replace(scenario, world=dataclasses.replace(scenario.world, n_items=300, n_users=100,
+                                                                       n_categories=5),
+                                   run=dataclasses.replace(scenario.run, rounds=600, k=3, seeds=1))
+    for policy in ("banditrec", "popularity"):
+        regret = run_one(scenario, policy, 2, Config(), embedded_redis.url).regret
+        assert regret.min() >= -1e-9, (name, policy, regret.min())

@@ -24,15 +24,10 @@ from simulations.policies.base import Policy
 from store import Store, make_client
 
 
-# What a simulated deployment changes from the defaults: rewards are waited for 5 simulated
-# minutes (decisions come every 2 s; an hour would hold negatives back for 1,800 rounds).
-SIMULATION_DEFAULTS = {"feedback": {"reward_wait_s": 300.0}}
-
-
 def variant_config(base: Config, spec: str, service_sections: dict) -> Config:
     """`banditrec[:strategy][:noboost]` on top of the scenario's service sections."""
     data = to_dict(base)
-    for section, values in [*SIMULATION_DEFAULTS.items(), *service_sections.items()]:
+    for section, values in service_sections.items():
         data.setdefault(section, {}).update(values)
     for part in spec.split(":")[1:]:
         if part == "noboost":

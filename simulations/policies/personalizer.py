@@ -4,8 +4,10 @@
 Personalizer ranked at most 50 actions sent by the client and learned from the reward of
 the one it chose; it had no retrieval. The simulated client sends the 30 most popular
 available items and 20 random ones. The first position is drawn from VW's PMF; the rest
-follow in PMF order (how Personalizer's ranking looked). Only the first position's reward
-is learned, as in Personalizer.
+follow in PMF order, which is how Personalizer's ranking looked: epsilon-greedy gives every
+non-greedy action the same probability, so positions 2..k keep the client's order (here:
+popularity). Only the first position's reward is learned, as in Personalizer. At k > 1 this
+baseline is therefore mostly popularity with one learned slot; compare at k = 1 (`small`).
 """
 
 from __future__ import annotations
