@@ -66,11 +66,11 @@ def _check(reward, logged_p, target_p):
     for name, p, positive in (("logged_p", logged_p, True), ("target_p", target_p, False)):
         bad = np.flatnonzero(p <= 0 if positive else p < 0)
         if len(bad):
-            raise EvaluationError(f"{name} == {p[bad[0]]!r} in row {int(bad[0])}, must be "
+            raise EvaluationError(f"{name} == {float(p[bad[0]])!r} in row {int(bad[0])}, must be "
                                   f"{'> 0 (a logged action must have had a chance)' if positive else '>= 0'}")
         bad = np.flatnonzero(p > 1 + 1e-9)
         if len(bad):
-            raise EvaluationError(f"{name} == {p[bad[0]]!r} in row {int(bad[0])}, must be <= 1")
+            raise EvaluationError(f"{name} == {float(p[bad[0]])!r} in row {int(bad[0])}, must be <= 1")
     return reward, logged_p, target_p
 
 
@@ -136,7 +136,8 @@ def dr(reward, logged_p, target_p, *, action, target_dist, reward_hat, ci: str =
         if np.any(dist < 0) or abs(dist.sum() - 1.0) > 1e-6:
             raise EvaluationError(f"row {row}: target_dist sums to {dist.sum():.6f}, must be a distribution summing to 1")
         if abs(dist[a] - target_p[row]) > 1e-6:
-            raise EvaluationError(f"row {row}: target_p {target_p[row]!r} differs from target_dist[action] {dist[a]!r}")
+            raise EvaluationError(f"row {row}: target_p {float(target_p[row])!r} differs from target_dist[action] "
+                                  f"{float(dist[a])!r}")
         direct[row] = float(dist @ hat)
         hat_logged[row] = hat[a]
     w = target_p / logged_p
