@@ -72,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", type=Path, default=Path("runs/tune"))
     tune.set_defaults(func=_tune)
 
+    export = sub.add_parser("export", parents=[common], help="write the settled decision log as VW DSJson")
+    export.add_argument("--format", choices=["dsjson"], default="dsjson")
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(func=_export)
+
+    evaluate = sub.add_parser("evaluate", parents=[common],
+                              help="off-policy evaluation: how a candidate config would have done on the log")
+    evaluate.add_argument("--log", type=Path, help="a DSJson file (default: the decision log in Redis)")
+    evaluate.add_argument("--candidate", type=Path, help="TOML with the candidate's settings (default: --config's)")
+    evaluate.add_argument("--importance", action="store_true", help="also: the drop without each feature namespace")
+    evaluate.add_argument("--out", type=Path, default=Path("runs/evaluate"))
+    evaluate.set_defaults(func=_evaluate)
+
     model = sub.add_parser("model", parents=[common], help="model snapshots: list, or roll back to one")
     model.add_argument("action", choices=["list", "rollback"])
     model.add_argument("version", nargs="?", type=int, help="with rollback: the version to go back to")
@@ -213,6 +226,45 @@ def _diff(new: dict, old: dict) -> dict:
         elif old.get(key) != value:
             out[key] = value
     return out
+
+
+def _settled_log(config: Config):
+    from evaluation.log import from_store
+    from serving.service import load_catalog
+
+    catalog = load_catalog(config)
+    with _store(config) as store:
+        for sid, item, vector, space in store.iter_items(catalog.cursor):
+            catalog.apply(sid, item, vector, space)
+        return from_store(store, catalog, default_reward=config.feedback.default_reward,
+                          settled_after_s=config.feedback.reward_wait_s + config.feedback.close_delay_s)
+
+
+def _export(config: Config, args) -> int:
+    from evaluation.log import write_dsjson
+
+    count = write_dsjson(_settled_log(config), args.out)
+    log.info("wrote %d settled decisions to %s", count, args.out)
+    return 0
+
+
+def _evaluate(config: Config, args) -> int:
+    from evaluation.log import read_dsjson
+    from evaluation.replay import estimate, importance, plot, replay, table
+
+    decisions = list(read_dsjson(args.log)) if args.log else _settled_log(config)
+    candidate = load_config(args.candidate, {}) if args.candidate else config
+    estimates = estimate(replay(decisions, candidate))
+    text = table(estimates, len(decisions))
+    if args.importance:
+        rows = importance(decisions, candidate, estimates)
+        text += "\n### feature importance (candidate's SNIPS without each namespace)\n\n| namespace | without | drop |\n" \
+                "| --- | --- | --- |\n" + "".join(f"| {s} | {w:.4f} | {d:+.4f} |\n" for s, w, d in rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "evaluation.md").write_text(text)
+    plot(estimates, args.out / "evaluation.png")
+    print(text)
+    return 0
 
 
 def _model(config: Config, args) -> int:

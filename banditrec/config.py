@@ -401,6 +401,21 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """The decision log kept for off-policy evaluation and DSJson export: per decision, the
+    first position's distribution over (up to `max_candidates` of) the candidates."""
+
+    decisions: bool = True
+    max_candidates: int = 50
+    stream_maxlen: int = 100_000
+
+    def __post_init__(self):
+        check_scalar(self.decisions, "log.decisions", bool)
+        check_scalar(self.max_candidates, "log.max_candidates", int, min=1, max=10_000)
+        check_scalar(self.stream_maxlen, "log.stream_maxlen", int, min=1000)
+
+
+@dataclass(frozen=True)
 class SnapshotConfig:
     """Model snapshots: written every `interval_s` or `every_n_updates`, and on shutdown."""
 
@@ -435,6 +450,7 @@ class Config:
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":

@@ -23,11 +23,13 @@ from store import StoreError
 @dataclass
 class Slate:
     """A decided slate: which path served, the shared features, and per position
-    (item_id, score, probability, explored, fresh, action features)."""
+    (item_id, score, probability, explored, fresh, action features); `candidates` is the
+    first position's distribution for the decision log: [item_id, similarity, probability]."""
 
     path: str
     shared: str
     items: list[dict]
+    candidates: list = None
 
     def to_json(self) -> dict:
         return {"path": self.path, "shared": self.shared, "items": self.items}
@@ -88,12 +90,15 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     # slate
     published = catalog.published_at(rows) if len(rows) else np.zeros(0)
     fresh = _fresh(service, catalog, rows, published, now)
+    first: dict = {}
     if apprentice:
         slate = [Choice(i, 1.0, False) for i in range(min(k, len(rows)))]
         service.apprentice_match(bool(len(rows)) and int(np.argmax(scores.mean)) == 0)
+        first["probs"] = np.eye(1, len(rows), 0).ravel() if len(rows) else np.zeros(0)
     else:
         strategy.learned(learner.total)
-        slate = strategy.choose_slate(scores, k, decision_rng(event_id), rules=_rules(cfg, catalog, rows, fresh, scores))
+        slate = strategy.choose_slate(scores, k, decision_rng(event_id), rules=_rules(cfg, catalog, rows, fresh, scores),
+                                      first=first)
     items = [{"item_id": catalog.ids[rows[c.index]], "position": position,
               "score": round(float(scores.mean[c.index]), 6) + 0.0, "probability": c.probability,
               "explored": c.explored, "fresh": bool(fresh[c.index]), "action": actions[c.index]}
@@ -101,7 +106,17 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     if explain:
         for item in items:
             item["explain"] = model.explain(shared, item["action"])
-    return Slate(path, shared, items)
+    return Slate(path, shared, items, _logged_candidates(cfg, catalog, rows, sims, first.get("probs"), slate))
+
+
+def _logged_candidates(cfg, catalog: Catalog, rows, sims, probs, slate) -> list | None:
+    """The first position's most likely candidates (always with the chosen one)."""
+    if not cfg.log.decisions or probs is None or not len(rows):
+        return None
+    keep = np.argsort(-probs, kind="stable")[: cfg.log.max_candidates]
+    if slate and slate[0].index not in keep:
+        keep = np.append(keep[:-1], slate[0].index)
+    return [[catalog.ids[rows[i]], None if sims is None else round(float(sims[i]), 4), float(probs[i])] for i in keep]
 
 
 def _fresh(service, catalog: Catalog, rows: np.ndarray, published: np.ndarray, now: float) -> np.ndarray:

@@ -50,9 +50,16 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                 "iw": service.strategy.importance_weighted and slate.path != "apprentice",
                 "strategy": slate.path,
                 "items": {i["item_id"]: [i["position"], i["probability"], i["action"]] for i in slate.items}}
+    log_entry = None
+    if slate.candidates is not None:
+        log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.path,
+                     "strategy": service.strategy.name, "version": service.learner.version,
+                     "items": [[i["item_id"], i["position"], i["probability"]] for i in slate.items],
+                     "candidates": slate.candidates}
     try:
         if not service.store.put_decision(event_id, decision, cfg.reward_wait_s + cfg.expired_grace_s,
-                                          close_at=now + cfg.reward_wait_s + cfg.close_delay_s):
+                                          close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
+                                          log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen):
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)

@@ -35,14 +35,34 @@ class DecisionOps:
         return self.key(kind, "{" + event_id + "}")
 
     @guarded_fast
-    def put_decision(self, event_id: str, decision: dict, ttl_s: float, close_at: float | None = None) -> bool:
+    def put_decision(self, event_id: str, decision: dict, ttl_s: float, close_at: float | None = None,
+                     log_entry: dict | None = None, log_maxlen: int = 100_000) -> bool:
         """Store a decision unless the event_id exists already; False on a clash (request timeout).
-        With `close_at`, the decision is also queued to be closed (default rewards) then."""
+        With `close_at`, the decision is also queued to be closed (default rewards) then; with
+        `log_entry`, it is appended to the decision log (for off-policy evaluation)."""
         pipe = self.fast.pipeline(transaction=False)
         pipe.set(self._ekey("dec", event_id), json.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
         if close_at is not None:  # queued also on a clash: closing a decision twice is harmless
             pipe.zadd(self.key("pending"), {event_id: close_at}, nx=True)
-        return bool(pipe.execute()[0])
+        stored = bool(pipe.execute()[0])
+        if stored and log_entry is not None:
+            self.fast.xadd(self.key("decisions"), {"d": json.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
+        return stored
+
+    @guarded
+    def read_decision_log(self, after: str = "0-0", count: int = 5000) -> list[tuple[str, dict]]:
+        return [(text(sid), json.loads(f[b"d"]))
+                for sid, f in self.client.xrange(self.key("decisions"), min=f"({after}", count=count)]
+
+    def iter_decision_log(self, after: str = "0-0"):
+        while batch := self.read_decision_log(after):
+            yield from batch
+            after = batch[-1][0]
+
+    def iter_rewards(self, after: str = "0-0"):
+        while batch := self.read_rewards(after, 5000):
+            yield from batch
+            after = batch[-1][0]
 
     @guarded
     def mark_seen(self, event_id: str, item_ids: list[str], ttl_s: float) -> None:

@@ -87,8 +87,10 @@ class Strategy(ABC):
         """Probabilities over `scores` (summing to 1) and the index of the exploit choice."""
 
     def choose_slate(self, scores, k: int, rng: np.random.Generator, groups: np.ndarray | None = None,
-                     max_per_group: int = 0, rules: SlateRules | None = None) -> list[Choice]:
-        """Draw up to k distinct candidates, each from the remaining ones (see the module doc)."""
+                     max_per_group: int = 0, rules: SlateRules | None = None, first: dict | None = None) -> list[Choice]:
+        """Draw up to k distinct candidates, each from the remaining ones (see the module doc).
+        With `first` (a dict), first["probs"] receives the first position's distribution over
+        all candidates: what off-policy evaluation of a one-slot decision needs."""
         if not isinstance(scores, Scores):
             scores = Scores(np.asarray(scores, dtype=np.float64))
         rules = rules or SlateRules(groups=groups, max_per_group=max_per_group)
@@ -109,6 +111,9 @@ class Strategy(ABC):
             probs, exploit = self.distribution(view)
             if rules.fresh is not None and rules.boost > 0 and candidates is remaining:
                 probs = _boost(probs, rules.fresh[candidates], rules.boost)
+            if first is not None and not slate:
+                first["probs"] = np.zeros(n)
+                first["probs"][candidates] = probs
             pick = _sample(probs, rng)
             chosen = int(candidates[pick])
             slate.append(Choice(chosen, float(probs[pick]), pick != exploit))
