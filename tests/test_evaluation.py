@@ -118,5 +118,5 @@ def test_bad_logs_are_clear_errors(tmp_path):
         replay([], None)
     bad = tmp_path / "bad.dsjson"
     bad.write_text('{"c": {"_multi": []}, "a": [1], "p": [1.0]}\n')
-    with pytest.raises(EvaluationError, match=r"bad.dsjson:1: not a DSJson decision \(KeyError"):
+    with pytest.raises(EvaluationError, match=r"bad.dsjson:1: not a DSJson decision \("):
         list(read_dsjson(bad))
