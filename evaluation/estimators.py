@@ -145,3 +145,38 @@ def dr(reward, logged_p, target_p, *, action, target_dist, reward_hat, ci: str =
     value = float(terms.mean())
     low, high = _interval(terms, value, ci, seed, lambda idx: terms[idx].mean())
     return Estimate("dr", value, low, high, _ess(w), len(reward))
+
+
+def load_csv(path) -> dict:
+    """Logged bandit data from a CSV file with a header, one decision per row:
+
+        reward,logged_p,target_p[,action,target_dist,reward_hat]
+
+    `target_dist` and `reward_hat` are JSON lists (one value per action of the row). Returns
+    keyword arguments for `ips`, `snips` and (with the optional columns) `dr`.
+
+    >>> import io, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> _ = open(path, "w").write("reward,logged_p,target_p\\n1,0.5,1.0\\n0,0.5,0.0\\n")
+    >>> ips(**load_csv(path)).value
+    1.0
+    """
+    import csv
+    import json
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"reward", "logged_p", "target_p"} - set(reader.fieldnames or ())
+        if missing:
+            raise EvaluationError(f"{path}: the header must name reward, logged_p, target_p; missing "
+                                  f"{', '.join(sorted(missing))}")
+        rows = list(reader)
+    try:
+        data = {key: [float(row[key]) for row in rows] for key in ("reward", "logged_p", "target_p")}
+        if rows and "target_dist" in rows[0]:
+            data["action"] = [int(row["action"]) for row in rows]
+            data["target_dist"] = [json.loads(row["target_dist"]) for row in rows]
+            data["reward_hat"] = [json.loads(row["reward_hat"]) for row in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvaluationError(f"{path}: {exc.__class__.__name__}: {exc}") from None
+    return data
