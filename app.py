@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
@@ -77,7 +78,8 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
 
     @app.get("/health")
     def health():
-        return _json({"status": "ok", "model_version": service.learner.version, "items": len(service.catalog)})
+        return _json({"status": "ok", "model_version": service.learner.version, "items": len(service.catalog),
+                      "pid": os.getpid()})
 
     @app.get("/ready")
     def ready():

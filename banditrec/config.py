@@ -26,7 +26,8 @@ EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """HTTP serving. One worker process; scale-out comes with the separate learner."""
+    """HTTP serving. With one worker it learns in-process; with several, one separate
+    learner process learns and the workers serve its snapshots (`learner`)."""
 
     host: str = "127.0.0.1"
     port: int = 8765
@@ -34,14 +35,24 @@ class ServerConfig:
     threads: int = 4
     max_body_bytes: int = 1_048_576
     max_k: int = 100
+    learner: str = "auto"  # auto | inline | process | external
 
     def __post_init__(self):
         check_scalar(self.host, "server.host", str)
         check_scalar(self.port, "server.port", int, min=0, max=65535)
-        check_scalar(self.workers, "server.workers", int, min=1, max=1)
+        check_scalar(self.workers, "server.workers", int, min=1, max=64)
         check_scalar(self.threads, "server.threads", int, min=1, max=64)
         check_scalar(self.max_body_bytes, "server.max_body_bytes", int, min=1024)
         check_scalar(self.max_k, "server.max_k", int, min=1, max=10_000)
+        check_scalar(self.learner, "server.learner", str, choices=("auto", "inline", "process", "external"))
+        if self.learner == "inline" and self.workers > 1:
+            raise ConfigError("server.learner = \"inline\" needs server.workers = 1 (each worker would learn "
+                              "and snapshot on its own); use \"auto\" or \"process\"")
+
+    @property
+    def learns_inline(self) -> bool:
+        """True when the serving process learns itself (one worker, no separate learner)."""
+        return self.learner == "inline" or (self.learner == "auto" and self.workers == 1)
 
 
 @dataclass(frozen=True)
@@ -287,9 +298,11 @@ class ModelConfig:
     interactions: tuple[str, ...] = ("UI", "CI", "RI")
     warm_start: bool = True
     warm_start_max: int = 200_000
+    similarity_prior: float = 0.5
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
+        check_scalar(self.similarity_prior, "model.similarity_prior", float, min=0.0, max=10.0)
         check_scalar(self.learning_rate, "model.learning_rate", float, min=0.0, min_exclusive=True, max=100.0)
         check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
         check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)
@@ -466,6 +479,8 @@ ENV_OVERRIDES = {
     "BANDITREC_REDIS_PREFIX": ("redis", "prefix", str),
     "BANDITREC_HOST": ("server", "host", str),
     "BANDITREC_PORT": ("server", "port", int),
+    "BANDITREC_WORKERS": ("server", "workers", int),
+    "BANDITREC_LEARNER": ("server", "learner", str),
     "BANDITREC_DATA_DIR": ("data", "dir", str),
 }
 

@@ -3,9 +3,10 @@
 Each logged view is an impression: reward 1 if the same user clicked, carted or bought the
 item (at any time in the history), else 0, learned without importance weights (the
 history's propensities are unknown). Features are the ones the service will use: the
-user's profile and taste, the categories of the user's previous views (standing in for a
-live session, so the model learns how much a session says), the item's line with its
-popularity prior, and the similarity of the user's vector to the item's. Taste,
+user's profile and taste, the user's previous views standing in for a live session (their
+categories, and the similarity of their summed vectors to the item: so the model learns
+how much a session says), the item's line with its popularity prior, and the similarity of
+the user's vector to the item's. Taste,
 popularity and similarity are computed leaving the example's own engagement out, so the
 label does not leak into its features. (The item vectors' collaborative part still saw
 the whole history.) Only a model that does not exist yet is warm-started: a running
@@ -29,7 +30,7 @@ from store import Store
 
 log = logging.getLogger(__name__)
 VIEW, ENGAGED = 0, (1, 2, 3)  # EVENT_TYPES: view, click, add_to_cart, purchase
-RECENT = 5                    # previous views whose categories stand in for the live session
+RECENT = 5                    # previous views that stand in for the live session
 
 
 def warm_start(config: Config, store: Store, events: Interactions, *, items: list[dict], engagement: sparse.csr_matrix,
@@ -68,12 +69,16 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
                  if weights[c] > 1e-9 and names[c]]
         prior = np.log1p(max(pop[row] - own, 0.0)) / top_pop
         recent = lately.setdefault(u, deque(maxlen=RECENT))
-        session = {"cats": [c for c, _ in Counter(recent).most_common(3)]} if recent else None
+        session = {"cats": [c for c, _ in Counter(categories[r] for r in recent if categories[r]).most_common(3)]} \
+            if recent else None
+        live = None
+        if recent:
+            trail = item_vectors[list(recent)].sum(axis=0)
+            live = float(trail @ item_vectors[row] / np.linalg.norm(trail)) if np.linalg.norm(trail) > 1e-9 else None
         user = {**profiles.get(events.user_ids[u], {}), "taste": taste}
-        model.learn(shared_line(user, {}, session), action_line(item_line(items[row], prior), sim),
+        model.learn(shared_line(user, {}, session), action_line(item_line(items[row], prior), sim, live),
                     1.0 if (u, item) in engaged else 0.0, 1.0)
-        if categories[row]:
-            recent.append(categories[row])
+        recent.append(row)
     store.put_snapshot(model.to_bytes(), {"cursor": store.reward_head(), "learned": 0, "t": 0,
                                           "origin": "warm-start", "warm_start_examples": len(views)},
                        config.snapshot.keep)

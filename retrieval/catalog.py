@@ -141,6 +141,17 @@ class Catalog:
             return np.asarray(self.bundle.vectors[row], dtype=np.float32)
         return self._fresh_vectors.data[row - self.n_base]
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The item vectors of many rows at once, (len(rows), dim) float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        base = rows < self.n_base
+        if base.any():
+            out[base] = self.bundle.vectors[rows[base]]
+        if not base.all():
+            out[~base] = self._fresh_vectors.data[rows[~base] - self.n_base]
+        return out
+
     @property
     def space(self) -> str:
         """The embedding space of this catalog's vectors ("untrained" before the first full build)."""

@@ -23,7 +23,7 @@ def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
     extra = extra[catalog.available(extra) & ~np.isin(extra, rows)] if len(extra) else extra
     if not len(extra):
         return rows, sims
-    extra_sims = np.array([float(catalog.vector(r) @ query) for r in extra], dtype=np.float32)
+    extra_sims = (catalog.vectors(extra) @ np.asarray(query, dtype=np.float32)).astype(np.float32)
     return np.concatenate([rows, extra]), np.concatenate([sims, extra_sims])
 
 

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bandit.features import action_line, shared_line
+from bandit.features import action_lines, shared_line
 from bandit.strategies import Choice, Scores, SlateRules
 from retrieval.catalog import Catalog
 from serving import candidates
 from serving.filters import allowed
-from serving.userstate import query_vector, realtime_features
+from serving.stages import NO_LAPS, Laps
+from serving.userstate import query_vector, realtime_features, session_vector
 from store import StoreError
 
 
@@ -46,14 +47,16 @@ def decision_rng(event_id: str) -> np.random.Generator:
 
 def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, context: dict, k: int,
            exclude: frozenset, now: float, event_id: str, baseline: tuple[str, ...] | None = None,
-           explain: bool = False) -> Slate:
+           explain: bool = False, laps: Laps = NO_LAPS) -> Slate:
     cfg = service.config
     profile = dict(state["profile"]) if state else {}
     n = state["n"] if state else 0
     recent = realtime_features(state, now, cfg.realtime)
 
     # candidates: personal from n interactions on (and with a vector), else popularity
-    query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
+    session = session_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
+    query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights, session=session)
+    laps("query_vector")
     if query is not None and n >= cfg.cold_start.min_interactions:
         rows, sims = candidates.personal(catalog, query, cfg, service.popular)
         path = "personalized"
@@ -65,27 +68,31 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
         rows = catalog.rows_for(baseline) if baseline else candidates.popular(catalog, service.popular, profile, cfg)
         rows = rows[catalog.available(rows)] if len(rows) else rows
         sims, path = None, "apprentice"
+    laps("retrieval")
 
     # filter before scoring
     keep = allowed(catalog, rows, exclude=exclude, seen=state["seen"] if state else set(), context=context,
                    cfg=cfg.filters)
     rows = rows[keep]
     sims = sims[keep] if sims is not None else None
+    laps("filter")
 
     # score: the mean model on every candidate, bootstrap replicas on its top m
     user = {**profile, "taste": state["taste"] if state else []}
     shared = shared_line(user, context, recent)
-    lines = catalog.lines
-    actions = [lines[r] for r in rows] if sims is None else \
-        [action_line(lines[r], float(s)) for r, s in zip(rows, sims)]
+    live = catalog.vectors(rows) @ session if session is not None and len(rows) else None
+    actions = action_lines(catalog.lines, rows, sims, live)
+    laps("features")
     strategy, learner = service.strategy, service.learner
     model, bootstrap = learner.model, learner.replicas  # read once: a rollback may swap them meanwhile
     scores = Scores(model.predict(shared, actions))
+    laps("vw_score")
     if strategy.replicas and bootstrap is not None and len(rows):
         top = np.argsort(-scores.mean, kind="stable")[: strategy.top_m]
         replicas = np.full((len(bootstrap), len(rows)), -np.inf)
         replicas[:, top] = bootstrap.predict(shared, [actions[i] for i in top])
         scores.replicas = replicas
+        laps("replicas")
 
     # slate
     published = catalog.published_at(rows) if len(rows) else np.zeros(0)
@@ -106,6 +113,7 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     if explain:
         for item in items:
             item["explain"] = model.explain(shared, item["action"])
+    laps("slate")
     return Slate(path, shared, items, _logged_candidates(cfg, catalog, rows, sims, first.get("probs"), slate))
 
 

@@ -58,8 +58,9 @@ def feedback(service: Service, body) -> dict:
     if aggregation != "earliest":
         service.store.aggregate_reward(req.event_id, req.item_id, req.reward, aggregation, ttl)
     service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl)
-    try:
-        service.learner.catch_up(max_entries=1000)  # bounded: a backlog is the background task's job
-    except Exception:  # recorded already: a background task learns it later; the client gets its 200
-        log.exception("reward %s recorded, learning deferred", stream_id)
+    if service.learns:  # else the learner process learns it
+        try:
+            service.learner.catch_up(max_entries=1000)  # bounded: a backlog is the background task's job
+        except Exception:  # recorded already: a background task learns it later; the client gets its 200
+            log.exception("reward %s recorded, learning deferred", stream_id)
     return {"status": "accepted", "duplicate": acked is not None}

@@ -10,14 +10,17 @@ from serving import pregen
 from serving.decide import Slate, decide
 from serving.schema import parse_recommend
 from serving.service import Service
+from serving.stages import NO_LAPS, Laps
 from store import StoreError
 
 log = logging.getLogger(__name__)
 
 
-def recommend(service: Service, body) -> dict:
+def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
+    """The response to one request; `laps` collects the time per stage (serving/stages.py)."""
     cfg = service.config
     req = parse_recommend(body, cfg.server.max_k)
+    laps("parse")
     now = service.clock()
     event_id = req.event_id or uuid.uuid4().hex
     degraded = False
@@ -31,14 +34,17 @@ def recommend(service: Service, body) -> dict:
         log.warning("user state unavailable, serving degraded: %s", exc)
         state, degraded = service.users.get(req.user_id), True
     catalog = service.catalog  # one index version for the whole request
+    laps("user_state")
 
     slate = None
     if not degraded and pregen.is_inactive(state, now, cfg):
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
         slate = decide(service, catalog, user_id=req.user_id, state=state, context=req.context, k=req.k,
-                       exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline, explain=req.explain)
+                       exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline, explain=req.explain,
+                       laps=laps)
     degraded = not log_decision(service, event_id, req.user_id, slate, now) or degraded
+    laps("decision_log")
     return response(event_id, service.learner.version, "degraded" if degraded else slate.path, slate)
 
 

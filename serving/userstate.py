@@ -36,22 +36,28 @@ def session_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
     if not state or not state.get("recent"):
         return None
     top = max(weights.values())
-    total = None
+    rows, w = [], []
     for event in state["recent"]:
         age = now - event["ts"]
         row = catalog.row_of.get(event["i"])
         if row is None or not 0 <= age <= cfg.recent_ttl_s:
             continue
-        w = weights.get(event["t"], 0.0) / top * 2.0 ** (-age / cfg.session_half_life_s)
-        v = catalog.vector(row).astype(np.float64) * w
-        total = v if total is None else total + v
-    return _unit(total)
+        rows.append(row)
+        w.append(weights.get(event["t"], 0.0) / top * 2.0 ** (-age / cfg.session_half_life_s))
+    if not rows:
+        return None
+    return _unit(np.asarray(w) @ catalog.vectors(np.asarray(rows)).astype(np.float64))
+
+
+_UNSET = object()
 
 
 def query_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
-                 weights: dict[str, float]) -> np.ndarray | None:
-    """Blend of session and long-term vectors (`session_weight`); either alone if the other is missing."""
-    session = session_vector(state, catalog, now, cfg, weights)
+                 weights: dict[str, float], session=_UNSET) -> np.ndarray | None:
+    """Blend of session and long-term vectors (`session_weight`); either alone if the other is
+    missing. Pass `session` when it was computed already (None: there is none)."""
+    if session is _UNSET:
+        session = session_vector(state, catalog, now, cfg, weights)
     long_term = long_term_vector(state, catalog.space)
     if session is None or long_term is None:
         return session if session is not None else long_term

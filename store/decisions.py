@@ -154,6 +154,12 @@ class DecisionOps:
                 for sid, fields in self.client.xrange(self.key("rewards"), min=f"({after}", count=count)]
 
     @guarded
+    def wait_rewards(self, after: str, block_ms: int = 200) -> bool:
+        """Block up to `block_ms` for a reward-stream entry after `after`; True if there is one.
+        (Keep `block_ms` below `redis.socket_timeout_ms`.)"""
+        return bool(self.client.xread({self.key("rewards"): after}, count=1, block=max(1, int(block_ms))))
+
+    @guarded
     def reward_count(self) -> int:
         return int(self.client.xlen(self.key("rewards")))
 

@@ -27,6 +27,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 __all__ = ["Store", "StoreError", "stream_id"]
 
 
@@ -43,6 +48,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._claim = client.register_script(_CLAIM)
         self._bump = client.register_script(_BUMP)
         self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
         self._set_max = client.register_script(_SET_MAX)
         self._aggregate = client.register_script(_AGGREGATE)
 
@@ -72,6 +78,11 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         token = uuid.uuid4().hex
         ok = self.client.set(self.key("lock", "{" + name + "}"), token, nx=True, px=max(1, int(ttl_s * 1000)))
         return token if ok else None
+
+    @guarded
+    def renew_lock(self, name: str, token: str, ttl_s: float) -> bool:
+        """Extend a held lock; False if it is no longer ours (it expired and someone took it)."""
+        return bool(self._renew(keys=[self.key("lock", "{" + name + "}")], args=[token, max(1, int(ttl_s * 1000))]))
 
     @guarded
     def release_lock(self, name: str, token: str) -> None:

@@ -34,6 +34,16 @@ class SnapshotOps:
         return version
 
     @guarded
+    def put_learner_progress(self, progress: dict) -> None:
+        """What the learner has learned so far (cursor, count, time): for lag and backlog readings."""
+        self.client.set(self._mkey("progress"), json.dumps(progress))
+
+    @guarded
+    def learner_progress(self) -> dict | None:
+        raw = self.client.get(self._mkey("progress"))
+        return json.loads(raw) if raw else None
+
+    @guarded
     def latest_snapshot(self) -> tuple[bytes, dict] | None:
         """(model blob, meta) of the newest version; meta["replica_blobs"] holds the replicas."""
         version = self.client.get(self._mkey("latest"))

@@ -10,8 +10,12 @@ from banditrec.errors import ConfigError
 BAD = [
     ({"server": {"port": 70000}}, "server.port == 70000, must be <= 65535"),
     ({"server": {"port": "80"}}, "server.port must be an integer, got '80'"),
-    ({"server": {"workers": 2}}, "server.workers == 2, must be <= 1"),
-    ({"server": {"portt": 1}}, "unknown config key server.portt; known: host, max_body_bytes, max_k, port, threads, workers"),
+    ({"server": {"workers": 65}}, "server.workers == 65, must be <= 64"),
+    ({"server": {"workers": 2, "learner": "inline"}}, "server.learner = \"inline\" needs server.workers = 1"),
+    ({"server": {"learner": "elsewhere"}}, "server.learner == 'elsewhere', must be one of 'auto', 'inline', 'process'"),
+    ({"server": {"portt": 1}},
+     "unknown config key server.portt; known: host, learner, max_body_bytes, max_k, port, threads, workers"),
+    ({"model": {"similarity_prior": -1}}, "model.similarity_prior == -1.0, must be >= 0.0"),
     ({"nope": {}}, "unknown config section [nope]"),
     ({"redis": {"url": "http://x"}}, "redis.url == 'http://x', must start with redis://, rediss:// or unix://"),
     ({"redis": {"prefix": "a b"}}, "redis.prefix == 'a b', must be 1-64 of [A-Za-z0-9_.-]"),
@@ -84,3 +88,10 @@ def test_vw_arguments_are_rendered_from_validated_fields_only():
     args = Config().model.vw_args()
     assert args.startswith("--cb_adf --cb_type mtr -b 18 ")
     assert "--interactions UI --interactions CI" in args and args.endswith("--quiet")
+
+
+def test_who_learns():
+    assert Config().server.learns_inline
+    assert not from_dict({"server": {"workers": 2}}).server.learns_inline
+    assert not from_dict({"server": {"learner": "external"}}).server.learns_inline
+    assert from_dict({"server": {"learner": "inline"}}).server.learns_inline

@@ -41,12 +41,12 @@ def _call(port, method, path, body=None):
 
 
 class Served:
-    def __init__(self, tmp_path: Path, port: int):
+    def __init__(self, tmp_path: Path, port: int, extra: list[str] = ()):
         self.port, self.log = port, tmp_path / f"serve-{time.monotonic_ns()}.log"
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BANDITREC_REDIS_PREFIX")}
         env.update(BANDITREC_CONFIG=str(tmp_path / "config.toml"), BANDITREC_DATA_DIR=str(tmp_path / "data"))
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(["./dev", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=out,
+            self.proc = subprocess.Popen(["./dev", "serve", "--port", str(port), *extra], cwd=REPO, env=env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

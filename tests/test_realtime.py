@@ -69,18 +69,20 @@ def test_an_event_updates_the_users_real_time_state(client, store):
 
 
 def test_a_burst_in_one_category_shifts_the_next_recommendations(client, small_world):
-    before = client.post("/recommend", json={"user_id": "u3", "k": 20, "event_id": "shift-before"}).get_json()
-    shown = Counter(_categories(client, before["items"]))
-    target = min({i["category"] for i in small_world.items}, key=lambda c: shown.get(c, 0))
-    burst = [i["item_id"] for i in small_world.items if i["category"] == target and i["in_stock"]][:6]
-    for item_id in burst:
-        assert client.post("/events", json={"user_id": "u3", "item_id": item_id, "type": "click"}).status_code == 200
-    after = client.post("/recommend", json={"user_id": "u3", "k": 20, "event_id": "shift-after"}).get_json()
-    share_before = shown.get(target, 0) / 20
-    share_after = Counter(_categories(client, after["items"]))[target] / 20
-    # measured with the default (thompson): 0.00 -> 0.25; with epsilon_greedy 0.00 -> 0.55 (the warm
-    # start learned from the history how much a session says)
-    assert share_after >= share_before + 0.15, (target, share_before, share_after)
+    categories = sorted({i["category"] for i in small_world.items})  # sorted: ties break the same way every run
+    shifts = []
+    for user in ("u3", "u4", "u5", "u8", "u11", "u20"):
+        before = client.post("/recommend", json={"user_id": user, "k": 20, "event_id": f"shift-{user}-0"}).get_json()
+        shown = Counter(_categories(client, before["items"]))
+        target = min(categories, key=lambda c: shown.get(c, 0))  # a category the user was not shown
+        burst = [i["item_id"] for i in small_world.items if i["category"] == target and i["in_stock"]][:6]
+        for item_id in burst:
+            assert client.post("/events", json={"user_id": user, "item_id": item_id, "type": "click"}).status_code == 200
+        after = client.post("/recommend", json={"user_id": user, "k": 20, "event_id": f"shift-{user}-1"}).get_json()
+        shifts.append(Counter(_categories(client, after["items"]))[target] / 20 - shown.get(target, 0) / 20)
+    # measured: 0.35, 0.30, 0.00, 0.20, 0.50, 0.15 of the slate moved to the burst's category (before the
+    # burst the category had ~0 of it; without real-time signals nothing would move)
+    assert np.mean(shifts) >= 0.15 and sum(s >= 0.1 for s in shifts) >= 4, shifts
 
 
 def test_cold_start_switches_to_personal_exactly_at_the_nth_interaction(client, small_world):

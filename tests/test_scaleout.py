@@ -1,0 +1,88 @@
+"""Several gunicorn workers and one separate learner: rewards taken by any worker reach
+every worker's model through the learner's snapshots.
+
+Starts the service as the README says (`./dev serve --workers 2`), on the embedded Redis
+and a small demo data set, and speaks to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from test_e2e import Served, _call, _free_port
+
+CONFIG = """
+[demo]
+n_items = 1500
+n_users = 150
+[index]
+n_trees = 10
+[snapshot]
+interval_s = 1.0
+[feedback]
+aggregation = "earliest"
+"""
+
+
+def _pids_and_versions(port, tries=60) -> dict[int, int]:
+    """pid -> model version, from /health answered by whichever worker takes each connection."""
+    seen = {}
+    for _ in range(tries):
+        status, health = _call(port, "GET", "/health")
+        assert status == 200
+        seen[health["pid"]] = health["model_version"]
+    return seen
+
+
+@pytest.mark.slow
+def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
+    (tmp_path / "config.toml").write_text(CONFIG)
+    port = _free_port()
+    served = Served(tmp_path, port, extra=["--workers", "2"])
+    learners = []
+    try:
+        deadline, workers = time.monotonic() + 120, {}
+        while len(workers) < 2 and time.monotonic() < deadline:  # the second may still be loading
+            workers.update(_pids_and_versions(port, tries=20))
+        assert len(workers) == 2, f"expected answers from 2 workers, got {workers}"
+        learners = [int(p) for p in subprocess.run(["pgrep", "-f", "-s", str(served.proc.pid), "banditrec.cli learn"],
+                                                   capture_output=True, text=True).stdout.split()]
+        assert len(learners) == 1, f"expected one learner process, found {learners}"
+        start = max(workers.values())
+
+        # reward one item for user u7 many times (through whichever worker answers)
+        target, scores = None, []
+        for r in range(60):
+            status, rec = _call(port, "POST", "/recommend", {"user_id": "u7", "k": 5, "event_id": f"sc-{r}"})
+            assert status == 200
+            items = {i["item_id"]: i for i in rec["items"]}
+            target = target or rec["items"][-1]["item_id"]  # the last of the first slate: not the favourite
+            if target in items:
+                scores.append(items[target]["score"])
+                assert _call(port, "POST", "/feedback", {"event_id": rec["event_id"], "item_id": target,
+                                                         "reward": 10.0})[0] == 200
+            if len(scores) >= 15:
+                break
+        assert len(scores) >= 5, "the target item left the slates before it was rewarded enough"
+
+        # within a few snapshot intervals every worker serves a newer model, in which the target scores higher
+        deadline, workers = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:
+            workers = _pids_and_versions(port, tries=20)
+            if len(workers) == 2 and min(workers.values()) > start:
+                break
+            time.sleep(0.5)
+        assert len(workers) == 2 and min(workers.values()) > start, (start, workers)
+        after = []
+        for r in range(20):
+            rec = _call(port, "POST", "/recommend", {"user_id": "u7", "k": 5, "event_id": f"sc-after-{r}"})[1]
+            after += [i["score"] for i in rec["items"] if i["item_id"] == target]
+        assert after and min(after) > scores[0] + 0.5, (scores[0], after)
+        assert served.stop() == 0
+    finally:
+        served.kill()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in learners), "the learner outlived the service"
