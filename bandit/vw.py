@@ -34,39 +34,46 @@ _FAST = hasattr(vowpalwabbit.Workspace, "_parse") and _pylibvw is not None and a
     hasattr(_pylibvw.vw, name) for name in ("predict_multi", "learn_multi", "_finish_example_multi_ex"))
 
 
-def _predict(ws, lock: threading.Lock, lines: list[str], fast: bool = True) -> np.ndarray:
+def _predict(ws, lines: list[str], fast: bool = True) -> np.ndarray:
     """Parse, predict, always finish (unfinished examples leak memory). For `--cb_adf` the
-    result is a score (cost) per action line, in input order."""
-    with lock:
-        if fast and _FAST:
-            examples = ws._parse("\n".join(lines))
-            try:
-                _pylibvw.vw.predict_multi(ws, examples)
-                return np.asarray(examples[0].get_action_scores(), dtype=np.float64)
-            finally:
-                _pylibvw.vw._finish_example_multi_ex(ws, examples)
-        examples = ws.parse(lines)
+    result is a score (cost) per action line, in input order. The caller holds the lock."""
+    if fast and _FAST:
+        examples = ws._parse("\n".join(lines))
         try:
-            return np.asarray(ws.predict(examples), dtype=np.float64)
+            _pylibvw.vw.predict_multi(ws, examples)
+            return np.asarray(examples[0].get_action_scores(), dtype=np.float64)
         finally:
-            ws.finish_example(examples)
+            _pylibvw.vw._finish_example_multi_ex(ws, examples)
+    examples = ws.parse(lines)
+    try:
+        return np.asarray(ws.predict(examples), dtype=np.float64)
+    finally:
+        ws.finish_example(examples)
 
 
-def _learn(ws, lock: threading.Lock, lines: list[str], fast: bool = True) -> None:
-    """Parse, learn, always finish."""
-    with lock:
-        if fast and _FAST:
-            examples = ws._parse("\n".join(lines))
-            try:
-                _pylibvw.vw.learn_multi(ws, examples)
-            finally:
-                _pylibvw.vw._finish_example_multi_ex(ws, examples)
-            return
-        examples = ws.parse(lines)
+def _learn(ws, lines: list[str], fast: bool = True) -> None:
+    """Parse, learn, always finish. The caller holds the lock."""
+    if fast and _FAST:
+        examples = ws._parse("\n".join(lines))
         try:
-            ws.learn(examples)
+            _pylibvw.vw.learn_multi(ws, examples)
         finally:
-            ws.finish_example(examples)
+            _pylibvw.vw._finish_example_multi_ex(ws, examples)
+        return
+    examples = ws.parse(lines)
+    try:
+        ws.learn(examples)
+    finally:
+        ws.finish_example(examples)
+
+
+class _Locked:
+    """A Workspace behind a lock; every use reads it under the lock (it may have been closed)."""
+
+    def _workspace(self):
+        if self._ws is None:
+            raise RuntimeError("the Vowpal Wabbit model was closed")
+        return self._ws
 
 
 def _features(ws, line: str) -> list[tuple[str, int, float]]:
@@ -84,7 +91,7 @@ def _features(ws, line: str) -> list[tuple[str, int, float]]:
     return out
 
 
-class VWModel:
+class VWModel(_Locked):
     """A `--cb_adf` Workspace: score candidates, learn one labelled action at a time."""
 
     def __init__(self, args: str, *, blob: bytes | None = None):
@@ -103,11 +110,13 @@ class VWModel:
         """Expected reward of each action, in input order."""
         if not actions:
             return np.empty(0)
-        return -_predict(self._ws, self._lock, [shared, *actions])
+        with self._lock:
+            return -_predict(self._workspace(), [shared, *actions])
 
     def learn(self, shared: str, action: str, reward: float, probability: float) -> None:
         """Importance-weighted update toward `reward` for the action chosen with `probability`."""
-        _learn(self._ws, self._lock, [shared, with_label(action, -float(reward), float(probability))])
+        with self._lock:
+            _learn(self._workspace(), [shared, with_label(action, -float(reward), float(probability))])
 
     def explain(self, shared: str, action: str, top: int = 5) -> list[dict]:
         """The features that move this action's predicted reward most: each linear feature's
@@ -183,7 +192,7 @@ class Replicas:
             m.close()
 
 
-class VWExplorer:
+class VWExplorer(_Locked):
     """A `--cb_explore_adf` Workspace (VW's own exploration, as Azure Personalizer ran it):
     a probability per action for a whole example, and learning on the full action set.
     Used by the simulator's Personalizer baseline; the service scores with `VWModel`."""
@@ -193,13 +202,15 @@ class VWExplorer:
         self._lock = threading.Lock()
 
     def pmf(self, shared: str, actions: list[str]) -> np.ndarray:
-        probs = _predict(self._ws, self._lock, [shared, *actions])
+        with self._lock:
+            probs = _predict(self._workspace(), [shared, *actions])
         return probs / probs.sum()
 
     def learn(self, shared: str, actions: list[str], chosen: int, reward: float, probability: float) -> None:
         lines = [shared] + [with_label(a, -float(reward), float(probability)) if i == chosen else a
                             for i, a in enumerate(actions)]
-        _learn(self._ws, self._lock, lines)
+        with self._lock:
+            _learn(self._workspace(), lines)
 
     def close(self) -> None:
         with self._lock:

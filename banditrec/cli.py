@@ -169,24 +169,51 @@ def _serve(config: Config, args) -> int:
     if not config.redis.url:
         embedded = EmbeddedRedis(config.data.path / "redis", config.redis.embedded_fsync)
         env["REDIS_URL"] = embedded.url
-    learner = None
-    if not config.server.learns_inline and config.server.learner != "external":
-        learner = subprocess.Popen([sys.executable, "-m", "banditrec.cli", "learn"], env=env)
-        log.info("learner process %d started", learner.pid)
     cmd = [sys.executable, "-m", "gunicorn", "--config", "python:banditrec.gunicorn_conf", "app:create_app()"]
-    log.info("serving on http://%s:%d with %d worker(s)", config.server.host, config.server.port,
-             config.server.workers)
-    proc = subprocess.Popen(cmd, env=env)
+    proc, learner = None, None
+    separate = not config.server.learns_inline and config.server.learner != "external"
+
+    def start_learner():
+        # its own session: a Ctrl-C in the terminal reaches gunicorn, and the learner is stopped
+        # after the workers (their rewards are in the stream by then); it also stops by itself
+        # when this process is gone (it watches its parent)
+        child = subprocess.Popen([sys.executable, "-m", "banditrec.cli", "learn"],
+                                 env={**env, "BANDITREC_LEARNER_PARENT": str(os.getpid())}, start_new_session=True)
+        log.info("learner process %d started", child.pid)
+        return child
+
+    stopping = []
 
     def forward(signum, _frame):
-        proc.send_signal(signum)
+        stopping.append(signum)
+        if proc is not None:
+            proc.send_signal(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
     try:
-        return proc.wait()
+        if separate:
+            learner = start_learner()
+        log.info("serving on http://%s:%d with %d worker(s)", config.server.host, config.server.port,
+                 config.server.workers)
+        if stopping:
+            return 0
+        proc = subprocess.Popen(cmd, env=env)
+        while proc.poll() is None:
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            if learner is not None and learner.poll() is not None and proc.poll() is None:
+                log.error("learner process exited with %s; starting a new one", learner.returncode)
+                time.sleep(1.0)
+                learner = start_learner()
+        return proc.returncode
     finally:
-        if learner is not None:  # after the workers: the rewards they took are in the stream
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        if learner is not None:
             learner.terminate()
             try:
                 learner.wait(timeout=60)
@@ -202,11 +229,17 @@ def _learn(config: Config, args) -> int:
 
     from serving.learn_loop import LearnerProcess
 
+    if config.server.learns_inline:
+        print("banditrec learn: this deployment learns in its serving process (server.workers = 1, "
+              "server.learner = \"auto\"); for a separate learner set server.learner = \"external\"",
+              file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    parent = os.environ.get("BANDITREC_LEARNER_PARENT")
     with _store(config) as store:
-        LearnerProcess(config, store).run(stop)
+        LearnerProcess(config, store).run(stop, parent=int(parent) if parent else None)
     return 0
 
 

@@ -26,6 +26,9 @@ from benchmarks.harness import Bench, bench_for, parser_for, percentiles, user_i
 from benchmarks.http_load import Server
 
 
+SNAPSHOT_S = 5.0  # snapshot.interval_s of the measured service
+
+
 def _post(conn, path, body):
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -57,6 +60,35 @@ class ProgressWatch(threading.Thread):
         return None
 
 
+class HealthWatch(threading.Thread):
+    """Asks /health on new connections (so every worker answers some): (time, pid, model version)."""
+
+    def __init__(self, port: int, every_s: float = 0.02):
+        super().__init__(daemon=True)
+        self.port, self.every_s, self.samples, self.stop = port, every_s, [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/health")
+                health = json.loads(conn.getresponse().read())
+                conn.close()
+                self.samples.append((time.time(), health["pid"], health["model_version"]))
+            except (OSError, ValueError, KeyError, http.client.HTTPException):
+                pass
+            time.sleep(self.every_s)
+
+    def served_at(self, version: int, after: float) -> float | None:
+        """When every worker had answered with `version` or newer (after `after`)."""
+        firsts = {}
+        for t, pid, v in self.samples:
+            firsts.setdefault(pid, None)
+            if t >= after and v >= version and firsts[pid] is None:
+                firsts[pid] = t
+        return None if not firsts or None in firsts.values() else max(firsts.values())
+
+
 def _all_rewards(store):
     after = "0-0"
     while batch := store.read_rewards(after, 5000):
@@ -72,13 +104,14 @@ def _sid(text: str) -> tuple[int, int]:
 def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: int) -> dict:
     server = Server(bench, workers=2, log_name=f"serve-feedback-{strategy}", exploration={"strategy": strategy},
                     feedback={"aggregation": "earliest"}, inactive={"after_s": 0.0},
-                    snapshot={"interval_s": 5.0})
+                    snapshot={"interval_s": SNAPSHOT_S})
     store = bench.store()
-    watch = ProgressWatch(store)
+    watch, health = ProgressWatch(store), HealthWatch(server.port)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         slates = [_post(conn, "/recommend", {"user_id": u, "k": 5}) for u in user_ids(bench, n_rewards, seed=3)]
         watch.start()
+        health.start()
         sent = []  # (event_id, item_id, time of the 200)
         start = time.perf_counter()
         for n, slate in enumerate(slates):
@@ -89,21 +122,27 @@ def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: i
             _post(conn, "/feedback", {"event_id": slate["event_id"], "item_id": item, "reward": 1.0})
             sent.append((slate["event_id"], item, time.time()))
         conn.close()
-        time.sleep(2.0)
+        time.sleep(SNAPSHOT_S + 7.0)  # the last snapshot, and every worker's model-watch (5 s) adopting it
+        health.stop.set()
         sids = {}
         for sid, entry in _all_rewards(store):
             sids[(entry["event_id"], entry["item_id"])] = _sid(sid)
-        lags = []
+        snapshots = sorted((m["version"], _sid(m["cursor"])) for m in store.list_snapshots())
+        lags, served = [], []
         for event_id, item, acked in sent:
-            learned = watch.passed(sids[(event_id, item)], acked - 0.5)
+            sid = sids[(event_id, item)]
+            learned = watch.passed(sid, acked - 0.5)
             lags.append(float("inf") if learned is None else max(0.0, (learned - acked) * 1000.0))
+            version = next((v for v, cursor in snapshots if cursor >= sid), None)
+            at = health.served_at(version, acked - 0.5) if version is not None else None
+            served.append(float("inf") if at is None else max(0.0, (at - acked) * 1000.0))
 
         # throughput: a backlog appended at once
         template = [e for _, e in _all_rewards(store) if e.get("kind") == "reward"][-200:]
         entries = [{**template[i % len(template)], "event_id": f"backlog-{strategy}-{i}"} for i in range(backlog)]
         head_before = store.reward_head()
-        t0 = time.time()
         store.append_rewards(entries, bench.config.feedback.stream_maxlen)
+        t0 = time.time()  # (the learner may start before the append returns: learned/s errs low, not high)
         last = _sid(store.reward_head())
         first_sid = None
         for sid, _ in store.read_rewards(head_before, 1):
@@ -117,22 +156,28 @@ def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: i
             time.sleep(0.05)
         started = watch.passed(first_sid, t0) if first_sid else None
         per_s = backlog / (done_at - t0) if done_at else 0.0
-        return {"lag_ms": dict(zip(("p50", "p99"), percentiles(lags))), "rewards": len(lags), "rate": rate,
+        return {"lag_ms": dict(zip(("p50", "p99"), percentiles(lags))),
+                "served_ms": dict(zip(("p50", "p99"), percentiles(served))), "rewards": len(lags), "rate": rate,
                 "learned_per_s": round(per_s), "backlog": backlog,
                 "first_backlog_learned_after_ms": round((started - t0) * 1000) if started else None}
     finally:
         watch.stop.set()
+        health.stop.set()
         server.stop()
         store.close()
 
 
 def report(results: dict) -> str:
-    lines = ["Separate learner (2 workers); rewards learned at once (`aggregation = \"earliest\"`):", "",
-             "| strategy | rewards sent | at req/s | lag 200 -> learned p50 ms | p99 ms | learned / s (backlog) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"Separate learner (2 workers); rewards learned at once (`aggregation = \"earliest\"`); "
+             f"`snapshot.interval_s = {SNAPSHOT_S:g}`. \"Learned\": the learner's model has it; \"served\": every "
+             "worker serves a snapshot that has it (learned + the next snapshot + the workers' 5 s model-watch).", "",
+             "| strategy | rewards sent | at req/s | 200 -> learned p50 ms | p99 ms | 200 -> served p50 ms | p99 ms "
+             "| learned / s (backlog) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for strategy, r in results.items():
         lines.append(f"| {strategy} | {r['rewards']} | {r['rate']:.0f} | {r['lag_ms']['p50']:.1f} | "
-                     f"{r['lag_ms']['p99']:.1f} | {r['learned_per_s']} ({r['backlog']}) |")
+                     f"{r['lag_ms']['p99']:.1f} | {r['served_ms']['p50']:.0f} | {r['served_ms']['p99']:.0f} | "
+                     f"{r['learned_per_s']} ({r['backlog']}) |")
     return "\n".join(lines)
 
 

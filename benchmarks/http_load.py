@@ -65,6 +65,20 @@ class Server:
         self.stop()
         raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
 
+    def learner_pid(self) -> int | None:
+        """The learner process `banditrec serve` started (in a session of its own), if any."""
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    environ = (entry / "environ").read_bytes()
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"banditrec.cli\x00learn" in cmdline and \
+                        f"BANDITREC_LEARNER_PARENT={self.proc.pid}\x00".encode() in environ:
+                    return int(entry.name)
+        return None
+
     def worker_pids(self, tries: int = 40) -> set[int]:
         pids = set()
         conn = None
@@ -119,6 +133,11 @@ def load(server: Server, rate: float, seconds: float, users: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _ok(step: dict) -> bool:
+    """A load step was sustained: no errors and p99 <= 50 ms."""
+    return not step["errors"] and step["all_p99"] is not None and step["all_p99"] <= 50.0
+
+
 def memory_mb(pid: int) -> dict:
     """RSS, and the private part of it (what the process does not share with the others)."""
     fields = {}
@@ -146,18 +165,19 @@ def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, 
     server = Server(bench, workers=2, log_name="serve-load", retrieval=retrieval,
                     exploration={"strategy": strategies[0]}, inactive={"after_s": 0.0})
     try:
-        pids = sorted(server.worker_pids())
+        pids = sorted(server.worker_pids(tries=200))
+        learner = server.learner_pid()
         results["memory"]["workers_after_start"] = {str(p): memory_mb(p) for p in pids}
+        results["memory"]["learner"] = memory_mb(learner) if learner else None
         load(server, 50, 5, bench.config.demo.n_users)  # warm-up
         results["memory"]["workers_after_warmup"] = {str(p): memory_mb(p) for p in pids}
         for rate in rates:
             step = load(server, rate, step_seconds, bench.config.demo.n_users)
             results["load"].append(step)
-            if step["errors"] or (step["all_p99"] or 1e9) > 50.0:
+            if not _ok(step):
                 break
         if soak_requests:
-            rate = max([s["target_rate"] for s in results["load"] if not s["errors"] and s["all_p99"] <= 50.0],
-                       default=rates[0]) * 0.7
+            rate = max([s["target_rate"] for s in results["load"] if _ok(s)], default=rates[0]) * 0.7
             soak = load(server, rate, soak_requests / rate, bench.config.demo.n_users)
             after = {str(p): memory_mb(p) for p in pids}
             before = results["memory"]["workers_after_warmup"]
@@ -181,7 +201,7 @@ def report(results: dict, candidates: int = 1000) -> str:
     for s in results["load"]:
         lines.append(f"| {s['target_rate']:.0f} | {s['achieved_rate']} | {s['recommend_p50']} | {s['recommend_p99']} | "
                      f"{s['feedback_p99']} | {s['all_p99']} | {s['errors'] or 0} |")
-    ok = [s["target_rate"] for s in results["load"] if not s["errors"] and s["all_p99"] <= 50.0]
+    ok = [s["target_rate"] for s in results["load"] if _ok(s)]
     lines += ["", f"Sustained with p99 <= 50 ms: **{max(ok) if ok else 0:.0f} requests/s**."]
     mem = results["memory"]
     if mem:
@@ -193,6 +213,8 @@ def report(results: dict, candidates: int = 1000) -> str:
             if "soak" in mem:
                 row += f" {mem['soak']['after'][pid]['rss']} | {mem['soak']['growth_pct'][pid]:+.1f} % |"
             lines.append(row)
+        if mem.get("learner"):
+            lines += ["", f"Learner process: RSS {mem['learner']['rss']} MB ({mem['learner']['private']} MB private)."]
         if "soak" in mem:
             soak = mem["soak"]
             lines += ["", f"Soak: {soak['requests']} mixed requests at {soak['rate']} req/s: "

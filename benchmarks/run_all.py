@@ -33,7 +33,7 @@ FULL = dict(items=1_000_000, users=100_000, requests=2000, rates=(100, 150, 200,
 def targets(stage: dict, web: dict, fb: dict, rc: dict) -> str:
     """The issue's targets next to what was measured."""
     one = web["one_client"]
-    ok_rates = [s["target_rate"] for s in web["load"] if not s["errors"] and s["all_p99"] <= 50.0]
+    ok_rates = [s["target_rate"] for s in web["load"] if http_load._ok(s)]
     configured = next(s for s in rc["sweep"] if s["configured"])
     growth = web["memory"].get("soak", {}).get("growth_pct", {})
     fb_best = max((r["learned_per_s"] for r in fb.values()), default=0)

@@ -53,7 +53,7 @@ def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000
                 stages["feedback"].append((time.perf_counter() - t) * 1000.0)
         gc.unfreeze()
     finally:
-        service.close()
+        service.close(save=False)  # what it learned here must not become the next benchmark's model
     return stages
 
 

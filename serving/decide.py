@@ -31,6 +31,7 @@ class Slate:
     shared: str
     items: list[dict]
     candidates: list = None
+    version: int | None = None  # the model version that scored it
 
     def to_json(self) -> dict:
         return {"path": self.path, "shared": self.shared, "items": self.items}
@@ -84,7 +85,7 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     actions = action_lines(catalog.lines, rows, sims, live)
     laps("features")
     strategy, learner = service.strategy, service.learner
-    model, bootstrap = learner.model, learner.replicas  # read once: a rollback may swap them meanwhile
+    model, bootstrap, version = learner.model, learner.replicas, learner.version  # read once: adopt() swaps them
     scores = Scores(model.predict(shared, actions))
     laps("vw_score")
     if strategy.replicas and bootstrap is not None and len(rows):
@@ -114,7 +115,8 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
         for item in items:
             item["explain"] = model.explain(shared, item["action"])
     laps("slate")
-    return Slate(path, shared, items, _logged_candidates(cfg, catalog, rows, sims, first.get("probs"), slate))
+    return Slate(path, shared, items, _logged_candidates(cfg, catalog, rows, sims, first.get("probs"), slate),
+                 version)
 
 
 def _logged_candidates(cfg, catalog: Catalog, rows, sims, probs, slate) -> list | None:

@@ -9,21 +9,26 @@ aggregated rewards), and publishes a snapshot every `snapshot.interval_s` or
 `min(5 s, snapshot.interval_s)`. It also records its progress in Redis (cursor, rewards
 learned, time), which is what "learn lag" and "stream backlog" are read from.
 
-One learner per deployment: it holds the Redis lock "learner" and renews it; a second one
-waits until the lock is free (the first stopped or died: the lock expires after
-`LOCK_TTL_S`). A learner that finds its lock taken stops learning at once.
+One learner per deployment: it holds the Redis lock "learner", renewed every second by a
+heartbeat thread; a second one waits until the lock is free (the first stopped or died:
+the lock expires after `LOCK_TTL_S`). A learner that loses the lock (Redis away for longer
+than that, or another learner took over) pauses, waits for the lock again, and continues
+from the newest snapshot. Snapshots are written only if no other was written since the
+learner's own (`put_snapshot(expect_latest=...)`), so two learners never bury each other's
+(or a rollback's) versions.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
 from banditrec.config import Config
 from bandit.strategies import STRATEGIES
 from serving.rewards import close_due
-from serving.service import adopt_rollback, make_learner
+from serving.service import make_learner
 from store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -40,20 +45,49 @@ class LearnerProcess:
         self.strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
         self.learner = make_learner(config, store, self.strategy, store.latest_snapshot(), learns=True)
         self._token: str | None = None
-        self._renewed = 0.0
+        self._held = threading.Event()  # set while the lock is ours (the heartbeat clears it on loss)
 
-    def step(self, block_ms: int = 200) -> int:
-        """Close due decisions, learn what is new, snapshot when due; wait up to `block_ms`
-        for new rewards when there was nothing to learn. Returns rewards learned."""
-        adopt_rollback(self.config, self.store, self.strategy, self.learner)
-        learned = close_due(self) if self.config.feedback.reward_wait_s >= 0 else 0
-        learned += self.learner.catch_up()
+    def step(self, block_ms: int = 200, max_entries: int = 5000) -> int:
+        """Adopt a newer snapshot written elsewhere, close due decisions, learn what is new (at
+        most about `max_entries` stream entries), snapshot when due; wait up to `block_ms` for
+        new rewards when there was nothing to do. Returns the reward entries handled."""
+        self.adopt_newer()
+        handled = close_due(self)
+        handled += self.learner.catch_up(max_entries=max_entries)
         self.learner.maybe_snapshot(self.config.snapshot)
         self.store.put_learner_progress({"cursor": self.learner.cursor, "t": self.learner.total,
                                          "version": self.learner.version, "ts": time.time()})
-        if not learned:
-            self.store.wait_rewards(self.learner.cursor, block_ms)
-        return learned
+        if not handled:
+            if self.learner.enabled:  # block below the socket timeout: a timeout would look like an outage
+                self.store.wait_rewards(self.learner.cursor, min(block_ms, self.config.redis.socket_timeout_ms // 2))
+            else:
+                time.sleep(block_ms / 1000.0)  # logging_only: the stream is kept, not consumed
+        return handled
+
+    def adopt_newer(self) -> bool:
+        """Continue from a snapshot newer than ours (a rollback, or a previous learner's last one)."""
+        if self.store.latest_version() <= self.learner.version:
+            return False
+        snapshot = self.store.latest_snapshot()
+        if snapshot is None or snapshot[1]["version"] <= self.learner.version:
+            return False
+        fresh = make_learner(self.config, self.store, self.strategy, snapshot, learns=True)
+        self.learner.adopt(fresh.model, fresh.replicas, snapshot[1])
+        log.info("learner continues from model v%d (%s)", snapshot[1]["version"], snapshot[1].get("origin", "learner"))
+        return True
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Renew the lock every second; clear `_held` when it is lost (expired, taken over)."""
+        while not stop.wait(1.0):
+            if not self._held.is_set():
+                continue
+            try:
+                ok = self.store.renew_lock(LOCK, self._token, LOCK_TTL_S)
+            except StoreError:
+                ok = False  # Redis away: we cannot know; stop learning until we hold it again
+            if not ok:
+                log.error("learner lock lost; learning pauses until it is ours again")
+                self._held.clear()
 
     def acquire(self, stop: threading.Event, poll_s: float = 1.0) -> bool:
         """Wait for the learner lock (until `stop`); True once held."""
@@ -63,46 +97,46 @@ class LearnerProcess:
             except StoreError as exc:
                 log.warning("learner lock: %s", exc)
             if self._token:
-                self._renewed = time.monotonic()
+                self._held.set()
                 return True
             log.info("another learner holds the lock; waiting")
             stop.wait(poll_s)
         return False
 
-    def renew(self) -> bool:
-        """Keep the lock (at most every second); False if it was lost."""
-        if time.monotonic() - self._renewed < 1.0:
-            return True
-        ok = self.store.renew_lock(LOCK, self._token, LOCK_TTL_S)
-        self._renewed = time.monotonic()
-        return ok
-
-    def run(self, stop: threading.Event) -> None:
-        """Learn until `stop` is set; then a final catch-up and snapshot, and the lock is released."""
-        if not self.acquire(stop):
-            return
-        if self.store.latest_version() != self.learner.version:  # written while we waited for the lock
-            self.close()
-            self.learner = make_learner(self.config, self.store, self.strategy, self.store.latest_snapshot(),
-                                        learns=True)
-        log.info("learner started at model v%d, cursor %s", self.learner.version, self.learner.cursor)
+    def run(self, stop: threading.Event, parent: int | None = None) -> None:
+        """Learn until `stop` is set (or, with `parent`, until that process is gone); then a
+        final catch-up and snapshot, and the lock is released."""
+        beat = threading.Thread(target=self._heartbeat, args=(stop,), name="learner-lock", daemon=True)
+        beat.start()
         try:
             while not stop.is_set():
+                if parent is not None and os.getppid() != parent:
+                    log.error("the process that started the learner is gone; stopping")
+                    break
+                if not self._held.is_set():
+                    if not self.acquire(stop):
+                        break
+                    self.adopt_newer()  # whatever was written while we waited
+                    log.info("learner holds the lock at model v%d, cursor %s", self.learner.version,
+                             self.learner.cursor)
                 try:
-                    if not self.renew():
-                        log.error("learner lock lost (another learner took over); stopping")
-                        return
                     self.step()
                 except StoreError as exc:  # Redis away: nothing to learn from; try again shortly
                     log.warning("learner: %s", exc)
                     stop.wait(1.0)
-            self.learner.catch_up()
-            self.learner.snapshot(self.config.snapshot.keep)
+                except Exception:  # a bug must not end learning for good: log, back off, go on
+                    log.exception("learner step failed")
+                    stop.wait(5.0)
+            if self._held.is_set():
+                self.learner.catch_up()
+                self.learner.snapshot(self.config.snapshot.keep)
         finally:
-            try:
-                self.store.release_lock(LOCK, self._token)
-            except StoreError:
-                pass  # it expires by itself
+            stop.set()
+            if self._held.is_set():
+                try:
+                    self.store.release_lock(LOCK, self._token)
+                except StoreError:
+                    pass  # it expires by itself
             self.close()
 
     def close(self) -> None:

@@ -115,7 +115,11 @@ class Learner:
                 return self.version
             replicas = self.replicas.to_bytes() if self.replicas is not None else []
             meta = {"cursor": self.cursor, "learned": self.learned, "t": self.total}
-            self.version = self.store.put_snapshot(self.model.to_bytes(), meta, keep, replicas)
+            version = self.store.put_snapshot(self.model.to_bytes(), meta, keep, replicas,
+                                              expect_latest=self.version)
+            if version is None:  # one was written while we saved (a rollback): adopt it, do not bury it
+                return self.version
+            self.version = version
             self.since_snapshot = 0
             self.snapshot_at = time.monotonic()
             return self.version

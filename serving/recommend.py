@@ -43,15 +43,17 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
         slate = decide(service, catalog, user_id=req.user_id, state=state, context=req.context, k=req.k,
                        exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline, explain=req.explain,
                        laps=laps)
+    if slate.version is None:  # a pre-generated slate: scored by an earlier model of this line
+        slate.version = service.learner.version
     degraded = not log_decision(service, event_id, req.user_id, slate, now) or degraded
     laps("decision_log")
-    return response(event_id, service.learner.version, "degraded" if degraded else slate.path, slate)
+    return response(event_id, slate.version, "degraded" if degraded else slate.path, slate)
 
 
 def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float) -> bool:
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
-    decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": service.learner.version,
+    decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": slate.version,
                 "strategy_name": service.strategy.name, "agg": cfg.aggregation,
                 "iw": service.strategy.importance_weighted and slate.path != "apprentice",
                 "strategy": slate.path,
@@ -59,7 +61,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     log_entry = None
     if slate.candidates is not None:
         log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.path,
-                     "strategy": service.strategy.name, "version": service.learner.version,
+                     "strategy": service.strategy.name, "version": slate.version,
                      "items": [[i["item_id"], i["position"], i["probability"]] for i in slate.items],
                      "candidates": slate.candidates}
     try:

@@ -243,15 +243,15 @@ class Service:
             self.reload()
         return summary
 
-    def close(self) -> None:
-        """Stop background work, save a final snapshot, release Redis."""
+    def close(self, save: bool = True) -> None:
+        """Stop background work, save a final snapshot (unless not `save`), release Redis."""
         if self._closed:
             return
         self._closed = True
         for task in self.tasks:
             task.stop()
         self.tasks.clear()
-        if self.learns:
+        if self.learns and save:
             try:
                 self.learner.catch_up()
                 self.learner.snapshot(self.config.snapshot.keep)

@@ -18,7 +18,7 @@ from store.base import Breaker, StoreError, chunks, guarded, guarded_fast, strea
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.popularity import _BUMP, PopularityOps
 from store.pregen import PregenOps
-from store.snapshots import SnapshotOps
+from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
 from store.users import _SET_MAX, UserOps
 
@@ -49,6 +49,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._bump = client.register_script(_BUMP)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
+        self._put = client.register_script(_PUT)
         self._set_max = client.register_script(_SET_MAX)
         self._aggregate = client.register_script(_AGGREGATE)
 

@@ -8,30 +8,46 @@ import time
 from store.base import guarded, text
 
 
+# KEYS: seq, latest, versions, version-key prefix (all under the {model} hash tag).
+# ARGV: expected latest (-1: any), keep, then field/value pairs of the snapshot hash; the
+# version number is stored as its own field. `latest` only ever moves up.
+_PUT = """
+local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
+local expect = tonumber(ARGV[1])
+if expect >= 0 and latest ~= expect then return -1 end
+local version = redis.call('INCR', KEYS[1])
+local fields = {'version', version}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[4] .. version, unpack(fields))
+redis.call('ZADD', KEYS[3], version, tostring(version))
+if version > latest then redis.call('SET', KEYS[2], version) end
+local keep = tonumber(ARGV[2])
+local stale = redis.call('ZRANGE', KEYS[3], 0, -keep - 1)
+for _, v in ipairs(stale) do
+  redis.call('DEL', KEYS[4] .. v)
+  redis.call('ZREM', KEYS[3], v)
+end
+return version
+"""
+
+
 class SnapshotOps:
     def _mkey(self, *parts: str) -> str:
         return self.key("model", "{model}", *parts)
 
     @guarded
-    def put_snapshot(self, blob: bytes, meta: dict, keep: int, replicas: list[bytes] = ()) -> int:
-        """Store a model snapshot (and its bootstrap replicas) under the next version; versions
-        older than `keep` are dropped."""
-        version = int(self.client.incr(self._mkey("seq")))
-        meta = {**meta, "version": version, "created_at": time.time(), "replicas": len(replicas)}
-        fields = {"blob": blob, "meta": json.dumps(meta), **{f"r{i}": r for i, r in enumerate(replicas)}}
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._mkey("v", str(version)), mapping=fields)
-        pipe.zadd(self._mkey("versions"), {str(version): version})
-        pipe.set(self._mkey("latest"), version)
-        pipe.execute()
-        stale = self.client.zrange(self._mkey("versions"), 0, -keep - 1)
-        if stale:
-            pipe = self.client.pipeline(transaction=True)
-            for v in stale:
-                pipe.delete(self._mkey("v", text(v)))
-            pipe.zrem(self._mkey("versions"), *stale)
-            pipe.execute()
-        return version
+    def put_snapshot(self, blob: bytes, meta: dict, keep: int, replicas: list[bytes] = (),
+                     expect_latest: int | None = None) -> int | None:
+        """Store a model snapshot (and its bootstrap replicas) under the next version, atomically;
+        versions older than `keep` are dropped. With `expect_latest`, only if the newest version
+        is still that one (else None: someone else wrote one meanwhile, e.g. a rollback)."""
+        fields = [b"blob", blob, b"meta", json.dumps({**meta, "created_at": time.time(),
+                                                      "replicas": len(replicas)}).encode()]
+        for i, r in enumerate(replicas):
+            fields += [f"r{i}".encode(), r]
+        version = self._put(keys=[self._mkey("seq"), self._mkey("latest"), self._mkey("versions"), self._mkey("v", "")],
+                            args=[-1 if expect_latest is None else int(expect_latest), int(keep), *fields])
+        return None if int(version) < 0 else int(version)
 
     @guarded
     def put_learner_progress(self, progress: dict) -> None:
@@ -59,6 +75,7 @@ class SnapshotOps:
         if not raw:
             return None
         meta = json.loads(raw[b"meta"])
+        meta["version"] = int(raw.get(b"version", version))
         meta["replica_blobs"] = [raw[f"r{i}".encode()] for i in range(meta.get("replicas", 0))]
         return raw[b"blob"], meta
 
@@ -100,4 +117,4 @@ class SnapshotOps:
         pipe = self.client.pipeline(transaction=False)
         for v in versions:
             pipe.hget(self._mkey("v", text(v)), "meta")
-        return [json.loads(m) for m in pipe.execute() if m]
+        return [{**json.loads(m), "version": int(text(v))} for v, m in zip(versions, pipe.execute()) if m]

@@ -8,8 +8,8 @@ and a small demo data set, and speaks to it over HTTP.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +26,19 @@ interval_s = 1.0
 [feedback]
 aggregation = "earliest"
 """
+
+
+def _learners_of(serve_pid: int) -> list[int]:
+    """The learner processes `banditrec serve` (pid `serve_pid`) started (they run in a session of their own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"banditrec.cli\x00learn" in (entry / "cmdline").read_bytes() and \
+                    f"BANDITREC_LEARNER_PARENT={serve_pid}\x00".encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _pids_and_versions(port, tries=60) -> dict[int, int]:
@@ -49,8 +62,7 @@ def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
         while len(workers) < 2 and time.monotonic() < deadline:  # the second may still be loading
             workers.update(_pids_and_versions(port, tries=20))
         assert len(workers) == 2, f"expected answers from 2 workers, got {workers}"
-        learners = [int(p) for p in subprocess.run(["pgrep", "-f", "-s", str(served.proc.pid), "banditrec.cli learn"],
-                                                   capture_output=True, text=True).stdout.split()]
+        learners = _learners_of(served.proc.pid)
         assert len(learners) == 1, f"expected one learner process, found {learners}"
         start = max(workers.values())
 
@@ -85,4 +97,7 @@ def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
         assert served.stop() == 0
     finally:
         served.kill()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in learners) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in learners), "the learner outlived the service"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import vowpalwabbit
@@ -23,17 +21,16 @@ def _actions(rng, n):
 def test_fast_and_public_paths_learn_and_predict_the_same():
     rng = np.random.default_rng(3)
     fast, public = vowpalwabbit.Workspace(ARGS), vowpalwabbit.Workspace(ARGS)
-    lock = threading.Lock()
     try:
         actions = _actions(rng, 300)
         for step in range(400):
             i, reward, p = int(rng.integers(300)), -float(rng.random() < 0.3), float(rng.uniform(0.05, 1))
             lines = [SHARED, with_label(actions[i], reward, p)]
-            vw._learn(fast, lock, lines, fast=True)
-            vw._learn(public, lock, lines, fast=False)
-        a = vw._predict(fast, lock, [SHARED, *actions], fast=True)
-        b = vw._predict(public, lock, [SHARED, *actions], fast=False)
-        c = vw._predict(fast, lock, [SHARED, *actions], fast=False)
+            vw._learn(fast, lines, fast=True)
+            vw._learn(public, lines, fast=False)
+        a = vw._predict(fast, [SHARED, *actions], fast=True)
+        b = vw._predict(public, [SHARED, *actions], fast=False)
+        c = vw._predict(fast, [SHARED, *actions], fast=False)
         assert len(a) == 300 and np.ptp(a) > 0  # learned something that tells actions apart
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -46,16 +43,15 @@ def test_fast_and_public_paths_learn_and_predict_the_same():
 def test_fast_path_gives_the_explorers_pmf_in_action_order():
     rng = np.random.default_rng(4)
     ws = vowpalwabbit.Workspace("--cb_explore_adf --epsilon 0.2 --quiet")
-    lock = threading.Lock()
     try:
         actions = _actions(rng, 20)
         for _ in range(200):
             i = int(rng.integers(20))
             lines = [SHARED] + [with_label(a, -1.0 if j == 3 else 0.0, 0.05) if j == i else a
                                 for j, a in enumerate(actions)]
-            vw._learn(ws, lock, lines)
-        a = vw._predict(ws, lock, [SHARED, *actions], fast=True)
-        b = vw._predict(ws, lock, [SHARED, *actions], fast=False)
+            vw._learn(ws, lines)
+        a = vw._predict(ws, [SHARED, *actions], fast=True)
+        b = vw._predict(ws, [SHARED, *actions], fast=False)
         np.testing.assert_allclose(a, b)
         assert abs(a.sum() - 1) < 1e-6 and int(np.argmax(a)) == 3
     finally:
