@@ -144,12 +144,28 @@ def memory_mb(pid: int) -> dict:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         name, value = line.split(":", 1)
         fields[name] = int(value.split()[0]) / 1024
-    return {"rss": round(fields["Rss"]), "private": round(fields["Private_Clean"] + fields["Private_Dirty"])}
+    return {"rss": round(fields["Rss"]), "private": round(fields["Private_Clean"] + fields["Private_Dirty"]),
+            "anon": round(fields["Anonymous"])}
+
+
+def ladder(bench: Bench, rates, step_seconds: float, **sections) -> list[dict]:
+    """Load steps on a fresh 2-worker server until one is not sustained."""
+    server = Server(bench, workers=2, log_name="serve-ladder", inactive={"after_s": 0.0}, **sections)
+    steps = []
+    try:
+        load(server, 50, 5, bench.config.demo.n_users)  # warm-up
+        for rate in rates:
+            steps.append(load(server, rate, step_seconds, bench.config.demo.n_users))
+            if not _ok(steps[-1]):
+                break
+    finally:
+        server.stop()
+    return steps
 
 
 def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, soak_requests: int,
-        candidates: int = 1000) -> dict:
-    results = {"one_client": {}, "load": [], "memory": {}}
+        candidates: int = 1000, defaults_rates=()) -> dict:
+    results = {"one_client": {}, "load": [], "memory": {}, "defaults_load": []}
     users = user_ids(bench, requests + 100, seed=1)
     retrieval = {"n_candidates": candidates}
     for strategy in strategies:
@@ -169,7 +185,7 @@ def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, 
         learner = server.learner_pid()
         results["memory"]["workers_after_start"] = {str(p): memory_mb(p) for p in pids}
         results["memory"]["learner"] = memory_mb(learner) if learner else None
-        load(server, 50, 5, bench.config.demo.n_users)  # warm-up
+        load(server, 50, min(20.0, 2 * step_seconds), bench.config.demo.n_users)  # warm-up: up to 1000 requests
         results["memory"]["workers_after_warmup"] = {str(p): memory_mb(p) for p in pids}
         for rate in rates:
             step = load(server, rate, step_seconds, bench.config.demo.n_users)
@@ -177,17 +193,31 @@ def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, 
             if not _ok(step):
                 break
         if soak_requests:
-            rate = max([s["target_rate"] for s in results["load"] if _ok(s)], default=rates[0]) * 0.7
+            rate = max([s["target_rate"] for s in results["load"] if _ok(s)], default=rates[0]) * 0.8
             soak = load(server, rate, soak_requests / rate, bench.config.demo.n_users)
             after = {str(p): memory_mb(p) for p in pids}
             before = results["memory"]["workers_after_warmup"]
             results["memory"]["soak"] = {"requests": soak_requests, "rate": round(rate), "result": soak,
                                          "after": after,
                                          "growth_pct": {p: round(100.0 * (after[p]["rss"] / before[p]["rss"] - 1), 1)
-                                                        for p in after}}
+                                                        for p in after},
+                                         "anon_growth_pct": {p: round(100.0 * (after[p]["anon"] / before[p]["anon"] - 1), 1)
+                                                             for p in after}}
     finally:
         server.stop()
+    if defaults_rates:  # the shipped retrieval settings (200 neighbours + 50 popular) and strategy
+        results["defaults_load"] = ladder(bench, defaults_rates, step_seconds)
     return results
+
+
+def _ladder_table(steps: list[dict]) -> list[str]:
+    lines = ["| target req/s | achieved req/s | recommend p50 | recommend p99 | feedback p99 | all p99 | errors |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in steps:
+        lines.append(f"| {s['target_rate']:.0f} | {s['achieved_rate']} | {s['recommend_p50']} | {s['recommend_p99']} | "
+                     f"{s['feedback_p99']} | {s['all_p99']} | {s['errors'] or 0} |")
+    ok = [s["target_rate"] for s in steps if _ok(s)]
+    return lines + ["", f"Sustained with p99 <= 50 ms: **{max(ok) if ok else 0:.0f} requests/s**."]
 
 
 def report(results: dict, candidates: int = 1000) -> str:
@@ -195,23 +225,26 @@ def report(results: dict, candidates: int = 1000) -> str:
              "| strategy | p50 ms | p99 ms |", "| --- | --- | --- |"]
     for strategy, r in results["one_client"].items():
         lines.append(f"| {strategy} | {r['p50']:.2f} | {r['p99']:.2f} |")
-    lines += ["", "Open-loop load, 2 workers + learner, 1 feedback per 5 recommends (separate load process):", "",
-              "| target req/s | achieved req/s | recommend p50 | recommend p99 | feedback p99 | all p99 | errors |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for s in results["load"]:
-        lines.append(f"| {s['target_rate']:.0f} | {s['achieved_rate']} | {s['recommend_p50']} | {s['recommend_p99']} | "
-                     f"{s['feedback_p99']} | {s['all_p99']} | {s['errors'] or 0} |")
-    ok = [s["target_rate"] for s in results["load"] if _ok(s)]
-    lines += ["", f"Sustained with p99 <= 50 ms: **{max(ok) if ok else 0:.0f} requests/s**."]
+    lines += ["", f"Open-loop load, 2 workers + learner, 1 feedback per 5 recommends (separate load process), "
+                  f"{candidates} candidates, k = 10, {list(results['one_client'])[0] if results['one_client'] else ''}:",
+              ""] + _ladder_table(results["load"])
+    if results.get("defaults_load"):
+        lines += ["", "The same at the shipped defaults (Thompson, 200 neighbours + 50 popular candidates, k = 10):",
+                  ""] + _ladder_table(results["defaults_load"])
     mem = results["memory"]
     if mem:
-        lines += ["", "| worker | RSS after start MB | private MB | RSS after warm-up MB |" +
-                  (" RSS after soak MB | growth |" if "soak" in mem else ""),
-                  "| --- | --- | --- | --- |" + (" --- | --- |" if "soak" in mem else "")]
+        lines += ["", "Per worker (MB; \"anon\" is heap memory, the rest of RSS is mostly the memory-mapped index "
+                      "files, shared by the workers and paged in as queries reach them):", "",
+                  "| worker | RSS after start | private | RSS after warm-up | anon |" +
+                  (" RSS after soak | anon | RSS growth | anon growth |" if "soak" in mem else ""),
+                  "| --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |" if "soak" in mem else "")]
         for pid, start in mem["workers_after_start"].items():
-            row = f"| {pid} | {start['rss']} | {start['private']} | {mem['workers_after_warmup'][pid]['rss']} |"
+            warm = mem["workers_after_warmup"][pid]
+            row = f"| {pid} | {start['rss']} | {start['private']} | {warm['rss']} | {warm['anon']} |"
             if "soak" in mem:
-                row += f" {mem['soak']['after'][pid]['rss']} | {mem['soak']['growth_pct'][pid]:+.1f} % |"
+                after = mem["soak"]["after"][pid]
+                row += (f" {after['rss']} | {after['anon']} | {mem['soak']['growth_pct'][pid]:+.1f} % | "
+                        f"{mem['soak']['anon_growth_pct'][pid]:+.1f} % |")
             lines.append(row)
         if mem.get("learner"):
             lines += ["", f"Learner process: RSS {mem['learner']['rss']} MB ({mem['learner']['private']} MB private)."]
