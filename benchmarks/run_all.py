@@ -94,9 +94,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--items", type=int, help="override the catalog size")
     parser.add_argument("--users", type=int)
+    parser.add_argument("--soak", type=int, help="override the soak's request count")
     args = parser.parse_args(argv)
     p = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
     p["items"], p["users"] = args.items or p["items"], args.users or p["users"]
+    p["soak"] = args.soak if args.soak is not None else p["soak"]
     started = time.monotonic()
     bench = Bench(args.dir / f"catalog-{p['items']}", p["items"], p["users"])
     sections = []
@@ -110,7 +112,12 @@ def main(argv=None) -> None:
                             rates=list(p["rates"]), step_seconds=p["step_seconds"], soak_requests=p["soak"],
                             defaults_rates=p["defaults_rates"])
         print("feedback ...", flush=True)
-        fb = {s: feedback_lag.measure(bench, s, p["rewards"], 200.0, p["backlog"]) for s in ("epsilon_greedy", "thompson")}
+        fb = {}
+        for s in ("epsilon_greedy", "thompson"):
+            try:
+                fb[s] = feedback_lag.measure(bench, s, p["rewards"], 200.0, p["backlog"])
+            except Exception as exc:  # one failed section must not lose the others' numbers
+                print(f"feedback {s} failed: {exc!r}", flush=True)
         print("recall ...", flush=True)
         rc = recall.measure(bench, p["queries"])
     finally:

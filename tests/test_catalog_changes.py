@@ -46,8 +46,9 @@ def test_rebuild_and_swap_under_concurrent_requests_give_no_errors(build, open_s
     client_errors: list = []
     stop = threading.Event()
 
-    def traffic(user):
-        client = create_app(deps=service).test_client()
+    done: dict = {}
+
+    def traffic(user, client):
         n = 0
         while not stop.is_set():
             response = client.post("/recommend", json={"user_id": user, "k": 10})
@@ -60,8 +61,12 @@ def test_rebuild_and_swap_under_concurrent_requests_give_no_errors(build, open_s
                 if fb.status_code != 200:
                     client_errors.append((user, "feedback", fb.status_code))
             n += 1
+        done[user] = n
 
-    threads = [threading.Thread(target=traffic, args=(u,)) for u in ("u1", "u4", "stranger")]
+    # apps are made here: CPython 3.11's compiler is not safe to call from several threads at once
+    # (werkzeug compiles each route), which once killed a traffic thread before it sent anything
+    threads = [threading.Thread(target=traffic, args=(u, create_app(deps=service).test_client()))
+               for u in ("u1", "u4", "stranger")]
     for t in threads:
         t.start()
     versions = {service.catalog.bundle.version}
@@ -77,6 +82,7 @@ def test_rebuild_and_swap_under_concurrent_requests_give_no_errors(build, open_s
         for t in threads:
             t.join(timeout=60)
     assert not client_errors, client_errors[:3]
+    assert len(done) == 3 and min(done.values()) > 0, done  # every traffic thread ran to the end
     assert len(versions) == 4 and current_path(service.config.data.path).name in versions
 
 
