@@ -93,13 +93,6 @@ class HealthWatch(threading.Thread):
         return None if not firsts or None in firsts.values() else max(firsts.values())
 
 
-def _all_rewards(store):
-    after = "0-0"
-    while batch := store.read_rewards(after, 5000):
-        yield from batch
-        after = batch[-1][0]
-
-
 def _sid(text: str) -> tuple[int, int]:
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
@@ -131,7 +124,7 @@ def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: i
         time.sleep(SNAPSHOT_S + 7.0)  # the last snapshot, and every worker's model-watch (5 s) adopting it
         health.stop.set()
         sids = {}
-        for sid, entry in _all_rewards(store):
+        for sid, entry in store.iter_rewards():
             sids[(entry["event_id"], entry["item_id"])] = _sid(sid)
         snapshots = sorted((m["version"], _sid(m["cursor"])) for m in store.list_snapshots())
         lags, served = [], []
@@ -144,7 +137,7 @@ def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: i
             served.append(float("inf") if at is None else max(0.0, (at - acked) * 1000.0))
 
         # throughput: a backlog appended at once
-        template = [e for _, e in _all_rewards(store) if e.get("kind") == "reward"][-200:]
+        template = [e for _, e in store.iter_rewards() if e.get("kind") == "reward"][-200:]
         entries = [{**template[i % len(template)], "event_id": f"backlog-{strategy}-{i}"} for i in range(backlog)]
         head_before = store.reward_head()
         store.append_rewards(entries, bench.config.feedback.stream_maxlen)

@@ -28,7 +28,7 @@ import time
 from banditrec.config import Config
 from bandit.strategies import STRATEGIES
 from serving.rewards import close_due
-from serving.service import make_learner
+from serving.service import adopt_latest, make_learner
 from store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,7 @@ class LearnerProcess:
 
     def adopt_newer(self) -> bool:
         """Continue from a snapshot newer than ours (a rollback, or a previous learner's last one)."""
-        if self.store.latest_version() <= self.learner.version:
-            return False
-        snapshot = self.store.latest_snapshot()
-        if snapshot is None or snapshot[1]["version"] <= self.learner.version:
-            return False
-        fresh = make_learner(self.config, self.store, self.strategy, snapshot, learns=True)
-        self.learner.adopt(fresh.model, fresh.replicas, snapshot[1])
-        log.info("learner continues from model v%d (%s)", snapshot[1]["version"], snapshot[1].get("origin", "learner"))
-        return True
+        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=True)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """Renew the lock every second; clear `_held` when it is lost (expired, taken over)."""

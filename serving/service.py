@@ -103,6 +103,20 @@ def adopt_rollback(config: Config, store: Store, strategy: Strategy, learner: Le
     return False
 
 
+def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool) -> bool:
+    """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
+    the separate learner's, a rollback, a previous learner's last one)."""
+    if store.latest_version() <= learner.version:
+        return False
+    snapshot = store.latest_snapshot()
+    if snapshot is None or snapshot[1]["version"] <= learner.version:
+        return False
+    fresh = make_learner(config, store, strategy, snapshot, learns=learns)
+    learner.adopt(fresh.model, fresh.replicas, snapshot[1])
+    log.debug("now at model v%d (%s)", snapshot[1]["version"], snapshot[1].get("origin", "learner"))
+    return True
+
+
 def load_catalog(config: Config) -> Catalog:
     """The catalog of the current index version (empty before the first build)."""
     path = current_path(config.data.path)
@@ -189,15 +203,7 @@ class Service:
         on the model they hold."""
         if self.learns:
             return adopt_rollback(self.config, self.store, self.strategy, self.learner)
-        if self.store.latest_version() <= self.learner.version:
-            return False
-        snapshot = self.store.latest_snapshot()
-        if snapshot is None or snapshot[1]["version"] <= self.learner.version:
-            return False
-        fresh = make_learner(self.config, self.store, self.strategy, snapshot)
-        self.learner.adopt(fresh.model, fresh.replicas, snapshot[1])
-        log.debug("now serving model v%d", snapshot[1]["version"])
-        return True
+        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=False)
 
     def apprentice_match(self, matched: bool) -> None:
         """Apprentice mode: count whether the model's first choice matched the baseline's."""
