@@ -81,6 +81,11 @@ class ItemEmbedder:
     ridge_map: np.ndarray    # (content_dim, collab_dim)
     content_weight: float
 
+    def __post_init__(self):
+        # scipy's sparse @ dense copies a dense operand that is not C-ordered on every call
+        # (an SVD's transposed factor is F-ordered): 0.5 ms per item embedded at 16k buckets
+        self.components = np.ascontiguousarray(self.components)
+
     @property
     def dim(self) -> int:
         return self.components.shape[1] + self.ridge_map.shape[1]
@@ -99,7 +104,9 @@ class ItemEmbedder:
         return sparse.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ m
 
     def content(self, items: list[dict]) -> np.ndarray:
-        return _unit_rows(np.asarray(self.tfidf(items) @ self.components))
+        # same dtype on both sides: a float64 x float32 product copies all of `components` per call
+        m = self.tfidf(items).astype(self.components.dtype)
+        return _unit_rows(np.asarray(m @ self.components, dtype=np.float64))
 
     def embed(self, items: list[dict], collab: np.ndarray | None = None) -> np.ndarray:
         """Vectors for `items`; rows of `collab` that are all zero are predicted from content."""

