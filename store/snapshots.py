@@ -1,34 +1,61 @@
-"""Versioned model snapshots under one hash tag, so a new version switches atomically."""
+"""Versioned model snapshots under one hash tag, so a new version switches atomically.
+
+A snapshot is a small hash (`v:<n>`: version, meta, the names of its parts) plus one string
+key per part (the model, each bootstrap replica), zlib-compressed. The parts are first
+written to temporary keys, one command each, so a large snapshot (a Thompson model at a
+million items is ~9 x 4 MB) never blocks Redis for long; a Lua script then renames them
+into place and moves `latest`, so a reader sees either the whole new version or the old one.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
+import zlib
 
 from store.base import guarded, text
 
+CODEC = "zlib"
 
 # KEYS: seq, latest, versions, version-key prefix (all under the {model} hash tag).
-# ARGV: expected latest (-1: any), keep, then field/value pairs of the snapshot hash; the
-# version number is stored as its own field. `latest` only ever moves up.
+# ARGV: expected latest (-1: any), keep, number of parts, the temporary part keys, then
+# field/value pairs of the snapshot hash. `latest` only ever moves up. Part i of version n
+# is renamed to `<prefix><n>:p<i>`; dropping a version drops its parts.
 _PUT = """
 local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
 local expect = tonumber(ARGV[1])
-if expect >= 0 and latest ~= expect then return -1 end
+local nparts = tonumber(ARGV[3])
+if expect >= 0 and latest ~= expect then
+  for i = 1, nparts do redis.call('UNLINK', ARGV[3 + i]) end
+  return -1
+end
+for i = 1, nparts do
+  if redis.call('EXISTS', ARGV[3 + i]) == 0 then return -2 end
+end
 local version = redis.call('INCR', KEYS[1])
-local fields = {'version', version}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields = {'version', version, 'parts', nparts}
+for i = 4 + nparts, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 1, nparts do
+  local part = KEYS[4] .. version .. ':p' .. (i - 1)
+  redis.call('RENAME', ARGV[3 + i], part)
+  redis.call('PERSIST', part)
+end
 redis.call('HSET', KEYS[4] .. version, unpack(fields))
 redis.call('ZADD', KEYS[3], version, tostring(version))
 if version > latest then redis.call('SET', KEYS[2], version) end
 local keep = tonumber(ARGV[2])
 local stale = redis.call('ZRANGE', KEYS[3], 0, -keep - 1)
 for _, v in ipairs(stale) do
-  redis.call('DEL', KEYS[4] .. v)
+  local n = tonumber(redis.call('HGET', KEYS[4] .. v, 'parts') or '0')
+  for i = 0, n - 1 do redis.call('UNLINK', KEYS[4] .. v .. ':p' .. i) end
+  redis.call('UNLINK', KEYS[4] .. v)
   redis.call('ZREM', KEYS[3], v)
 end
 return version
 """
+
+STAGING_TTL_S = 600  # a writer that dies between staging and switching leaves nothing behind for long
 
 
 class SnapshotOps:
@@ -41,12 +68,18 @@ class SnapshotOps:
         """Store a model snapshot (and its bootstrap replicas) under the next version, atomically;
         versions older than `keep` are dropped. With `expect_latest`, only if the newest version
         is still that one (else None: someone else wrote one meanwhile, e.g. a rollback)."""
-        fields = [b"blob", blob, b"meta", json.dumps({**meta, "created_at": time.time(),
-                                                      "replicas": len(replicas)}).encode()]
-        for i, r in enumerate(replicas):
-            fields += [f"r{i}".encode(), r]
+        token = secrets.token_hex(8)
+        staged = []
+        for i, part in enumerate((blob, *replicas)):  # one command per part: Redis serves others in between
+            key = self._mkey("tmp", token, str(i))
+            self.client.set(key, zlib.compress(part, 1), ex=STAGING_TTL_S)
+            staged.append(key)
+        info = json.dumps({**meta, "created_at": time.time(), "replicas": len(replicas), "codec": CODEC})
         version = self._put(keys=[self._mkey("seq"), self._mkey("latest"), self._mkey("versions"), self._mkey("v", "")],
-                            args=[-1 if expect_latest is None else int(expect_latest), int(keep), *fields])
+                            args=[-1 if expect_latest is None else int(expect_latest), int(keep), len(staged),
+                                  *staged, b"meta", info.encode()])
+        if int(version) == -2:
+            raise RuntimeError("a staged snapshot part expired before it was switched in")
         return None if int(version) < 0 else int(version)
 
     @guarded
@@ -62,8 +95,14 @@ class SnapshotOps:
     @guarded
     def latest_snapshot(self) -> tuple[bytes, dict] | None:
         """(model blob, meta) of the newest version; meta["replica_blobs"] holds the replicas."""
-        version = self.client.get(self._mkey("latest"))
-        return None if version is None else self.get_snapshot(int(version))
+        for _ in range(5):  # with a small `keep`, the version we read may be pruned under us
+            version = self.client.get(self._mkey("latest"))
+            if version is None:
+                return None
+            snapshot = self.get_snapshot(int(version))
+            if snapshot is not None:
+                return snapshot
+        raise RuntimeError("the newest model snapshot kept disappearing while it was read")
 
     @guarded
     def latest_version(self) -> int:
@@ -76,8 +115,18 @@ class SnapshotOps:
             return None
         meta = json.loads(raw[b"meta"])
         meta["version"] = int(raw.get(b"version", version))
-        meta["replica_blobs"] = [raw[f"r{i}".encode()] for i in range(meta.get("replicas", 0))]
-        return raw[b"blob"], meta
+        if b"parts" not in raw:  # written before snapshots had parts: blobs inline, uncompressed
+            meta["replica_blobs"] = [raw[f"r{i}".encode()] for i in range(meta.get("replicas", 0))]
+            return raw[b"blob"], meta
+        pipe = self.client.pipeline(transaction=False)
+        for i in range(int(raw[b"parts"])):
+            pipe.get(self._mkey("v", f"{version}:p{i}"))
+        parts = pipe.execute()
+        if any(p is None for p in parts):
+            return None  # pruned while we read it
+        parts = [zlib.decompress(p) for p in parts] if meta.pop("codec", None) == CODEC else parts
+        meta["replica_blobs"] = parts[1:]
+        return parts[0], meta
 
     @guarded
     def rollback_snapshot(self, version: int, cursor: str, keep: int) -> int:

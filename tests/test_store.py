@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import redis
@@ -143,3 +145,28 @@ def test_request_path_timeouts_do_not_block_writes(store, redis_url):
     assert split.append_event({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": 1.0}, 1000)
     assert split.user_state("u1", fast=False) is None  # the normal client is untouched
     assert make_client(redis_url, Config().redis)  # (the fixture's server is fine)
+
+
+def test_snapshot_parts_are_compressed_staged_and_pruned_with_their_version(store):
+    model, replicas = bytes(range(256)) * 4000, [b"r0" * 50_000, b"r1" * 50_000]
+    v1 = store.put_snapshot(model, {"cursor": "1-0"}, keep=1, replicas=replicas)
+    blob, meta = store.latest_snapshot()
+    assert blob == model and meta["replica_blobs"] == replicas and "codec" not in meta
+    stored = store.client.get(store.key("model", "{model}", "v", f"{v1}:p0"))
+    assert stored is not None and len(stored) < len(model) / 10  # compressed
+    assert not store.client.keys(store.key("model", "{model}", "tmp", "*"))  # staging keys were renamed
+    v2 = store.put_snapshot(b"next", {"cursor": "2-0"}, keep=1)
+    assert store.latest_snapshot()[0] == b"next"
+    assert not store.client.exists(*[store.key("model", "{model}", "v", f"{v1}{s}") for s in ("", ":p0", ":p1", ":p2")])
+    # a writer that lost the race leaves no staged parts behind
+    assert store.put_snapshot(b"late", {"cursor": "3-0"}, keep=1, expect_latest=v1) is None
+    assert not store.client.keys(store.key("model", "{model}", "tmp", "*")) and store.latest_version() == v2
+
+
+def test_snapshots_written_inline_by_an_older_release_still_load(store):
+    key = store.key("model", "{model}", "v", "7")
+    store.client.hset(key, mapping={"version": 7, "blob": b"old-model", "r0": b"old-r0",
+                                    "meta": json.dumps({"cursor": "9-0", "replicas": 1})})
+    store.client.set(store.key("model", "{model}", "latest"), 7)
+    blob, meta = store.latest_snapshot()
+    assert blob == b"old-model" and meta["replica_blobs"] == [b"old-r0"] and meta["cursor"] == "9-0"
