@@ -9,6 +9,8 @@ Gunicorn serves it with `app:create_app()`; `banditrec serve` does that for you.
 
 from __future__ import annotations
 
+import functools
+import hmac
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from banditrec.config import Config, load_config
-from banditrec.errors import BanditrecError, InvalidRequest
+from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized
 from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
 
 log = logging.getLogger("banditrec.http")
@@ -32,6 +34,7 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     app = Flask("banditrec")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["banditrec"] = service
+    admin = _admin_only(config.server.api_key)
 
     @app.post("/recommend")
     def recommend_route():
@@ -46,18 +49,22 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
         return _json(record_event(service, _body()))
 
     @app.put("/items/<path:item_id>")
+    @admin
     def put_item_route(item_id):
         return _json(put_item(service, item_id, _body()))
 
     @app.delete("/items/<path:item_id>")
+    @admin
     def delete_item_route(item_id):
         return _json(delete_item(service, item_id))
 
     @app.put("/users/<path:user_id>")
+    @admin
     def put_user_route(user_id):
         return _json(put_user(service, user_id, _body()))
 
     @app.post("/admin/rebuild")
+    @admin
     def rebuild_route():
         summary = service.rebuild()
         served = service.catalog.bundle.version if service.catalog.bundle else None
@@ -96,7 +103,10 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     def handle_error(exc: BanditrecError):
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
-        return _json(exc.to_json(), exc.status)
+        response = _json(exc.to_json(), exc.status)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="banditrec admin"'
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
@@ -115,6 +125,27 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
         return _json({"error": {"code": "internal", "message": "internal error"}}, 500)
 
     return app
+
+
+def _admin_only(api_key: str):
+    """A decorator for routes that change the catalog or users: with `server.api_key` set, they
+    need `Authorization: Bearer <key>` (or `X-API-Key: <key>`); without it they are open."""
+    expected = api_key.encode()
+
+    def wrap(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            if expected:
+                auth = request.headers.get("Authorization", "")
+                given = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("X-API-Key", "")
+                if not hmac.compare_digest(given.strip().encode(), expected):
+                    raise Unauthorized("this route needs the API key: send `Authorization: Bearer <key>`"
+                                       if not given else "the API key is wrong")
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return wrap
 
 
 def _body():

@@ -36,9 +36,14 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     max_k: int = 100
     learner: str = "auto"  # auto | inline | process | external
+    api_key: str = field(default="", repr=False)  # required by admin routes when set; prefer $BANDITREC_API_KEY
 
     def __post_init__(self):
         check_scalar(self.host, "server.host", str)
+        check_scalar(self.api_key, "server.api_key", str)
+        if self.api_key and (len(self.api_key) < 16 or not self.api_key.isprintable() or " " in self.api_key):
+            raise ConfigError("server.api_key must be at least 16 printable characters without spaces "
+                              "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         check_scalar(self.port, "server.port", int, min=0, max=65535)
         check_scalar(self.workers, "server.workers", int, min=1, max=64)
         check_scalar(self.threads, "server.threads", int, min=1, max=64)
@@ -481,6 +486,7 @@ ENV_OVERRIDES = {
     "BANDITREC_PORT": ("server", "port", int),
     "BANDITREC_WORKERS": ("server", "workers", int),
     "BANDITREC_LEARNER": ("server", "learner", str),
+    "BANDITREC_API_KEY": ("server", "api_key", str),
     "BANDITREC_DATA_DIR": ("data", "dir", str),
 }
 

@@ -26,6 +26,13 @@ class InvalidRequest(BanditrecError):
     code = "invalid_request"
 
 
+class Unauthorized(BanditrecError):
+    """An admin route called without the configured API key."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class NotFound(BanditrecError):
     status = 404
     code = "not_found"
