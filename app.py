@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized
 from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
+from serving.openapi import document as openapi_document
 
 log = logging.getLogger("banditrec.http")
 
@@ -82,6 +83,10 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
                       "learned_here": service.learner.learned,
                       "apprentice": {"decisions": decisions, "matches": counts.get("matches", 0),
                                      "match_rate": counts.get("matches", 0) / decisions if decisions else None}})
+
+    @app.get("/openapi.json")
+    def openapi():
+        return _json(openapi_document(config))
 
     @app.get("/health")
     def health():

@@ -89,7 +89,8 @@ def parse_recommend(body, max_k: int) -> RecommendRequest:
         raise InvalidRequest(f"k == {k}, must be >= 1")
     if k > max_k:
         raise InvalidRequest(f"k == {k}, must be <= {max_k}")
-    exclude = body.get("exclude") or []
+    exclude = body.get("exclude")
+    exclude = [] if exclude is None else exclude
     if not isinstance(exclude, list):
         raise InvalidRequest(f"exclude must be a list of item ids, got {_short(exclude)}")
     if len(exclude) > MAX_EXCLUDE:
