@@ -70,9 +70,13 @@ class RedisConfig:
     request_timeout_ms: int = 50
     retry_after_s: float = 1.0
     embedded_fsync: str = "everysec"
+    cluster: bool = False  # `url` is a node of a Redis Cluster: use a cluster client
 
     def __post_init__(self):
         check_scalar(self.url, "redis.url", str)
+        check_scalar(self.cluster, "redis.cluster", bool)
+        if self.cluster and not re.match(r"^rediss?://", self.url):
+            raise ConfigError("redis.cluster = true needs redis.url = redis://host:port (or rediss://) of a cluster node")
         if self.url and not re.match(r"^(redis|rediss|unix)://", self.url):
             raise ConfigError(f"redis.url == {self.url!r}, must start with redis://, rediss:// or unix://")
         check_scalar(self.prefix, "redis.prefix", str)
@@ -478,9 +482,17 @@ class Config:
         return from_dict(data)
 
 
+def _bool(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
 # Environment variables for deployment values: variable -> (section, field, type).
 ENV_OVERRIDES = {
     "REDIS_URL": ("redis", "url", str),
+    "BANDITREC_REDIS_CLUSTER": ("redis", "cluster", _bool),
     "BANDITREC_REDIS_PREFIX": ("redis", "prefix", str),
     "BANDITREC_HOST": ("server", "host", str),
     "BANDITREC_PORT": ("server", "port", int),

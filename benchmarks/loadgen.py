@@ -5,7 +5,9 @@
 Requests are scheduled at a fixed rate whatever the server does, and each one's latency is
 measured from its scheduled time (so a slow server is not hidden by a waiting client).
 Every `--feedback-every`-th request is a POST /feedback for the first item of an earlier
-recommendation; the rest are POST /recommend for a random demo user. Prints one JSON line:
+recommendation, every `--events-every`-th (if set) a POST /events (a view or click of a
+recently recommended item by a random user); the rest are POST /recommend for a random demo
+user. Prints one JSON line:
 achieved rate, latency percentiles per route, error counts.
 """
 
@@ -54,14 +56,14 @@ class Connection:
 
 
 async def run(url: str, rate: float, seconds: float, users: int, feedback_every: int, connections: int,
-              seed: int = 0) -> dict:
+              seed: int = 0, events_every: int = 0) -> dict:
     parsed = urlparse(url)
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(Connection(parsed.hostname, parsed.port))
     rng = random.Random(seed)
     slates: deque = deque(maxlen=1000)
-    latencies: dict[str, list[float]] = {"recommend": [], "feedback": []}
+    latencies: dict[str, list[float]] = {"recommend": [], "feedback": [], "events": []}
     errors: dict[str, int] = {}
     tasks = []
 
@@ -73,6 +75,11 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
                 event_id, item_id = slates.popleft()
                 status, _ = await conn.request("/feedback", {"event_id": event_id, "item_id": item_id,
                                                              "reward": float(rng.random() < 0.2)})
+            elif events_every and n % events_every == events_every - 1 and slates:
+                route = "events"
+                status, _ = await conn.request("/events", {"user_id": f"u{rng.randrange(users)}",
+                                                           "item_id": rng.choice(slates)[1],
+                                                           "type": rng.choice(("view", "view", "click"))})
             else:
                 route = "recommend"
                 status, out = await conn.request("/recommend", {"user_id": f"u{rng.randrange(users)}", "k": 10})
@@ -109,7 +116,7 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
             "errors": errors,
             **{f"{route}_{name}": pct(xs, q) for route, xs in latencies.items()
                for name, q in (("p50", 50), ("p99", 99))},
-            "all_p99": pct(latencies["recommend"] + latencies["feedback"], 99),
+            "all_p99": pct([x for xs in latencies.values() for x in xs], 99),
             "requests": {route: len(xs) for route, xs in latencies.items()}}
 
 
@@ -120,10 +127,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--users", type=int, default=2000, help="user ids u0..u{n-1}")
     parser.add_argument("--feedback-every", type=int, default=6, help="1 feedback per 5 recommends: 6")
+    parser.add_argument("--events-every", type=int, default=0, help="1 POST /events per n requests (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.users, args.feedback_every,
-                                     args.connections))))
+                                     args.connections, args.seed, args.events_every))))
 
 
 if __name__ == "__main__":

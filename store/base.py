@@ -7,6 +7,7 @@ import threading
 import time
 
 import redis
+from redis.cluster import ClusterPipeline
 
 from banditrec.errors import Unavailable
 
@@ -70,6 +71,15 @@ def guarded_fast(fn):
     """The same for request-path reads on the fast client, with a breaker of their own: a
     10 ms read timeout says nothing about whether a write would succeed."""
     return _guard(fn, fast=True)
+
+
+def in_pipeline(script, pipe, keys: list, args: list) -> None:
+    """Queue a registered Lua script on a pipeline. A cluster pipeline refuses EVALSHA; there
+    the script's text goes with EVAL, routed like any command by its keys' hash slot."""
+    if isinstance(pipe, ClusterPipeline):
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+    else:
+        script(keys=keys, args=args, client=pipe)
 
 
 def stream_id(value: str) -> tuple[int, int]:

@@ -95,7 +95,14 @@ def _wait_for_exit(pid: int, timeout_s: float) -> None:
 
 
 def make_client(url: str, cfg: RedisConfig, timeout_ms: int | None = None) -> redis.Redis:
+    """A client for `url`; a cluster client when `redis.cluster` is set (and `url` is not the
+    embedded server's socket). Every key the store touches together shares a hash tag."""
     timeout = (timeout_ms if timeout_ms is not None else cfg.socket_timeout_ms) / 1000.0
+    if cfg.cluster and not url.startswith("unix://"):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05),
+                                     health_check_interval=30)
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05),
                                 health_check_interval=30)
 

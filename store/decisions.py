@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from store.base import guarded, guarded_fast, text
+from store.base import guarded, guarded_fast, in_pipeline, text
 
 _CLAIM = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -169,8 +169,8 @@ class DecisionOps:
         (event_id, item_id) wins (1), and keeps winning on replay (2); later duplicates lose (0)."""
         pipe = self.client.pipeline(transaction=False)
         for sid, entry in batch:
-            self._claim(keys=[self._ekey("learned", str(entry.get("event_id")))],
-                        args=[str(entry.get("item_id")), sid, max(1, int(ttl_s))], client=pipe)
+            in_pipeline(self._claim, pipe, [self._ekey("learned", str(entry.get("event_id")))],
+                        [str(entry.get("item_id")), sid, max(1, int(ttl_s))])
         return [int(r) for r in pipe.execute()]
 
     @guarded

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from store.base import guarded, guarded_fast, text
+from store.base import guarded, guarded_fast, in_pipeline, text
 
 _BUMP = """
 local x = tonumber(ARGV[2])
@@ -62,7 +62,7 @@ class PopularityOps:
         if weight > 0:
             x = math.log(weight) + ts * math.log(2.0) / half_life_s
             for scope in scopes:
-                self._bump(keys=[self._pkey("trend", scope)], args=[item_id, repr(x), keep], client=pipe)
+                in_pipeline(self._bump, pipe, [self._pkey("trend", scope)], [item_id, repr(x), keep])
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
         pipe.execute()

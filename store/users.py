@@ -12,7 +12,7 @@ import numpy as np
 
 import redis
 
-from store.base import guarded, guarded_fast, text
+from store.base import guarded, guarded_fast, in_pipeline, text
 
 PROFILE_FIELDS = ("age_group", "location", "signup_source")
 
@@ -55,7 +55,7 @@ class UserOps:
             if mapping:
                 pipe.hset(key, mapping=mapping)
             if grow:
-                self._set_max(keys=[key], args=grow, client=pipe)
+                in_pipeline(self._set_max, pipe, [key], grow)
             count += 1
             if count % chunk == 0:
                 pipe.execute()
@@ -119,7 +119,7 @@ class UserOps:
         if drop_pregen:
             pipe.delete(self._ukey("pregen", user_id))
         pipe.hincrby(user, "n", 1)
-        self._set_max(keys=[user], args=["last", repr(float(ts))], client=pipe)
+        in_pipeline(self._set_max, pipe, [user], ["last", repr(float(ts))])
         pipe.lpush(recent, json.dumps(entry))
         pipe.ltrim(recent, 0, recent_n - 1)
         pipe.pexpire(recent, int(recent_ttl_s * 1000))
