@@ -92,7 +92,7 @@ def _parse(text: str):
     number = re.fullmatch(r"(-?[\d.]+)(?: (days|h|MiB))?", text)
     if number:
         return float(number.group(1)) * UNITS.get(number.group(2), 1)
-    if text.startswith("["):
+    if text.startswith("[") or text == '""':
         return json.loads(text)
     return text
 
