@@ -19,8 +19,9 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from banditrec.config import Config, load_config
-from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized
+from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized, Unavailable
 from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
+from serving.experiment import report as experiment_report
 from serving.openapi import document as openapi_document
 
 log = logging.getLogger("banditrec.http")
@@ -83,6 +84,14 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
                       "learned_here": service.learner.learned,
                       "apprentice": {"decisions": decisions, "matches": counts.get("matches", 0),
                                      "match_rate": counts.get("matches", 0) / decisions if decisions else None}})
+
+    @app.get("/experiments")
+    def experiments():
+        try:
+            counts = service.store.arm_counts(config.experiment.salt)
+        except BanditrecError as exc:
+            raise Unavailable(f"experiment counters unavailable: {exc.message}") from None
+        return _json(experiment_report(counts, config.experiment))
 
     @app.get("/openapi.json")
     def openapi():

@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("action", choices=["list", "rollback"])
     model.add_argument("version", nargs="?", type=int, help="with rollback: the version to go back to")
     model.set_defaults(func=_model)
+
+    report = sub.add_parser("report", parents=[common],
+                            help="the A/B holdout: per-arm CTR, conversion, revenue, sessions and the lift")
+    report.add_argument("--json", action="store_true", help="the same JSON as GET /experiments")
+    report.set_defaults(func=_report)
     return parser
 
 
@@ -360,6 +365,41 @@ def _model(config: Config, args) -> int:
             print(f"v{meta['version']}\tcreated_at={meta['created_at']:.0f}\tlearned={meta.get('learned', 0)}"
                   f"\tt={meta.get('t', 0)}\treplicas={meta.get('replicas', 0)}\tcursor={meta['cursor']}{origin}")
         return 0
+
+
+def _report(config: Config, args) -> int:
+    import json
+
+    from serving.experiment import report
+
+    with _store(config) as store:
+        result = report(store.arm_counts(config.experiment.salt), config.experiment)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(format_report(result))
+    return 0
+
+
+def format_report(result: dict) -> str:
+    """The experiment report as a markdown table (also used by `simulate --http`)."""
+    def fmt(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    rows = [("decisions", "decisions"), ("impressions", "impressions"), ("clicks", "clicks"), ("CTR", "ctr"),
+            ("sessions", "sessions"), ("conversion rate (sessions with a purchase)", "conversion_rate"),
+            ("revenue per session", "revenue_per_session"), ("session length (s)", "session_length_s")]
+    arms = result["arms"]
+    lines = [f"experiment {result['experiment']!r}: holdout share {result['holdout_share']:g}", "",
+             "| | personalized | holdout | lift (95 % CI) |", "| --- | --- | --- | --- |"]
+    lifts = {"ctr": "ctr", "conversion_rate": "conversion_rate", "revenue_per_session": "revenue_per_session",
+             "session_length_s": "session_length"}
+    for label, key in rows:
+        lift = result["lift"].get(lifts.get(key, ""), None)
+        text = "" if key not in lifts else "n/a" if lift is None else \
+            f"{lift['lift']:+.1%} ({lift['ci95'][0]:+.1%} to {lift['ci95'][1]:+.1%})"
+        lines.append(f"| {label} | {fmt(arms['personalized'][key])} | {fmt(arms['holdout'][key])} | {text} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

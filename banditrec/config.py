@@ -438,6 +438,24 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """An A/B holdout: `holdout_share` of users (chosen by a hash of user_id and `salt`) get
+    the popularity baseline; `GET /experiments` compares the arms. A new salt is a new
+    experiment with fresh counters."""
+
+    holdout_share: float = 0.0
+    salt: str = "exp-1"
+    session_gap_s: float = 1800.0
+
+    def __post_init__(self):
+        check_scalar(self.holdout_share, "experiment.holdout_share", float, min=0.0, max=0.5)
+        check_scalar(self.salt, "experiment.salt", str)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.salt):
+            raise ConfigError(f"experiment.salt == {self.salt!r}, must be 1-64 of [A-Za-z0-9_.-]")
+        check_scalar(self.session_gap_s, "experiment.session_gap_s", float, min=1.0)
+
+
+@dataclass(frozen=True)
 class SnapshotConfig:
     """Model snapshots: written every `interval_s` or `every_n_updates`, and on shutdown."""
 
@@ -474,6 +492,7 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     log: LogConfig = field(default_factory=LogConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """A copy with some fields changed: `cfg.replace(server={"port": 0})`."""

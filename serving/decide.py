@@ -48,7 +48,7 @@ def decision_rng(event_id: str) -> np.random.Generator:
 
 def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, context: dict, k: int,
            exclude: frozenset, now: float, event_id: str, baseline: tuple[str, ...] | None = None,
-           explain: bool = False, laps: Laps = NO_LAPS) -> Slate:
+           explain: bool = False, holdout: bool = False, laps: Laps = NO_LAPS) -> Slate:
     cfg = service.config
     profile = dict(state["profile"]) if state else {}
     n = state["n"] if state else 0
@@ -64,8 +64,12 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     else:
         rows = candidates.popular(catalog, service.popular, profile, cfg, recent.get("cats", []))
         sims, path = None, "cold_start"
-    apprentice = cfg.learning.mode == "apprentice"
-    if apprentice:  # serve the baseline: the client's order, else popularity
+    apprentice = cfg.learning.mode == "apprentice" and not holdout
+    if holdout:  # the experiment's holdout arm: the popularity baseline, as it is
+        rows = candidates.popular(catalog, service.popular, profile, cfg)
+        rows = rows[catalog.available(rows)] if len(rows) else rows
+        sims, path = None, "popularity"
+    elif apprentice:  # serve the baseline: the client's order, else popularity
         rows = catalog.rows_for(baseline) if baseline else candidates.popular(catalog, service.popular, profile, cfg)
         rows = rows[catalog.available(rows)] if len(rows) else rows
         sims, path = None, "apprentice"
@@ -99,9 +103,10 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     published = catalog.published_at(rows) if len(rows) else np.zeros(0)
     fresh = _fresh(service, catalog, rows, published, now)
     first: dict = {}
-    if apprentice:
+    if apprentice or holdout:  # a deterministic order: each item had probability 1
         slate = [Choice(i, 1.0, False) for i in range(min(k, len(rows)))]
-        service.apprentice_match(bool(len(rows)) and int(np.argmax(scores.mean)) == 0)
+        if apprentice:
+            service.apprentice_match(bool(len(rows)) and int(np.argmax(scores.mean)) == 0)
         first["probs"] = np.eye(1, len(rows), 0).ravel() if len(rows) else np.zeros(0)
     else:
         strategy.learned(learner.total)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 
 from banditrec.config import EVENT_TYPES
 from banditrec.errors import InvalidRequest
 from retrieval.data import check_id, normalise_profile, segment_of
+from serving.experiment import arm_of
 from serving.schema import parse_event
 from serving.service import Service
 from serving.userstate import long_term_step
+from store import StoreError
+
+log = logging.getLogger(__name__)
 
 
 def record_event(service: Service, body) -> dict:
@@ -47,6 +52,13 @@ def record_event(service: Service, body) -> dict:
         scopes.append(f"seg:{segment}")
     service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
                                 cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None)
+    exp = cfg.experiment
+    purchase = req.type == "purchase"
+    try:  # the event is recorded: the experiment's counters are best effort
+        service.store.session_event(exp.salt, arm_of(req.user_id, exp), req.user_id, ts, exp.session_gap_s,
+                                    (req.value or 0.0) if purchase else 0.0, purchase)
+    except StoreError as exc:
+        log.warning("event of %s recorded, session counters not updated: %s", req.user_id, exc)
     return {"status": "recorded", "item_known": row is not None}
 
 

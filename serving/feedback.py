@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 
 from banditrec.errors import Gone, InvalidRequest, NotFound
+from serving.experiment import TREATMENT
 from serving.schema import parse_feedback
 from serving.service import Service
+from store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,12 @@ def feedback(service: Service, body) -> dict:
     if aggregation != "earliest":
         service.store.aggregate_reward(req.event_id, req.item_id, req.reward, aggregation, ttl)
     service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl)
+    if acked is None and req.reward > 0:  # a click of the decision's arm, counted once
+        try:
+            service.store.count_arm(decision.get("exp", service.config.experiment.salt),
+                                    decision.get("arm", TREATMENT), {"clicks": 1, "reward": req.reward})
+        except StoreError as exc:
+            log.warning("reward %s recorded, experiment counters not updated: %s", stream_id, exc)
     if service.learns:  # else the learner process learns it
         try:
             service.learner.catch_up(max_entries=1000)  # bounded: a backlog is the background task's job

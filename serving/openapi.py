@@ -153,6 +153,16 @@ def document(config: Config) -> dict:
     ready_body = _obj({"ready": {"type": "boolean"}, "redis": {"type": "boolean"}}, required=("ready",), extra=True)
     ready = _op("Ready: model and index loaded, Redis reachable", {
         **_ok(ready_body), "503": {"description": "not ready", "content": {"application/json": {"schema": ready_body}}}})
+    lift = {"type": "object", "nullable": True, "required": ["lift", "ci95", "p_value"], "properties": {
+        "lift": {"type": "number"}, "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2,
+                                             "maxItems": 2}, "p_value": {"type": "number"}}}
+    arm = {"type": "object", "additionalProperties": {"type": "number", "nullable": True}}
+    experiments = _op("The A/B holdout: per-arm counts and rates, and the lift with 95 % intervals", {
+        **_ok(_obj({"experiment": {"type": "string"}, "holdout_share": {"type": "number"},
+                    "arms": _obj({"personalized": arm, "holdout": arm}, required=("personalized", "holdout")),
+                    "lift": {"type": "object", "additionalProperties": lift}},
+                   required=("experiment", "holdout_share", "arms", "lift"), extra=True)),
+        **_errors("503")})
     spec = _op("This document", _ok({"type": "object"}))
     return {
         "openapi": "3.0.3",
@@ -162,7 +172,7 @@ def document(config: Config) -> dict:
             "/recommend": {"post": recommend}, "/feedback": {"post": feedback}, "/events": {"post": event},
             "/items/{item_id}": {"put": put_item, "delete": delete_item}, "/users/{user_id}": {"put": put_user},
             "/admin/rebuild": {"post": rebuild}, "/learning": {"get": learning}, "/health": {"get": health},
-            "/ready": {"get": ready}, "/openapi.json": {"get": spec}},
+            "/ready": {"get": ready}, "/experiments": {"get": experiments}, "/openapi.json": {"get": spec}},
         "components": {
             "schemas": {"Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

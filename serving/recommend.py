@@ -8,6 +8,7 @@ import uuid
 from banditrec.errors import Conflict
 from serving import pregen
 from serving.decide import Slate, decide
+from serving.experiment import HOLDOUT, arm_of
 from serving.schema import parse_recommend
 from serving.service import Service
 from serving.stages import NO_LAPS, Laps
@@ -36,27 +37,29 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
     catalog = service.catalog  # one index version for the whole request
     laps("user_state")
 
+    arm = arm_of(req.user_id, cfg.experiment)
     slate = None
-    if not degraded and pregen.is_inactive(state, now, cfg):
+    if not degraded and arm != HOLDOUT and pregen.is_inactive(state, now, cfg):
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
         slate = decide(service, catalog, user_id=req.user_id, state=state, context=req.context, k=req.k,
                        exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline, explain=req.explain,
-                       laps=laps)
+                       holdout=arm == HOLDOUT, laps=laps)
     if slate.version is None:  # a pre-generated slate: scored by an earlier model of this line
         slate.version = service.learner.version
-    degraded = not log_decision(service, event_id, req.user_id, slate, now) or degraded
+    degraded = not log_decision(service, event_id, req.user_id, slate, now, arm) or degraded
     laps("decision_log")
-    return response(event_id, slate.version, "degraded" if degraded else slate.path, slate)
+    return response(event_id, slate.version, "degraded" if degraded else slate.path, slate, arm)
 
 
-def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float) -> bool:
+def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float,
+                 arm: str = "personalized") -> bool:
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
     decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": slate.version,
                 "strategy_name": service.strategy.name, "agg": cfg.aggregation,
                 "iw": service.strategy.importance_weighted and slate.path != "apprentice",
-                "strategy": slate.path,
+                "strategy": slate.path, "arm": arm, "exp": service.config.experiment.salt,
                 "items": {i["item_id"]: [i["position"], i["probability"], i["action"]] for i in slate.items}}
     log_entry = None
     if slate.candidates is not None:
@@ -67,7 +70,9 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     try:
         if not service.store.put_decision(event_id, decision, cfg.reward_wait_s + cfg.expired_grace_s,
                                           close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
-                                          log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen):
+                                          log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
+                                          arm=(service.config.experiment.salt, arm,
+                                               {"decisions": 1, "impressions": len(slate.items)})):
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)
@@ -75,7 +80,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     return True
 
 
-def response(event_id: str, version: int, strategy: str, slate: Slate) -> dict:
+def response(event_id: str, version: int, strategy: str, slate: Slate, arm: str = "personalized") -> dict:
     keys = ("item_id", "position", "score", "probability", "explored", "fresh", "explain")
-    return {"event_id": event_id, "model_version": version, "arm": "personalized", "strategy": strategy,
+    return {"event_id": event_id, "model_version": version, "arm": arm, "strategy": strategy,
             "items": [{key: item[key] for key in keys if key in item} for item in slate.items]}

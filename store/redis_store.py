@@ -16,6 +16,7 @@ import redis
 
 from store.base import Breaker, StoreError, chunks, guarded, guarded_fast, stream_id, text
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
+from store.experiments import _SESSION, ExperimentOps
 from store.popularity import _BUMP, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
@@ -35,7 +36,7 @@ return 0
 __all__ = ["Store", "StoreError", "stream_id"]
 
 
-class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenOps):
+class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenOps, ExperimentOps):
     """Domain-level operations over a Redis client (and a fast one for the request path)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "br", *, fast: redis.Redis | None = None,
@@ -52,6 +53,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._put = client.register_script(_PUT)
         self._set_max = client.register_script(_SET_MAX)
         self._aggregate = client.register_script(_AGGREGATE)
+        self._session = client.register_script(_SESSION)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

@@ -1,0 +1,115 @@
+"""The A/B holdout on a real Redis: deterministic assignment, the popularity baseline for the
+holdout, per-arm counts from decisions, feedback and events, and the lift report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from app import create_app
+from banditrec.cli import format_report, main
+from banditrec.config import ExperimentConfig
+from serving.experiment import HOLDOUT, TREATMENT, arm_of, report
+
+
+def test_assignment_is_deterministic_and_close_to_the_share():
+    cfg = ExperimentConfig(holdout_share=0.2, salt="s1")
+    arms = [arm_of(f"u{i}", cfg) for i in range(20_000)]
+    assert arms == [arm_of(f"u{i}", cfg) for i in range(20_000)]
+    assert 0.19 < arms.count(HOLDOUT) / len(arms) < 0.21
+    other = [arm_of(f"u{i}", ExperimentConfig(holdout_share=0.2, salt="s2")) for i in range(20_000)]
+    # a new salt draws anew: independent draws agree with probability 0.8^2 + 0.2^2 = 0.68
+    assert 0.66 < np.mean([a == b for a, b in zip(arms, other)]) < 0.70
+
+
+def test_lift_and_its_interval_cover_the_truth():
+    """Simulated arms with a known 20 % CTR lift: the 95 % interval covers it in most seeds."""
+    covered = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        n = 20_000
+        counts = {TREATMENT: {"impressions": n, "clicks": rng.binomial(n, 0.06)},
+                  HOLDOUT: {"impressions": n, "clicks": rng.binomial(n, 0.05)}}
+        lo, hi = report(counts, ExperimentConfig(holdout_share=0.1))["lift"]["ctr"]["ci95"]
+        covered += lo <= 0.2 <= hi
+    assert covered >= 34  # 95 % nominal: 38 of 40 expected
+
+
+def test_per_session_means_and_their_lift():
+    # treatment: sessions with revenue 10, 20, 30; holdout: 10, 10, 10, 10 (sum, sum of squares, n)
+    counts = {TREATMENT: {"sessions": 3, "revenue": 60, "revenue_sq": 1400, "duration": 300, "duration_sq": 50_000},
+              HOLDOUT: {"sessions": 4, "revenue": 40, "revenue_sq": 400, "duration": 400, "duration_sq": 40_000}}
+    out = report(counts, ExperimentConfig(holdout_share=0.5))
+    assert out["arms"][TREATMENT]["revenue_per_session"] == 20 and out["arms"][HOLDOUT]["revenue_per_session"] == 10
+    assert math.isclose(out["lift"]["revenue_per_session"]["lift"], 1.0)
+    lo, hi = out["lift"]["revenue_per_session"]["ci95"]
+    assert lo < 1.0 < hi
+    assert out["lift"]["ctr"] is None  # no impressions yet: no lift rather than a division by zero
+
+
+@pytest.fixture
+def ab(build, open_service):
+    service = open_service(build(experiment={"holdout_share": 0.5, "salt": "t1", "session_gap_s": 600.0}))
+    return service, create_app(deps=service).test_client()
+
+
+def test_holdout_users_get_popularity_and_every_arm_is_counted(ab):
+    service, client = ab
+    cfg = service.config.experiment
+    users = [f"u{i}" for i in range(40)]
+    seen_arms = set()
+    for user in users:
+        body = client.post("/recommend", json={"user_id": user, "k": 4}).get_json()
+        arm = arm_of(user, cfg)
+        assert body["arm"] == arm
+        seen_arms.add(arm)
+        if arm == HOLDOUT:
+            assert body["strategy"] == "popularity" and all(i["probability"] == 1.0 for i in body["items"])
+            assert not any(i["explored"] for i in body["items"])
+        else:
+            assert body["strategy"] in ("personalized", "cold_start")
+        item = body["items"][0]["item_id"]
+        assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": item, "reward": 1}).status_code == 200
+        assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": item, "reward": 1}) \
+            .get_json()["duplicate"] is True  # a retry is not a second click
+        t0 = service.clock()
+        for dt, kind, value in ((0, "click", None), (60, "purchase", 25.0), (4000, "view", None)):
+            event = {"user_id": user, "item_id": item, "type": kind, "timestamp": t0 + dt - 5000}
+            if value is not None:
+                event["value"] = value
+            assert client.post("/events", json=event).status_code == 200
+    assert seen_arms == {HOLDOUT, TREATMENT}
+
+    out = client.get("/experiments").get_json()
+    n = {arm: sum(arm_of(u, cfg) == arm for u in users) for arm in (TREATMENT, HOLDOUT)}
+    for arm in (TREATMENT, HOLDOUT):
+        a = out["arms"][arm]
+        assert a["decisions"] == n[arm] and a["impressions"] == 4 * n[arm] and a["clicks"] == n[arm]
+        assert a["ctr"] == 0.25
+        # per user: a session (click, purchase 60 s later), then a new one (4000 s > the 600 s gap)
+        assert a["sessions"] == 2 * n[arm] and a["purchases"] == n[arm] and a["converted_sessions"] == n[arm]
+        assert a["revenue"] == 25.0 * n[arm] and math.isclose(a["session_length_s"], 30.0, rel_tol=1e-6)
+        assert a["conversion_rate"] == 0.5
+    assert out["lift"]["ctr"]["lift"] == 0.0 and out["lift"]["ctr"]["ci95"][0] < 0 < out["lift"]["ctr"]["ci95"][1]
+    assert "| CTR | 0.2500 | 0.2500 |" in format_report(out)
+
+
+def test_banditrec_report_prints_the_experiment(ab, capsys, tmp_path, monkeypatch):
+    service, client = ab
+    body = client.post("/recommend", json={"user_id": "u1", "k": 2}).get_json()
+    assert body["arm"] in (TREATMENT, HOLDOUT)
+    config = tmp_path / "report.toml"
+    config.write_text(f'[experiment]\nholdout_share = 0.5\nsalt = "t1"\n[redis]\nprefix = "{service.store.prefix}"\n'
+                      f'[data]\ndir = "{tmp_path / "data"}"\n')
+    monkeypatch.setenv("REDIS_URL", _url(service))  # the test's Redis, whichever backend this run uses
+    assert main(["report", "--config", str(config), "--json"]) == 0
+    assert '"decisions": 1' in capsys.readouterr().out
+
+
+def _url(service) -> str:
+    kwargs = service.store.client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
