@@ -269,6 +269,14 @@ def _simulate(config: Config, args) -> int:
     title = (f"{scenario.name}: {scenario.run.rounds} rounds x {scenario.run.seeds} seeds, k = {scenario.run.k} "
              f"({seconds:.0f} s on {args.jobs} processes)")
     text = markdown(summarize(results), title)
+    if args.http:  # the server's own A/B report: what its holdout says about the same traffic
+        from simulations.policies.banditrec import BanditrecHTTP
+
+        server = BanditrecHTTP(args.http)
+        try:
+            text += "\n\n### The server's A/B report (GET /experiments)\n\n" + format_report(server.experiment()) + "\n"
+        finally:
+            server.close()
     (out / "summary.md").write_text(text)
     every = min(scenario.run.report_every, max(1, scenario.run.rounds // 20))  # at least 20 points per run
     write_csv(results, out / "per_round.csv", every)

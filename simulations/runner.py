@@ -75,7 +75,7 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
                     if value > 0:
                         policy.observe(user_, item, "click", now)
                         if value > 1:
-                            policy.observe(user_, item, "purchase", now)
+                            policy.observe(user_, item, "purchase", now, value - 1)
                 user, context = world.visit(visits, r)
                 handle, items = policy.recommend(user, context, run.k, now)
                 spent += time.perf_counter() - t0

@@ -74,7 +74,8 @@ class Served:
 @pytest.mark.slow
 def test_serve_as_the_readme_says_then_restart(tmp_path):
     (tmp_path / "config.toml").write_text("[demo]\nn_items = 1500\nn_users = 150\n[index]\nn_trees = 10\n"
-                                          "[snapshot]\ninterval_s = 3600.0\n")
+                                          "[snapshot]\ninterval_s = 3600.0\n"
+                                          "[experiment]\nholdout_share = 0.3\n")  # u7 is in the personalized arm
     port = _free_port()
     served = Served(tmp_path, port)
     try:
@@ -92,7 +93,14 @@ def test_serve_as_the_readme_says_then_restart(tmp_path):
         out = tmp_path / "sim"
         assert main(["simulate", "--http", f"http://127.0.0.1:{port}", "--scenario", "small", "--rounds", "40",
                      "--seeds", "1", "--policies", "banditrec", "--jobs", "1", "--no-plots", "--out", str(out)]) == 0
-        assert f"| banditrec@127.0.0.1:{port} |" in (out / "summary.md").read_text()
+        summary = (out / "summary.md").read_text()
+        assert f"| banditrec@127.0.0.1:{port} |" in summary
+        # ... and ends with the server's A/B report over that traffic, both arms served
+        assert "### The server's A/B report (GET /experiments)" in summary
+        ab = _call(port, "GET", "/experiments")[1]
+        assert min(ab["arms"]["personalized"]["decisions"], ab["arms"]["holdout"]["decisions"]) > 5, ab["arms"]
+        assert ab["arms"]["holdout"]["sessions"] > 0 and f"| decisions | {ab['arms']['personalized']['decisions']} |" \
+            in summary
         assert served.stop() == 0
     finally:
         served.kill()

@@ -81,9 +81,10 @@ class Banditrec(Policy):
             except Gone:
                 pass  # arrived after the reward wait: lost, as it would be for a real client
 
-    def observe(self, user, item, kind, now):
+    def observe(self, user, item, kind, now, value=None):
         self.now = now
-        record_event(self.service, {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind, "timestamp": now})
+        event = {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind, "timestamp": now}
+        record_event(self.service, event if value is None else {**event, "value": value})
 
     def tick(self, now):
         self.now = now
@@ -150,8 +151,13 @@ class BanditrecHTTP(Policy):
         if reward > 0:
             self._call("POST", "/feedback", {"event_id": handle, "item_id": f"i{item}", "reward": reward})
 
-    def observe(self, user, item, kind, now):
-        self._call("POST", "/events", {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind})
+    def observe(self, user, item, kind, now, value=None):
+        event = {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind}
+        self._call("POST", "/events", event if value is None else {**event, "value": value})
+
+    def experiment(self) -> dict:
+        """The server's A/B report (GET /experiments)."""
+        return self._call("GET", "/experiments")[1]
 
     def close(self):
         self._conn.close()

@@ -27,8 +27,8 @@ class Policy(ABC):
     def reward(self, handle, item: int, position: int, reward: float, now: float) -> None:
         """A (late) reward for one shown item; 0 means shown and not clicked."""
 
-    def observe(self, user: int, item: int, kind: str, now: float) -> None:
-        """An interaction the user made (click, purchase), as a client would report it."""
+    def observe(self, user: int, item: int, kind: str, now: float, value: float | None = None) -> None:
+        """An interaction the user made (click, purchase with its value), as a client would report it."""
 
     def tick(self, now: float) -> None:
         """Periodic housekeeping (every few dozen rounds)."""
