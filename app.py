@@ -14,15 +14,19 @@ import hmac
 import json
 import logging
 import os
+import time
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized, Unavailable
 from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
+from serving import metrics
 from serving.experiment import report as experiment_report
 from serving.openapi import document as openapi_document
+from serving.stages import Laps
+from store.base import FAILURE_HOOKS
 
 log = logging.getLogger("banditrec.http")
 
@@ -38,17 +42,41 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     app.extensions["banditrec"] = service
     admin = _admin_only(config.server.api_key)
 
+    if metrics.count_redis_failure not in FAILURE_HOOKS:
+        FAILURE_HOOKS.append(metrics.count_redis_failure)
+
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def time_request(response):
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe_request(f"{request.method} {rule}", response.status_code,
+                                time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
     @app.post("/recommend")
     def recommend_route():
-        return _json(recommend(service, _body()))
+        laps = Laps()
+        out = recommend(service, _body(), laps)
+        response = _json(out)
+        laps("serialise")
+        metrics.observe_recommend(out, laps)
+        return response
 
     @app.post("/feedback")
     def feedback_route():
-        return _json(feedback(service, _body()))
+        out = feedback(service, _body())
+        metrics.REWARDS.labels("duplicate" if out.get("duplicate") else "seen" if "seen" in out else "accepted").inc()
+        return _json(out)
 
     @app.post("/events")
     def events_route():
-        return _json(record_event(service, _body()))
+        body = _body()
+        out = record_event(service, body)
+        metrics.EVENTS.labels(body["type"]).inc()
+        return _json(out)
 
     @app.put("/items/<path:item_id>")
     @admin
@@ -84,6 +112,11 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
                       "learned_here": service.learner.learned,
                       "apprentice": {"decisions": decisions, "matches": counts.get("matches", 0),
                                      "match_rate": counts.get("matches", 0) / decisions if decisions else None}})
+
+    @app.get("/metrics")
+    def metrics_route():
+        text, content_type = metrics.exposition(service)
+        return Response(text, mimetype=content_type.split(";")[0], headers={"Content-Type": content_type})
 
     @app.get("/experiments")
     def experiments():

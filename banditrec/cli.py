@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,6 +176,10 @@ def _serve(config: Config, args) -> int:
     if not config.redis.url:
         embedded = EmbeddedRedis(config.data.path / "redis", config.redis.embedded_fsync)
         env["REDIS_URL"] = embedded.url
+    metrics_dir = None
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker writes its metrics here; /metrics adds them up
+        metrics_dir = tempfile.mkdtemp(prefix="banditrec-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     cmd = [sys.executable, "-m", "gunicorn", "--config", "python:banditrec.gunicorn_conf", "app:create_app()"]
     proc, learner = None, None
     separate = not config.server.learns_inline and config.server.learner != "external"
@@ -226,6 +232,8 @@ def _serve(config: Config, args) -> int:
                 learner.kill()
         if embedded is not None:
             embedded.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _learn(config: Config, args) -> int:

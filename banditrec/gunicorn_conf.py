@@ -32,3 +32,10 @@ def worker_exit(server, worker):
     service = getattr(app, "extensions", {}).get("banditrec") if app is not None else None
     if service is not None:
         service.close()
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges leave /metrics (Prometheus multi-process mode)."""
+    from serving.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -37,10 +37,15 @@ class Breaker:
                 self._failures, self.open_until = 0, 0.0
 
     def failed(self, exc: redis.RedisError) -> None:
+        for hook in FAILURE_HOOKS:  # e.g. the metrics' Redis error counter
+            hook(exc)
         with self._lock:
             self._failures += 1
             if isinstance(exc, redis.ConnectionError) or self._failures >= 3:
                 self.open_until = time.monotonic() + self.retry_after_s
+
+
+FAILURE_HOOKS: list = []  # callables told of every failed Redis call (connection lost, timeout)
 
 
 def _guard(fn, fast: bool):

@@ -7,6 +7,7 @@ starts it again on the same port and data directory, while one Service keeps run
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -102,6 +103,8 @@ def test_redis_killed_then_back(outage):
         response = client.open(path, method=method, json=body)
         assert response.status_code == 503 and response.get_json()["error"]["code"] == "unavailable", path
     assert client.get("/ready").status_code == 503 and client.get("/health").status_code == 200
+    metrics = client.get("/metrics").get_data(as_text=True)  # served from memory while Redis is away
+    assert float(re.search(r"^banditrec_redis_errors_total (\S+)$", metrics, re.M).group(1)) >= 1
 
     server.start()  # same port, same data directory: the AOF brings the data back
     assert _wait_until(lambda: client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()["strategy"]

@@ -8,7 +8,9 @@ and a small demo data set, and speaks to it over HTTP.
 from __future__ import annotations
 
 import os
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,11 @@ interval_s = 1.0
 [feedback]
 aggregation = "earliest"
 """
+
+
+def _call_text(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return response.read().decode()
 
 
 def _learners_of(serve_pid: int) -> list[int]:
@@ -80,6 +87,7 @@ def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
             if len(scores) >= 15:
                 break
         assert len(scores) >= 5, "the target item left the slates before it was rewarded enough"
+        sent = r + 1
 
         # within a few snapshot intervals every worker serves a newer model, in which the target scores higher
         deadline, workers = time.monotonic() + 30, {}
@@ -94,6 +102,10 @@ def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
             rec = _call(port, "POST", "/recommend", {"user_id": "u7", "k": 5, "event_id": f"sc-after-{r}"})[1]
             after += [i["score"] for i in rec["items"] if i["item_id"] == target]
         assert after and min(after) > scores[0] + 0.5, (scores[0], after)
+        # /metrics, whichever worker answers, adds up every worker's counts
+        text = _call_text(port, "/metrics")
+        decisions = sum(float(v) for v in re.findall(r"^banditrec_decisions_total\{[^}]*\} (\S+)$", text, re.M))
+        assert decisions == sent + 20, (decisions, sent)
         assert served.stop() == 0
     finally:
         served.kill()

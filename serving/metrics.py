@@ -1,0 +1,104 @@
+"""Prometheus metrics (`GET /metrics`), the one place that talks to prometheus_client.
+
+Under gunicorn every worker is its own process: `banditrec serve` points
+`PROMETHEUS_MULTIPROC_DIR` at a fresh directory, each process writes its samples there, and
+`/metrics` (whichever worker answers) adds up all of them. Without that variable (tests,
+`flask run`) the process's own registry is served.
+
+What is measured: per-stage latency of /recommend (the request's lap timer) and per-route
+latency; decisions by strategy and arm; impressions, explored and fresh impressions (their
+shares are the ratios); rewards by outcome; events; Redis failures; plus, computed when
+scraped, the model version, the reward-stream backlog after the model's cursor and the
+learn lag (age of the oldest reward not yet learned).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from serving.stages import Laps
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+STAGE = Histogram("banditrec_recommend_stage_seconds", "Time per stage of POST /recommend", ["stage"],
+                  buckets=_BUCKETS)
+REQUEST = Histogram("banditrec_request_seconds", "Time per request by route and status class", ["route", "status"],
+                    buckets=_BUCKETS)
+DECISIONS = Counter("banditrec_decisions_total", "Decisions served, by strategy and experiment arm",
+                    ["strategy", "arm"])
+IMPRESSIONS = Counter("banditrec_impressions_total", "Items served, by arm", ["arm"])
+EXPLORED = Counter("banditrec_explored_impressions_total", "Items served that were not the exploit choice", ["arm"])
+FRESH = Counter("banditrec_fresh_impressions_total", "Items served that were fresh (boosted)", ["arm"])
+REWARDS = Counter("banditrec_rewards_total", "Rewards received, by outcome", ["outcome"])
+EVENTS = Counter("banditrec_events_total", "Interaction events recorded, by type", ["type"])
+REDIS_ERRORS = Counter("banditrec_redis_errors_total", "Redis calls that failed (connection or timeout)")
+MODEL_VERSION = Gauge("banditrec_served_model_version", "Model version served by this process",
+                      multiprocess_mode="liveall")
+
+
+def observe_recommend(body: dict, laps: Laps) -> None:
+    for stage, seconds in laps.stages.items():
+        STAGE.labels(stage).observe(seconds)
+    arm = body.get("arm", "personalized")
+    DECISIONS.labels(body.get("strategy", "unknown"), arm).inc()
+    items = body.get("items", [])
+    IMPRESSIONS.labels(arm).inc(len(items))
+    EXPLORED.labels(arm).inc(sum(1 for i in items if i.get("explored")))
+    FRESH.labels(arm).inc(sum(1 for i in items if i.get("fresh")))
+    MODEL_VERSION.set(body.get("model_version") or 0)
+
+
+def observe_request(route: str, status: int, seconds: float) -> None:
+    REQUEST.labels(route, f"{status // 100}xx").observe(seconds)
+
+
+class LearningCollector:
+    """Gauges read when scraped: the model version and how far learning is behind the stream."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        store, learner = self.service.store, self.service.learner
+        version = GaugeMetricFamily("banditrec_model_version", "Newest model version (snapshot) in Redis")
+        backlog = GaugeMetricFamily("banditrec_reward_backlog", "Rewards in the stream after the model's cursor "
+                                                                "(counted up to 10000)")
+        lag = GaugeMetricFamily("banditrec_learn_lag_seconds", "Age of the oldest reward not yet learned (0: none)")
+        try:
+            progress = None if self.service.learns else store.learner_progress()
+            cursor = learner.cursor if progress is None else progress.get("cursor", "0-0")
+            pending = store.read_rewards(cursor, 10_000)
+            version.add_metric([], max(store.latest_version(), learner.version))
+            backlog.add_metric([], len(pending))
+            lag.add_metric([], max(0.0, time.time() - int(pending[0][0].split("-")[0]) / 1000.0) if pending else 0.0)
+        except Exception:  # Redis away: the gauges are left out, redis errors say why
+            return []
+        return [version, backlog, lag]
+
+
+def exposition(service) -> tuple[bytes, str]:
+    """The metrics text for one scrape: every process's samples under gunicorn, else this one's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    learning = CollectorRegistry()
+    learning.register(LearningCollector(service))
+    return text + generate_latest(learning), CONTENT_TYPE_LATEST
+
+
+def count_redis_failure(exc) -> None:
+    REDIS_ERRORS.inc()
+
+
+def mark_process_dead(pid: int) -> None:
+    """For gunicorn's child_exit: drop a dead worker's live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
