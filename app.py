@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized, Unavailable
+from banditrec.logs import bind_event
 from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
 from serving import metrics
 from serving.experiment import report as experiment_report
@@ -48,6 +49,7 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
+        bind_event(None)  # a thread serves many requests: no event_id left over from the last one
 
     @app.after_request
     def time_request(response):

@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from banditrec.logs import setup as setup_logging
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError
 
@@ -23,7 +24,7 @@ log = logging.getLogger("banditrec")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("text")
     try:
         config = _config(args)
         return args.func(config, args)

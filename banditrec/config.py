@@ -37,10 +37,12 @@ class ServerConfig:
     max_k: int = 100
     learner: str = "auto"  # auto | inline | process | external
     api_key: str = field(default="", repr=False)  # required by admin routes when set; prefer $BANDITREC_API_KEY
+    log_format: str = "json"  # json | text: how the served app logs (one JSON object per line, with event_id)
 
     def __post_init__(self):
         check_scalar(self.host, "server.host", str)
         check_scalar(self.api_key, "server.api_key", str)
+        check_scalar(self.log_format, "server.log_format", str, choices=("json", "text"))
         if self.api_key and (len(self.api_key) < 16 or not self.api_key.isprintable() or " " in self.api_key):
             raise ConfigError("server.api_key must be at least 16 printable characters without spaces "
                               "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")

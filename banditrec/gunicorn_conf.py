@@ -20,6 +20,13 @@ loglevel = "info"
 control_socket_disable = True  # the default socket path is shared by every gunicorn of this user
 
 
+def post_fork(server, worker):
+    """Log as the config says (JSON lines by default), with each request's event_id."""
+    from banditrec.logs import setup
+
+    setup(_cfg.server.log_format)
+
+
 def post_worker_init(worker):
     """The app is loaded: move start-up objects out of the GC's way (shorter p99 pauses)."""
     gc.collect()

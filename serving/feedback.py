@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from banditrec.errors import Gone, InvalidRequest, NotFound
+from banditrec.logs import bind_event
 from serving.experiment import TREATMENT
 from serving.schema import parse_feedback
 from serving.service import Service
@@ -35,6 +36,7 @@ def reward_entry(kind: str, event_id: str, item_id: str, reward: float, decision
 def feedback(service: Service, body) -> dict:
     cfg = service.config.feedback
     req = parse_feedback(body, cfg.reward_min, cfg.reward_max)
+    bind_event(req.event_id)
     decision, acked = service.store.feedback_state(req.event_id, req.item_id or "")
     if decision is None:
         raise NotFound(f"event_id {req.event_id!r} is unknown (never issued, or expired more than "

