@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from importlib import resources
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
@@ -119,6 +120,15 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     def metrics_route():
         text, content_type = metrics.exposition(service)
         return Response(text, mimetype=content_type.split(";")[0], headers={"Content-Type": content_type})
+
+    @app.get("/stats")
+    def stats():
+        return _json(metrics.summary(service))
+
+    @app.get("/dashboard")
+    def dashboard():
+        return Response(resources.files("serving").joinpath("dashboard.html").read_text(encoding="utf-8"),
+                        mimetype="text/html")
 
     @app.get("/experiments")
     def experiments():

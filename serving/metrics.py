@@ -83,15 +83,77 @@ class LearningCollector:
 
 def exposition(service) -> tuple[bytes, str]:
     """The metrics text for one scrape: every process's samples under gunicorn, else this one's."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        text = generate_latest(registry)
-    else:
-        text = generate_latest(REGISTRY)
+    text = generate_latest(_registry())
     learning = CollectorRegistry()
     learning.register(LearningCollector(service))
     return text + generate_latest(learning), CONTENT_TYPE_LATEST
+
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """A quantile from cumulative histogram buckets [(upper bound, count)], interpolated
+    linearly inside the bucket it falls in (as Prometheus' histogram_quantile does)."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = upper, count
+    return lower
+
+
+def summary(service) -> dict:
+    """What the dashboard shows, as JSON: totals by arm, exploration and fresh shares, latency
+    percentiles of POST /recommend, rewards, Redis errors, model version and learn lag."""
+    totals: dict[str, dict] = {}
+    buckets: list[tuple[float, float]] = []
+    for family in _registry().collect():
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name in ("banditrec_impressions_total", "banditrec_explored_impressions_total",
+                        "banditrec_fresh_impressions_total"):
+                kind = name.removeprefix("banditrec_").removesuffix("_total")
+                arm = totals.setdefault(labels.get("arm", "personalized"), {})
+                arm[kind] = arm.get(kind, 0.0) + value
+            elif name == "banditrec_decisions_total":
+                arm = totals.setdefault(labels.get("arm", "personalized"), {})
+                arm["decisions"] = arm.get("decisions", 0.0) + value
+                if labels.get("strategy") == "degraded":
+                    arm["degraded"] = arm.get("degraded", 0.0) + value
+            elif name == "banditrec_request_seconds_bucket" and labels.get("route") == "POST /recommend":
+                buckets.append((float(labels["le"]), value))
+            elif name in ("banditrec_rewards_total", "banditrec_redis_errors_total"):
+                key = name.removeprefix("banditrec_").removesuffix("_total")
+                totals.setdefault("_", {})[key] = totals.get("_", {}).get(key, 0.0) + value
+    merged: dict[float, float] = {}
+    for upper, count in buckets:  # one series per status class: add them up per bound
+        merged[upper] = merged.get(upper, 0.0) + count
+    ordered = sorted(merged.items())
+    overall = totals.pop("_", {})
+    arms = {name: {"decisions": int(t.get("decisions", 0)), "impressions": int(t.get("impressions", 0)),
+                   "degraded": int(t.get("degraded", 0)),
+                   "explored_share": t.get("explored_impressions", 0) / t["impressions"] if t.get("impressions") else None,
+                   "fresh_share": t.get("fresh_impressions", 0) / t["impressions"] if t.get("impressions") else None}
+            for name, t in totals.items()}
+    learning = {}
+    for family in LearningCollector(service).collect():
+        learning[family.name.removeprefix("banditrec_")] = family.samples[0].value if family.samples else None
+    q = {f"p{int(p * 100)}": (None if (v := _quantile(ordered, p)) is None else round(v * 1000, 2))
+         for p in (0.5, 0.95, 0.99)}
+    return {"arms": arms, "recommend_latency_ms": q, "requests": int(ordered[-1][1]) if ordered else 0,
+            "rewards": int(overall.get("rewards", 0)), "redis_errors": int(overall.get("redis_errors", 0)),
+            "served_model_version": service.learner.version, **learning, "time": time.time()}
 
 
 def count_redis_failure(exc) -> None:

@@ -164,6 +164,13 @@ def document(config: Config) -> dict:
                    required=("experiment", "holdout_share", "arms", "lift"), extra=True)),
         **_errors("503")})
     spec = _op("This document", _ok({"type": "object"}))
+    stats = _op("What the dashboard shows: per-arm totals and shares, latency percentiles, learning",
+                _ok(_obj({"arms": {"type": "object"}, "recommend_latency_ms": {"type": "object"},
+                          "requests": {"type": "integer"}}, required=("arms", "recommend_latency_ms"), extra=True)))
+    page = {"summary": "The live dashboard (HTML)", "responses": {"200": {"description": "the page", "content": {
+        "text/html": {"schema": {"type": "string"}}}}}}
+    prometheus = {"summary": "Prometheus metrics (text exposition format)", "responses": {"200": {
+        "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "banditrec", "version": __version__,
@@ -172,7 +179,8 @@ def document(config: Config) -> dict:
             "/recommend": {"post": recommend}, "/feedback": {"post": feedback}, "/events": {"post": event},
             "/items/{item_id}": {"put": put_item, "delete": delete_item}, "/users/{user_id}": {"put": put_user},
             "/admin/rebuild": {"post": rebuild}, "/learning": {"get": learning}, "/health": {"get": health},
-            "/ready": {"get": ready}, "/experiments": {"get": experiments}, "/openapi.json": {"get": spec}},
+            "/ready": {"get": ready}, "/experiments": {"get": experiments}, "/openapi.json": {"get": spec},
+            "/stats": {"get": stats}, "/dashboard": {"get": page}, "/metrics": {"get": prometheus}},
         "components": {
             "schemas": {"Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

@@ -1,0 +1,81 @@
+"""The dashboard in a real browser: headless Chromium (Debian's `chromium` and
+`chromium-driver`, which `.ci/run` installs) driven by selenium, against the app served on a
+loopback port over a real Redis. It loads the live panels, asks for recommendations in the
+"try it" panel and clicks one, which must reach the service as a reward."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from app import create_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no Chromium/chromedriver on this machine (.ci/run "
+                                                                   "installs Debian's chromium and chromium-driver)")
+
+
+@pytest.fixture
+def served(build, open_service):
+    service = open_service(build(experiment={"holdout_share": 0.3}))
+    server = make_server("127.0.0.1", 0, create_app(deps=service), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield service, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=DriverService(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_dashboard_shows_live_numbers_and_the_try_it_panel_sends_feedback(served, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    service, url = served
+    wait = WebDriverWait(browser, 20)
+    text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+
+    browser.get(f"{url}/dashboard?every=300")
+    wait.until(lambda _: text("updated") != "never")
+    assert text("error") == ""
+    assert text("model-version").startswith("v") and text("learn-lag").endswith(" s")
+
+    # try it: recommendations for a user, with probabilities and flags
+    user = browser.find_element(By.ID, "user")
+    user.clear()
+    user.send_keys("u3")
+    browser.find_element(By.ID, "recommend").click()
+    wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#slate tr")) == 5)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#slate tr")
+    probabilities = [float(r.find_element(By.CLASS_NAME, "probability").text) for r in rows]
+    assert all(0 < p <= 1 for p in probabilities)
+    assert "event " in text("answer") and " · arm " in text("answer")
+
+    # clicking an item sends a reward the service learns from
+    learned = service.learner.learned
+    item = rows[0].get_attribute("data-item")
+    rows[0].find_element(By.CLASS_NAME, "click-btn").click()
+    wait.until(lambda _: "accepted" in text("feedback-status"))
+    assert item in text("feedback-status") and service.learner.learned == learned + 1
+
+    # the live panels follow: the click and the impressions show in the arm's CTR
+    wait.until(lambda _: text("impr-personalized") != "0" or text("impr-holdout") != "0")
+    wait.until(lambda _: "%" in text("ctr-personalized") + text("ctr-holdout"))
+    wait.until(lambda _: text("p99").endswith(" ms"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-ctr polyline")
