@@ -28,3 +28,17 @@ def test_run_all_writes_every_section(tmp_path):
         assert row in text, row
     assert "| errors |" in text and "Soak: 200 mixed requests" in text
     assert not list((tmp_path / "bench").rglob("*.settings")), "embedded Redis left running"
+
+
+@pytest.mark.slow
+def test_soak_and_snapshot_stall_scripts_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    soak = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--items", "2000", "--users", "200",
+                           "--requests", "300", "--rate", "60", "--chunks", "2", "--dir", str(tmp_path / "bench")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert soak.returncode == 0, soak.stderr[-4000:]
+    assert "| 300 |" in soak.stdout and "Growth after warm-up: RSS" in soak.stdout
+    stall = subprocess.run([sys.executable, "-m", "benchmarks.snapshot_stall", "--rewards", "2000"], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert stall.returncode == 0, stall.stderr[-4000:]
+    assert "| staged parts, compressed (now) | write |" in stall.stdout

@@ -108,3 +108,47 @@ def test_the_readme_states_the_shipped_defaults(knobs, default):
             assert float(expected) == stated, (knob, expected, text)
         else:
             assert (list(expected) if isinstance(expected, tuple) else expected) == stated, (knob, expected, text)
+
+
+# Every command in a README code block, and the test that runs it (with small sizes).
+EXERCISED = {
+    "./dev serve": ("tests/test_e2e.py", '"./dev", "serve"'),
+    "./dev test": ("tests/test_readme.py", "exec \\./dev test"),  # .ci/run runs it (checked above)
+    "banditrec serve --workers": ("tests/test_scaleout.py", '"--workers", "2"'),
+    "banditrec build": ("tests/test_cli.py", 'main(["build"'),
+    "banditrec simulate": ("tests/test_simulation.py", 'main(["simulate"'),
+    "banditrec tune": ("tests/test_simulation.py", 'main(["tune"'),
+    "banditrec evaluate": ("tests/test_evaluation.py", 'main(["evaluate"'),
+    "banditrec export": ("tests/test_evaluation.py", 'main(["export"'),
+    "banditrec report": ("tests/test_experiment.py", 'main(["report"'),
+    "banditrec learn": ("tests/test_faults.py", '"learn"'),
+    "banditrec model": ("tests/test_learning_loop.py", 'main(["model"'),
+    "benchmarks/run_all.py": ("tests/test_benchmarks.py", "benchmarks/run_all.py"),
+    "benchmarks.soak": ("tests/test_benchmarks.py", '"benchmarks.soak"'),
+    "benchmarks.snapshot_stall": ("tests/test_benchmarks.py", '"benchmarks.snapshot_stall"'),
+    "curl": ("tests/test_readme.py", "def test_readme_curl_examples_work"),
+}
+
+
+def _readme_commands() -> list[str]:
+    lines = []
+    for lang, block in re.findall(r"^```([a-z]*)\n(.*?)^```", README, re.S | re.M):
+        if lang not in ("", "bash", "sh"):
+            continue
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if re.match(r"^(\./dev|\.venv/bin/|banditrec |curl |python)", line) and "──" not in line:
+                lines.append(line)
+    return lines
+
+
+def test_every_readme_command_is_exercised_by_a_test():
+    commands = _readme_commands()
+    assert len(commands) >= 20
+    for command in commands:
+        normalised = command.replace(".venv/bin/", "").replace("python -m ", "").replace("python ", "")
+        key = next((k for k in EXERCISED if normalised.startswith(k) or k in normalised.split()[:2]), None)
+        assert key is not None, f"README command without a test: {command}"
+        path, marker = EXERCISED[key]
+        assert marker in (REPO / path).read_text() or re.search(marker, (REPO / ".ci" / "run").read_text()), \
+            (command, path, marker)

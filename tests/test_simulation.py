@@ -85,6 +85,20 @@ def test_simulate_command_writes_its_reports(tmp_path, capsys):
     assert "cumulative regret" in capsys.readouterr().out
 
 
+def test_tune_command_ranks_candidates_and_writes_the_best(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)  # its own embedded Redis
+    space = tmp_path / "tune.toml"
+    space.write_text('scenario = "small"\nrounds = 40\nseeds = 1\nmethod = "random"\nsamples = 2\nseed = 3\n'
+                     '[space]\n"exploration.strategy" = ["epsilon_greedy", "thompson"]\n"fresh.boost" = [0.0, 0.1]\n')
+    out = tmp_path / "tune"
+    assert main(["tune", "--space", str(space), "--jobs", "1", "--out", str(out),
+                 "--data-dir", str(tmp_path / "data")]) == 0
+    ranked = (out / "ranked.md").read_text()
+    assert ranked.count("\n| ") >= 3 and "regret" in ranked  # the current config and both candidates, ranked
+    assert (out / "best.toml").read_text().startswith("# the best config found by `banditrec tune`")
+    assert "regret" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_a_short_run_ranks_banditrec_below_popularity_and_random(embedded_redis):
     scenario = load_scenario("churn")
