@@ -153,10 +153,13 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
             redis_ok = service.store.ping()
         except BanditrecError:
             redis_ok = False
-        body = {"ready": redis_ok, "redis": redis_ok, "model_version": service.learner.version,
+        model_ok = service.learner.model is not None  # the catalog (index or not) is loaded once the app exists
+        ready = redis_ok and model_ok
+        body = {"ready": ready, "redis": redis_ok, "model": model_ok,
+                "model_version": service.learner.version,
                 "index_version": service.catalog.bundle.version if service.catalog.bundle else None,
                 "items": len(service.catalog)}
-        return _json(body, 200 if redis_ok else 503)
+        return _json(body, 200 if ready else 503)
 
     @app.errorhandler(BanditrecError)
     def handle_error(exc: BanditrecError):
