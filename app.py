@@ -54,8 +54,9 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
 
     @app.after_request
     def time_request(response):
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.observe_request(f"{request.method} {rule}", response.status_code,
+        # bounded labels: a client can send any method and path; unmatched ones share one series
+        route = f"{request.method} {request.url_rule.rule}" if request.url_rule is not None else "unmatched"
+        metrics.observe_request(route, response.status_code,
                                 time.perf_counter() - g.get("started", time.perf_counter()))
         return response
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,10 +175,13 @@ def _serve(config: Config, args) -> int:
     if not config.redis.url:
         embedded = EmbeddedRedis(config.data.path / "redis", config.redis.embedded_fsync)
         env["REDIS_URL"] = embedded.url
-    metrics_dir = None
-    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker writes its metrics here; /metrics adds them up
-        metrics_dir = tempfile.mkdtemp(prefix="banditrec-metrics-")
-        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # every worker writes its metrics to files here, and /metrics adds them up; a new run starts
+    # from empty files (what a killed run left behind is removed here, not by that run)
+    metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or config.data.path / "metrics")
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     cmd = [sys.executable, "-m", "gunicorn", "--config", "python:banditrec.gunicorn_conf", "app:create_app()"]
     proc, learner = None, None
     separate = not config.server.learns_inline and config.server.learner != "external"
@@ -233,8 +234,6 @@ def _serve(config: Config, args) -> int:
                 learner.kill()
         if embedded is not None:
             embedded.close()
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _learn(config: Config, args) -> int:

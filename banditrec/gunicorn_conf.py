@@ -43,6 +43,7 @@ def worker_exit(server, worker):
 
 def child_exit(server, worker):
     """A worker exited: its live gauges leave /metrics (Prometheus multi-process mode)."""
-    from serving.metrics import mark_process_dead
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # (not serving.metrics: the master stays light)
 
-    mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)

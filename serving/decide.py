@@ -58,7 +58,9 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     session = session_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
     query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights, session=session)
     laps("query_vector")
-    if query is not None and n >= cfg.cold_start.min_interactions:
+    if holdout:
+        rows, sims, path = np.zeros(0, dtype=np.int64), None, "popularity"  # (drawn below, without the ANN search)
+    elif query is not None and n >= cfg.cold_start.min_interactions:
         rows, sims = candidates.personal(catalog, query, cfg, service.popular)
         path = "personalized"
     else:

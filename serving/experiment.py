@@ -68,11 +68,19 @@ def _mean_lift(t: tuple[float, float, float], h: tuple[float, float, float], z: 
     return _lift(math.log(mt / mh), math.sqrt(vt / mt**2 + vh / mh**2), z)
 
 
-def _lift(log_ratio: float, se: float, z: float) -> dict:
-    p = 2 * stats.norm.sf(abs(log_ratio) / se) if se > 0 else 0.0
-    return {"lift": round(math.expm1(log_ratio), 4),
-            "ci95": [round(math.expm1(log_ratio - z * se), 4), round(math.expm1(log_ratio + z * se), 4)],
-            "p_value": round(float(p), 6)}
+def _lift(log_ratio: float, se: float, z: float) -> dict | None:
+    if not (math.isfinite(log_ratio) and math.isfinite(se)):
+        return None
+    if se > 0:
+        p = float(2 * stats.norm.sf(abs(log_ratio) / se))
+    else:  # no spread at all: equal arms are not different, unequal ones cannot be judged
+        p = 1.0 if log_ratio == 0 else None
+
+    def lift(x: float) -> float:
+        return round(math.expm1(min(x, 700.0)), 4)  # (e^700 is near float's limit)
+
+    return {"lift": lift(log_ratio), "ci95": [lift(log_ratio - z * se), lift(log_ratio + z * se)],
+            "p_value": None if p is None else round(p, 6)}
 
 
 def arm_summary(c: dict[str, float]) -> dict:

@@ -62,10 +62,11 @@ def feedback(service: Service, body) -> dict:
     if aggregation != "earliest":
         service.store.aggregate_reward(req.event_id, req.item_id, req.reward, aggregation, ttl)
     service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl)
-    if acked is None and req.reward > 0:  # a click of the decision's arm, counted once
+    if req.reward > 0:  # a click of the decision's arm, counted once however many rewards and retries come
         try:
-            service.store.count_arm(decision.get("exp", service.config.experiment.salt),
-                                    decision.get("arm", TREATMENT), {"clicks": 1, "reward": req.reward})
+            if service.store.first_click(req.event_id, req.item_id, ttl):
+                service.store.count_arm(decision.get("exp", service.config.experiment.salt),
+                                        decision.get("arm", TREATMENT), {"clicks": 1, "reward": req.reward})
         except StoreError as exc:
             log.warning("reward %s recorded, experiment counters not updated: %s", stream_id, exc)
     if service.learns:  # else the learner process learns it

@@ -67,15 +67,15 @@ class LearningCollector:
         store, learner = self.service.store, self.service.learner
         version = GaugeMetricFamily("banditrec_model_version", "Newest model version (snapshot) in Redis")
         backlog = GaugeMetricFamily("banditrec_reward_backlog", "Rewards in the stream after the model's cursor "
-                                                                "(counted up to 10000)")
+                                                                "(counted up to 1000)")
         lag = GaugeMetricFamily("banditrec_learn_lag_seconds", "Age of the oldest reward not yet learned (0: none)")
         try:
             progress = None if self.service.learns else store.learner_progress()
             cursor = learner.cursor if progress is None else progress.get("cursor", "0-0")
-            pending = store.read_rewards(cursor, 10_000)
+            pending, oldest = store.reward_backlog(cursor, 1000)
             version.add_metric([], max(store.latest_version(), learner.version))
-            backlog.add_metric([], len(pending))
-            lag.add_metric([], max(0.0, time.time() - int(pending[0][0].split("-")[0]) / 1000.0) if pending else 0.0)
+            backlog.add_metric([], pending)
+            lag.add_metric([], max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         except Exception:  # Redis away: the gauges are left out, redis errors say why
             return []
         return [version, backlog, lag]
@@ -158,9 +158,3 @@ def summary(service) -> dict:
 
 def count_redis_failure(exc) -> None:
     REDIS_ERRORS.inc()
-
-
-def mark_process_dead(pid: int) -> None:
-    """For gunicorn's child_exit: drop a dead worker's live gauges."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)

@@ -27,7 +27,7 @@ ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
 
 _ERRORS = {"400": "the body or a parameter is invalid; the message names the field",
            "401": "an admin route without the configured API key",
-           "404": "unknown event, item or route", "405": "method not allowed on this path",
+           "404": "unknown event, item or route (a path id with a line break matches no route)", "405": "method not allowed on this path",
            "409": "the event_id was already used", "410": "the reward came after feedback.reward_wait_s",
            "413": "the body is larger than server.max_body_bytes",
            "415": "the body is not application/json", "503": "Redis could not record it; retry"}
@@ -114,7 +114,8 @@ def document(config: Config) -> dict:
                    required=("status", "item_known"))),
         **_errors(*body_errors, "503")},
         body=_obj({"user_id": ID, "item_id": ID, "type": {"type": "string", "enum": list(EVENT_TYPES)},
-                   "timestamp": {**UNIX_TIME, "nullable": True}, "value": {"type": "number", "nullable": True}},
+                   "timestamp": {**UNIX_TIME, "nullable": True},
+                   "value": {"type": "number", "nullable": True, "minimum": 0, "maximum": 1e9}},
                   required=("user_id", "item_id", "type")))
     attributes = {"type": "object", "nullable": True, "maxProperties": 64,
                   "propertyNames": {"maxLength": 64}, "additionalProperties": SCALAR}
@@ -127,7 +128,7 @@ def document(config: Config) -> dict:
     admin_errors = ("401", "503")
     put_item = _op("Add or replace an item; recommendable on the next request", {
         **_ok(_obj({**changed, "created": {"type": "boolean"}}, required=("item_id", "created", "catalog_cursor"))),
-        **_errors(*body_errors, *admin_errors)}, body=item, admin=True, params=(_path_id("item_id"),))
+        **_errors(*body_errors, "404", *admin_errors)}, body=item, admin=True, params=(_path_id("item_id"),))
     delete_item = _op("Remove an item from answers at once", {
         **_ok(_obj({**changed, "deleted": {"type": "boolean"}}, required=("item_id", "deleted", "catalog_cursor"))),
         **_errors("400", "404", *admin_errors)}, admin=True, params=(_path_id("item_id"),))
@@ -136,7 +137,7 @@ def document(config: Config) -> dict:
         **_ok(_obj({"user_id": {"type": "string"}, "profile": {"type": "object",
                                                               "additionalProperties": {"type": "string"}}},
                    required=("user_id", "profile"))),
-        **_errors(*body_errors, *admin_errors)},
+        **_errors(*body_errors, "404", *admin_errors)},
         body=_obj({"user_id": ID, **profile["properties"]}), admin=True, params=(_path_id("user_id"),))
     rebuild = _op("Fold catalog changes into a new Annoy version and serve it", {
         **_ok(_obj({"rebuilt": {"type": "boolean"}, "index_version": {"type": "string", "nullable": True}},
@@ -155,7 +156,7 @@ def document(config: Config) -> dict:
         **_ok(ready_body), "503": {"description": "not ready", "content": {"application/json": {"schema": ready_body}}}})
     lift = {"type": "object", "nullable": True, "required": ["lift", "ci95", "p_value"], "properties": {
         "lift": {"type": "number"}, "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2,
-                                             "maxItems": 2}, "p_value": {"type": "number"}}}
+                                             "maxItems": 2}, "p_value": {"type": "number", "nullable": True}}}
     arm = {"type": "object", "additionalProperties": {"type": "number", "nullable": True}}
     experiments = _op("The A/B holdout: per-arm counts and rates, and the lift with 95 % intervals", {
         **_ok(_obj({"experiment": {"type": "string"}, "holdout_share": {"type": "number"},

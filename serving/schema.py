@@ -164,7 +164,8 @@ def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
         timestamp = float(timestamp)
     value = body.get("value")
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidRequest(f"value must be a finite number, got {_short(value)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 <= value <= 1e9:
+            raise InvalidRequest(f"value must be a number between 0 and 1e9 (a price, a dwell time), got {_short(value)}")
         value = float(value)
     return EventRequest(user_id, item_id, kind, timestamp, value)

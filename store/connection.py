@@ -101,8 +101,9 @@ def make_client(url: str, cfg: RedisConfig, timeout_ms: int | None = None) -> re
     if cfg.cluster and not url.startswith("unix://"):
         from redis.cluster import RedisCluster
 
+        # no retries (each would re-read the topology): a timeout must reach the breaker at once
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05),
-                                     health_check_interval=30)
+                                     health_check_interval=30, retry=Retry(NoBackoff(), 0))
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.05),
                                 health_check_interval=30)
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+
+import redis
 
 from store.base import guarded, guarded_fast, in_pipeline, text
+
+log = logging.getLogger(__name__)
 
 _CLAIM = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -55,7 +60,10 @@ class DecisionOps:
                 salt, name, counts = arm
                 for counter, value in counts.items():
                     pipe.hincrbyfloat(self._xkey(salt), f"{name}:{counter}", value)
-            pipe.execute()
+            try:  # the decision is stored: the log and counters are not worth a degraded answer
+                pipe.execute()
+            except redis.RedisError as exc:
+                log.warning("decision %s stored; its log entry or counters were not: %s", event_id, exc)
         return stored
 
     @guarded
@@ -161,6 +169,12 @@ class DecisionOps:
     def read_rewards(self, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict]]:
         return [(text(sid), json.loads(fields[b"e"]))
                 for sid, fields in self.client.xrange(self.key("rewards"), min=f"({after}", count=count)]
+
+    @guarded
+    def reward_backlog(self, after: str, cap: int = 1000) -> tuple[int, float | None]:
+        """(entries after `after`, counted up to `cap`; unix time of the oldest of them or None)."""
+        ids = [text(sid) for sid, _ in self.client.xrange(self.key("rewards"), min=f"({after}", count=cap)]
+        return len(ids), (int(ids[0].split("-")[0]) / 1000.0 if ids else None)
 
     @guarded
     def wait_rewards(self, after: str, block_ms: int = 200) -> bool:

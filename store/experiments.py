@@ -30,8 +30,7 @@ if purchase > 0 then nconv = 1 end
 if new == 1 or ts > last then last = ts end
 redis.call('HSET', KEYS[1], 'last', num(last), 'dur', num(ndur), 'rev', num(nrev), 'conv', nconv)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {num(new), num(ndur - dur), num(ndur * ndur - dur * dur), num(nrev - rev),
-        num(nrev * nrev - rev * rev), num(nconv - conv)}
+return {num(new), num(step), num(step * (ndur + dur)), num(revenue), num(revenue * (nrev + rev)), num(nconv - conv)}
 """
 
 
@@ -46,6 +45,15 @@ class ExperimentOps:
             if value:
                 pipe.hincrbyfloat(self._xkey(salt), f"{arm}:{name}", value)
         pipe.execute()
+
+    @guarded
+    def first_click(self, event_id: str, item_id: str, ttl_s: float) -> bool:
+        """True the first time (event_id, item_id) is clicked (atomic: concurrent retries agree)."""
+        key = self.key("clicked", "{" + event_id + "}")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hsetnx(key, item_id, 1)
+        pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+        return bool(pipe.execute()[0])
 
     @guarded
     def session_event(self, salt: str, arm: str, user_id: str, ts: float, gap_s: float, revenue: float,

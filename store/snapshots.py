@@ -5,6 +5,8 @@ key per part (the model, each bootstrap replica), zlib-compressed. The parts are
 written to temporary keys, one command each, so a large snapshot (a Thompson model at a
 million items is ~9 x 4 MB) never blocks Redis for long; a Lua script then renames them
 into place and moves `latest`, so a reader sees either the whole new version or the old one.
+(Releases before this layout stored the parts inline in the hash; they are still read, but
+an older release cannot read snapshots written by this one.)
 """
 
 from __future__ import annotations
@@ -70,10 +72,18 @@ class SnapshotOps:
         is still that one (else None: someone else wrote one meanwhile, e.g. a rollback)."""
         token = secrets.token_hex(8)
         staged = []
-        for i, part in enumerate((blob, *replicas)):  # one command per part: Redis serves others in between
-            key = self._mkey("tmp", token, str(i))
-            self.client.set(key, zlib.compress(part, 1), ex=STAGING_TTL_S)
-            staged.append(key)
+        try:
+            for i, part in enumerate((blob, *replicas)):  # one command per part: Redis serves others in between
+                key = self._mkey("tmp", token, str(i))
+                staged.append(key)
+                self.client.set(key, zlib.compress(part, 1), ex=STAGING_TTL_S)
+        except Exception:
+            try:  # do not leave megabytes behind for the staging TTL
+                for key in staged:
+                    self.client.unlink(key)
+            except Exception:
+                pass
+            raise
         info = json.dumps({**meta, "created_at": time.time(), "replicas": len(replicas), "codec": CODEC})
         version = self._put(keys=[self._mkey("seq"), self._mkey("latest"), self._mkey("versions"), self._mkey("v", "")],
                             args=[-1 if expect_latest is None else int(expect_latest), int(keep), len(staged),
@@ -102,7 +112,13 @@ class SnapshotOps:
             snapshot = self.get_snapshot(int(version))
             if snapshot is not None:
                 return snapshot
-        raise RuntimeError("the newest model snapshot kept disappearing while it was read")
+            if self.client.get(self._mkey("latest")) == version:
+                break  # not a race: that version is broken (a part lost in a partial restore, say)
+        for v in reversed(self.client.zrange(self._mkey("versions"), 0, -1)):  # the newest intact one
+            snapshot = self.get_snapshot(int(v))
+            if snapshot is not None:
+                return snapshot
+        return None
 
     @guarded
     def latest_version(self) -> int:

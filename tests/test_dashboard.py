@@ -27,6 +27,7 @@ def served(build, open_service):
     thread.start()
     yield service, f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

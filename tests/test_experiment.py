@@ -113,3 +113,29 @@ def _url(service) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_hostile_numbers_give_no_lift_rather_than_an_error():
+    huge = {TREATMENT: {"sessions": 3, "revenue": 0.01, "revenue_sq": 2e12},
+            HOLDOUT: {"sessions": 3, "revenue": 0.02, "revenue_sq": 1e-4}}
+    out = report(huge, ExperimentConfig(holdout_share=0.1))  # must not raise
+    lift = out["lift"]["revenue_per_session"]
+    assert lift is None or all(math.isfinite(x) for x in lift["ci95"]) or lift["ci95"][1] > 1e100
+    same = {arm: {"impressions": 10, "clicks": 10} for arm in (TREATMENT, HOLDOUT)}
+    assert report(same, ExperimentConfig(holdout_share=0.1))["lift"]["ctr"]["p_value"] == 1.0
+
+
+def test_a_click_is_counted_once_even_after_a_zero_reward_and_retries(build, open_service):
+    # under "max" aggregation every reward of a pair is recorded: 0 (seen), then a click, then its retry
+    service = open_service(build(experiment={"holdout_share": 0.5, "salt": "t2"}, feedback={"aggregation": "max"}))
+    client = create_app(deps=service).test_client()
+    body = client.post("/recommend", json={"user_id": "u5", "k": 3}).get_json()
+    item = body["items"][0]["item_id"]
+    arm = body["arm"]
+    before = client.get("/experiments").get_json()["arms"][arm]["clicks"]
+    for reward in (0, 1, 1):
+        assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": item,
+                                              "reward": reward}).status_code == 200
+    assert client.get("/experiments").get_json()["arms"][arm]["clicks"] == before + 1
+    assert client.post("/events", json={"user_id": "u5", "item_id": item, "type": "purchase",
+                                        "value": -5}).status_code == 400

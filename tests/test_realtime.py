@@ -20,7 +20,10 @@ BAD_EVENTS = [
     ({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "now"},
      "timestamp must be unix seconds (0 <= t < 1e11), got 'now'"),
     ({"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": 9e10}, "s in the future"),
-    ({"user_id": "u1", "item_id": "i1", "type": "view", "value": "12s"}, "value must be a finite number, got '12s'"),
+    ({"user_id": "u1", "item_id": "i1", "type": "view", "value": "12s"},
+     "value must be a number between 0 and 1e9 (a price, a dwell time), got '12s'"),
+    ({"user_id": "u1", "item_id": "i1", "type": "purchase", "value": -3},
+     "value must be a number between 0 and 1e9 (a price, a dwell time), got -3"),
     ({"user_id": "u1", "item_id": "i1", "type": "view", "extra": 1}, "unknown field(s) extra"),
 ]
 
