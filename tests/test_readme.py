@@ -89,10 +89,10 @@ def _parse(text: str):
     text = text.strip().strip("`").replace("−", "-")
     if text in ("true", "false"):
         return text == "true"
-    number = re.fullmatch(r"(-?[\d.]+)(?: (days|h|MiB))?", text)
+    number = re.fullmatch(r"(-?\d+(?:\.\d+)?)(?: (days|h|MiB))?", text)
     if number:
         return float(number.group(1)) * UNITS.get(number.group(2), 1)
-    if text.startswith("[") or text == '""':
+    if text.startswith(("[", "{")) or text == '""':
         return json.loads(text)
     return text
 
@@ -152,3 +152,17 @@ def test_every_readme_command_is_exercised_by_a_test():
         path, marker = EXERCISED[key]
         assert marker in (REPO / path).read_text() or re.search(marker, (REPO / ".ci" / "run").read_text()), \
             (command, path, marker)
+
+
+def test_every_config_knob_is_in_the_readme():
+    """Each setting of every section (and of every strategy) is named in the README."""
+    missing = []
+    for section, values in to_dict(Config()).items():
+        for name, value in values.items():
+            if section == "exploration" and isinstance(value, dict):
+                missing += [f"exploration.{name}.{k}" for k in value if f"exploration.{name}.{k}" not in README
+                            and not re.search(rf"`{k}`|{name}\.{k}", README)]
+            elif f"{section}.{name}" not in README and not any(
+                    line.startswith(f"| `{section}.") and f"`{name}`" in line for line in README.splitlines()):
+                missing.append(f"{section}.{name}")
+    assert not missing, f"settings the README does not mention: {missing}"
