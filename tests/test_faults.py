@@ -9,6 +9,7 @@ every reward that was answered 200 is in the reward stream, and the model has le
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
@@ -146,7 +147,7 @@ class Storm:
                         self.statuses["/feedback", status] += 1
                         if status == 200:
                             self.acked.add((body["event_id"], body["item_id"]))
-            except OSError:  # the service was killed under us
+            except (OSError, http.client.HTTPException, ValueError):  # the service was killed under us, mid-answer
                 if self.stop.wait(0.05):
                     return
 
