@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="output directory (default: runs/<scenario>)")
     sim.add_argument("--http", help="drive a running banditrec at this URL instead of an in-process one")
     sim.add_argument("--no-plots", action="store_true")
+    sim.add_argument("--write-world", type=Path, metavar="DIR",
+                     help="only write the scenario's starting world (seed 0: items, users, interactions) to DIR, "
+                          "to build a server for --http from it, and exit")
     sim.set_defaults(func=_simulate)
 
     tune = sub.add_parser("tune", parents=[common], help="search exploration settings against the simulator")
@@ -269,6 +272,14 @@ def _simulate(config: Config, args) -> int:
     if args.policies:
         changes["policies"] = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     scenario = dataclasses.replace(scenario, run=dataclasses.replace(run, **changes))
+    if args.write_world:
+        from simulations.world import SimWorld
+
+        world = SimWorld(scenario.world, 0, scenario.run.rounds)
+        paths = world.write_initial(args.write_world)
+        print(f"banditrec build --catalog {paths['catalog']} --users {paths['users']} "
+              f"--interactions {paths['interactions']} --now {world.start:.0f}")
+        return 0
     out = args.out or Path("runs") / scenario.name
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

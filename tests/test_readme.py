@@ -115,6 +115,7 @@ EXERCISED = {
     "./dev serve": ("tests/test_e2e.py", '"./dev", "serve"'),
     "./dev test": ("tests/test_readme.py", "exec \\./dev test"),  # .ci/run runs it (checked above)
     "banditrec serve --workers": ("tests/test_scaleout.py", '"--workers", "2"'),
+    "banditrec serve": ("tests/test_e2e.py", '"./dev", "serve"'),  # ./dev serve runs it
     "banditrec build": ("tests/test_cli.py", 'main(["build"'),
     "banditrec simulate": ("tests/test_simulation.py", 'main(["simulate"'),
     "banditrec tune": ("tests/test_simulation.py", 'main(["tune"'),

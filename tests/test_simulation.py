@@ -85,6 +85,17 @@ def test_simulate_command_writes_its_reports(tmp_path, capsys):
     assert "cumulative regret" in capsys.readouterr().out
 
 
+def test_write_world_gives_the_files_a_server_is_built_from(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    world = tmp_path / "world"
+    assert main(["simulate", "--scenario", "small", "--write-world", str(world)]) == 0
+    command = capsys.readouterr().out.strip().splitlines()[-1]
+    assert command.startswith("banditrec build --catalog ") and "--now 1764200000" in command
+    items = (world / "items.jsonl").read_text().splitlines()
+    assert len(items) == load_scenario("small").world.n_items and (world / "interactions.csv").exists()
+    assert main([*command.split()[1:], "--data-dir", str(tmp_path / "data"), "--no-progress"]) == 0
+
+
 def test_tune_command_ranks_candidates_and_writes_the_best(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)  # its own embedded Redis
     space = tmp_path / "tune.toml"
