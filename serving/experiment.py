@@ -19,9 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 
-from scipy import stats
+from statistics import NormalDist
 
 from banditrec.config import ExperimentConfig
+
+# The normal distribution's quantile and tail, from the standard library: the same functions
+# as scipy.stats.norm (tests/test_experiment.py compares them), without the 51 MB that
+# importing scipy.stats adds to every worker.
+_NORMAL = NormalDist()
 
 TREATMENT, HOLDOUT = "personalized", "holdout"
 
@@ -72,7 +77,7 @@ def _lift(log_ratio: float, se: float, z: float) -> dict | None:
     if not (math.isfinite(log_ratio) and math.isfinite(se)):
         return None
     if se > 0:
-        p = float(2 * stats.norm.sf(abs(log_ratio) / se))
+        p = 2 * (1 - _NORMAL.cdf(abs(log_ratio) / se))
     else:  # no spread at all: equal arms are not different, unequal ones cannot be judged
         p = 1.0 if log_ratio == 0 else None
 
@@ -97,7 +102,7 @@ def arm_summary(c: dict[str, float]) -> dict:
 
 def report(counts: dict[str, dict[str, float]], cfg: ExperimentConfig) -> dict:
     """Each arm's counts and rates, and the personalized arm's lift over the holdout."""
-    z = float(stats.norm.ppf(0.975))
+    z = _NORMAL.inv_cdf(0.975)
     t, h = counts.get(TREATMENT, {}), counts.get(HOLDOUT, {})
     g = lambda c, k: c.get(k, 0.0)  # noqa: E731
     lift = {

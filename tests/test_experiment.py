@@ -139,3 +139,13 @@ def test_a_click_is_counted_once_even_after_a_zero_reward_and_retries(build, ope
     assert client.get("/experiments").get_json()["arms"][arm]["clicks"] == before + 1
     assert client.post("/events", json={"user_id": "u5", "item_id": item, "type": "purchase",
                                         "value": -5}).status_code == 400
+
+
+def test_the_normal_functions_match_scipy_stats():
+    from scipy import stats
+
+    from serving.experiment import _NORMAL
+
+    assert math.isclose(_NORMAL.inv_cdf(0.975), stats.norm.ppf(0.975), rel_tol=1e-12)
+    for x in (0.1, 1.0, 1.96, 3.5):
+        assert math.isclose(2 * (1 - _NORMAL.cdf(x)), 2 * stats.norm.sf(x), rel_tol=1e-9)
