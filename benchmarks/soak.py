@@ -29,8 +29,10 @@ def chunk(server: Server, rate: float, requests: int, users: int, seed: int) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(bench: Bench, *, requests: int, rate: float, chunks: int = 10, warmup: int = 5000) -> dict:
-    server = Server(bench, workers=1, log_name="serve-soak", inactive={"after_s": 0.0})
+def run(bench: Bench, *, requests: int, rate: float, chunks: int = 10, warmup: int = 5000,
+        reward_wait_s: float | None = None) -> dict:
+    feedback = {} if reward_wait_s is None else {"feedback": {"reward_wait_s": reward_wait_s}}
+    server = Server(bench, workers=1, log_name="serve-soak", inactive={"after_s": 0.0}, **feedback)
     try:
         (pid,) = server.worker_pids(tries=5)
         users = bench.config.demo.n_users
@@ -76,10 +78,13 @@ def main(argv=None) -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--chunks", type=int, default=10)
+    parser.add_argument("--reward-wait-s", type=float, help="feedback.reward_wait_s (default: the shipped 600 s; "
+                        "shorter reaches the steady state, where unrewarded decisions are closed, sooner)")
     args = parser.parse_args(argv)
     bench = bench_for(args)
     try:
-        print(report(run(bench, requests=args.requests, rate=args.rate, chunks=args.chunks)))
+        print(report(run(bench, requests=args.requests, rate=args.rate, chunks=args.chunks,
+                         reward_wait_s=args.reward_wait_s)))
     finally:
         bench.close()
 

@@ -71,7 +71,7 @@ def feedback(service: Service, body) -> dict:
             log.warning("reward %s recorded, experiment counters not updated: %s", stream_id, exc)
     if service.learns:  # else the learner process learns it
         try:
-            service.learner.catch_up(max_entries=1000)  # bounded: a backlog is the background task's job
+            service.learner.catch_up(max_entries=100)  # bounded: a backlog is the background task's job
         except Exception:  # recorded already: a background task learns it later; the client gets its 200
             log.exception("reward %s recorded, learning deferred", stream_id)
     return {"status": "accepted", "duplicate": acked is not None}
