@@ -289,6 +289,7 @@ def _simulate(config: Config, args) -> int:
              f"({seconds:.0f} s on {args.jobs} processes)")
     text = markdown(summarize(results), title)
     if args.http:  # the server's own A/B report: what its holdout says about the same traffic
+        from serving.experiment import format_report
         from simulations.policies.banditrec import BanditrecHTTP
 
         server = BanditrecHTTP(args.http)
@@ -397,7 +398,7 @@ def _model(config: Config, args) -> int:
 def _report(config: Config, args) -> int:
     import json
 
-    from serving.experiment import report
+    from serving.experiment import format_report, report
 
     with _store(config) as store:
         result = report(store.arm_counts(config.experiment.salt), config.experiment)
@@ -406,27 +407,6 @@ def _report(config: Config, args) -> int:
         return 0
     print(format_report(result))
     return 0
-
-
-def format_report(result: dict) -> str:
-    """The experiment report as a markdown table (also used by `simulate --http`)."""
-    def fmt(value, digits=4):
-        return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-    rows = [("decisions", "decisions"), ("impressions", "impressions"), ("clicks", "clicks"), ("CTR", "ctr"),
-            ("sessions", "sessions"), ("conversion rate (sessions with a purchase)", "conversion_rate"),
-            ("revenue per session", "revenue_per_session"), ("session length (s)", "session_length_s")]
-    arms = result["arms"]
-    lines = [f"experiment {result['experiment']!r}: holdout share {result['holdout_share']:g}", "",
-             "| | personalized | holdout | lift (95 % CI) |", "| --- | --- | --- | --- |"]
-    lifts = {"ctr": "ctr", "conversion_rate": "conversion_rate", "revenue_per_session": "revenue_per_session",
-             "session_length_s": "session_length"}
-    for label, key in rows:
-        lift = result["lift"].get(lifts.get(key, ""), None)
-        text = "" if key not in lifts else "n/a" if lift is None else \
-            f"{lift['lift']:+.1%} ({lift['ci95'][0]:+.1%} to {lift['ci95'][1]:+.1%})"
-        lines.append(f"| {label} | {fmt(arms['personalized'][key])} | {fmt(arms['holdout'][key])} | {text} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

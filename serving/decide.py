@@ -58,23 +58,18 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     session = session_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights)
     query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights, session=session)
     laps("query_vector")
-    if holdout:
-        rows, sims, path = np.zeros(0, dtype=np.int64), None, "popularity"  # (drawn below, without the ANN search)
+    apprentice = cfg.learning.mode == "apprentice" and not holdout
+    if holdout or apprentice:  # a baseline served as it is: the holdout's popularity, or the client's order
+        rows = catalog.rows_for(baseline) if apprentice and baseline else \
+            candidates.popular(catalog, service.popular, profile, cfg)
+        rows = rows[catalog.available(rows)] if len(rows) else rows
+        sims, path = None, "popularity" if holdout else "apprentice"
     elif query is not None and n >= cfg.cold_start.min_interactions:
         rows, sims = candidates.personal(catalog, query, cfg, service.popular)
         path = "personalized"
     else:
         rows = candidates.popular(catalog, service.popular, profile, cfg, recent.get("cats", []))
         sims, path = None, "cold_start"
-    apprentice = cfg.learning.mode == "apprentice" and not holdout
-    if holdout:  # the experiment's holdout arm: the popularity baseline, as it is
-        rows = candidates.popular(catalog, service.popular, profile, cfg)
-        rows = rows[catalog.available(rows)] if len(rows) else rows
-        sims, path = None, "popularity"
-    elif apprentice:  # serve the baseline: the client's order, else popularity
-        rows = catalog.rows_for(baseline) if baseline else candidates.popular(catalog, service.popular, profile, cfg)
-        rows = rows[catalog.available(rows)] if len(rows) else rows
-        sims, path = None, "apprentice"
     laps("retrieval")
 
     # filter before scoring

@@ -117,3 +117,24 @@ def report(counts: dict[str, dict[str, float]], cfg: ExperimentConfig) -> dict:
     return {"experiment": cfg.salt, "holdout_share": cfg.holdout_share, "session_gap_s": cfg.session_gap_s,
             "arms": {TREATMENT: arm_summary(t), HOLDOUT: arm_summary(h)}, "lift": lift,
             "lift_is": "personalized / holdout - 1, with a 95 % confidence interval; null until both arms have data"}
+
+
+def format_report(result: dict) -> str:
+    """The report as a markdown table (`banditrec report`, `simulate --http`)."""
+    def fmt(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    rows = [("decisions", "decisions"), ("impressions", "impressions"), ("clicks", "clicks"), ("CTR", "ctr"),
+            ("sessions", "sessions"), ("conversion rate (sessions with a purchase)", "conversion_rate"),
+            ("revenue per session", "revenue_per_session"), ("session length (s)", "session_length_s")]
+    arms = result["arms"]
+    lines = [f"experiment {result['experiment']!r}: holdout share {result['holdout_share']:g}", "",
+             "| | personalized | holdout | lift (95 % CI) |", "| --- | --- | --- | --- |"]
+    lifts = {"ctr": "ctr", "conversion_rate": "conversion_rate", "revenue_per_session": "revenue_per_session",
+             "session_length_s": "session_length"}
+    for label, key in rows:
+        lift = result["lift"].get(lifts.get(key, ""), None)
+        text = "" if key not in lifts else "n/a" if lift is None else \
+            f"{lift['lift']:+.1%} ({lift['ci95'][0]:+.1%} to {lift['ci95'][1]:+.1%})"
+        lines.append(f"| {label} | {fmt(arms['personalized'][key])} | {fmt(arms['holdout'][key])} | {text} |")
+    return "\n".join(lines)

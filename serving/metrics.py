@@ -21,6 +21,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                generate_latest, multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 
+from serving.experiment import TREATMENT
 from serving.stages import Laps
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -44,7 +45,7 @@ MODEL_VERSION = Gauge("banditrec_served_model_version", "Model version served by
 def observe_recommend(body: dict, laps: Laps) -> None:
     for stage, seconds in laps.stages.items():
         STAGE.labels(stage).observe(seconds)
-    arm = body.get("arm", "personalized")
+    arm = body.get("arm", TREATMENT)
     DECISIONS.labels(body.get("strategy", "unknown"), arm).inc()
     items = body.get("items", [])
     IMPRESSIONS.labels(arm).inc(len(items))
@@ -124,10 +125,10 @@ def summary(service) -> dict:
             if name in ("banditrec_impressions_total", "banditrec_explored_impressions_total",
                         "banditrec_fresh_impressions_total"):
                 kind = name.removeprefix("banditrec_").removesuffix("_total")
-                arm = totals.setdefault(labels.get("arm", "personalized"), {})
+                arm = totals.setdefault(labels.get("arm", TREATMENT), {})
                 arm[kind] = arm.get(kind, 0.0) + value
             elif name == "banditrec_decisions_total":
-                arm = totals.setdefault(labels.get("arm", "personalized"), {})
+                arm = totals.setdefault(labels.get("arm", TREATMENT), {})
                 arm["decisions"] = arm.get("decisions", 0.0) + value
                 if labels.get("strategy") == "degraded":
                     arm["degraded"] = arm.get("degraded", 0.0) + value

@@ -9,7 +9,7 @@ from banditrec.errors import Conflict
 from banditrec.logs import bind_event
 from serving import pregen
 from serving.decide import Slate, decide
-from serving.experiment import HOLDOUT, arm_of
+from serving.experiment import HOLDOUT, TREATMENT, arm_of
 from serving.schema import parse_recommend
 from serving.service import Service
 from serving.stages import NO_LAPS, Laps
@@ -55,7 +55,7 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
 
 
 def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float,
-                 arm: str = "personalized") -> bool:
+                 arm: str = TREATMENT) -> bool:
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
     decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": slate.version,
@@ -82,7 +82,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     return True
 
 
-def response(event_id: str, version: int, strategy: str, slate: Slate, arm: str = "personalized") -> dict:
+def response(event_id: str, version: int, strategy: str, slate: Slate, arm: str = TREATMENT) -> dict:
     keys = ("item_id", "position", "score", "probability", "explored", "fresh", "explain")
     return {"event_id": event_id, "model_version": version, "arm": arm, "strategy": strategy,
             "items": [{key: item[key] for key in keys if key in item} for item in slate.items]}

@@ -57,9 +57,7 @@ class DecisionOps:
             if log_entry is not None:
                 pipe.xadd(self.key("decisions"), {"d": json.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
             if arm is not None:
-                salt, name, counts = arm
-                for counter, value in counts.items():
-                    pipe.hincrbyfloat(self._xkey(salt), f"{name}:{counter}", value)
+                self.queue_arm_counts(pipe, *arm)
             try:  # the decision is stored: the log and counters are not worth a degraded answer
                 pipe.execute()
             except redis.RedisError as exc:

@@ -38,12 +38,16 @@ class ExperimentOps:
     def _xkey(self, salt: str) -> str:
         return self.key("exp", "{" + salt + "}")
 
-    @guarded
-    def count_arm(self, salt: str, arm: str, counts: dict[str, float]) -> None:
-        pipe = self.client.pipeline(transaction=False)
+    def queue_arm_counts(self, pipe, salt: str, arm: str, counts: dict[str, float]) -> None:
+        """Add the increments of an arm's counters to `pipe` (zeros are skipped)."""
         for name, value in counts.items():
             if value:
                 pipe.hincrbyfloat(self._xkey(salt), f"{arm}:{name}", value)
+
+    @guarded
+    def count_arm(self, salt: str, arm: str, counts: dict[str, float]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_arm_counts(pipe, salt, arm, counts)
         pipe.execute()
 
     @guarded

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from app import create_app
-from banditrec.cli import format_report, main
+from banditrec.cli import main
 from banditrec.config import ExperimentConfig
-from serving.experiment import HOLDOUT, TREATMENT, arm_of, report
+from serving.experiment import HOLDOUT, TREATMENT, arm_of, format_report, report
 
 
 def test_assignment_is_deterministic_and_close_to_the_share():
