@@ -79,7 +79,9 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
         model.learn(shared_line(user, {}, session), action_line(item_line(items[row], prior), sim, live),
                     1.0 if (u, item) in engaged else 0.0, 1.0)
         recent.append(row)
-    store.put_snapshot(model.to_bytes(), {"cursor": store.reward_head(), "learned": 0, "t": 0,
+    # Cursor 0-0: rewards already in the stream (a service that learned but had not yet written
+    # a snapshot when this build ran) are learned on top of the history by whoever adopts it.
+    store.put_snapshot(model.to_bytes(), {"cursor": "0-0", "learned": 0, "t": 0,
                                           "origin": "warm-start", "warm_start_examples": len(views)},
                        config.snapshot.keep)
     model.close()

@@ -1,10 +1,12 @@
-"""Periodic background work on daemon threads; a failing run is logged, never fatal."""
+"""Periodic background work on daemon threads; a failing run is logged and counted
+(`banditrec_background_failures_total{task}`), never fatal."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from serving.metrics import BACKGROUND_FAILURES
 from store import StoreError
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,10 @@ class Periodic:
             try:
                 self.task()
             except StoreError as exc:  # Redis away: try again next time, keep serving
+                BACKGROUND_FAILURES.labels(self.name).inc()
                 log.warning("%s skipped: %s", self.name, exc)
             except Exception:
+                BACKGROUND_FAILURES.labels(self.name).inc()
                 log.exception("%s failed", self.name)
 
     def stop(self) -> None:

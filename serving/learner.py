@@ -18,6 +18,7 @@ import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
 from bandit.vw import Replicas, VWModel
+from serving.metrics import BACKGROUND_FAILURES
 from store import Store
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,11 @@ class Learner:
                 if self.since_snapshot == 0 and self.version:
                     return self.version
                 base = self.version
-                if self.store.latest_version() > base:  # a rollback came in: adopt it, do not bury it
+                latest = self.store.latest_version()
+                if latest > base:  # a rollback or a warm start came in: adopt it, do not bury it
+                    log.warning("snapshot not written: model v%d in Redis is newer than ours (v%d) and "
+                                "waits to be adopted", latest, base)
+                    BACKGROUND_FAILURES.labels("snapshot").inc()
                     return base
                 replicas = self.replicas.to_bytes() if self.replicas is not None else []
                 blob = self.model.to_bytes()

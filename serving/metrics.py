@@ -7,7 +7,8 @@ Under gunicorn every worker is its own process: `banditrec serve` points
 
 What is measured: per-stage latency of /recommend (the request's lap timer) and per-route
 latency; decisions by strategy and arm; impressions, explored and fresh impressions (their
-shares are the ratios); rewards by outcome; events; Redis failures; plus, computed when
+shares are the ratios); rewards by outcome; events; Redis failures; failed background
+runs by task; plus, computed when
 scraped, the model version, the reward-stream backlog after the model's cursor and the
 learn lag (age of the oldest reward not yet learned).
 """
@@ -38,6 +39,9 @@ FRESH = Counter("banditrec_fresh_impressions_total", "Items served that were fre
 REWARDS = Counter("banditrec_rewards_total", "Rewards received, by outcome", ["outcome"])
 EVENTS = Counter("banditrec_events_total", "Interaction events recorded, by type", ["type"])
 REDIS_ERRORS = Counter("banditrec_redis_errors_total", "Redis calls that failed (connection or timeout)")
+BACKGROUND_FAILURES = Counter("banditrec_background_failures_total",
+                              "Background runs that failed or were skipped (snapshot, adoption, rebuild, ...), by task",
+                              ["task"])
 MODEL_VERSION = Gauge("banditrec_served_model_version", "Model version served by this process",
                       multiprocess_mode="liveall")
 

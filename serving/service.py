@@ -87,22 +87,6 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
                    enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline))
 
 
-def adopt_rollback(config: Config, store: Store, strategy: Strategy, learner: Learner) -> bool:
-    """Continue from a rollback snapshot written elsewhere (`banditrec model rollback`), if
-    there is one newer than what `learner` has."""
-    latest = store.latest_version()
-    if latest <= learner.version:
-        return False
-    for version in range(latest, learner.version, -1):  # the newest rollback above ours
-        snapshot = store.get_snapshot(version)
-        if snapshot is not None and snapshot[1].get("origin") == "rollback":
-            fresh = make_learner(config, store, strategy, snapshot, learns=True)
-            learner.adopt(fresh.model, fresh.replicas, snapshot[1])
-            log.info("now at model v%d (rolled back to v%s)", latest, snapshot[1].get("from_version"))
-            return True
-    return False
-
-
 def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool) -> bool:
     """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
     the separate learner's, a rollback, a previous learner's last one)."""
@@ -113,7 +97,13 @@ def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Lear
         return False
     fresh = make_learner(config, store, strategy, snapshot, learns=learns)
     learner.adopt(fresh.model, fresh.replicas, snapshot[1])
-    log.debug("now at model v%d (%s)", snapshot[1]["version"], snapshot[1].get("origin", "learner"))
+    origin = snapshot[1].get("origin", "learner")
+    if origin == "rollback":
+        log.info("now at model v%d (rolled back to v%s)", snapshot[1]["version"], snapshot[1].get("from_version"))
+    elif origin != "learner" or learns:
+        log.info("now at model v%d (%s)", snapshot[1]["version"], origin)
+    else:
+        log.debug("now at model v%d (%s)", snapshot[1]["version"], origin)
     return True
 
 
@@ -198,12 +188,12 @@ class Service:
         self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model).start())
 
     def adopt_newer_model(self) -> bool:
-        """Serve a newer snapshot: a rollback (`banditrec model rollback`) when this process
-        learns; any newer one when a separate learner writes them. Requests in flight finish
-        on the model they hold."""
-        if self.learns:
-            return adopt_rollback(self.config, self.store, self.strategy, self.learner)
-        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=False)
+        """Serve a snapshot newer than ours. When this process learns, only it writes learner
+        snapshots, so a newer one came from elsewhere: a rollback (`banditrec model rollback`)
+        or a build's warm start; it is adopted, and learning goes on from its cursor (until
+        then the learner writes no snapshot over it). With a separate learner, its newest
+        snapshot. Requests in flight finish on the model they hold."""
+        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns)
 
     def apprentice_match(self, matched: bool) -> None:
         """Apprentice mode: count whether the model's first choice matched the baseline's."""

@@ -142,6 +142,82 @@ def test_rollback_serves_an_older_model_and_skips_the_rewards_since(build, open_
     assert main(["model", "rollback", "999"]) == 2
 
 
+def _warm_start_scores(config, store, version):
+    from bandit.vw import VWModel
+
+    blob, meta = store.get_snapshot(version)
+    assert meta["origin"] == "warm-start"
+    model = VWModel(config.model.vw_args(), blob=blob)
+    try:
+        return model.predict(PROBE_SHARED, PROBE)
+    finally:
+        model.close()
+
+
+def test_a_build_beside_a_serving_learner_is_adopted_and_snapshots_go_on(build, open_service, store):
+    """Issue 14: a one-worker service that had learned but not yet snapshotted; `banditrec build`
+    beside it wrote a warm start (v1), after which the service never wrote a snapshot again and
+    answered `model_version` 0 forever. Now it adopts the warm start (its model-watch task),
+    learns the stream's rewards on top of it and snapshots as before."""
+    config = build(model={"warm_start": False})
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+
+    def learn(n_rounds):
+        for n in range(n_rounds):
+            body = client.post("/recommend", json={"user_id": f"u{n % 7}", "k": 1}).get_json()
+            assert client.post("/feedback", json={"event_id": body["event_id"],
+                                                   "item_id": body["items"][0]["item_id"], "reward": 1.0}).status_code == 200
+        return body
+
+    learn(5)
+    assert service.learner.version == 0 and service.learner.learned == 5
+    build()  # beside it: a new index version and the warm-start snapshot
+    warm = store.latest_version()
+    assert warm == 1
+    learn(5)
+    assert service.learner.snapshot(keep=10) == 0  # not written over the build's model ...
+    assert service.adopt_newer_model() is True     # ... which is adopted instead
+    assert service.learner.version == warm
+    np.testing.assert_allclose(service.model.predict(PROBE_SHARED, PROBE), _warm_start_scores(config, store, warm),
+                               atol=1e-7)
+    assert service.learner.catch_up() == 10  # the rewards so far, learned on top of the history
+    body = learn(5)
+    assert body["model_version"] == warm  # the model that scored it
+    newer = service.learner.snapshot(keep=10)
+    assert newer > warm and store.latest_version() == newer  # snapshots go on
+    assert client.post("/recommend", json={"user_id": "u1", "k": 1}).get_json()["model_version"] == newer
+
+
+def test_a_build_beside_a_separate_learner_is_adopted_by_it_and_the_workers(build, open_service, store):
+    from serving.learn_loop import LearnerProcess
+
+    config = build(server={"workers": 2}, model={"warm_start": False})
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+    learner = LearnerProcess(config, store)
+
+    def reward():
+        body = client.post("/recommend", json={"user_id": "u3", "k": 1}).get_json()
+        client.post("/feedback", json={"event_id": body["event_id"], "item_id": body["items"][0]["item_id"],
+                                       "reward": 1.0})
+
+    try:
+        reward()
+        assert learner.step() == 1 and learner.learner.version == 0
+        build(server={"workers": 2})
+        warm = store.latest_version()
+        assert warm == 1
+        reward()
+        learner.step()  # adopts the warm start, then learns both rewards on top of it
+        assert learner.learner.version == warm and learner.learner.total == 2
+        newer = learner.learner.snapshot(keep=10)
+        assert newer > warm
+        assert service.adopt_newer_model() and service.learner.version == newer
+    finally:
+        learner.close()
+
+
 def test_switching_strategy_keeps_the_model_and_replicas_survive_restarts(build, open_service):
     config = build(exploration={"strategy": "epsilon_greedy"})
     first = open_service(config)
