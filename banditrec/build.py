@@ -114,7 +114,7 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
             "sources": {"catalog": str(catalog), "users": str(users or ""), "interactions": str(interactions or "")}}
     prior = popularity_prior(popularity(engagement))
     path = write_bundle(config.data.path, items=items, vectors=vectors,
-                        lines=[item_line(i, p) for i, p in zip(items, prior)], embedder=embedder, meta=meta,
+                        lines=[item_line(i) for i in items], embedder=embedder, meta=meta,
                         n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
                         publish=False, popularity=prior)
     log.info("wrote index %s (%d trees) in %.1f s", path.name, config.index.n_trees, time.perf_counter() - t2)
@@ -192,7 +192,7 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
                 "full_cursor": meta.get("full_cursor", "0-0"), "space": space,
                 "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {})}
     path = write_bundle(config.data.path, items=items, vectors=vectors,
-                        lines=[item_line(i, p) for i, p in zip(items, prior)], embedder=embedder, meta=new_meta,
+                        lines=[item_line(i) for i in items], embedder=embedder, meta=new_meta,
                         n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
                         keep=config.index.keep_versions, popularity=prior)
     if current is None:

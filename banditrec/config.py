@@ -310,10 +310,12 @@ class ModelConfig:
     warm_start: bool = True
     warm_start_max: int = 200_000
     similarity_prior: float = 0.5
+    popularity_prior: float = 0.5
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
         check_scalar(self.similarity_prior, "model.similarity_prior", float, min=0.0, max=10.0)
+        check_scalar(self.popularity_prior, "model.popularity_prior", float, min=0.0, max=10.0)
         check_scalar(self.learning_rate, "model.learning_rate", float, min=0.0, min_exclusive=True, max=100.0)
         check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
         check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)
@@ -403,7 +405,7 @@ class FeedbackConfig:
     expired_grace_s: float = 86400.0
     reward_min: float = -1.0
     reward_max: float = 10.0
-    clip_p: float = 0.01
+    clip_p: float = 1.0
     stream_maxlen: int = 5_000_000
     aggregation: str = "max"
     default_reward: float = 0.0

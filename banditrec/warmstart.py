@@ -76,7 +76,7 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
             trail = item_vectors[list(recent)].sum(axis=0)
             live = float(trail @ item_vectors[row] / np.linalg.norm(trail)) if np.linalg.norm(trail) > 1e-9 else None
         user = {**profiles.get(events.user_ids[u], {}), "taste": taste}
-        model.learn(shared_line(user, {}, session), action_line(item_line(items[row], prior), sim, live),
+        model.learn(shared_line(user, {}, session), action_line(item_line(items[row]), sim, live, pop=prior),
                     1.0 if (u, item) in engaged else 0.0, 1.0)
         recent.append(row)
     # Cursor 0-0: rewards already in the stream (a service that learned but had not yet written

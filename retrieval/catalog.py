@@ -78,16 +78,13 @@ class Catalog:
             raise ValueError(f"item vector has wrong length (expected {self.dim}, got {got})")
         with self._lock:
             old = self.row_of.get(item["item_id"])
-            prior = 0.0
             if old is not None:
                 self._live.data[old] = False  # tombstone: Annoy may still return it
-                if old < self.n_base:
-                    prior = float(self.bundle.popularity[old])  # an update keeps the item's popularity
             # Readers run concurrently without the lock: every per-row array grows first,
             # and the row becomes visible last, when it is appended to the fresh rows.
             row = len(self.ids)
             self.ids.append(item["item_id"])
-            self.lines.append(self._line_for(item, prior) if prior else self._line_for(item))
+            self.lines.append(self._line_for(item))
             self._in_stock.append(bool(item["in_stock"]))
             self._published.append(int(item["published_at"]))
             self._category.append(self._code(item.get("category", "")))

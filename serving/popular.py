@@ -3,19 +3,40 @@ there (stale) when Redis is not."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+
+import numpy as np
 
 from store import Store, StoreError
 
 
 class PopularCache:
-    def __init__(self, store: Store, ttl_s: float = 30.0, clock=time.monotonic):
+    def __init__(self, store: Store, ttl_s: float = 30.0, clock=time.monotonic, feature_top: int = 20_000):
         self.store = store
         self.ttl_s = ttl_s
         self.clock = clock
+        self.feature_top = feature_top
         self._lists: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._values: tuple[float, dict[str, float]] | None = None
         self._lock = threading.Lock()
+
+    def feature(self, ids: list[str]) -> np.ndarray:
+        """Each item's long-term popularity now, 0..1: log(1 + score) relative to the most
+        popular item's, from the top `feature_top` of the global ranking (0 below it), which
+        is re-read every `ttl_s` (and kept, stale, while Redis is away)."""
+        cached = self._values
+        if cached is None or self.clock() - cached[0] > self.ttl_s:
+            try:
+                top = self.store.top_popular(self.feature_top, scope="global")
+                scale = math.log1p(top[0][1]) if top and top[0][1] > 0 else 1.0
+                values = {item_id: math.log1p(max(score, 0.0)) / scale for item_id, score in top}
+            except StoreError:
+                values = cached[1] if cached else {}
+            self._values = cached = (self.clock(), values)
+        get = cached[1].get
+        return np.fromiter((get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
 
     def ids(self, kind: str, scope: str, n: int) -> list[str]:
         """Up to n item ids of a popularity list ("pop" long-term, "trend" decayed)."""
@@ -40,3 +61,4 @@ class PopularCache:
     def clear(self) -> None:
         with self._lock:
             self._lists.clear()
+            self._values = None

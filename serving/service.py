@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from banditrec.config import Config, ModelConfig
-from bandit.features import item_line, similarity_prior
+from bandit.features import item_line, prior_examples, strip_popularity
 from bandit.strategies import STRATEGIES, Strategy
 from bandit.vw import Replicas, VWModel
 from retrieval.bundle import current_path, load_bundle
@@ -53,13 +53,14 @@ class UserMemory:
 
 
 def fresh_model(cfg: ModelConfig) -> VWModel:
-    """A model that has learned nothing yet but `model.similarity_prior`: it ranks by retrieval
-    similarity until rewards say otherwise. (Measured in the small test world, k = 1, 3000
-    rewards, epsilon-greedy: from all-zero weights online learning ended at CTR 0.28-0.31,
-    below the 0.33-0.35 of never learning at all; with the prior at 0.34-0.36.)"""
+    """A model that has learned nothing yet but `model.similarity_prior` and
+    `model.popularity_prior`: it ranks by retrieval similarity and popularity until rewards
+    say otherwise. (Measured in the small test world, k = 1, 3000 rewards, epsilon-greedy:
+    from all-zero weights online learning ended at CTR 0.28-0.31, below the 0.33-0.35 of never
+    learning at all; with the similarity prior at 0.34-0.36.)"""
     model = VWModel(cfg.vw_args())
-    if cfg.similarity_prior > 0:
-        for shared, action, reward in similarity_prior(cfg.similarity_prior):
+    if cfg.similarity_prior > 0 or cfg.popularity_prior > 0:
+        for shared, action, reward in prior_examples(cfg.similarity_prior, cfg.popularity_prior):
             model.learn(shared, action, reward, 1.0)
     return model
 
@@ -114,6 +115,8 @@ def load_catalog(config: Config) -> Catalog:
     if bundle is not None and bundle.meta["dim"] != config.embedding.dim:
         raise ValueError(f"index {path} has dimension {bundle.meta['dim']}, config says "
                          f"{config.embedding.dim}: rebuild with `banditrec build`")
+    if bundle is not None and bundle.lines and " |Pop " in bundle.lines[0]:  # built by an older release
+        bundle.lines[:] = [strip_popularity(line) for line in bundle.lines]   # popularity is live now
     embedder = bundle.embedder if bundle else ItemEmbedder.untrained(config.embedding)
     return Catalog(bundle, config.embedding.dim, item_line, embedder)
 

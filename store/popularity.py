@@ -1,4 +1,5 @@
-"""Popularity rankings: long-term ones written by the build, and decayed "trending" counters.
+"""Popularity rankings: long-term ones (written by the build, then counted up by every event
+since), and decayed "trending" counters.
 
 A trending score is kept in log space: log(sum of weight x 2^(t / half_life)) over events,
 updated with log-sum-exp in a script. Comparing two items' scores at any moment compares
@@ -55,14 +56,17 @@ class PopularityOps:
 
     @guarded
     def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
-                      keep: int, unschedule_user: str | None = None) -> None:
-        """Count one weighted event at time `ts` in each trending scope (and, in the same round
-        trip, take an active user off the pre-generated slates' refresh schedule)."""
+                      keep: int, unschedule_user: str | None = None, long_term: tuple[str, ...] = ()) -> None:
+        """Count one weighted event at time `ts` in each trending scope and in the `long_term`
+        popularity scopes (and, in the same round trip, take an active user off the
+        pre-generated slates' refresh schedule)."""
         pipe = self.client.pipeline(transaction=False)
         if weight > 0:
             x = math.log(weight) + ts * math.log(2.0) / half_life_s
             for scope in scopes:
                 in_pipeline(self._bump, pipe, [self._pkey("trend", scope)], [item_id, repr(x), keep])
+            for scope in long_term:
+                pipe.zincrby(self._pkey("pop", scope), weight, item_id)
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
         pipe.execute()

@@ -175,3 +175,26 @@ def test_a_late_event_does_not_make_an_active_user_look_inactive(build, open_ser
     assert store.user_state("u9")["last"] == last
     for _ in range(3):
         assert client.post("/recommend", json={"user_id": "u9", "k": 3}).get_json()["strategy"] == "personalized"
+
+
+def test_events_count_toward_long_term_popularity_and_the_pop_feature(build, open_service, store):
+    """Items and clicks sent through the API make an item popular: its `Pop` feature rises
+    (the most engaged item gets 1.0), and a new model that has learned no reward yet ranks by
+    it (the popularity prior), so a popularity list is where it starts."""
+    service = open_service(build(model={"warm_start": False}))
+    client = create_app(deps=service).test_client()
+    before = dict(store.top_popular(1000))
+    rows = np.arange(len(service.catalog.ids))
+    hit, other = [service.catalog.ids[r] for r in rows[service.catalog.available(rows)]
+                  if service.catalog.ids[r] not in before][:2]  # in stock, never engaged with
+    assert client.post("/events", json={"user_id": "fan", "item_id": other, "type": "view"}).status_code == 200
+    for n in range(40):
+        assert client.post("/events", json={"user_id": f"fan{n}", "item_id": hit, "type": "click"}).status_code == 200
+    after = dict(store.top_popular(1000))
+    assert after[hit] == pytest.approx(40 * 3.0) and after[other] == pytest.approx(1.0)  # click weight 3, view 1
+    service.popular.clear()
+    values = service.popular.feature([hit, other, "no-such-item"])
+    assert values[0] == 1.0 and 0.0 < values[1] < 1.0 and values[2] == 0.0
+    body = client.post("/recommend", json={"user_id": "someone-new", "k": 3}).get_json()
+    assert body["strategy"] == "cold_start"
+    assert body["items"][0]["item_id"] == hit or body["items"][0]["explored"], body

@@ -382,4 +382,8 @@ def test_action_lines_is_action_line_for_many_rows():
                                                       for r, s, v in zip(rows, sims, live)]
     assert action_lines(cached, rows, None, live) == [action_line(cached[r], None, float(v))
                                                       for r, v in zip(rows, live)]
+    pops = np.array([0.0, 0.25, 1.0])  # 0: no popularity feature at all
+    assert action_lines(cached, rows, sims, None, pops) == [action_line(cached[r], float(s), pop=float(p))
+                                                            for r, s, p in zip(rows, sims, pops)]
+    assert action_lines(cached, rows, None, None, pops)[2] == "|Item id=i4 |Pop p:1.0000"
     assert shared_line(None, {}) == "shared |User anonymous"
