@@ -302,7 +302,7 @@ class ModelConfig:
     """The Vowpal Wabbit reward model (`--cb_adf`). Arguments are rendered here, never taken raw."""
 
     bits: int = 18
-    learning_rate: float = 0.1
+    learning_rate: float = 0.02
     power_t: float = 0.0
     l2: float = 0.0
     cb_type: str = "mtr"

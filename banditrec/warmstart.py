@@ -1,7 +1,8 @@
 """Warm start: before it serves anyone, the model learns what the interaction history says.
 
-Each logged view is an impression: reward 1 if the same user clicked, carted or bought the
-item (at any time in the history), else 0, learned without importance weights (the
+Each (user, item) pair of the history is an impression, at its first event (a view, or a
+click sent without one): reward 1 if the same user clicked, carted or bought the item (at
+any time in the history), else 0, learned without importance weights (the
 history's propensities are unknown). Features are the ones the service will use: the
 user's profile and taste, the user's previous views standing in for a live session (their
 categories, and the similarity of their summed vectors to the item: so the model learns
@@ -52,9 +53,14 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
 
     engaged = {(u, item) for u, item, kind in zip(events.user.tolist(), events.item_id, events.kind.tolist())
                if kind in ENGAGED}
-    views = sorted((t, u, item) for u, item, kind, t in zip(events.user.tolist(), events.item_id,
-                                                            events.kind.tolist(), events.timestamp.tolist())
-                   if kind == VIEW and item in item_rows)[-config.model.warm_start_max:]
+    # One impression per (user, item): its first event of any kind. A click or a purchase sent
+    # without a view before it was an impression too (on real ratings fed as "rating >= 4 ->
+    # click, else view", learning views only taught the model that everything is 0).
+    first: dict[tuple[int, str], float] = {}
+    for u, item, t in zip(events.user.tolist(), events.item_id, events.timestamp.tolist()):
+        if item in item_rows and ((u, item) not in first or t < first[u, item]):
+            first[u, item] = t
+    views = sorted((t, u, item) for (u, item), t in first.items())[-config.model.warm_start_max:]
     model = VWModel(config.model.vw_args())
     lately: dict[int, deque] = {}
     for _, u, item in tqdm(views, desc="warm start", unit="example", disable=not progress, mininterval=1.0):

@@ -24,20 +24,39 @@ from store import Store, make_client
 DEVICES = ("mobile", "desktop", "tablet")
 
 
+class Clock:
+    """The service's clock, driven by the test: an hour after the world's `NOW`, one second a call
+    to `tick`. What the tests measure then depends neither on today's date nor on the machine's speed."""
+
+    def __init__(self, start: float = NOW + 3600.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 def local(embedded_redis, tmp_path, small_world_files):
-    """Factory: a built small world on the embedded Redis, served with the given config sections."""
+    """Factory: a built small world on the embedded Redis, served with the given config sections
+    on a test-driven clock (`client.clock`)."""
     opened, stores = [], []
 
     def _open(files=small_world_files, **sections):
-        config = make_config(tmp_path / uuid.uuid4().hex[:6], feedback={"default_reward_positions": 0}, **sections)
+        sections["feedback"] = {"default_reward_positions": 0, **sections.get("feedback", {})}
+        config = make_config(tmp_path / uuid.uuid4().hex[:6], **sections)
         store = Store(make_client(embedded_redis.url, config.redis), prefix=f"learn-{uuid.uuid4().hex[:8]}")
         stores.append(store)
         run_build(config, store, catalog=files["items.jsonl"], users=files["users.jsonl"],
                   interactions=files["interactions.csv"], now=NOW, progress=False)
         service = Service.open(config, store=store, start_threads=False)
+        service.clock = Clock()
         opened.append(service)
-        return create_app(deps=service).test_client()
+        client = create_app(deps=service).test_client()
+        client.clock = service.clock
+        return client
 
     yield _open
     for service in opened:
@@ -52,6 +71,7 @@ def _rounds(client, world, n_rounds, seed, k=1):
     n_users, n_items = len(world.users), len(world.items)
     shown, random = [], []
     for r in range(n_rounds):
+        client.clock.tick()
         user = int(rng.integers(n_users))
         context = {"device": DEVICES[int(rng.integers(3))]}
         body = client.post("/recommend", json={"user_id": f"u{user}", "k": k, "context": context,
@@ -68,17 +88,19 @@ def _rounds(client, world, n_rounds, seed, k=1):
 @pytest.mark.slow
 def test_click_rate_rises_above_the_first_rounds_and_above_not_learning(local, small_world):
     """Online learning alone: the model starts with no history (no warm start), ranking by
-    retrieval similarity (`model.similarity_prior`); the same service that never learns
-    (logging_only) keeps that ranking for all rounds, on the same users."""
+    retrieval similarity and popularity (`model.similarity_prior`, `popularity_prior`); the same
+    service that never learns (logging_only) keeps that ranking for all rounds, on the same
+    users, contexts and reward draws (the rounds are paired)."""
     settings = {"model": {"warm_start": False}, "exploration": {"strategy": "epsilon_greedy"}}
-    shown, random = _rounds(local(**settings), small_world, 3000, seed=2024)
-    frozen, _ = _rounds(local(**settings, learning={"mode": "logging_only"}), small_world, 3000, seed=2024)
-    first, last = shown[:300].mean(), shown[-1000:].mean()
-    # measured: first 0.305, last 0.342, never learning 0.327 over the same last 1000 rounds, random 0.111
-    # (seeds 7 and 11: last 0.366 / 0.361 against 0.348 / 0.348). Without the prior, the model ended
-    # at 0.283, below never learning.
+    shown, random = _rounds(local(**settings), small_world, 5000, seed=2024)
+    frozen, _ = _rounds(local(**settings, learning={"mode": "logging_only"}), small_world, 5000, seed=2024)
+    first, last, never = shown[:1000].mean(), shown[-2000:].mean(), frozen[-2000:].mean()
+    # measured (first 1000 / last 2000 rounds / never learning over the same 2000): seed 2024 0.340 /
+    # 0.391 / 0.347, seed 5 0.342 / 0.389 / 0.350; at 3000 rounds seeds 7, 11, 3 ended 0.02-0.04 above
+    # never learning. With importance weights up to 100 (feedback.clip_p 0.01) and a learning rate of
+    # 0.1 the model ended below never learning on 3 of 4 seeds.
     assert last > first + 0.02, (first, last)
-    assert last > frozen[-1000:].mean(), (last, frozen[-1000:].mean())
+    assert last > never + 0.02, (last, never)
     assert last > 2.0 * random, (last, random)
 
 
@@ -86,8 +108,10 @@ def test_click_rate_rises_above_the_first_rounds_and_above_not_learning(local, s
 def test_the_warm_start_serves_well_from_the_first_round(local, small_world):
     warm, random = _rounds(local(), small_world, 300, seed=11)
     cold, _ = _rounds(local(model={"warm_start": False}), small_world, 300, seed=11)
-    # measured: warm 0.336, cold 0.204, random 0.111
-    assert warm.mean() > cold.mean() + 0.08 and warm.mean() > 2.5 * random, (warm.mean(), cold.mean(), random)
+    # measured (warm, cold without history but with the similarity and popularity priors, random):
+    # seed 11 0.367, 0.330, 0.110; seed 5 0.343, 0.320; seed 3 0.336, 0.329. The priors took most
+    # of what the history adds here (cold was 0.204 before them).
+    assert warm.mean() > cold.mean() and warm.mean() > 2.5 * random, (warm.mean(), cold.mean(), random)
 
 
 @pytest.mark.slow
@@ -119,6 +143,7 @@ def _time_to_notice(client, world, later, rounds=2000, every=200, per_batch=5, s
     rng = np.random.default_rng(seed)
     added, shows, noticed = {}, {}, {}
     for r in range(rounds):
+        client.clock.tick()
         if r % every == 0 and (r // every) * per_batch < len(later):
             for item in later[(r // every) * per_batch:(r // every + 1) * per_batch]:
                 body = {k: v for k, v in item.items() if k not in ("item_id", "published_at")}  # new: now
@@ -142,9 +167,13 @@ def _time_to_notice(client, world, later, rounds=2000, every=200, per_batch=5, s
 @pytest.mark.slow
 def test_the_fresh_boost_finds_good_new_items_faster(local, churn_world):
     world, files, later = churn_world
-    strategy = {"strategy": "epsilon_greedy"}  # the boost's effect, the strategy held fixed
-    without, found_without = _time_to_notice(local(files, fresh={"boost": 0.0}, exploration=strategy), world, later)
-    with_boost, found_with = _time_to_notice(local(files, fresh={"boost": 0.3}, exploration=strategy), world, later)
+    strategy = {"strategy": "epsilon_greedy"}  # the boost's effect, the strategy held fixed ...
+    model = {"learning_rate": 0.1}  # ... and a rate at which ~10 rewards of one item move its score: at
+    # the default 0.02 neither arm exploits many new items 10 times within these 2000 rounds
+    without, found_without = _time_to_notice(local(files, fresh={"boost": 0.0}, exploration=strategy, model=model),
+                                             world, later)
+    with_boost, found_with = _time_to_notice(local(files, fresh={"boost": 0.3}, exploration=strategy, model=model),
+                                             world, later)
     # measured here: 1251 rounds without the boost, 207 with it (2 vs 11 of 15 exploited 10 times);
     # under the default thompson strategy: 1129 vs 597
     assert with_boost < 0.5 * without, (with_boost, without)

@@ -127,6 +127,7 @@ EXERCISED = {
     "benchmarks/run_all.py": ("tests/test_benchmarks.py", "benchmarks/run_all.py"),
     "benchmarks.soak": ("tests/test_benchmarks.py", '"benchmarks.soak"'),
     "benchmarks.snapshot_stall": ("tests/test_benchmarks.py", '"benchmarks.snapshot_stall"'),
+    "benchmarks.realdata": ("tests/test_realdata.py", "realdata.main(["),
     "curl": ("tests/test_readme.py", "def test_readme_curl_examples_work"),
 }
 
