@@ -178,6 +178,18 @@ def shared_line(user: dict | None, context: dict, recent: dict | None = None) ->
     return " ".join(parts)
 
 
+def at_position(action: str, position: int | None) -> str:
+    """The action line as it is learned: with the slate position it was shown at (`|Xpos`,
+    crossed with nothing) from position 2 on. Scoring leaves it out, so every candidate is
+    scored as if at the top: a click at position 8 counts for more than one at position 1,
+    and an item is not judged worse for having been shown low (position bias).
+
+    >>> at_position("|Item id=i3", 1), at_position("|Item id=i3", 4)
+    ('|Item id=i3', '|Item id=i3 |Xpos p4')
+    """
+    return action if not position or position <= 1 else f"{action} |Xpos p{int(position)}"
+
+
 def with_label(action: str, cost: float, probability: float) -> str:
     """The action line labelled for learning: `0:cost:probability |Item ...`."""
     return f"0:{cost!r}:{probability!r} {action}"

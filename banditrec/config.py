@@ -311,11 +311,13 @@ class ModelConfig:
     warm_start_max: int = 200_000
     similarity_prior: float = 0.5
     popularity_prior: float = 0.5
+    position_bias: bool = True
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
         check_scalar(self.similarity_prior, "model.similarity_prior", float, min=0.0, max=10.0)
         check_scalar(self.popularity_prior, "model.popularity_prior", float, min=0.0, max=10.0)
+        check_scalar(self.position_bias, "model.position_bias", bool)
         check_scalar(self.learning_rate, "model.learning_rate", float, min=0.0, min_exclusive=True, max=100.0)
         check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
         check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)

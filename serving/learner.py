@@ -17,6 +17,7 @@ import threading
 import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
+from bandit.features import at_position
 from bandit.vw import Replicas, VWModel
 from serving.metrics import BACKGROUND_FAILURES
 from store import Store
@@ -45,7 +46,7 @@ class Learner:
 
     def __init__(self, store: Store, model: VWModel, cfg: FeedbackConfig, *, cursor: str = "0-0",
                  version: int = 0, total: int = 0, replicas: Replicas | None = None,
-                 importance_weighted: bool = True, enabled: bool = True):
+                 importance_weighted: bool = True, enabled: bool = True, position_bias: bool = True):
         self.store = store
         self.model = model
         self.replicas = replicas
@@ -58,6 +59,7 @@ class Learner:
         self.snapshot_at = time.monotonic()
         self.importance_weighted = importance_weighted
         self.enabled = enabled      # False in logging_only mode: rewards wait in the stream
+        self.position_bias = position_bias  # learn the slate position as a feature (scored at the top)
         self._lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
 
@@ -100,9 +102,10 @@ class Learner:
         try:
             weighted = entry.get("iw", self.importance_weighted)  # as the decision's strategy learns
             p = max(entry["p"], self.cfg.clip_p) if weighted else 1.0
-            self.model.learn(entry["shared"], entry["action"], entry["reward"], p)
+            action = at_position(entry["action"], entry.get("position")) if self.position_bias else entry["action"]
+            self.model.learn(entry["shared"], action, entry["reward"], p)
             if self.replicas is not None:
-                self.replicas.learn(entry["shared"], entry["action"], entry["reward"], p,
+                self.replicas.learn(entry["shared"], action, entry["reward"], p,
                                     replica_seed(entry["event_id"], entry["item_id"]))
             return True
         except Exception as exc:  # one bad entry must not stop learning for good

@@ -89,7 +89,8 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
         replicas = Replicas.from_blobs(args, blobs)
     return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
                    total=meta.get("t", 0), replicas=replicas, importance_weighted=strategy.importance_weighted,
-                   enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline))
+                   enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline),
+                   position_bias=config.model.position_bias)
 
 
 def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool) -> bool:
