@@ -1,0 +1,749 @@
+"""Real data over HTTP: MovieLens 100k replayed against a fresh banditrec service, next to baselines.
+
+    .venv/bin/python -m benchmarks.realdata --flow both --rounds 20000 --seed 1 --out runs/realdata
+
+What it does (the world, the truth and the baselines are in `benchmarks/realdata_world.py`):
+
+1. Reads MovieLens 100k from the `recbole==1.2.1` wheel (installed, without dependencies, if
+   missing; research use only, no redistribution: fetched at run time, never committed) or
+   from `--data DIR` (any directory with ml-100k.{inter,item,user}).
+2. Fits a ground truth to all ratings: click probability p(u, i) per user and item, times
+   1 / log2(position + 1).
+3. Splits each user's ratings by time: the older half is the history (rating >= 4: click,
+   else view; `--events view-and-click`: every rating a view, and >= 4 also a click a second
+   later; the build's warm start labels views by whether the same user clicked the item, so
+   under the default mapping it sees no positive example at all). Timestamps keep their
+   gaps but are moved as a whole so that the history ends a minute before the run starts
+   (`--time shift`, the default): the service compares event times with its own clock
+   (sessions, inactive users, trending decay, "no events from the future"), so 1998
+   timestamps would make every user 27 years inactive. `--time original` sends them
+   unchanged.
+4. Starts a fresh service, `banditrec serve --data-dir DIR --port P [--config FILE]`, in a
+   process group of its own with its own embedded Redis (REDIS_URL and BANDITREC_* removed
+   from its environment), waits for GET /ready, and always stops it at the end (SIGINT, then
+   SIGKILL after 60 s). Flow `api`: the catalog (PUT /items), the profiles (PUT /users) and
+   the history (POST /events, one request per event: there is no batch form; several
+   keep-alive connections, each user's events in order on one) go through the API. Flow
+   `build`: the same data as `banditrec build --catalog --users --interactions --now <end of
+   history>` files, built before the service starts.
+5. Live rounds, one client, in sequence: a random user (seeded) asks POST /recommend with
+   k = 10, its own event_id and `exclude` = every item of the user's history plus what the
+   user clicked in earlier rounds. Item j of the slate is clicked with p(u, i) / log2(j + 1)
+   (seeded draws); each click goes to POST /feedback (reward 1) and POST /events (a click
+   timestamped with the wall clock, the service's clock). By default the client also marks
+   the whole slate seen (`"seen"` in the first feedback of the round, or alone), so that
+   unclicked items are learned as the default reward when the decision's wait ends, as
+   the README asks of a well-behaved client (`--no-seen`: only clicks are sent).
+   The rounds run in real time (`--rate` caps rounds per second; one client does ~40/s on
+   2 cores): 20,000 rounds over ~10-30 minutes means each of the 943 users comes back every
+   minute or two, more compressed than real traffic, and the shipped
+   `feedback.reward_wait_s` (600 s, aggregation "max") means nothing is learned from a
+   decision until 10.5 minutes after it (GET /learning is sampled along the way).
+6. Baselines on the same rounds (same users, same exclude sets), in-process: the oracle
+   (the user's top k by true p), the best non-personalised ranking (items by their mean true
+   p over all users), popularity (most clicked so far, its own simulated clicks included)
+   and random.
+7. Report: per policy the mean expected clicks per slate over the last half of the rounds
+   and per window (the learning curve); paired differences banditrec - baseline with 95 %
+   intervals; the share of slate items flagged explored; /recommend latency; degraded
+   answers; rewards learned. The primary interval is a normal interval over batch means
+   (batches of `--batch` consecutive rounds, 500 by default, at least 5 batches): rounds are
+   autocorrelated (the model and the popularity counts carry over), so an interval from
+   per-round differences as if independent (also reported) is too narrow.
+   Written to `--out`: `<flow>.md`, `<flow>.json`, `<flow>-curve.png`, `<flow>-rounds.csv`,
+   `<flow>-serve.log` (and `<flow>-build.log`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.harness import ROOT, machine, percentiles
+from benchmarks.http_load import free_port
+from benchmarks.realdata_world import (EVENT_MODES, LICENCE, History, MovieLens, Truth, baselines, discount, fit_truth,
+                                       load_movielens, movielens_dir, split_history)
+
+POLICIES = ("banditrec", "oracle", "best_static", "popularity", "random")
+BASELINES = POLICIES[1:]
+
+
+# --- the service ---------------------------------------------------------------------------
+
+def _banditrec_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "banditrec"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "banditrec.cli"]
+
+
+def clean_env() -> dict:
+    """Our environment without REDIS_URL and BANDITREC_*: the child uses its own embedded Redis,
+    its own data dir and only the config file we pass."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("BANDITREC_")}
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    return env
+
+
+class Service:
+    """`banditrec serve` on a free loopback port, in a process group of its own."""
+
+    def __init__(self, data_dir: Path, log_path: Path, config: Path | None = None, ready_timeout_s: float = 300):
+        self.port = free_port()
+        self.data_dir, self.log_path = Path(data_dir), Path(log_path)
+        cmd = [*_banditrec_cmd(), "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if config:
+            cmd += ["--config", str(config)]
+        self.command = cmd
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"banditrec serve exited with {self.proc.returncode}:\n{self.tail()}")
+            probe = Client(self.port, timeout=5)
+            try:
+                if probe.call("GET", "/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                probe.close()
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"banditrec serve did not answer GET /ready within {ready_timeout_s:.0f} s:\n{self.tail()}")
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGINT (it saves a final snapshot and stops its embedded Redis), then SIGKILL to the group."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    @property
+    def stopped(self) -> bool:
+        return self.proc.poll() is not None
+
+
+class Client:
+    """One keep-alive HTTP connection; reconnects once when the server closed it."""
+
+    def __init__(self, port: int, timeout: float = 30.0):
+        self.port, self.timeout, self.conn = port, timeout, None
+
+    def call(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, path, data, headers)
+                resp = self.conn.getresponse()
+                raw = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+                continue
+            try:
+                return resp.status, json.loads(raw) if raw else {}
+            except ValueError:
+                return resp.status, {"raw": raw[:200].decode(errors="replace")}
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# --- what the service is told --------------------------------------------------------------
+
+AGE_GROUPS = ((18, "under-18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (200, "55+"))
+
+
+def item_record(ml: MovieLens, i: int, shift: float) -> dict:
+    """A movie as a catalog item: category = its first genre, every genre a boolean attribute,
+    release year as an attribute and as `published_at` (1 January, moved like the events)."""
+    meta = ml.items[i]
+    attributes = {f"genre_{g.lower()}": True for g in meta["genres"]}
+    published = 0
+    if meta["year"]:
+        attributes["year"] = meta["year"]
+        attributes["decade"] = f"{meta['year'] // 10 * 10}s"
+        published = max(0, int(datetime(meta["year"], 1, 1, tzinfo=timezone.utc).timestamp() + shift))
+    return {"title": meta["title"], "category": (meta["genres"] or ["unknown"])[0], "attributes": attributes,
+            "in_stock": True, "published_at": published}
+
+
+def user_profile(ml: MovieLens, u: int) -> dict:
+    """The profile fields PUT /users accepts (age_group, location, signup_source): the age as a
+    group and the first digit of the zip code (a US region) as location. Gender and occupation
+    have no profile field; `--user-context` sends them as request context instead."""
+    meta = ml.users[u]
+    profile = {}
+    if meta["age"] is not None:
+        profile["age_group"] = next(name for bound, name in AGE_GROUPS if meta["age"] < bound)
+    if meta["zip"]:
+        profile["location"] = f"zip{meta['zip'][0]}"
+    return profile
+
+
+def user_context(ml: MovieLens, u: int) -> dict:
+    return {"gender": ml.users[u]["gender"], "occupation": ml.users[u]["occupation"]}
+
+
+# --- flow "api" ----------------------------------------------------------------------------
+
+def feed_api(port: int, ml: MovieLens, history: History, shift: float, *, threads: int = 8,
+             events_mode: str = "click-or-view", progress: bool = True) -> dict:
+    """Catalog, profiles and history through PUT /items, PUT /users and POST /events.
+    Each user's events go in time order on one connection; users are spread over `threads`."""
+    local = threading.local()
+    statuses: dict[str, Counter] = defaultdict(Counter)
+    lock = threading.Lock()
+    clients: list[Client] = []
+
+    def client() -> Client:
+        if not hasattr(local, "client"):
+            local.client = Client(port)
+            with lock:
+                clients.append(local.client)
+        return local.client
+
+    def send(kind, calls, bar):
+        def one(batch):
+            out = Counter()
+            for method, path, body in batch:
+                out[client().call(method, path, body)[0]] += 1
+            with lock:
+                statuses[kind].update(out)
+                bar.update(len(batch))
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, calls))
+
+    started = time.perf_counter()
+    seconds = {}
+    items = [[("PUT", f"/items/{ml.item_ids[i]}", item_record(ml, i, shift))] for i in range(ml.shape[1])]
+    users = [[("PUT", f"/users/{ml.user_ids[u]}", user_profile(ml, u))] for u in range(ml.shape[0])]
+    per_user = defaultdict(list)
+    for user_id, item_id, kind, ts in history.events(ml, shift, events_mode):
+        per_user[user_id].append(("POST", "/events", {"user_id": user_id, "item_id": item_id, "type": kind,
+                                                      "timestamp": ts}))
+    events = sorted(per_user.values(), key=len, reverse=True)  # the longest first: threads end together
+    for kind, calls in (("items", items), ("users", users), ("events", events)):
+        t = time.perf_counter()
+        with tqdm(total=sum(map(len, calls)), desc=f"api: {kind}", disable=not progress, unit="req") as bar:
+            send(kind, calls, bar)
+        seconds[kind] = round(time.perf_counter() - t, 1)
+    for c in clients:
+        c.close()
+    return {"statuses": {k: {str(s): n for s, n in v.items()} for k, v in statuses.items()}, "seconds": seconds,
+            "total_seconds": round(time.perf_counter() - started, 1),
+            "requests": {"items": len(items), "users": len(users), "events": history.n_events(events_mode)}}
+
+
+# --- flow "build" --------------------------------------------------------------------------
+
+def write_build_files(directory: Path, ml: MovieLens, history: History, shift: float,
+                      events_mode: str = "click-or-view") -> dict:
+    """catalog.jsonl, users.jsonl and interactions.csv in the formats `banditrec build` reads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"catalog": directory / "catalog.jsonl", "users": directory / "users.jsonl",
+             "interactions": directory / "interactions.csv"}
+    with open(paths["catalog"], "w", encoding="utf-8") as fh:
+        for i in range(ml.shape[1]):
+            fh.write(json.dumps({"item_id": ml.item_ids[i], **item_record(ml, i, shift)}) + "\n")
+    with open(paths["users"], "w", encoding="utf-8") as fh:
+        for u in range(ml.shape[0]):
+            fh.write(json.dumps({"user_id": ml.user_ids[u], **user_profile(ml, u)}) + "\n")
+    with open(paths["interactions"], "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user_id", "item_id", "type", "timestamp"])
+        writer.writerows(history.events(ml, shift, events_mode))
+    return paths
+
+
+def run_build(data_dir: Path, paths: dict, now: float, log_path: Path, config: Path | None = None) -> float:
+    """`banditrec build --data-dir DIR --catalog ... --users ... --interactions ... --now T`;
+    seconds it took. (It starts and stops the data dir's embedded Redis itself.)"""
+    cmd = [*_banditrec_cmd(), "build", "--data-dir", str(data_dir), "--catalog", str(paths["catalog"]),
+           "--users", str(paths["users"]), "--interactions", str(paths["interactions"]), "--now", str(int(now)),
+           "--no-progress"]
+    if config:
+        cmd += ["--config", str(config)]
+    t = time.perf_counter()
+    with open(log_path, "ab") as out:
+        out.write((" ".join(cmd) + "\n").encode())
+        out.flush()
+        done = subprocess.run(cmd, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"banditrec build failed ({done.returncode}):\n{log_path.read_text()[-3000:]}")
+    return time.perf_counter() - t
+
+
+# --- live rounds ---------------------------------------------------------------------------
+
+@dataclass
+class RoundLog:
+    """What happened in each live round (arrays indexed by round)."""
+
+    users: np.ndarray
+    expected: np.ndarray      # expected clicks of banditrec's slate (sum of p x discount)
+    clicks: np.ndarray        # clicks drawn
+    returned: np.ndarray      # items in the answer
+    explored: np.ndarray      # of them flagged explored
+    status: np.ndarray        # HTTP status of /recommend
+    latency_ms: np.ndarray
+    model_version: np.ndarray
+    strategy: list[str]
+    live_clicks: list[list[int]]  # item indices clicked per round
+    excluded_returned: int = 0    # items returned although in `exclude` (must stay 0)
+    unknown_returned: int = 0     # item ids not in the catalog (p = 0)
+    duplicate_returned: int = 0   # an item twice in one slate
+    feedback_status: Counter = field(default_factory=Counter)
+    events_status: Counter = field(default_factory=Counter)
+    learning: list[dict] = field(default_factory=list)  # GET /learning samples
+    seconds: float = 0.0
+
+
+def _learning(client: Client, n: int) -> dict:
+    status, body = client.call("GET", "/learning")
+    return {"round": n, "time": round(time.time(), 1), "status": status,
+            **{k: body.get(k) for k in ("learned_total", "learned_here", "model_version", "strategy", "mode")}}
+
+
+def run_rounds(port: int, ml: MovieLens, truth: Truth, history: History, *, rounds: int, k: int = 10,
+               seed: int = 1, mark_seen: bool = True, with_context: bool = False, rate: float = 0.0,
+               samples: int = 20, progress: bool = True) -> RoundLog:
+    """The live phase: one client, rounds in sequence (see the module docstring)."""
+    n_users, n_items = ml.shape
+    disc = discount(k)
+    users = np.random.default_rng([seed, 10]).integers(n_users, size=rounds)
+    rng_clicks = np.random.default_rng([seed, 11])
+    row_of = {item_id: i for i, item_id in enumerate(ml.item_ids)}
+    excluded = [set(items) for items in history.seen]
+    log = RoundLog(users=users, expected=np.zeros(rounds), clicks=np.zeros(rounds, dtype=np.int64),
+                   returned=np.zeros(rounds, dtype=np.int64), explored=np.zeros(rounds, dtype=np.int64),
+                   status=np.zeros(rounds, dtype=np.int64), latency_ms=np.zeros(rounds),
+                   model_version=np.full(rounds, -1, dtype=np.int64), strategy=[""] * rounds,
+                   live_clicks=[[] for _ in range(rounds)])
+    client = Client(port)
+    every = max(1, rounds // samples)
+    started = time.perf_counter()
+    try:
+        log.learning.append(_learning(client, 0))
+        for r in tqdm(range(rounds), desc="rounds", disable=not progress, unit="round", mininterval=2.0):
+            if rate > 0:
+                time.sleep(max(0.0, started + r / rate - time.perf_counter()))
+            u = int(users[r])
+            body = {"user_id": ml.user_ids[u], "k": k, "event_id": f"rd{seed}-{r}",
+                    "exclude": [ml.item_ids[i] for i in sorted(excluded[u])]}
+            if with_context:
+                body["context"] = user_context(ml, u)
+            t = time.perf_counter()
+            status, answer = client.call("POST", "/recommend", body)
+            log.latency_ms[r] = (time.perf_counter() - t) * 1000.0
+            log.status[r] = status
+            draws = rng_clicks.random(k)  # k draws every round: the stream does not depend on answers
+            if status != 200:
+                log.strategy[r] = f"error-{status}"
+                continue
+            items = answer.get("items", [])
+            log.strategy[r] = answer.get("strategy", "")
+            log.model_version[r] = answer.get("model_version") or 0
+            log.returned[r] = len(items)
+            log.explored[r] = sum(bool(it.get("explored")) for it in items)
+            shown, clicked = [], []
+            for j, it in enumerate(items[:k]):
+                i = row_of.get(it["item_id"])
+                shown.append(it["item_id"])
+                if i is None:
+                    log.unknown_returned += 1
+                    continue
+                if i in excluded[u]:
+                    log.excluded_returned += 1
+                p = truth.p[u, i] * disc[j]
+                log.expected[r] += p
+                if draws[j] < p:
+                    clicked.append(i)
+            log.duplicate_returned += len(shown) - len(set(shown))
+            log.clicks[r] = len(clicked)
+            log.live_clicks[r] = clicked
+            seen = mark_seen and bool(shown)
+            for n, i in enumerate(clicked):
+                fb = {"event_id": answer["event_id"], "item_id": ml.item_ids[i], "reward": 1.0}
+                if seen and n == 0:
+                    fb["seen"] = shown
+                log.feedback_status[client.call("POST", "/feedback", fb)[0]] += 1
+                log.events_status[client.call("POST", "/events", {
+                    "user_id": ml.user_ids[u], "item_id": ml.item_ids[i], "type": "click",
+                    "timestamp": round(time.time(), 3)})[0]] += 1
+                excluded[u].add(i)
+            if seen and not clicked:
+                log.feedback_status[client.call("POST", "/feedback", {"event_id": answer["event_id"],
+                                                                      "seen": shown})[0]] += 1
+            if (r + 1) % every == 0:
+                log.learning.append(_learning(client, r + 1))
+        if not log.learning or log.learning[-1]["round"] != rounds:
+            log.learning.append(_learning(client, rounds))
+    finally:
+        client.close()
+    log.seconds = time.perf_counter() - started
+    return log
+
+
+# --- report --------------------------------------------------------------------------------
+
+def _interval(x: np.ndarray, batch: int) -> dict:
+    """Mean of x with two 95 % intervals: normal over means of consecutive batches (primary;
+    batch shrunk to give at least 5 batches), and per round as if independent."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    size = max(1, min(batch, n // 5)) if n >= 5 else 1
+    nb = n // size
+    means = x[: nb * size].reshape(nb, size).mean(axis=1) if nb else np.zeros(0)
+    half = 1.96 * means.std(ddof=1) / math.sqrt(nb) if nb > 1 else float("nan")
+    half_iid = 1.96 * x.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    m = float(x.mean()) if n else float("nan")
+    return {"mean": m, "ci95": [m - half, m + half], "ci95_iid": [m - half_iid, m + half_iid],
+            "batches": nb, "batch_size": size}
+
+
+def _windows(x: np.ndarray, n: int) -> list[float]:
+    return [float(w.mean()) if len(w) else float("nan") for w in np.array_split(np.asarray(x, dtype=float), n)]
+
+
+def report(flow: str, log: RoundLog, base: dict[str, np.ndarray], *, windows: int = 10, batch: int = 500,
+           meta: dict | None = None) -> dict:
+    """Everything the run measured, as a JSON-able dict (`markdown(result)` renders it)."""
+    rounds = len(log.users)
+    half = slice(rounds // 2, rounds)
+    values = {"banditrec": log.expected, **base}
+    oracle_last = float(values["oracle"][half].mean())
+    policies = {}
+    for name, x in values.items():
+        policies[name] = {"last_half": _interval(x[half], batch), "all": float(x.mean()),
+                          "share_of_oracle": float(x[half].mean()) / oracle_last if oracle_last > 0 else float("nan"),
+                          "curve": _windows(x, windows)}
+    paired = {b: {"last_half": _interval(log.expected[half] - base[b][half], batch),
+                  "all": _interval(log.expected - base[b], batch)} for b in base}
+    ok = log.status == 200
+    strategies = Counter(log.strategy)
+    bounds = np.array_split(np.arange(rounds), windows)
+    window_strategies = [dict(Counter(log.strategy[i] for i in w.tolist())) for w in bounds]
+    explored_curve = [float(log.explored[w].sum() / max(1, log.returned[w].sum())) for w in bounds]
+    lat = log.latency_ms[ok]
+    return {
+        "flow": flow, "rounds": rounds, "windows": windows,
+        "window_rounds": [[int(w[0]), int(w[-1]) + 1] if len(w) else [] for w in bounds],
+        "policies": policies, "paired": paired,
+        "service": {
+            "recommend_ok": int(ok.sum()), "recommend_errors": {str(s): int(n) for s, n in
+                                                                Counter(log.status[~ok].tolist()).items()},
+            "full_slates": int((log.returned == log.returned.max(initial=0)).sum()) if rounds else 0,
+            "returned_per_slate_min": int(log.returned[ok].min()) if ok.any() else 0,
+            "excluded_returned": log.excluded_returned, "unknown_returned": log.unknown_returned,
+            "duplicate_returned": log.duplicate_returned,
+            "latency_ms": dict(zip(("p50", "p99"), percentiles(lat))),
+            "degraded_share": strategies.get("degraded", 0) / rounds if rounds else float("nan"),
+            "strategies": dict(strategies), "strategies_per_window": window_strategies,
+            "explored_share": float(log.explored.sum() / max(1, log.returned.sum())),
+            "explored_share_per_window": explored_curve,
+            "model_versions": [int(log.model_version[ok].min()), int(log.model_version[ok].max())] if ok.any() else [],
+            "feedback_status": {str(s): n for s, n in log.feedback_status.items()},
+            "events_status": {str(s): n for s, n in log.events_status.items()},
+            "learning": log.learning,
+            "learned_total": (log.learning[-1] or {}).get("learned_total") if log.learning else None,
+            "clicks_drawn": int(log.clicks.sum()), "clicks_per_slate": float(log.clicks.mean()) if rounds else 0.0,
+            "rounds_seconds": round(log.seconds, 1),
+            "rounds_per_second": round(rounds / log.seconds, 1) if log.seconds else None,
+        },
+        "meta": meta or {},
+    }
+
+
+def _f(x, digits=3) -> str:
+    return "nan" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    flow, pol, svc = result["flow"], result["policies"], result["service"]
+    meta = result["meta"]
+    hist = meta.get("history", {})
+    lines = [f"### Flow `{flow}`: {result['rounds']} rounds, k = {meta.get('k', 10)}, seed {meta.get('seed')}", "",
+             f"History: {hist.get('events')} events ({hist.get('events_mode')}) from {hist.get('ratings')} ratings; "
+             f"config: {meta.get('config') or 'shipped defaults'}; client: slate marked seen "
+             f"{'yes' if meta.get('mark_seen') else 'no'}, at most {meta.get('rate') or 'unlimited'} rounds/s, "
+             f"time {meta.get('time_mode')}.", "",
+             "Expected clicks per slate (sum of true p x 1/log2(position + 1)); last half of the rounds, 95 % "
+             f"interval over batch means ({pol['banditrec']['last_half']['batches']} batches of "
+             f"{pol['banditrec']['last_half']['batch_size']} rounds):", "",
+             "| policy | clicks / slate (last half) | 95 % | share of oracle | whole run |",
+             "| --- | --- | --- | --- | --- |"]
+    for name in POLICIES:
+        p = pol[name]
+        lo, hi = p["last_half"]["ci95"]
+        lines.append(f"| {name} | {_f(p['last_half']['mean'])} | [{_f(lo)}, {_f(hi)}] | "
+                     f"{_f(p['share_of_oracle'], 2)} | {_f(p['all'])} |")
+    lines += ["", "Paired, per round, banditrec - baseline (last half):", "",
+              "| banditrec - | mean | 95 % (batch means) | 95 % (per round, iid) | whole run |",
+              "| --- | --- | --- | --- | --- |"]
+    for name in BASELINES:
+        d = result["paired"][name]
+        lo, hi = d["last_half"]["ci95"]
+        li, hi2 = d["last_half"]["ci95_iid"]
+        lines.append(f"| {name} | {_f(d['last_half']['mean'], 4)} | [{_f(lo, 4)}, {_f(hi, 4)}] | "
+                     f"[{_f(li, 4)}, {_f(hi2, 4)}] | {_f(d['all']['mean'], 4)} |")
+    lines += ["", "Learning curve (mean expected clicks per slate per window of "
+              f"{result['rounds'] // result['windows']} rounds):", "",
+              "| window | " + " | ".join(POLICIES) + " | explored share | learned_total |",
+              "| --- | " + " | ".join("---" for _ in POLICIES) + " | --- | --- |"]
+    samples = svc["learning"]
+    for w, (start, end) in enumerate(result["window_rounds"]):
+        learned = max((s.get("learned_total") or 0 for s in samples if s["round"] <= end), default=0)
+        lines.append(f"| {start + 1}-{end} | " + " | ".join(_f(pol[name]["curve"][w]) for name in POLICIES) +
+                     f" | {_f(svc['explored_share_per_window'][w], 3)} | {learned} |")
+    lat = svc["latency_ms"]
+    strategies = ", ".join(f"{k} {v}" for k, v in sorted(svc["strategies"].items(), key=lambda kv: -kv[1]))
+    lines += ["", f"Service: /recommend p50 {_f(lat['p50'], 1)} ms, p99 {_f(lat['p99'], 1)} ms (one client, "
+                  f"keep-alive); {svc['recommend_ok']} answers 200, errors {svc['recommend_errors'] or 'none'}; "
+                  f"degraded {_f(100 * svc['degraded_share'], 2)} %; served by: {strategies}; items flagged explored "
+                  f"{_f(100 * svc['explored_share'], 1)} %; model versions {svc['model_versions']}; "
+                  f"rewards learned (GET /learning learned_total) at the end: {svc['learned_total']}; "
+                  f"feedback statuses {svc['feedback_status']}, events statuses {svc['events_status']}; "
+                  f"excluded items returned: {svc['excluded_returned']}; clicks drawn {svc['clicks_drawn']} "
+                  f"({_f(svc['clicks_per_slate'], 3)} per slate); {svc['rounds_per_second']} rounds/s."]
+    timing = meta.get("seconds", {})
+    if timing:
+        lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timing.items()) + "."]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mids = [(a + b) / 2 for a, b in result["window_rounds"]]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
+    for name in POLICIES:
+        top.plot(mids, result["policies"][name]["curve"], marker="o", lw=2.5 if name == "banditrec" else 1.2,
+                 label=name)
+    top.set_ylabel("expected clicks per slate")
+    top.set_title(f"MovieLens 100k over HTTP, flow {result['flow']}")
+    top.legend(fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.plot(mids, result["service"]["explored_share_per_window"], marker="o", color="tab:gray",
+                label="explored share")
+    learned = [(s["round"], s.get("learned_total") or 0) for s in result["service"]["learning"]]
+    twin = bottom.twinx()
+    twin.plot([r for r, _ in learned], [v for _, v in learned], color="tab:red", label="learned_total")
+    bottom.set_ylabel("explored share")
+    twin.set_ylabel("rewards learned", color="tab:red")
+    bottom.set_xlabel("round")
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_rounds(path: Path, log: RoundLog, base: dict[str, np.ndarray], ml: MovieLens) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["round", "user_id", "status", "strategy", "model_version", "returned", "explored",
+                         "clicks", "latency_ms", *POLICIES])
+        for r in range(len(log.users)):
+            writer.writerow([r, ml.user_ids[log.users[r]], int(log.status[r]), log.strategy[r],
+                             int(log.model_version[r]), int(log.returned[r]), int(log.explored[r]),
+                             int(log.clicks[r]), f"{log.latency_ms[r]:.2f}", f"{log.expected[r]:.5f}",
+                             *(f"{base[b][r]:.5f}" for b in BASELINES)])
+
+
+# --- one flow, end to end ------------------------------------------------------------------
+
+def run_flow(flow: str, ml: MovieLens, truth: Truth, history: History, *, out: Path, rounds: int, k: int = 10,
+             seed: int = 1, config: Path | None = None, work: Path | None = None, time_mode: str = "shift",
+             threads: int = 8, events_mode: str = "click-or-view", mark_seen: bool = True,
+             with_context: bool = False, rate: float = 0.0,
+             windows: int = 10, batch: int = 500, progress: bool = True, data_meta: dict | None = None) -> dict:
+    """Fresh service, history in (through the API or a build), live rounds, baselines, report.
+    Writes `<flow>.json|md|-curve.png|-rounds.csv|-serve.log` to `out`; returns the result dict
+    (its `meta.service_stopped` says the service was stopped)."""
+    if flow not in ("api", "build"):
+        raise ValueError(f"flow must be api or build, got {flow!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    own_work = work is None
+    work = Path(tempfile.mkdtemp(prefix=f"realdata-{flow}-")) if own_work else Path(work) / flow
+    if work.exists() and not own_work:
+        shutil.rmtree(work)  # a fresh service: nothing left from an earlier run
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir = work / "data"
+    log_path, build_log = out / f"{flow}-serve.log", out / f"{flow}-build.log"
+    for stale in (log_path, build_log):
+        stale.unlink(missing_ok=True)
+    started = time.time()
+    shift = float(int(started) - 60 - int(history.last_timestamp)) if time_mode == "shift" else 0.0
+    seconds: dict[str, float] = {}
+    meta = {"flow": flow, "k": k, "seed": seed, "rounds": rounds, "config": str(config) if config else None,
+            "config_text": Path(config).read_text() if config else "(shipped defaults)",
+            "time_mode": time_mode, "shift_s": shift, "history_end": history.last_timestamp + shift,
+            "mark_seen": mark_seen, "user_context": with_context, "rate": rate, "machine": machine(),
+            "data": data_meta or {}, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "truth": {"slope": truth.slope, "threshold": truth.threshold, "rmse": truth.rmse,
+                      "mean_p_rated_4_plus": truth.mean_liked, "mean_p_all": truth.mean_all},
+            "history": {"ratings": int(len(history.user)), "events": history.n_events(events_mode),
+                        "clicks": int(history.click.sum()), "events_mode": events_mode}}
+    service = None
+    try:
+        if flow == "build":
+            t = time.perf_counter()
+            paths = write_build_files(work / "files", ml, history, shift, events_mode)
+            seconds["build"] = round(run_build(data_dir, paths, history.last_timestamp + shift, build_log, config), 1)
+            meta["build_files_seconds"] = round(time.perf_counter() - t - seconds["build"], 1)
+        t = time.perf_counter()
+        service = Service(data_dir, log_path, config)
+        seconds["start"] = round(time.perf_counter() - t, 1)
+        meta["command"] = " ".join(service.command)
+        if flow == "api":
+            feed = feed_api(service.port, ml, history, shift, threads=threads, events_mode=events_mode,
+                            progress=progress)
+            meta["feed"] = feed
+            seconds["feed"] = feed["total_seconds"]
+        log = run_rounds(service.port, ml, truth, history, rounds=rounds, k=k, seed=seed, mark_seen=mark_seen,
+                         with_context=with_context, rate=rate, progress=progress)
+        seconds["rounds"] = round(log.seconds, 1)
+        client = Client(service.port)
+        try:
+            meta["stats_end"] = client.call("GET", "/stats")[1]
+        finally:
+            client.close()
+    finally:
+        if service is not None:
+            t = time.perf_counter()
+            meta["service_exit"] = service.stop()
+            meta["service_stopped"] = service.stopped
+            seconds["stop"] = round(time.perf_counter() - t, 1)
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    t = time.perf_counter()
+    base = baselines(truth, history, log.users, log.live_clicks, k, seed)
+    seconds["baselines"] = round(time.perf_counter() - t, 1)
+    seconds["total"] = round(time.time() - started, 1)
+    meta["seconds"] = seconds
+    result = report(flow, log, base, windows=windows, batch=batch, meta=meta)
+    (out / f"{flow}.json").write_text(json.dumps(result, indent=1, default=_jsonable))
+    (out / f"{flow}.md").write_text(markdown(result) + "\n")
+    write_rounds(out / f"{flow}-rounds.csv", log, base, ml)
+    plot(result, out / f"{flow}-curve.png")
+    return result
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def prepare(data: Path | None, *, users_limit: int = 0, items_limit: int = 0, seed: int = 0,
+            install: bool = True) -> tuple[MovieLens, Truth, History, dict]:
+    """Load the data (the recbole wheel's MovieLens 100k unless `data` is given), fit the
+    truth, split the history."""
+    source = Path(data) if data else movielens_dir(install=install)
+    t = time.perf_counter()
+    ml = load_movielens(source, users_limit=users_limit, items_limit=items_limit)
+    truth = fit_truth(ml, seed=seed)
+    history = split_history(ml)
+    info = {"source": str(source), "licence": LICENCE if not data else "(given with --data)",
+            "users": ml.shape[0], "items": ml.shape[1], "ratings": int(len(ml.rating)),
+            "prepare_seconds": round(time.perf_counter() - t, 1)}
+    return ml, truth, history, info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flow", choices=("api", "build", "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--config", type=Path, help="TOML settings for the service (default: shipped defaults)")
+    parser.add_argument("--out", type=Path, default=Path("runs/realdata"))
+    parser.add_argument("--data", type=Path, help="a directory with ml-100k.{inter,item,user} (default: recbole's)")
+    parser.add_argument("--users-limit", type=int, default=0, help="keep the N users with most ratings (0: all)")
+    parser.add_argument("--items-limit", type=int, default=0, help="keep the N most rated items (0: all)")
+    parser.add_argument("--work", type=Path, help="keep the service's data dir here (default: a temporary one)")
+    parser.add_argument("--time", dest="time_mode", choices=("shift", "original"), default="shift",
+                        help="move the history to end just before the run (default) or keep 1997-98 timestamps")
+    parser.add_argument("--threads", type=int, default=8, help="connections feeding the history (flow api)")
+    parser.add_argument("--events", dest="events_mode", choices=EVENT_MODES, default="click-or-view",
+                        help="history ratings as events: >= 4 a click, else a view (default); or every rating "
+                             "a view and >= 4 also a click")
+    parser.add_argument("--no-seen", dest="mark_seen", action="store_false",
+                        help="send only clicks, not the slate as seen")
+    parser.add_argument("--user-context", action="store_true",
+                        help="send gender and occupation as request context (no profile field holds them)")
+    parser.add_argument("--rate", type=float, default=0.0, help="at most this many rounds per second (0: no limit)")
+    parser.add_argument("--windows", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=500, help="rounds per batch for the batch-means interval")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    if not args.data:
+        print(f"data: {LICENCE}", file=sys.stderr)
+    ml, truth, history, info = prepare(args.data, users_limit=args.users_limit, items_limit=args.items_limit)
+    print(f"data: {info['users']} users, {info['items']} items, {info['ratings']} ratings; history "
+          f"{len(history.user)} events; truth: rmse {truth.rmse:.3f}, mean p {truth.mean_all:.3f} "
+          f"(rated >= 4: {truth.mean_liked:.3f})", file=sys.stderr)
+    flows = ("api", "build") if args.flow == "both" else (args.flow,)
+    for flow in flows:
+        result = run_flow(flow, ml, truth, history, out=args.out, rounds=args.rounds, k=args.k, seed=args.seed,
+                          config=args.config, work=args.work, time_mode=args.time_mode, threads=args.threads,
+                          events_mode=args.events_mode,
+                          mark_seen=args.mark_seen, with_context=args.user_context, rate=args.rate,
+                          windows=args.windows, batch=args.batch, progress=args.progress, data_meta=info)
+        print(markdown(result))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    # a SIGTERM unwinds like an error: the service is stopped and the temporary dir removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    sys.exit(main())

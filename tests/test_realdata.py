@@ -1,0 +1,134 @@
+"""The real-data benchmark's replay runs end to end, on a tiny made-up data set in the
+MovieLens 100k file format (no download), against a real `banditrec serve` subprocess.
+
+Asserted: only what holds whatever the timing and the draws (answers, exclusions, the
+report's shape, truths that hold by construction); nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import realdata
+from benchmarks.realdata_world import baselines, discount, fit_truth, load_movielens, split_history
+
+GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Children's", "Film-Noir"]
+OCCUPATIONS = ["student", "engineer", "writer", "other"]
+
+
+def write_tiny_movielens(directory, n_users=40, n_items=100, per_user=(25, 50), seed=3):
+    """ml-100k.{inter,item,user} with ratings from a seeded rank-3 model (about 1,500 ratings)."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    U, V = rng.normal(size=(n_users, 3)), rng.normal(size=(n_items, 3))
+    with open(directory / "ml-100k.item", "w", encoding="latin-1") as fh:
+        fh.write("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n")
+        for i in range(n_items):
+            genres = rng.choice(GENRES, size=rng.integers(1, 4), replace=False)
+            year = "unkonwn" if i == 7 else str(1930 + i % 69)  # (as the real file spells a missing year)
+            fh.write(f"{i + 1}\tMovie \"number\" {i + 1}\t{year}\t{' '.join(genres)}\n")
+    with open(directory / "ml-100k.user", "w", encoding="latin-1") as fh:
+        fh.write("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n")
+        for u in range(n_users):
+            zip_code = "T8H1N" if u == 5 else f"{rng.integers(0, 100000):05d}"
+            fh.write(f"{u + 1}\t{rng.integers(12, 70)}\t{'MF'[u % 2]}\t{OCCUPATIONS[u % 4]}\t{zip_code}\n")
+    popularity = np.exp(rng.normal(size=n_items))
+    with open(directory / "ml-100k.inter", "w", encoding="latin-1") as fh:
+        fh.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        for u in range(n_users):
+            items = rng.choice(n_items, size=rng.integers(*per_user), replace=False, p=popularity / popularity.sum())
+            start = 880_000_000 + rng.integers(0, 10_000_000)
+            for n, i in enumerate(items):
+                rating = int(np.clip(np.rint(3.4 + 0.8 * U[u] @ V[i] + rng.normal(0, 0.5)), 1, 5))
+                fh.write(f"{u + 1}\t{i + 1}\t{rating}\t{start + 3600 * n + rng.integers(0, 3000)}\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_movielens(tmp_path_factory.mktemp("ml-tiny"))
+
+
+def test_world_by_construction(tiny):
+    ml = load_movielens(tiny)
+    assert ml.shape == (40, 100) and 1000 < len(ml.rating) < 2000
+    assert ml.items[7]["year"] is None and ml.items[0]["title"] == 'Movie "number" 1'  # QUOTE_NONE
+    truth = fit_truth(ml, seed=0)
+    assert truth.p.shape == ml.shape and np.all((truth.p > 0) & (truth.p < 1))
+    assert truth.mean_liked == pytest.approx(0.3, abs=1e-6)
+    assert np.array_equal(fit_truth(ml, seed=0).p, truth.p)  # deterministic
+    history = split_history(ml)
+    for u in range(ml.shape[0]):  # the older half of each user's ratings, never a newer one
+        own = ml.timestamp[ml.user == u]
+        assert len(history.seen[u]) == len(own) // 2
+        assert history.timestamp[history.user == u].max() <= np.sort(own)[len(own) // 2]
+    assert np.all(np.diff(history.timestamp) >= 0)
+    assert history.click.sum() == sum(int((ml.rating[(ml.user == u)][np.argsort(ml.timestamp[ml.user == u],
+                                                                                 kind="stable")][:len(history.seen[u])]
+                                           >= 4).sum()) for u in range(ml.shape[0]))
+    # the oracle is the best slate of every round; each baseline stays within [0, oracle]
+    rng = np.random.default_rng(0)
+    users = rng.integers(ml.shape[0], size=200)
+    clicks = [[int(rng.integers(ml.shape[1]))] if rng.random() < 0.3 else [] for _ in users]
+    base = baselines(truth, history, users, clicks, 10, seed=1)
+    for name in ("best_static", "popularity", "random"):
+        assert np.all(base[name] <= base["oracle"] + 1e-12) and np.all(base[name] > 0)
+    assert base["oracle"].max() <= discount(10).sum()
+    assert base["best_static"].mean() >= base["random"].mean()  # mean true p ranks the population's mean best
+
+
+def _config(tmp_path):
+    path = tmp_path / "service.toml"
+    # a loaded CI machine must not turn answers "degraded"; everything else: shipped defaults
+    path.write_text("[redis]\nrequest_timeout_ms = 2000\n[index]\nn_trees = 10\n")
+    return path
+
+
+@pytest.mark.slow
+def test_replay_both_flows_against_a_served_subprocess(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # must not reach the child: it has its own Redis
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert realdata.main(["--flow", "both", "--rounds", "300", "--data", str(tiny), "--out", str(out),
+                          "--work", str(work), "--config", str(_config(tmp_path)), "--threads", "4",
+                          "--no-progress", "--batch", "50"]) == 0
+    for flow in ("api", "build"):
+        result = json.loads((out / f"{flow}.json").read_text())
+        svc, pol = result["service"], result["policies"]
+        assert result["meta"]["service_stopped"] and result["meta"]["service_exit"] is not None
+        assert not list((work / flow / "data").rglob("*.settings")), "embedded Redis left running"
+        assert svc["recommend_ok"] == 300 and not svc["recommend_errors"]
+        assert svc["returned_per_slate_min"] == 10 and svc["full_slates"] == 300
+        assert svc["excluded_returned"] == 0 and svc["unknown_returned"] == 0 and svc["duplicate_returned"] == 0
+        assert set(pol) == set(realdata.POLICIES) and set(result["paired"]) == set(realdata.BASELINES)
+        for p in pol.values():
+            numbers = [p["last_half"]["mean"], *p["last_half"]["ci95"], *p["curve"], p["share_of_oracle"]]
+            assert all(math.isfinite(x) for x in numbers)
+            assert p["last_half"]["ci95"][0] <= p["last_half"]["mean"] <= p["last_half"]["ci95"][1]
+        for d in result["paired"].values():
+            assert all(math.isfinite(x) for x in [d["last_half"]["mean"], *d["last_half"]["ci95"],
+                                                  *d["last_half"]["ci95_iid"]])
+        assert len(pol["banditrec"]["curve"]) == 10 and len(svc["explored_share_per_window"]) == 10
+        assert all(0.0 <= s <= 1.0 for s in svc["explored_share_per_window"])
+        assert svc["learned_total"] is not None and svc["learning"][0]["status"] == 200
+        if flow == "api":  # every PUT and event accepted
+            feed = result["meta"]["feed"]["statuses"]
+            assert feed["items"] == {"200": 100} and feed["users"] == {"200": 40}
+            assert feed["events"] == {"200": result["meta"]["history"]["events"]}
+        # by construction: the oracle's slate is the best one of every round
+        rows = (out / f"{flow}-rounds.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        table = np.array([[float(x) for x in row.split(",")[header.index("banditrec"):]] for row in rows[1:]])
+        assert table.shape == (300, len(realdata.POLICIES))
+        oracle = table[:, realdata.POLICIES.index("oracle")]
+        assert np.all(table <= oracle[:, None] + 1e-4)
+        assert pol["oracle"]["last_half"]["mean"] >= max(pol[n]["last_half"]["mean"] for n in realdata.POLICIES)
+        assert (out / f"{flow}-curve.png").stat().st_size > 1000
+        assert (out / f"{flow}.md").read_text().startswith(f"### Flow `{flow}`")
+    # both flows replayed the same user sequence
+    users = [[row.split(",")[1] for row in (out / f"{f}-rounds.csv").read_text().splitlines()[1:]]
+             for f in ("api", "build")]
+    assert users[0] == users[1]
