@@ -328,6 +328,12 @@ class ModelConfig:
             if not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z]{2}", pair):
                 raise ConfigError(f"model.interactions has {pair!r}, each must be 2 namespace letters (a pair)")
 
+    @property
+    def offline_weight(self) -> float:
+        """Importance weight of what a new model learns before serving (the priors, the warm
+        start's history): as firmly as at learning rate 0.1, whatever the online rate."""
+        return max(1.0, 0.1 / self.learning_rate)
+
     def vw_args(self) -> str:
         """The Vowpal Wabbit command line for a new model."""
         quads = " ".join(f"--interactions {p}" for p in self.interactions)

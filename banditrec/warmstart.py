@@ -3,7 +3,8 @@
 Each (user, item) pair of the history is an impression, at its first event (a view, or a
 click sent without one): reward 1 if the same user clicked, carted or bought the item (at
 any time in the history), else 0, learned without importance weights (the
-history's propensities are unknown). Features are the ones the service will use: the
+history's propensities are unknown), each example weighted as at learning rate 0.1
+(`ModelConfig.offline_weight`), so a low online rate does not thin out what the history says. Features are the ones the service will use: the
 user's profile and taste, the user's previous views standing in for a live session (their
 categories, and the similarity of their summed vectors to the item: so the model learns
 how much a session says), the item's line with its popularity prior, and the similarity of
@@ -83,7 +84,7 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
             live = float(trail @ item_vectors[row] / np.linalg.norm(trail)) if np.linalg.norm(trail) > 1e-9 else None
         user = {**profiles.get(events.user_ids[u], {}), "taste": taste}
         model.learn(shared_line(user, {}, session), action_line(item_line(items[row]), sim, live, pop=prior),
-                    1.0 if (u, item) in engaged else 0.0, 1.0)
+                    1.0 if (u, item) in engaged else 0.0, 1.0 / config.model.offline_weight)
         recent.append(row)
     # Cursor 0-0: rewards already in the stream (a service that learned but had not yet written
     # a snapshot when this build ran) are learned on top of the history by whoever adopts it.

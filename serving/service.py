@@ -52,9 +52,6 @@ class UserMemory:
         return self._states.get(user_id)
 
 
-PRIOR_LEARNING_RATE = 0.1  # the prior's examples weigh as much as at this learning rate
-
-
 def fresh_model(cfg: ModelConfig) -> VWModel:
     """A model that has learned nothing yet but `model.similarity_prior` and
     `model.popularity_prior`: it ranks by retrieval similarity and popularity until rewards
@@ -63,9 +60,8 @@ def fresh_model(cfg: ModelConfig) -> VWModel:
     learning at all; with the similarity prior at 0.34-0.36.)"""
     model = VWModel(cfg.vw_args())
     if cfg.similarity_prior > 0 or cfg.popularity_prior > 0:
-        weight = max(1.0, PRIOR_LEARNING_RATE / cfg.learning_rate)  # as firmly learned whatever the rate
         for shared, action, reward in prior_examples(cfg.similarity_prior, cfg.popularity_prior):
-            model.learn(shared, action, reward, 1.0 / weight)
+            model.learn(shared, action, reward, 1.0 / cfg.offline_weight)  # as firmly whatever the rate
     return model
 
 
