@@ -31,7 +31,7 @@ from retrieval.data import Interactions
 from store import Store
 
 log = logging.getLogger(__name__)
-VIEW, ENGAGED = 0, (1, 2, 3)  # EVENT_TYPES: view, click, add_to_cart, purchase
+ENGAGED = (1, 2, 3)  # EVENT_TYPES: click, add_to_cart, purchase (0 is view)
 RECENT = 5                    # previous views that stand in for the live session
 
 
