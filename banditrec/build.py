@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -82,21 +83,47 @@ class BuildLock:
         self.store.release_lock("build", self.token)
 
 
-def run_build(config: Config, store: Store, *, catalog: Path, users: Path | None = None,
-              interactions: Path | None = None, now: float | None = None, progress: bool = True) -> dict:
-    """Full build: a new index version in a new embedding space, users and popularity in Redis."""
-    with BuildLock(store, wait_s=60.0):
+def run_build(config: Config, store: Store, *, catalog: Path | None = None, users: Path | None = None,
+              interactions: Path | None = None, now: float | None = None, progress: bool = True,
+              wait_s: float = 60.0) -> dict:
+    """Full build: a new index version in a new embedding space, users and popularity in Redis.
+    Without a `catalog` file it refits what the service has: the served items, and every item,
+    profile and event received through the API."""
+    with BuildLock(store, wait_s=wait_s):
         return _full_build(config, store, catalog, users, interactions, now, progress)
+
+
+def refit_due(config: Config, store: Store, now: float | None = None) -> str | None:
+    """Why a running service should refit its embeddings now (None: it should not): enough
+    events arrived since the last full build, relative to what that build read, or enough
+    time passed and some did."""
+    cfg = config.index
+    current = current_path(config.data.path)
+    meta = json.loads((current / "meta.json").read_text()) if current else {}
+    new = store.events_length() - meta.get("stream_events", 0)
+    if new < cfg.refit_min_events:
+        return None
+    if new >= cfg.refit_growth * meta.get("n_interactions", 0):
+        return f"{new} events since the last full build ({meta.get('n_interactions', 0)} then)"
+    age = (time.time() if now is None else now) - meta.get("full_built_at", 0.0)
+    if cfg.refit_interval_s > 0 and age >= cfg.refit_interval_s:
+        return f"{new} events and {age / 3600:.1f} h since the last full build"
+    return None
 
 
 def _full_build(config, store, catalog, users, interactions, now, progress) -> dict:
     t0 = time.perf_counter()
-    items, cursor = _fold_upserts({i["item_id"]: i for i in read_catalog(catalog)}, store, config)
+    served = current_path(config.data.path)
+    given = read_catalog(catalog) if catalog else read_items(served) if served else []
+    items, cursor = _fold_upserts({i["item_id"]: i for i in given}, store, config)
     items = [i for i in items.values() if not i.get("deleted")]
-    if not items:
+    if not items and catalog:
         raise DataError(f"{catalog} has no items (an empty catalog needs no build: start the service "
                         "and add items with PUT /items)")
+    if not items:
+        raise DataError("nothing to build: no --catalog file, and no items were received through PUT /items")
     profiles = read_users(users) if users else {}
+    stream_events = store.events_length()  # read before the stream: what arrives meanwhile counts for the next refit
     events = _interactions(store, interactions)
     now = float(now if now is not None else time.time())
     log.info("read %d items, %d profiles, %d interactions (file and event stream) in %.1f s", len(items),
@@ -111,6 +138,7 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     previous = current_path(config.data.path)
     previous_space = json.loads((previous / "meta.json").read_text()).get("space") if previous else None
     meta = {"built_at": now, "catalog_cursor": cursor, "full_cursor": cursor, "n_interactions": len(events),
+            "stream_events": stream_events, "full_built_at": now,
             "sources": {"catalog": str(catalog), "users": str(users or ""), "interactions": str(interactions or "")}}
     prior = popularity_prior(popularity(engagement))
     path = write_bundle(config.data.path, items=items, vectors=vectors,
@@ -133,6 +161,7 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
                                    disable=not progress, mininterval=1.0), space=path.name, drop_spaces=drop)
     store.put_meta("spaces", json.dumps([s for s in (previous_space, path.name) if s]))
     n_segments = _write_popularity(store, engagement, items, events, profiles, config)
+    _write_quality(store, items, events)
     warm_start(config, store, events, items=items, engagement=engagement, item_vectors=vectors,
                profiles=profiles, progress=progress)
     store.put_meta("space", path.name)
@@ -190,7 +219,8 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
     prior = np.concatenate([prior[kept], np.zeros(len(extra))])  # new items have no popularity yet
     new_meta = {"built_at": time.time(), "catalog_cursor": changes[-1][0], "incremental": True,
                 "full_cursor": meta.get("full_cursor", "0-0"), "space": space,
-                "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {})}
+                "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {}),
+                "stream_events": meta.get("stream_events", 0), "full_built_at": meta.get("full_built_at", 0.0)}
     path = write_bundle(config.data.path, items=items, vectors=vectors,
                         lines=[item_line(i) for i in items], embedder=embedder, meta=new_meta,
                         n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
@@ -257,6 +287,17 @@ def _user_records(events: Interactions, uvecs, tastes, profiles):
     for user_id, profile in profiles.items():
         if user_id not in seen:
             yield user_id, dict(profile)
+
+
+def _write_quality(store: Store, items, events: Interactions) -> None:
+    """Per item, its events and engagements in the history (what `POST /events` counts up)."""
+    known = {item["item_id"] for item in items}
+    counts, engaged = Counter(), Counter()
+    for item_id, kind in zip(events.item_id, events.kind.tolist()):
+        if item_id in known:
+            counts[item_id] += 1
+            engaged[item_id] += kind != 0  # EVENT_TYPES[0] is "view"
+    store.put_quality({i: float(n) for i, n in counts.items()}, {i: float(n) for i, n in engaged.items() if n})
 
 
 def _write_popularity(store: Store, engagement, items, events: Interactions, profiles, config) -> int:

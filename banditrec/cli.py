@@ -38,11 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="banditrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    build = sub.add_parser("build", parents=[common], help="data -> embeddings -> Annoy index -> Redis")
+    build = sub.add_parser("build", parents=[common], help="data -> embeddings -> Annoy index -> Redis (without "
+                                                           "--catalog or --demo: refit from the served catalog and "
+                                                           "everything received through the API)")
     build.add_argument("--demo", action="store_true", help="generate the demo data set (if missing) and build from it")
     build.add_argument("--incremental", action="store_true",
                        help="only fold items added, changed or deleted through the API into a new Annoy version")
-    build.add_argument("--catalog", type=Path, help="items, JSONL (see README)")
+    build.add_argument("--catalog", type=Path, help="items, JSONL (see README); without it, the served items and "
+                                                    "those received through PUT /items")
     build.add_argument("--users", type=Path, help="user profiles, JSONL (optional)")
     build.add_argument("--interactions", type=Path, help="interaction log, CSV (optional)")
     build.add_argument("--if-missing", action="store_true", help="do nothing if a build is already in place")
@@ -142,8 +145,9 @@ def _build(config: Config, args) -> int:
             summary = run_incremental(config, store, progress=not args.no_progress)
             log.info("incremental build: %s", summary or "nothing to fold (or another build is running)")
             return 0
-    if args.demo == bool(args.catalog):
-        print("banditrec build: give either --demo, --catalog FILE or --incremental", file=sys.stderr)
+    if args.demo and args.catalog:
+        print("banditrec build: give either --demo or --catalog FILE (or neither: refit from what the API "
+              "received)", file=sys.stderr)
         return 2
     with _store(config) as store:
         if args.if_missing and is_built(config, store):

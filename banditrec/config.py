@@ -167,7 +167,11 @@ class EmbeddingConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Annoy (angular metric on unit vectors). More trees / search_k: better recall, slower."""
+    """Annoy (angular metric on unit vectors). More trees / search_k: better recall, slower.
+    A running service refits the embeddings (a full build from what it received) when at
+    least `refit_min_events` events arrived since the last full build and they are
+    `refit_growth` x the events that build read, or `refit_interval_s` has passed; it checks
+    every `refit_check_s` (0: never)."""
 
     n_trees: int = 50
     search_k: int = 20_000
@@ -176,6 +180,10 @@ class IndexConfig:
     rebuild_interval_s: float = 600.0
     keep_versions: int = 3
     exact_below: int = 100_000
+    refit_check_s: float = 60.0
+    refit_interval_s: float = 3600.0
+    refit_growth: float = 0.25
+    refit_min_events: int = 1000
 
     def __post_init__(self):
         check_scalar(self.n_trees, "index.n_trees", int, min=1, max=1000)
@@ -185,6 +193,10 @@ class IndexConfig:
         check_scalar(self.rebuild_interval_s, "index.rebuild_interval_s", float, min=0.0)
         check_scalar(self.keep_versions, "index.keep_versions", int, min=2, max=100)
         check_scalar(self.exact_below, "index.exact_below", int, min=0)
+        check_scalar(self.refit_check_s, "index.refit_check_s", float, min=0.0)
+        check_scalar(self.refit_interval_s, "index.refit_interval_s", float, min=0.0)
+        check_scalar(self.refit_growth, "index.refit_growth", float, min=0.0)
+        check_scalar(self.refit_min_events, "index.refit_min_events", int, min=1)
 
 
 @dataclass(frozen=True)
@@ -194,11 +206,13 @@ class RetrievalConfig:
     n_candidates: int = 200
     fresh_candidates: int = 50
     popular_candidates: int = 50
+    quality_candidates: int = 50
 
     def __post_init__(self):
         check_scalar(self.n_candidates, "retrieval.n_candidates", int, min=1, max=100_000)
         check_scalar(self.fresh_candidates, "retrieval.fresh_candidates", int, min=0, max=100_000)
         check_scalar(self.popular_candidates, "retrieval.popular_candidates", int, min=0, max=100_000)
+        check_scalar(self.quality_candidates, "retrieval.quality_candidates", int, min=0, max=100_000)
 
 
 @dataclass(frozen=True)
@@ -307,16 +321,20 @@ class ModelConfig:
     l2: float = 0.0
     cb_type: str = "mtr"
     interactions: tuple[str, ...] = ("UI", "CI", "RI")
-    warm_start: bool = True
+    warm_start: bool = False
     warm_start_max: int = 200_000
-    similarity_prior: float = 0.5
-    popularity_prior: float = 0.5
+    similarity_prior: float = 0.0
+    popularity_prior: float = 0.15
+    quality_prior: float = 0.3
+    session_prior: float = 0.0
     position_bias: bool = True
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
         check_scalar(self.similarity_prior, "model.similarity_prior", float, min=0.0, max=10.0)
         check_scalar(self.popularity_prior, "model.popularity_prior", float, min=0.0, max=10.0)
+        check_scalar(self.quality_prior, "model.quality_prior", float, min=0.0, max=10.0)
+        check_scalar(self.session_prior, "model.session_prior", float, min=0.0, max=10.0)
         check_scalar(self.position_bias, "model.position_bias", bool)
         check_scalar(self.learning_rate, "model.learning_rate", float, min=0.0, min_exclusive=True, max=100.0)
         check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
@@ -409,7 +427,7 @@ class LearningConfig:
 class FeedbackConfig:
     """Rewards: how long they may arrive, their range, and how they are learned."""
 
-    reward_wait_s: float = 600.0
+    reward_wait_s: float = 60.0
     expired_grace_s: float = 86400.0
     reward_min: float = -1.0
     reward_max: float = 10.0

@@ -7,9 +7,9 @@ history's propensities are unknown), each example weighted as at learning rate 0
 (`ModelConfig.offline_weight`), so a low online rate does not thin out what the history says. Features are the ones the service will use: the
 user's profile and taste, the user's previous views standing in for a live session (their
 categories, and the similarity of their summed vectors to the item: so the model learns
-how much a session says), the item's line with its popularity prior, and the similarity of
+how much a session says), the item's line with its popularity and quality, and the similarity of
 the user's vector to the item's. Taste,
-popularity and similarity are computed leaving the example's own engagement out, so the
+popularity, quality and similarity are computed leaving the example's own events out, so the
 label does not leak into its features. (The item vectors' collaborative part still saw
 the whole history.) Only a model that does not exist yet is warm-started: a running
 deployment keeps what it learned online.
@@ -25,7 +25,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from banditrec.config import Config
-from bandit.features import action_line, item_line, shared_line
+from bandit.features import action_line, item_line, quality, shared_line
 from bandit.vw import VWModel
 from retrieval.data import Interactions
 from store import Store
@@ -54,6 +54,15 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
 
     engaged = {(u, item) for u, item, kind in zip(events.user.tolist(), events.item_id, events.kind.tolist())
                if kind in ENGAGED}
+    # quality (events, engagements per item and per pair), as `POST /events` counts it
+    n_item, e_item, n_pair, e_pair = Counter(), Counter(), Counter(), Counter()
+    for u, item, kind in zip(events.user.tolist(), events.item_id, events.kind.tolist()):
+        if item in item_rows:
+            n_item[item] += 1
+            n_pair[u, item] += 1
+            e_item[item] += kind in ENGAGED
+            e_pair[u, item] += kind in ENGAGED
+    share = sum(e_item.values()) / max(1, sum(n_item.values()))
     # One impression per (user, item): its first event of any kind. A click or a purchase sent
     # without a view before it was an impression too (on real ratings fed as "rating >= 4 ->
     # click, else view", learning views only taught the model that everything is 0).
@@ -75,6 +84,7 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
         taste = [names[c] for c in np.argsort(-weights, kind="stable")[: config.embedding.taste_categories]
                  if weights[c] > 1e-9 and names[c]]
         prior = np.log1p(max(pop[row] - own, 0.0)) / top_pop
+        q = quality(e_item[item] - e_pair[u, item], n_item[item] - n_pair[u, item], share)
         recent = lately.setdefault(u, deque(maxlen=RECENT))
         session = {"cats": [c for c, _ in Counter(categories[r] for r in recent if categories[r]).most_common(3)]} \
             if recent else None
@@ -83,7 +93,7 @@ def warm_start(config: Config, store: Store, events: Interactions, *, items: lis
             trail = item_vectors[list(recent)].sum(axis=0)
             live = float(trail @ item_vectors[row] / np.linalg.norm(trail)) if np.linalg.norm(trail) > 1e-9 else None
         user = {**profiles.get(events.user_ids[u], {}), "taste": taste}
-        model.learn(shared_line(user, {}, session), action_line(item_line(items[row]), sim, live, pop=prior),
+        model.learn(shared_line(user, {}, session), action_line(item_line(items[row]), sim, live, pop=prior, quality=q),
                     1.0 if (u, item) in engaged else 0.0, 1.0 / config.model.offline_weight)
         recent.append(row)
     # Cursor 0-0: rewards already in the stream (a service that learned but had not yet written

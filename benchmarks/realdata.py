@@ -37,8 +37,8 @@ What it does (the world, the truth and the baselines are in `benchmarks/realdata
    The rounds run in real time (`--rate` caps rounds per second; one client does ~40/s on
    2 cores): 20,000 rounds over ~10-30 minutes means each of the 943 users comes back every
    minute or two, more compressed than real traffic, and the shipped
-   `feedback.reward_wait_s` (600 s, aggregation "max") means nothing is learned from a
-   decision until 10.5 minutes after it (GET /learning is sampled along the way).
+   `feedback.reward_wait_s` (60 s, aggregation "max") means nothing is learned from a
+   decision until 90 s after it (GET /learning is sampled along the way).
 6. Baselines on the same rounds (same users, same exclude sets), in-process: the oracle
    (the user's top k by true p), the best non-personalised ranking (items by their mean true
    p over all users), popularity (most clicked so far, its own simulated clicks included)

@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--chunks", type=int, default=10)
-    parser.add_argument("--reward-wait-s", type=float, help="feedback.reward_wait_s (default: the shipped 600 s; "
+    parser.add_argument("--reward-wait-s", type=float, help="feedback.reward_wait_s (default: the shipped 60 s; "
                         "shorter reaches the steady state, where unrewarded decisions are closed, sooner)")
     args = parser.parse_args(argv)
     bench = bench_for(args)

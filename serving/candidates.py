@@ -13,14 +13,17 @@ from serving.popular import PopularCache
 def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
              popular_cache: PopularCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest items to the query vector (Annoy's top n merged with the fresh buffer's), then
-    the globally most popular items the neighbourhood missed: a taste vector alone would
-    never let the bandit find what everybody likes."""
+    the globally most popular and the best liked items the neighbourhood missed: a taste
+    vector alone would never let the bandit find what everybody likes. (Measured on real
+    ratings: ranked by similarity alone, the neighbourhood did worse than random items.)"""
     rows, sims = catalog.search(query, cfg.retrieval.n_candidates, cfg.retrieval.fresh_candidates)
-    n_popular = cfg.retrieval.popular_candidates
-    if popular_cache is None or n_popular == 0:
+    n_popular, n_quality = cfg.retrieval.popular_candidates, cfg.retrieval.quality_candidates
+    if popular_cache is None or n_popular + n_quality == 0:
         return rows, sims
-    extra = catalog.rows_for(popular_cache.ids("pop", "global", n_popular))
-    extra = extra[catalog.available(extra) & ~np.isin(extra, rows)] if len(extra) else extra
+    ids = popular_cache.ids("pop", "global", n_popular) if n_popular else []
+    ids += popular_cache.best(n_quality) if n_quality else []
+    extra = catalog.rows_for(ids)
+    extra = _unique(extra[catalog.available(extra) & ~np.isin(extra, rows)]) if len(extra) else extra
     if not len(extra):
         return rows, sims
     extra_sims = (catalog.vectors(extra) @ np.asarray(query, dtype=np.float32)).astype(np.float32)

@@ -83,8 +83,9 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     user = {**profile, "taste": state["taste"] if state else []}
     shared = shared_line(user, context, recent)
     live = catalog.vectors(rows) @ session if session is not None and len(rows) else None
-    pops = service.popular.feature([catalog.ids[r] for r in rows.tolist()]) if len(rows) else None
-    actions = action_lines(catalog.lines, rows, sims, live, pops)
+    ids = [catalog.ids[r] for r in rows.tolist()]
+    pops, quality = (service.popular.feature(ids), service.popular.quality(ids)) if ids else (None, None)
+    actions = action_lines(catalog.lines, rows, sims, live, pops, quality)
     laps("features")
     strategy, learner = service.strategy, service.learner
     model, bootstrap, version = learner.model, learner.replicas, learner.version  # read once: adopt() swaps them

@@ -52,7 +52,8 @@ def record_event(service: Service, body) -> dict:
         scopes.append(f"seg:{segment}")
     service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
                                 cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None,
-                                long_term=tuple(s for s in scopes if not s.startswith("cat:")))
+                                long_term=tuple(s for s in scopes if not s.startswith("cat:")),
+                                engaged=req.type != "view" if row is not None else None)
     exp = cfg.experiment
     purchase = req.type == "purchase"
     try:  # the event is recorded: the experiment's counters are best effort

@@ -1,5 +1,5 @@
-"""Popularity lists kept in-process for a while: cheap for cold-start requests, and still
-there (stale) when Redis is not."""
+"""Popularity lists, and the popularity and quality features, kept in-process for a while:
+cheap for cold-start requests, and still there (stale) when Redis is not."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from bandit.features import quality as quality_of
 from store import Store, StoreError
 
 
@@ -19,24 +20,45 @@ class PopularCache:
         self.clock = clock
         self.feature_top = feature_top
         self._lists: dict[tuple[str, str], tuple[float, list[str]]] = {}
-        self._values: tuple[float, dict[str, float]] | None = None
+        self._values: tuple[float, tuple] | None = None
         self._lock = threading.Lock()
 
     def feature(self, ids: list[str]) -> np.ndarray:
         """Each item's long-term popularity now, 0..1: log(1 + score) relative to the most
-        popular item's, from the top `feature_top` of the global ranking (0 below it), which
-        is re-read every `ttl_s` (and kept, stale, while Redis is away)."""
+        popular item's, from the top `feature_top` of the global ranking (0 below it)."""
+        values = self._features()[0]
+        return np.fromiter((values.get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
+
+    def quality(self, ids: list[str]) -> np.ndarray:
+        """Each item's quality now (`bandit.features.quality`: the share of its events that
+        were engagements, shrunk towards the catalog's share); items outside the
+        `feature_top` with most events get the catalog's share."""
+        _, values, default, _ = self._features()
+        return np.fromiter((values.get(i, default) for i in ids), dtype=np.float64, count=len(ids))
+
+    def best(self, n: int) -> list[str]:
+        """The n items of highest quality (a candidate source: what those who meet it like)."""
+        return self._features()[3][:n]
+
+    def _features(self) -> tuple[dict[str, float], dict[str, float], float, list[str]]:
+        """Popularity, quality, the catalog's engagement share and the items by quality, re-read
+        every `ttl_s` (and kept, stale, while Redis is away)."""
         cached = self._values
-        if cached is None or self.clock() - cached[0] > self.ttl_s:
-            try:
-                top = self.store.top_popular(self.feature_top, scope="global")
-                scale = math.log1p(top[0][1]) if top and top[0][1] > 0 else 1.0
-                values = {item_id: math.log1p(max(score, 0.0)) / scale for item_id, score in top}
-            except StoreError:
-                values = cached[1] if cached else {}
-            self._values = cached = (self.clock(), values)
-        get = cached[1].get
-        return np.fromiter((get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
+        if cached is not None and self.clock() - cached[0] <= self.ttl_s:
+            return cached[1]
+        try:
+            top = self.store.top_popular(self.feature_top, scope="global")
+            scale = math.log1p(top[0][1]) if top and top[0][1] > 0 else 1.0
+            popularity = {item_id: math.log1p(max(score, 0.0)) / scale for item_id, score in top}
+            counts = self.store.quality_counts(self.feature_top)
+            events = sum(n for _, n, _ in counts)
+            share = sum(e for _, _, e in counts) / events if events > 0 else 0.0
+            quality = {item_id: quality_of(e, n, share) for item_id, n, e in counts}
+            values = (popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
+        except StoreError:
+            values = cached[1] if cached else ({}, {}, 0.0, [])
+        self._values = (self.clock(), values)
+        return values
 
     def ids(self, kind: str, scope: str, n: int) -> list[str]:
         """Up to n item ids of a popularity list ("pop" long-term, "trend" decayed)."""

@@ -1,5 +1,6 @@
 """Popularity rankings: long-term ones (written by the build, then counted up by every event
-since), and decayed "trending" counters.
+since), decayed "trending" counters, and per item how many events it had and how many of
+them were engagements (click, add_to_cart, purchase): its quality.
 
 A trending score is kept in log space: log(sum of weight x 2^(t / half_life)) over events,
 updated with log-sum-exp in a script. Comparing two items' scores at any moment compares
@@ -33,10 +34,8 @@ class PopularityOps:
     def _pkey(self, kind: str, scope: str) -> str:
         return self.key(kind, "{" + scope + "}")
 
-    @guarded
-    def put_popularity(self, scores: dict[str, float], scope: str = "global") -> None:
-        """Replace one long-term ranking ("global", "seg:<segment>") atomically."""
-        key = self._pkey("pop", scope)
+    def _replace(self, key: str, scores: dict[str, float]) -> None:
+        """Replace one sorted set atomically (readers see the old one or the new one)."""
         tmp = key + ":tmp"
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(tmp)
@@ -49,6 +48,27 @@ class PopularityOps:
         else:
             self.client.delete(key)
 
+    @guarded
+    def put_popularity(self, scores: dict[str, float], scope: str = "global") -> None:
+        """Replace one long-term ranking ("global", "seg:<segment>") atomically."""
+        self._replace(self._pkey("pop", scope), scores)
+
+    @guarded
+    def put_quality(self, events: dict[str, float], engaged: dict[str, float]) -> None:
+        """Replace the per-item event and engagement counts (the build's, from its history)."""
+        self._replace(self._pkey("qn", "global"), events)
+        self._replace(self._pkey("qe", "global"), engaged)
+
+    @guarded_fast
+    def quality_counts(self, n: int) -> list[tuple[str, float, float]]:
+        """(item_id, events, engaged events) of the n items with most events."""
+        top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("qn", "global"), 0, n - 1,
+                                                                   withscores=True)]
+        if not top:
+            return []
+        engaged = self.fast.zmscore(self._pkey("qe", "global"), [item_id for item_id, _ in top])
+        return [(item_id, events, float(e or 0.0)) for (item_id, events), e in zip(top, engaged)]
+
     @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
         return [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("pop", scope), 0, n - 1,
@@ -56,10 +76,12 @@ class PopularityOps:
 
     @guarded
     def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
-                      keep: int, unschedule_user: str | None = None, long_term: tuple[str, ...] = ()) -> None:
+                      keep: int, unschedule_user: str | None = None, long_term: tuple[str, ...] = (),
+                      engaged: bool | None = None) -> None:
         """Count one weighted event at time `ts` in each trending scope and in the `long_term`
-        popularity scopes (and, in the same round trip, take an active user off the
-        pre-generated slates' refresh schedule)."""
+        popularity scopes, and in the item's quality counts unless `engaged` is None (and, in
+        the same round trip, take an active user off the pre-generated slates' refresh
+        schedule)."""
         pipe = self.client.pipeline(transaction=False)
         if weight > 0:
             x = math.log(weight) + ts * math.log(2.0) / half_life_s
@@ -67,6 +89,10 @@ class PopularityOps:
                 in_pipeline(self._bump, pipe, [self._pkey("trend", scope)], [item_id, repr(x), keep])
             for scope in long_term:
                 pipe.zincrby(self._pkey("pop", scope), weight, item_id)
+        if engaged is not None:
+            pipe.zincrby(self._pkey("qn", "global"), 1, item_id)
+            if engaged:
+                pipe.zincrby(self._pkey("qe", "global"), 1, item_id)
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
         pipe.execute()

@@ -54,6 +54,11 @@ class StreamOps:
         return text(self.client.xadd(self.key("events"), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True))
 
     @guarded
+    def events_length(self) -> int:
+        """How many events the stream holds (what the next full build will read)."""
+        return int(self.client.xlen(self.key("events")))
+
+    @guarded
     def read_events(self, after: str = "0-0", count: int = 10_000) -> list[tuple[str, dict]]:
         return [(text(sid), json.loads(f[b"e"]))
                 for sid, f in self.client.xrange(self.key("events"), min=f"({after}", count=count)]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import time
 
 import numpy as np
 import pytest
 
 from app import create_app
 from banditrec.build import run_build
+from banditrec.errors import DataError
 from conftest import NOW, make_config
 from retrieval.bundle import current_path, read_items
 
@@ -177,3 +180,64 @@ def test_items_embedded_in_another_space_are_embedded_again(build, open_service,
     item = {"item_id": "during-build", "category": "books", "title": "a novel", "description": "", "attributes": {}}
     expected = new.catalog.embedder.embed([item])[0]
     assert np.allclose(new.catalog.vector(row), expected, atol=1e-5)
+
+
+def test_the_build_writes_each_items_events_and_engagements(build, store, small_world_files):
+    build()
+    rows = list(csv.DictReader(open(small_world_files["interactions.csv"])))
+    expected: dict[str, list[float]] = {}
+    for row in rows:
+        n, e = expected.setdefault(row["item_id"], [0.0, 0.0])
+        expected[row["item_id"]] = [n + 1, e + (row["type"] != "view")]
+    counts = {item_id: [n, e] for item_id, n, e in store.quality_counts(1_000_000)}
+    assert counts == expected and any(e for _, e in counts.values()) and any(not e for _, e in counts.values())
+
+
+def _feed_through_the_api(client, world, n_events: int) -> None:
+    """The small world's items and its first `n_events` interactions, sent as a client would."""
+    for item in world.items:
+        fields = {k: v for k, v in item.items() if k != "item_id"}
+        assert client.put(f"/items/{item['item_id']}", json=fields).status_code == 200
+    for user_id, item_id, kind, ts in world.interactions[:n_events]:
+        assert client.post("/events", json={"user_id": user_id, "item_id": item_id, "type": kind,
+                                            "timestamp": ts}).status_code == 200
+
+
+def test_a_build_without_a_catalog_refits_what_the_api_received(tmp_path, open_service, store, small_world):
+    """`banditrec build` with no files: the items and events received through the API become a
+    new embedding space, with user vectors in it and the quality counts the build writes."""
+    config = make_config(tmp_path, realtime={"ema_alpha": 0.0})
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+    with pytest.raises(DataError, match="no items were received"):
+        run_build(config, store, now=NOW, progress=False)
+    _feed_through_the_api(client, small_world, 3000)
+    summary = run_build(config, store, now=NOW, progress=False)
+    assert summary["items"] == len(small_world.items) and summary["interactions"] == 3000
+    assert service.reload() and service.catalog.space == summary["version"]
+    user = small_world.interactions[0][0]
+    assert store.user_state(user)["vectors"].get(summary["version"]) is not None  # built from the events
+    assert sum(n for _, n, _ in store.quality_counts(1_000_000)) == 3000
+    body = client.post("/recommend", json={"user_id": user, "k": 5}).get_json()
+    assert body["strategy"] == "personalized" and len(body["items"]) == 5
+
+
+def test_the_service_refits_when_enough_events_arrived_or_time_passed(tmp_path, open_service, store, small_world):
+    config = make_config(tmp_path, index={"refit_min_events": 500, "refit_growth": 0.5,
+                                          "refit_interval_s": 3600.0})
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+    assert service.refit() is None  # nothing received yet
+    _feed_through_the_api(client, small_world, 400)
+    assert service.refit() is None  # fewer than refit_min_events
+    _feed_through_the_api(client, small_world, 1000)  # 1400 events, none built from yet
+    first = service.refit()
+    assert first is not None and first["interactions"] == 1400 and service.catalog.space == first["version"]
+    assert service.refit() is None  # nothing new
+    for user_id, item_id, kind, ts in small_world.interactions[1400:2000]:  # 600 new: < 0.5 x 1400
+        client.post("/events", json={"user_id": user_id, "item_id": item_id, "type": kind, "timestamp": ts})
+    assert service.refit() is None
+    later = time.time() + 3601.0
+    service.clock = lambda: later  # an hour after the first refit (built at the service's clock)
+    second = service.refit()
+    assert second is not None and second["interactions"] == 2000 and service.catalog.space == second["version"]

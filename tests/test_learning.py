@@ -106,8 +106,8 @@ def test_click_rate_rises_above_the_first_rounds_and_above_not_learning(local, s
 
 @pytest.mark.slow
 def test_the_warm_start_serves_well_from_the_first_round(local, small_world):
-    warm, random = _rounds(local(), small_world, 300, seed=11)
-    cold, _ = _rounds(local(model={"warm_start": False}), small_world, 300, seed=11)
+    warm, random = _rounds(local(model={"warm_start": True}), small_world, 300, seed=11)
+    cold, _ = _rounds(local(), small_world, 300, seed=11)
     # measured (warm, cold without history but with the similarity and popularity priors, random):
     # seed 11 0.367, 0.330, 0.110; seed 5 0.343, 0.320; seed 3 0.336, 0.329. The priors took most
     # of what the history adds here (cold was 0.204 before them).

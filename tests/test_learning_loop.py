@@ -172,7 +172,7 @@ def test_a_build_beside_a_serving_learner_is_adopted_and_snapshots_go_on(build, 
 
     learn(5)
     assert service.learner.version == 0 and service.learner.learned == 5
-    build()  # beside it: a new index version and the warm-start snapshot
+    build(model={"warm_start": True})  # beside it: a new index version and the warm-start snapshot
     warm = store.latest_version()
     assert warm == 1
     learn(5)
@@ -205,7 +205,7 @@ def test_a_build_beside_a_separate_learner_is_adopted_by_it_and_the_workers(buil
     try:
         reward()
         assert learner.step() == 1 and learner.learner.version == 0
-        build(server={"workers": 2})
+        build(server={"workers": 2}, model={"warm_start": True})
         warm = store.latest_version()
         assert warm == 1
         reward()

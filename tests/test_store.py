@@ -61,6 +61,19 @@ def test_popularity_is_replaced_as_a_whole(store):
     assert store.top_popular(10) == []
 
 
+def test_quality_counts_are_replaced_by_a_build_and_counted_up_by_events(store):
+    store.put_quality({"a": 10.0, "b": 4.0, "c": 1.0}, {"a": 2.0, "b": 3.0})
+    assert store.quality_counts(2) == [("a", 10.0, 2.0), ("b", 4.0, 3.0)]
+    store.bump_trending(["global"], "c", 3.0, ts=0.0, half_life_s=86400.0, keep=100, engaged=True)
+    store.bump_trending(["global"], "d", 1.0, ts=0.0, half_life_s=86400.0, keep=100, engaged=False)
+    store.bump_trending(["global"], "e", 1.0, ts=0.0, half_life_s=86400.0, keep=100)  # not counted
+    assert sorted(store.quality_counts(10)) == [("a", 10.0, 2.0), ("b", 4.0, 3.0), ("c", 2.0, 1.0), ("d", 1.0, 0.0)]
+    store.put_quality({"x": 5.0}, {})
+    assert store.quality_counts(10) == [("x", 5.0, 0.0)]
+    store.put_quality({}, {})
+    assert store.quality_counts(10) == []
+
+
 def test_users_round_trip_with_vectors_per_space(store):
     vec = np.arange(8, dtype=np.float32) / 10
     assert store.put_users([("u1", {"vector": vec, "taste": ["shoes", "bags"], "n": 4, "age_group": "25-34"}),
