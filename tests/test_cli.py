@@ -67,9 +67,13 @@ def test_bad_interaction_logs_name_the_line(cli_env, tmp_path, capsys, text, mes
     assert message in capsys.readouterr().err
 
 
-def test_build_needs_exactly_one_source(cli_env, capsys):
-    assert main(["build", "--no-progress"]) == 2
-    assert "give either --demo, --catalog FILE or --incremental" in capsys.readouterr().err
+def test_build_takes_one_source_and_without_one_refits_what_the_api_received(cli_env, capsys, tmp_path):
+    catalog = tmp_path / "items.jsonl"
+    catalog.write_text('{"item_id": "i1"}\n')
+    assert main(["build", "--no-progress", "--demo", "--catalog", str(catalog)]) == 2
+    assert "give either --demo or --catalog FILE" in capsys.readouterr().err
+    assert main(["build", "--no-progress"]) == 2  # nothing received yet: a clear error, not a crash
+    assert "no items were received through PUT /items" in capsys.readouterr().err
 
 
 def test_model_list_shows_snapshots(cli_env, store, capsys):

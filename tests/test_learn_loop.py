@@ -79,7 +79,7 @@ def test_one_learner_at_a_time_and_a_lost_lock_pauses_then_resumes(build, open_s
 
 
 def test_a_snapshot_never_buries_a_newer_version(build, open_service, store):
-    config, service, client = _two_workers(build, open_service)
+    config, service, client = _two_workers(build, open_service, model={"warm_start": True})  # v1: the build's
     learner = LearnerProcess(config, store)
     try:
         _reward(client)
