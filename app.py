@@ -108,12 +108,16 @@ def create_app(config: Config | None = None, *, deps: Service | None = None) -> 
     def learning():
         try:
             counts = service.store.apprentice_counts()
+            waiting, first_due = service.store.waiting()
         except BanditrecError:
-            counts = {}
+            counts, waiting, first_due = {}, None, None
         decisions = counts.get("decisions", 0)
+        due_in = None if first_due is None else round(max(0.0, first_due - service.clock()), 1)
         return _json({"mode": config.learning.mode, "strategy": service.strategy.name,
                       "model_version": service.learner.version, "learned_total": service.learner.total,
                       "learned_here": service.learner.learned,
+                      "waiting": {"decisions": waiting, "next_learned_in_s": due_in,
+                                  "reward_wait_s": config.feedback.reward_wait_s},
                       "apprentice": {"decisions": decisions, "matches": counts.get("matches", 0),
                                      "match_rate": counts.get("matches", 0) / decisions if decisions else None}})
 

@@ -146,6 +146,9 @@ def document(config: Config) -> dict:
     learning = _op("Is it learning: mode, strategy, model version, counts", _ok(_obj({
         "mode": {"type": "string"}, "strategy": {"type": "string"}, "model_version": {"type": "integer"},
         "learned_total": {"type": "integer"}, "learned_here": {"type": "integer"},
+        "waiting": _obj({"decisions": {"type": "integer", "nullable": True},
+                         "next_learned_in_s": {"type": "number", "nullable": True},
+                         "reward_wait_s": {"type": "number"}}),
         "apprentice": _obj({"decisions": {"type": "integer"}, "matches": {"type": "integer"},
                             "match_rate": {"type": "number", "nullable": True}})}, extra=True)))
     health = _op("Alive", _ok(_obj({"status": {"type": "string"}, "model_version": {"type": "integer"},

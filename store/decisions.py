@@ -93,6 +93,16 @@ class DecisionOps:
         self._aggregate(keys=[self._ekey("agg", event_id)], args=[item_id, repr(reward), how, int(ttl_s * 1000)])
 
     @guarded
+    def waiting(self) -> tuple[int, float | None]:
+        """Decisions whose rewards are not learned yet (their wait is not over, or they are
+        not closed yet), and when the first of them is due to close (None: none waits)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self.key("pending"))
+        pipe.zrange(self.key("pending"), 0, 0, withscores=True)
+        count, first = pipe.execute()
+        return int(count), (float(first[0][1]) if first else None)
+
+    @guarded
     def due_decisions(self, now: float, n: int) -> list[str]:
         return [text(e) for e in self.client.zrangebyscore(self.key("pending"), "-inf", now, start=0, num=n)]
 

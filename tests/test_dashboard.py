@@ -56,6 +56,7 @@ def test_dashboard_shows_live_numbers_and_the_try_it_panel_sends_feedback(served
     wait.until(lambda _: text("updated") != "never")
     assert text("error") == ""
     assert text("model-version").startswith("v") and text("learn-lag").endswith(" s")
+    assert text("learned").isdigit() and text("waiting")[:1].isdigit()
 
     # try it: recommendations for a user, with probabilities and flags
     user = browser.find_element(By.ID, "user")

@@ -74,6 +74,21 @@ def test_sum_and_max_aggregate_rewards_and_learn_once(build, open_service, store
         assert service.learner.learned == 1
 
 
+def test_learning_says_how_many_decisions_wait_and_when_the_first_is_learned(build, open_service, store):
+    service, client = _client(build, open_service, feedback={"reward_wait_s": 60.0, "aggregation": "max"})
+    assert client.get("/learning").get_json()["waiting"] == {"decisions": 0, "next_learned_in_s": None,
+                                                             "reward_wait_s": 60.0}
+    body = client.post("/recommend", json={"user_id": "u3", "k": 2}).get_json()
+    client.post("/feedback", json={"event_id": body["event_id"], "item_id": body["items"][0]["item_id"], "reward": 1})
+    client.post("/recommend", json={"user_id": "u4", "k": 2})
+    waiting = client.get("/learning").get_json()["waiting"]
+    close_delay = service.config.feedback.close_delay_s
+    assert waiting["decisions"] == 2 and 0 < waiting["next_learned_in_s"] <= 60.0 + close_delay, waiting
+    close_due(service, now=time.time() + 60.0 + close_delay + 1)
+    report = client.get("/learning").get_json()
+    assert report["waiting"]["decisions"] == 0 and report["learned_total"] >= 1
+
+
 def test_closing_twice_after_a_crash_learns_nothing_twice(build, open_service, store):
     service, client = _client(build, open_service, feedback={"reward_wait_s": 60.0})
     body = client.post("/recommend", json={"user_id": "u1", "k": 2}).get_json()
