@@ -28,7 +28,9 @@ from retrieval.bundle import current_path, publish_bundle, read_items, write_bun
 from retrieval.catalog import UNTRAINED
 from retrieval.data import Interactions, read_catalog, read_interactions, read_users, segment_of
 from retrieval.demo import generate_world
-from retrieval.embeddings import ItemEmbedder, fit_item_embeddings, popularity, user_tastes, user_vectors
+from retrieval.embeddings import (ItemEmbedder, fit_item_embeddings, interaction_matrix, popularity, user_tastes,
+                                  user_vectors)
+from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, arm_of
 from store import Store, stream_id
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
         raise DataError("nothing to build: no --catalog file, and no items were received through PUT /items")
     profiles = read_users(users) if users else {}
     stream_events = store.events_length()  # read before the stream: what arrives meanwhile counts for the next refit
-    events = _interactions(store, interactions)
+    events, n_file = _interactions(store, interactions)
     now = float(now if now is not None else time.time())
     log.info("read %d items, %d profiles, %d interactions (file and event stream) in %.1f s", len(items),
              len(profiles), len(events), time.perf_counter() - t0)
@@ -162,6 +164,8 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     store.put_meta("spaces", json.dumps([s for s in (previous_space, path.name) if s]))
     n_segments = _write_popularity(store, engagement, items, events, profiles, config)
     _write_quality(store, items, events)
+    if config.experiment.holdout_share > 0:
+        _write_holdout_popularity(store, items, events, n_file, config, now)
     warm_start(config, store, events, items=items, engagement=engagement, item_vectors=vectors,
                profiles=profiles, progress=progress)
     store.put_meta("space", path.name)
@@ -265,11 +269,25 @@ def _stored_profiles(store: Store, user_ids: list[str], known: dict) -> dict[str
     return out
 
 
-def _interactions(store: Store, path: Path | None) -> Interactions:
-    """The interaction log file (if any) followed by every event recorded through the API."""
+def _interactions(store: Store, path: Path | None) -> tuple[Interactions, int]:
+    """The interaction log file (if any) followed by every event recorded through the API,
+    and how many rows came from the file."""
     file_rows = read_interactions(path).rows() if path else []
     stream_rows = ((e["user_id"], e["item_id"], e["type"], e["timestamp"]) for _, e in store.iter_events())
-    return Interactions.from_rows(list(file_rows) + list(stream_rows))
+    return Interactions.from_rows(list(file_rows) + list(stream_rows)), len(file_rows)
+
+
+def _write_holdout_popularity(store: Store, items, events: Interactions, n_file: int, config: Config,
+                              now: float) -> None:
+    """The A/B holdout's popularity list: the file's history and the events of the holdout's
+    own users, never the personalized arm's (whose clicks follow what banditrec showed
+    them: a baseline fed by them would measure banditrec against itself)."""
+    keep = [row for r, row in enumerate(events.rows())
+            if r < n_file or arm_of(row[0], config.experiment) == HOLDOUT]
+    matrix = interaction_matrix(Interactions.from_rows(keep), {item["item_id"]: r for r, item in enumerate(items)},
+                                config.embedding, now)
+    pop = popularity(matrix)
+    store.put_popularity({items[r]["item_id"]: float(pop[r]) for r in np.flatnonzero(pop > 0)}, scope=HOLDOUT_SCOPE)
 
 
 def _user_records(events: Interactions, uvecs, tastes, profiles):

@@ -7,6 +7,7 @@ import numpy as np
 from banditrec.config import Config
 from retrieval.catalog import Catalog
 from retrieval.data import segment_of
+from serving.experiment import HOLDOUT_SCOPE
 from serving.popular import PopularCache
 
 
@@ -28,6 +29,16 @@ def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
         return rows, sims
     extra_sims = (catalog.vectors(extra) @ np.asarray(query, dtype=np.float32)).astype(np.float32)
     return np.concatenate([rows, extra]), np.concatenate([sims, extra_sims])
+
+
+def holdout(catalog: Catalog, popular_cache: PopularCache, cfg: Config) -> np.ndarray:
+    """The A/B holdout's baseline: its own popularity list (the build's history and the
+    holdout users' events, not the personalized arm's), then the newest items."""
+    n = cfg.retrieval.n_candidates
+    rows = catalog.rows_for(popular_cache.ids("pop", HOLDOUT_SCOPE, n))
+    rows = rows[catalog.available(rows)] if len(rows) else rows
+    newest = catalog.newest(max(0, n - len(rows)))
+    return _unique(np.concatenate([rows, newest]) if len(rows) else newest)
 
 
 def popular(catalog: Catalog, popular_cache: PopularCache, profile: dict | None, cfg: Config,

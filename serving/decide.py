@@ -59,11 +59,12 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     query = query_vector(state, catalog, now, cfg.realtime, cfg.embedding.event_weights, session=session)
     laps("query_vector")
     apprentice = cfg.learning.mode == "apprentice" and not holdout
-    if holdout or apprentice:  # a baseline served as it is: the holdout's popularity, or the client's order
-        rows = catalog.rows_for(baseline) if apprentice and baseline else \
-            candidates.popular(catalog, service.popular, profile, cfg)
+    if holdout:  # the baseline served as it is: the holdout's own popularity list
+        rows, sims, path = candidates.holdout(catalog, service.popular, cfg), None, "popularity"
+    elif apprentice:  # the client's order (else popularity), served as it is
+        rows = catalog.rows_for(baseline) if baseline else candidates.popular(catalog, service.popular, profile, cfg)
         rows = rows[catalog.available(rows)] if len(rows) else rows
-        sims, path = None, "popularity" if holdout else "apprentice"
+        sims, path = None, "apprentice"
     elif query is not None and n >= cfg.cold_start.min_interactions:
         rows, sims = candidates.personal(catalog, query, cfg, service.popular)
         path = "personalized"

@@ -7,7 +7,7 @@ import logging
 from banditrec.config import EVENT_TYPES
 from banditrec.errors import InvalidRequest
 from retrieval.data import check_id, normalise_profile, segment_of
-from serving.experiment import arm_of
+from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, arm_of
 from serving.schema import parse_event
 from serving.service import Service
 from serving.userstate import long_term_step
@@ -50,14 +50,15 @@ def record_event(service: Service, body) -> dict:
     segment = segment_of(profile, cfg.cold_start.segment_fields)  # the profile names the segment
     if segment:
         scopes.append(f"seg:{segment}")
+    exp = cfg.experiment
+    arm = arm_of(req.user_id, exp)
+    long_term = tuple(s for s in scopes if not s.startswith("cat:")) + ((HOLDOUT_SCOPE,) if arm == HOLDOUT else ())
     service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
                                 cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None,
-                                long_term=tuple(s for s in scopes if not s.startswith("cat:")),
-                                engaged=req.type != "view" if row is not None else None)
-    exp = cfg.experiment
+                                long_term=long_term, engaged=req.type != "view" if row is not None else None)
     purchase = req.type == "purchase"
     try:  # the event is recorded: the experiment's counters are best effort
-        service.store.session_event(exp.salt, arm_of(req.user_id, exp), req.user_id, ts, exp.session_gap_s,
+        service.store.session_event(exp.salt, arm, req.user_id, ts, exp.session_gap_s,
                                     (req.value or 0.0) if purchase else 0.0, purchase)
     except StoreError as exc:
         log.warning("event of %s recorded, session counters not updated: %s", req.user_id, exc)

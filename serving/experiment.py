@@ -29,6 +29,7 @@ from banditrec.config import ExperimentConfig
 _NORMAL = NormalDist()
 
 TREATMENT, HOLDOUT = "personalized", "holdout"
+HOLDOUT_SCOPE = "arm:holdout"  # the holdout's own popularity list: the build's history + its users' events
 
 
 def arm_of(user_id: str, cfg: ExperimentConfig) -> str:

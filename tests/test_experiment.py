@@ -11,7 +11,9 @@ import pytest
 from app import create_app
 from banditrec.cli import main
 from banditrec.config import ExperimentConfig
-from serving.experiment import HOLDOUT, TREATMENT, arm_of, format_report, report
+from banditrec.build import run_build
+from conftest import NOW
+from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, TREATMENT, arm_of, format_report, report
 
 
 def test_assignment_is_deterministic_and_close_to_the_share():
@@ -149,3 +151,37 @@ def test_the_normal_functions_match_scipy_stats():
     assert math.isclose(_NORMAL.inv_cdf(0.975), stats.norm.ppf(0.975), rel_tol=1e-12)
     for x in (0.1, 1.0, 1.96, 3.5):
         assert math.isclose(2 * (1 - _NORMAL.cdf(x)), 2 * stats.norm.sf(x), rel_tol=1e-9)
+
+
+def test_the_holdouts_popularity_is_fed_by_the_history_and_its_own_users_only(build, open_service, store,
+                                                                              small_world, small_world_files):
+    """Issue 14: the holdout served a popularity list that the personalized arm's clicks fed,
+    so the lift measured banditrec against itself. Its list is the build's history (the file)
+    plus its own users' events; the build keeps it so when it refits from the event stream."""
+    service = open_service(build(experiment={"holdout_share": 0.5, "salt": "t3"}))
+    client = create_app(deps=service).test_client()
+    cfg = service.config.experiment
+    before = dict(store.top_popular(100_000, scope=HOLDOUT_SCOPE))
+    assert before and before == pytest.approx(dict(store.top_popular(100_000)))  # the history alone, so far
+    treated = [f"t{n}" for n in range(400) if arm_of(f"t{n}", cfg) == TREATMENT][:30]
+    held = [f"t{n}" for n in range(400) if arm_of(f"t{n}", cfg) == HOLDOUT][:30]
+    loved, liked = small_world.items[-1]["item_id"], small_world.items[-2]["item_id"]
+    for user in treated:
+        assert client.post("/events", json={"user_id": user, "item_id": loved, "type": "click"}).status_code == 200
+    for user in held[:5]:
+        assert client.post("/events", json={"user_id": user, "item_id": liked, "type": "click"}).status_code == 200
+    after = dict(store.top_popular(100_000, scope=HOLDOUT_SCOPE))
+    assert after.get(loved, 0.0) == pytest.approx(before.get(loved, 0.0))  # 30 treatment clicks: not counted
+    assert after[liked] == pytest.approx(before.get(liked, 0.0) + 5 * 3.0)  # 5 holdout clicks (weight 3)
+    assert dict(store.top_popular(100_000))[loved] > before.get(loved, 0.0)  # the global list counts them all
+
+    run_build(service.config, store, catalog=small_world_files["items.jsonl"],
+              interactions=small_world_files["interactions.csv"], now=NOW, progress=False)  # a refit
+    rebuilt = dict(store.top_popular(100_000, scope=HOLDOUT_SCOPE))
+    rebuilt_global = dict(store.top_popular(100_000))
+    assert rebuilt[liked] == pytest.approx(rebuilt_global[liked]) and rebuilt.get(loved, 0.0) < rebuilt_global[loved]
+    service.popular.clear()
+    body = client.post("/recommend", json={"user_id": held[0], "k": 3}).get_json()
+    order = [item_id for item_id, _ in store.top_popular(100_000, scope=HOLDOUT_SCOPE)]
+    positions = [order.index(i["item_id"]) for i in body["items"]]  # in the holdout list's order (stock skipped)
+    assert body["strategy"] == "popularity" and len(positions) == 3 and positions == sorted(positions) and positions[-1] < 10, body
