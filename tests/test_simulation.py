@@ -5,6 +5,7 @@ embedded Redis of the session."""
 from __future__ import annotations
 
 import dataclasses
+import time
 import tomllib
 
 import numpy as np
@@ -145,3 +146,37 @@ def test_regret_is_never_negative_while_the_world_changes(embedded_redis, name):
     for policy in ("banditrec", "popularity"):
         regret = run_one(scenario, policy, 2, Config(), embedded_redis.url).regret
         assert regret.min() >= -1e-9, (name, policy, regret.min())
+
+
+def test_simulate_over_http_sends_the_simulated_time_moved_into_the_servers_past(build, open_service, store):
+    """Issue 14: `simulate --http` sent every event at the server's now, so a simulated day of
+    visits was one session and recency meant nothing. Events now carry the simulated time,
+    shifted so that the run ends where it started on the server's clock."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from simulations.config import load_scenario
+    from simulations.policies.banditrec import BanditrecHTTP
+    from simulations.world import SimWorld
+
+    service = open_service(build())
+    server = make_server("127.0.0.1", 0, create_app(deps=service))  # real HTTP, the test store behind it
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        scenario = load_scenario("small")
+        world = SimWorld(scenario.world, 1, 200)
+        policy = BanditrecHTTP(f"http://127.0.0.1:{server.server_port}")
+        started = time.time()
+        policy.setup(world, 1, None)
+        head = store.events_length()
+        for round_ in (0, 100, 199):
+            policy.observe(3, 7, "click", world.clock(round_))
+        policy.close()
+    finally:
+        server.shutdown()
+    sent = [e["timestamp"] for _, e in store.iter_events()][head:]
+    spacing = world.clock(100) - world.clock(0)
+    assert sent[1] - sent[0] == pytest.approx(spacing) and sent[2] - sent[1] == pytest.approx(world.clock(199) - world.clock(100))
+    assert sent[2] <= time.time() and sent[2] == pytest.approx(started, abs=60.0)  # the run's end: the setup's now

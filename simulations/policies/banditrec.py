@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -102,9 +103,13 @@ class Banditrec(Policy):
 
 class BanditrecHTTP(Policy):
     """A running banditrec server, over HTTP. It keeps its own (real) clock, so rewards are
-    sent at once rather than late, and its config is whatever it was started with. Use a
-    server dedicated to the simulation: the world's catalog and users are PUT into it (ids
-    i0, i1, ... and u0, u1, ...), and items it knows beyond those are not scored."""
+    sent at once rather than late, and its config is whatever it was started with. Events
+    carry the simulated time, moved as a whole so that the run ends at the moment it
+    started on the server's clock: sessions and recency keep the world's spacing (sent at
+    the server's now, a day of visits would fall into one session) and no event lies in
+    the server's future. Use a server dedicated to the simulation: the world's catalog and
+    users are PUT into it (ids i0, i1, ... and u0, u1, ...), and items it knows beyond those
+    are not scored."""
 
     def __init__(self, url: str):
         parsed = urllib.parse.urlparse(url)
@@ -122,14 +127,16 @@ class BanditrecHTTP(Policy):
 
     def setup(self, world, seed, workdir):
         super().setup(world, seed, workdir)
+        self.offset = time.time() - world.clock(world.rounds)  # simulated time -> the server's past
         for doc in world.initial_items:
             self._call("PUT", f"/items/{urllib.parse.quote(doc['item_id'])}",
                        {k: v for k, v in doc.items() if k != "item_id"})
         for u in world.active_users:
             profile = world.truth.users[int(u)]
             self._call("PUT", f"/users/{profile['user_id']}", {k: v for k, v in profile.items() if k != "user_id"})
-        for user_id, item_id, kind, _ in world.initial_log[-5000:]:  # the recent history, as events
-            self._call("POST", "/events", {"user_id": user_id, "item_id": item_id, "type": kind})
+        for user_id, item_id, kind, ts in world.initial_log[-5000:]:  # the recent history, as events
+            self._call("POST", "/events", {"user_id": user_id, "item_id": item_id, "type": kind,
+                                           "timestamp": float(ts) + self.offset})
 
     def apply(self, change, now):
         kind, doc = change
@@ -152,7 +159,7 @@ class BanditrecHTTP(Policy):
             self._call("POST", "/feedback", {"event_id": handle, "item_id": f"i{item}", "reward": reward})
 
     def observe(self, user, item, kind, now, value=None):
-        event = {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind}
+        event = {"user_id": f"u{user}", "item_id": f"i{item}", "type": kind, "timestamp": now + self.offset}
         self._call("POST", "/events", event if value is None else {**event, "value": value})
 
     def experiment(self) -> dict:
