@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.realdata --flow both --rounds 20000 --seed 1 --out runs/realdata
 
-What it does (the world, the truth and the baselines are in `benchmarks/realdata_world.py`):
+What it does (the world, the truth and the baselines are in `simulations/ratings.py`):
 
 1. Reads MovieLens 100k from the `recbole==1.2.1` wheel (installed, without dependencies, if
    missing; research use only, no redistribution: fetched at run time, never committed) or
@@ -80,8 +80,9 @@ from tqdm import tqdm
 
 from benchmarks.harness import ROOT, machine, percentiles
 from benchmarks.http_load import free_port
-from benchmarks.realdata_world import (EVENT_MODES, LICENCE, History, MovieLens, Truth, baselines, discount, fit_truth,
-                                       load_movielens, movielens_dir, split_history)
+from simulations.ratings import (EVENT_MODES, LICENCE, History, MovieLens, Truth, baselines, discount, fit_truth,
+                                 item_record, load_movielens, movielens_dir, split_history, user_context,
+                                 user_profile)
 
 POLICIES = ("banditrec", "oracle", "best_static", "popularity", "random")
 BASELINES = POLICIES[1:]
@@ -186,40 +187,6 @@ class Client:
 
 
 # --- what the service is told --------------------------------------------------------------
-
-AGE_GROUPS = ((18, "under-18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (200, "55+"))
-
-
-def item_record(ml: MovieLens, i: int, shift: float) -> dict:
-    """A movie as a catalog item: category = its first genre, every genre a boolean attribute,
-    release year as an attribute and as `published_at` (1 January, moved like the events)."""
-    meta = ml.items[i]
-    attributes = {f"genre_{g.lower()}": True for g in meta["genres"]}
-    published = 0
-    if meta["year"]:
-        attributes["year"] = meta["year"]
-        attributes["decade"] = f"{meta['year'] // 10 * 10}s"
-        published = max(0, int(datetime(meta["year"], 1, 1, tzinfo=timezone.utc).timestamp() + shift))
-    return {"title": meta["title"], "category": (meta["genres"] or ["unknown"])[0], "attributes": attributes,
-            "in_stock": True, "published_at": published}
-
-
-def user_profile(ml: MovieLens, u: int) -> dict:
-    """The profile fields PUT /users accepts (age_group, location, signup_source): the age as a
-    group and the first digit of the zip code (a US region) as location. Gender and occupation
-    have no profile field; `--user-context` sends them as request context instead."""
-    meta = ml.users[u]
-    profile = {}
-    if meta["age"] is not None:
-        profile["age_group"] = next(name for bound, name in AGE_GROUPS if meta["age"] < bound)
-    if meta["zip"]:
-        profile["location"] = f"zip{meta['zip'][0]}"
-    return profile
-
-
-def user_context(ml: MovieLens, u: int) -> dict:
-    return {"gender": ml.users[u]["gender"], "occupation": ml.users[u]["occupation"]}
-
 
 # --- flow "api" ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks import realdata
-from benchmarks.realdata_world import baselines, discount, fit_truth, load_movielens, split_history
+from simulations.ratings import baselines, discount, fit_truth, load_movielens, split_history
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Children's", "Film-Noir"]
 OCCUPATIONS = ["student", "engineer", "writer", "other"]

@@ -1,5 +1,7 @@
-"""The world of the real-data benchmark: MovieLens 100k, a ground truth fitted to it, the
-history split, and the in-process baselines. No HTTP here (that is `benchmarks.realdata`).
+"""A world from real ratings: MovieLens 100k, a ground truth fitted to it, the history split,
+what a service is told about items and users, the in-process baselines of the real-data
+benchmark (`benchmarks.realdata`, which drives a service over HTTP) and the simulator's
+`movielens` scenario (`RatingsWorld`, in-process). No HTTP here.
 
 Data: GroupLens's MovieLens 100k as the PyPI wheel `recbole==1.2.1` ships it
 (`recbole/dataset_example/ml-100k/`, tab-separated with typed headers). The package is MIT;
@@ -24,6 +26,7 @@ import importlib.util
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +243,42 @@ def split_history(ml: MovieLens, share: float = 0.5) -> History:
     click = ml.rating[rows] >= 4
     return History(user=ml.user[rows], item=ml.item[rows], click=click, timestamp=ml.timestamp[rows], seen=seen,
                    clicks_per_item=np.bincount(ml.item[rows][click], minlength=ml.shape[1]).astype(np.float64))
+
+
+# --- what a service is told ------------------------------------------------------------
+
+AGE_GROUPS = ((18, "under-18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (200, "55+"))
+
+
+def item_record(ml: MovieLens, i: int, shift: float) -> dict:
+    """A movie as a catalog item: category = its first genre, every genre a boolean attribute,
+    release year as an attribute and as `published_at` (1 January, moved like the events)."""
+    meta = ml.items[i]
+    attributes = {f"genre_{g.lower()}": True for g in meta["genres"]}
+    published = 0
+    if meta["year"]:
+        attributes["year"] = meta["year"]
+        attributes["decade"] = f"{meta['year'] // 10 * 10}s"
+        published = max(0, int(datetime(meta["year"], 1, 1, tzinfo=timezone.utc).timestamp() + shift))
+    return {"title": meta["title"], "category": (meta["genres"] or ["unknown"])[0], "attributes": attributes,
+            "in_stock": True, "published_at": published}
+
+
+def user_profile(ml: MovieLens, u: int) -> dict:
+    """The profile fields PUT /users accepts (age_group, location, signup_source): the age as a
+    group and the first digit of the zip code (a US region) as location. Gender and occupation
+    have no profile field; `--user-context` sends them as request context instead."""
+    meta = ml.users[u]
+    profile = {}
+    if meta["age"] is not None:
+        profile["age_group"] = next(name for bound, name in AGE_GROUPS if meta["age"] < bound)
+    if meta["zip"]:
+        profile["location"] = f"zip{meta['zip'][0]}"
+    return profile
+
+
+def user_context(ml: MovieLens, u: int) -> dict:
+    return {"gender": ml.users[u]["gender"], "occupation": ml.users[u]["occupation"]}
 
 
 # --- baselines -----------------------------------------------------------------------------
