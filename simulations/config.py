@@ -35,6 +35,8 @@ class WorldConfig:
     purchase_value: float = 4.0         # reward of a purchase, on top of 1 for the click
     reward_delay_s: float = 60.0        # mean delay of a reward (exponential), simulated seconds
     seconds_per_round: float = 2.0      # simulated time between decisions
+    source: str = "generated"           # "movielens": real ratings instead of the generator (simulations/ratings.py)
+    data_dir: str = ""                  # for "movielens": a directory of ml-100k.* files ("": the recbole wheel's)
 
     def __post_init__(self):
         for name in ("n_items", "n_users", "n_categories"):
@@ -46,6 +48,8 @@ class WorldConfig:
                      "reward_delay_s"):
             check_scalar(getattr(self, name), f"world.{name}", float, min=0.0)
         check_scalar(self.seconds_per_round, "world.seconds_per_round", float, min=0.001)
+        check_scalar(self.source, "world.source", str, choices=("generated", "movielens"))
+        check_scalar(self.data_dir, "world.data_dir", str)
 
 
 @dataclass(frozen=True)

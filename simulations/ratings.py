@@ -21,15 +21,19 @@ mean p over the (user, item) pairs rated >= 4 is `target` (0.3). A shown item at
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.resources
 import importlib.util
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from simulations.world import SimWorld
 
 RECBOLE = "recbole==1.2.1"
 EVENT_MODES = ("click-or-view", "view-and-click")
@@ -319,3 +323,62 @@ def baselines(truth: Truth, history: History, users: np.ndarray, live_clicks: li
         out["random"][r] = p[slate] @ disc[: len(slate)]
         ex[live_clicks[r]] = True  # later rounds exclude what banditrec's user clicked here
     return out
+
+
+# --- the simulator's world ------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def _movielens_world(directory: str | None) -> tuple[MovieLens, Truth, History]:
+    ml = load_movielens(directory or movielens_dir())
+    return ml, fit_truth(ml), split_history(ml)
+
+
+class RatingsWorld(SimWorld):
+    """The simulator's `movielens` world (`world.source = "movielens"`): MovieLens 100k's
+    items, users and the older half of each user's ratings as the history (rating >= 4 a
+    click, else a view, moved to end at `start`), with the truth fitted to all ratings as the
+    click model. What a user rated or clicked is worth nothing more to them (a film is
+    watched once). No items arrive, nothing goes out of stock; `n_items`, `n_users` and the
+    other generator settings do not apply. The data is fetched at run time (`movielens_dir`)."""
+
+    def __init__(self, cfg, seed: int, rounds: int, start: float = 1_764_200_000.0):  # no super(): nothing generated
+        ml, truth, history = _movielens_world(cfg.data_dir or None)
+        self.cfg, self.rounds, self.start = cfg, rounds, start
+        shift = start - history.last_timestamp
+        self.p = truth.p
+        self.truth = _RatingsTruth(
+            items=[{"item_id": f"i{i}", **item_record(ml, i, shift)} for i in range(ml.shape[1])],
+            users=[{"user_id": f"u{u}", **user_profile(ml, u)} for u in range(ml.shape[0])])
+        self.initial_items = self.truth.items
+        self.initial_log = [(f"u{u}", f"i{i}", "click" if c else "view", int(t + shift)) for u, i, c, t in
+                            zip(history.user.tolist(), history.item.tolist(), history.click.tolist(),
+                                history.timestamp.tolist())]
+        self.available = np.ones(ml.shape[1], dtype=bool)
+        self.active_users = np.arange(ml.shape[0])
+        self.new_users, self.high_appeal, self._new_items = set(), set(), set()
+        self._item_arrivals, self._user_arrivals, self._stock_outs = {}, {}, Counter()
+        self.bought = {u: set(items) for u, items in enumerate(history.seen)}  # rated: seen already
+        self._rng = np.random.default_rng([seed, 99])
+        self.current_round = 0
+        self.value_scale = 1.0 + cfg.purchase_rate * cfg.purchase_value
+
+    def click_probability(self, user, items, context, round_):
+        items = np.asarray(items, dtype=np.int64)
+        p = self.p[user, items]
+        consumed = self.bought.get(user)
+        return np.where(np.isin(items, list(consumed)), 0.0, p) if consumed else p
+
+    def excluded(self, user: int) -> list[int]:
+        """What the user rated or clicked: the client excludes it, as the real-data benchmark's does."""
+        return sorted(self.bought.get(user, ()))
+
+    def outcome(self, rng, user, items, context, round_):
+        rewards = super().outcome(rng, user, items, context, round_)
+        self.bought.setdefault(user, set()).update(i for i, r in zip(items, rewards) if r > 0)  # watched
+        return rewards
+
+
+@dataclass
+class _RatingsTruth:
+    items: list[dict]
+    users: list[dict]

@@ -25,6 +25,15 @@ from simulations.config import Scenario
 from simulations.policies import make_policy
 from simulations.world import SimWorld
 
+
+def make_world(cfg, seed: int, rounds: int) -> SimWorld:
+    """The scenario's world: generated, or fitted to real ratings (`world.source`)."""
+    if cfg.source == "movielens":
+        from simulations.ratings import RatingsWorld  # reads (and may fetch) the data set
+
+        return RatingsWorld(cfg, seed, rounds)
+    return SimWorld(cfg, seed, rounds)
+
 TICK_EVERY = 25  # rounds between policy housekeeping (closing decisions, rebuilds)
 
 
@@ -49,7 +58,7 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
             http: str | None = None) -> RunResult:
     base = from_dict(base) if isinstance(base, dict) else base  # dicts cross process boundaries
     run, cfg = scenario.run, scenario.world
-    world = SimWorld(cfg, seed, run.rounds)
+    world = make_world(cfg, seed, run.rounds)
     policy = make_policy(spec, base=base, service_sections=scenario.service, redis_url=redis_url, http=http)
     visits, outcomes, delays = (np.random.default_rng([seed, s]) for s in (1, 2, 3))
     n = run.rounds

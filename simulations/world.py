@@ -152,6 +152,11 @@ class SimWorld:
             self.bought.setdefault(user, set()).update(shown[bought].tolist())
         return (clicks * 1.0 + bought * self.cfg.purchase_value).tolist()
 
+    def excluded(self, user: int) -> list[int]:
+        """Items a client would not ask to see again for this user (sent as `exclude`): none
+        here (a bought item is simply worth nothing more)."""
+        return []
+
     def is_new(self, item: int) -> bool:
         """An item that arrived during the run."""
         return item in self._new_items

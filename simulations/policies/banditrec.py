@@ -68,7 +68,11 @@ class Banditrec(Policy):
     def recommend(self, user, context, k, now):
         self.now = now
         event_id = f"sim-{self.seed}-{self.world.current_round}"  # seeds the draws: runs replay exactly
-        out = recommend(self.service, {"user_id": f"u{user}", "context": context, "k": k, "event_id": event_id})
+        body = {"user_id": f"u{user}", "context": context, "k": k, "event_id": event_id}
+        excluded = self.world.excluded(user)
+        if excluded:
+            body["exclude"] = [f"i{i}" for i in excluded]
+        out = recommend(self.service, body)
         items = [i["item_id"] for i in out["items"]]
         if items:
             feedback(self.service, {"event_id": out["event_id"], "seen": items})
@@ -147,7 +151,11 @@ class BanditrecHTTP(Policy):
             self._call("PUT", f"/users/{doc['user_id']}", {k: v for k, v in doc.items() if k != "user_id"})
 
     def recommend(self, user, context, k, now):
-        _, out = self._call("POST", "/recommend", {"user_id": f"u{user}", "context": context, "k": k})
+        body = {"user_id": f"u{user}", "context": context, "k": k}
+        excluded = self.world.excluded(user)
+        if excluded:
+            body["exclude"] = [f"i{i}" for i in excluded]
+        _, out = self._call("POST", "/recommend", body)
         known = len(self.world.truth.items)  # a server may hold items the simulated world does not know
         items = [i["item_id"] for i in out["items"] if re.fullmatch(r"i\d+", i["item_id"]) and int(i["item_id"][1:]) < known]
         if items:

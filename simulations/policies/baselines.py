@@ -26,7 +26,9 @@ class Random(Policy):
         self.rng = np.random.default_rng([seed, 3])
 
     def recommend(self, user, context, k, now):
-        rows = np.flatnonzero(self.world.available)
+        allowed = self.world.available.copy()
+        allowed[self.world.excluded(user)] = False
+        rows = np.flatnonzero(allowed)
         return None, self.rng.choice(rows, size=min(k, len(rows)), replace=False).tolist()
 
 
@@ -43,7 +45,9 @@ class Popularity(Policy):
             self.counts[int(item_id[1:])] += weights[kind]
 
     def recommend(self, user, context, k, now):
-        score = np.where(self.world.available, self.counts, -np.inf)
+        allowed = self.world.available.copy()
+        allowed[self.world.excluded(user)] = False
+        score = np.where(allowed, self.counts, -np.inf)
         top = np.argsort(-score, kind="stable")[:k]
         return None, [int(i) for i in top if np.isfinite(score[i])]
 
