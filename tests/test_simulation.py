@@ -71,6 +71,16 @@ def test_tuning_candidates_are_validated_and_written_back(tmp_path):
     assert from_dict(tomllib.loads(dump_toml(to_dict(tuned)))) == tuned
 
 
+@pytest.mark.parametrize("name", ["tune.toml", "tune-movielens.toml"])
+def test_the_shipped_search_spaces_are_valid(name):
+    from pathlib import Path
+
+    from simulations.tune import load_space
+
+    spec = load_space(Path(__file__).parent.parent / "simulations" / name)
+    assert spec["scenario"] in scenarios() and all(apply(Config(), c) for c in candidates(spec, Config()))
+
+
 @pytest.mark.slow
 def test_simulate_command_writes_its_reports(tmp_path, capsys):
     out = tmp_path / "run"
