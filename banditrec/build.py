@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 from tqdm import tqdm
 
-from banditrec.config import Config, to_dict
+from banditrec.config import ENGAGED_TYPES, EVENT_TYPES, Config, to_dict
 from banditrec.errors import DataError
 from banditrec.warmstart import warm_start
 from bandit.features import item_line
@@ -98,24 +98,64 @@ def run_build(config: Config, store: Store, *, catalog: Path | None = None, user
 def refit_due(config: Config, store: Store, now: float | None = None) -> str | None:
     """Why a running service should refit its embeddings now (None: it should not): enough
     events arrived since the last full build, relative to what that build read, or enough
-    time passed and some did."""
+    time passed and some did. Events are counted by a counter that only grows (the stream
+    itself is trimmed at `realtime.events_maxlen`); a build from before that counter existed
+    only refits by age."""
     cfg = config.index
     current = current_path(config.data.path)
     meta = json.loads((current / "meta.json").read_text()) if current else {}
-    new = store.events_length() - meta.get("stream_events", 0)
+    added, before = store.events_added(), meta.get("stream_events")
+    if before is None and meta.get("n_interactions", 0) > 0:  # an older build: how many it read is unknown
+        new, grown = added, False
+    else:
+        new = added - (before or 0) if added >= (before or 0) else added  # (fewer: Redis lost its data)
+        grown = new >= cfg.refit_growth * meta.get("n_interactions", 0)
     if new < cfg.refit_min_events:
         return None
-    if new >= cfg.refit_growth * meta.get("n_interactions", 0):
+    if grown:
         return f"{new} events since the last full build ({meta.get('n_interactions', 0)} then)"
-    age = (time.time() if now is None else now) - meta.get("full_built_at", 0.0)
+    age = (time.time() if now is None else now) - meta.get("full_built_at", meta.get("built_at", 0.0))
     if cfg.refit_interval_s > 0 and age >= cfg.refit_interval_s:
         return f"{new} events and {age / 3600:.1f} h since the last full build"
     return None
 
 
+class Refitter:
+    """The service's own refit: when `refit_due` says so, a full build from what it received
+    (the served catalog, every item, profile and event through the API, and the files the
+    last full build read, if they are still there). A failed attempt is not retried for
+    `index.refit_interval_s` (an hour when that is 0): a full build's CPU every minute would
+    cost more than a stale embedding. Raises what the build raised (the caller logs and
+    counts it)."""
+
+    def __init__(self, config: Config, store: Store, clock=time.time):
+        self.config, self.store, self.clock = config, store, clock
+        self.failed_at: float | None = None
+
+    def __call__(self) -> dict | None:
+        now = self.clock()
+        if self.failed_at is not None and now - self.failed_at < (self.config.index.refit_interval_s or 3600.0):
+            return None
+        reason = refit_due(self.config, self.store, now=now)
+        if reason is None:
+            return None
+        log.info("refitting the embeddings: %s", reason)
+        try:
+            summary = run_build(self.config, self.store, now=now, progress=False, wait_s=0.0)
+        except Exception:
+            self.failed_at = now
+            raise
+        self.failed_at = None
+        return summary
+
+
 def _full_build(config, store, catalog, users, interactions, now, progress) -> dict:
     t0 = time.perf_counter()
     served = current_path(config.data.path)
+    if catalog is None and served is not None:  # a refit: the last full build's files still count
+        sources = json.loads((served / "meta.json").read_text()).get("sources", {})
+        users = users or _still_there(sources.get("users"), "users")
+        interactions = interactions or _still_there(sources.get("interactions"), "interactions")
     given = read_catalog(catalog) if catalog else read_items(served) if served else []
     items, cursor = _fold_upserts({i["item_id"]: i for i in given}, store, config)
     items = [i for i in items.values() if not i.get("deleted")]
@@ -125,7 +165,7 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     if not items:
         raise DataError("nothing to build: no --catalog file, and no items were received through PUT /items")
     profiles = read_users(users) if users else {}
-    stream_events = store.events_length()  # read before the stream: what arrives meanwhile counts for the next refit
+    stream_events = store.events_added()  # read before the stream: what arrives meanwhile counts for the next refit
     events, n_file = _interactions(store, interactions)
     now = float(now if now is not None else time.time())
     log.info("read %d items, %d profiles, %d interactions (file and event stream) in %.1f s", len(items),
@@ -141,7 +181,8 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     previous_space = json.loads((previous / "meta.json").read_text()).get("space") if previous else None
     meta = {"built_at": now, "catalog_cursor": cursor, "full_cursor": cursor, "n_interactions": len(events),
             "stream_events": stream_events, "full_built_at": now,
-            "sources": {"catalog": str(catalog), "users": str(users or ""), "interactions": str(interactions or "")}}
+            "sources": {"catalog": str(catalog or ""), "users": str(users or ""),
+                        "interactions": str(interactions or "")}}
     prior = popularity_prior(popularity(engagement))
     path = write_bundle(config.data.path, items=items, vectors=vectors,
                         lines=[item_line(i) for i in items], embedder=embedder, meta=meta,
@@ -307,6 +348,17 @@ def _user_records(events: Interactions, uvecs, tastes, profiles):
             yield user_id, dict(profile)
 
 
+def _still_there(path: str | None, what: str) -> Path | None:
+    """A file the last full build read, for a refit; a clear error when it is gone (a refit
+    without it would drop that history from the embeddings, users and popularity)."""
+    if not path or path == "None":
+        return None
+    if not Path(path).exists():
+        raise DataError(f"the {what} file of the last full build ({path}) is gone: a refit without it would lose "
+                        f"that history; run `banditrec build --catalog ... --{what} ...` with it")
+    return Path(path)
+
+
 def _write_quality(store: Store, items, events: Interactions) -> None:
     """Per item, its events and engagements in the history (what `POST /events` counts up)."""
     known = {item["item_id"] for item in items}
@@ -314,7 +366,7 @@ def _write_quality(store: Store, items, events: Interactions) -> None:
     for item_id, kind in zip(events.item_id, events.kind.tolist()):
         if item_id in known:
             counts[item_id] += 1
-            engaged[item_id] += kind != 0  # EVENT_TYPES[0] is "view"
+            engaged[item_id] += EVENT_TYPES[kind] in ENGAGED_TYPES
     store.put_quality({i: float(n) for i, n in counts.items()}, {i: float(n) for i, n in engaged.items() if n})
 
 

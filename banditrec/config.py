@@ -22,6 +22,7 @@ from banditrec.checks import check_scalar
 from banditrec.errors import ConfigError
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+ENGAGED_TYPES = ("click", "add_to_cart", "purchase")  # an engagement (quality, warm-start labels); a view is not
 
 
 @dataclass(frozen=True)

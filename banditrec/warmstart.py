@@ -24,14 +24,14 @@ import numpy as np
 from scipy import sparse
 from tqdm import tqdm
 
-from banditrec.config import Config
+from banditrec.config import ENGAGED_TYPES, EVENT_TYPES, Config
 from bandit.features import action_line, item_line, quality, shared_line
 from bandit.vw import VWModel
 from retrieval.data import Interactions
 from store import Store
 
 log = logging.getLogger(__name__)
-ENGAGED = (1, 2, 3)  # EVENT_TYPES: click, add_to_cart, purchase (0 is view)
+ENGAGED = tuple(EVENT_TYPES.index(t) for t in ENGAGED_TYPES)  # as indices into EVENT_TYPES
 RECENT = 5                    # previous views that stand in for the live session
 
 

@@ -57,7 +57,7 @@ class Bench:
             settings = {"data": {"dir": str(self.directory / "data")},
                         "redis": {"url": os.environ.get("REDIS_URL", ""), "prefix": f"bench-{n_items}"},
                         "demo": {"n_items": n_items, "n_users": n_users},
-                        "index": {"rebuild_interval_s": 0.0}}
+                        "index": {"rebuild_interval_s": 0.0, "refit_check_s": 0.0}}  # no builds mid-measurement
         for section, values in (overrides or {}).items():
             settings.setdefault(section, {}).update(values)
         self.config_path.write_text(dump_toml(settings))

@@ -4,7 +4,8 @@ With several worker processes (`server.workers > 1`), no worker learns. One lear
 (`banditrec learn`, started by `banditrec serve` unless `server.learner = "external"`)
 consumes the reward stream in order from its snapshot's cursor (exactly once per
 (event_id, item_id), as in-process learning does), closes due decisions (default and
-aggregated rewards), and publishes a snapshot every `snapshot.interval_s` or
+aggregated rewards), refits the embeddings when it is due (`banditrec.build.Refitter`, on
+a thread of its own; the workers swap the new space in), and publishes a snapshot every `snapshot.interval_s` or
 `snapshot.every_n_updates` rewards; each worker adopts a newer snapshot within
 `min(5 s, snapshot.interval_s)`. It also records its progress in Redis (cursor, rewards
 learned, time), which is what "learn lag" and "stream backlog" are read from.
@@ -27,6 +28,7 @@ import time
 
 from banditrec.config import Config
 from bandit.strategies import STRATEGIES
+from serving.background import Periodic
 from serving.rewards import close_due
 from serving.service import adopt_latest, make_learner
 from store import Store, StoreError
@@ -100,6 +102,13 @@ class LearnerProcess:
         final catch-up and snapshot, and the lock is released."""
         beat = threading.Thread(target=self._heartbeat, args=(stop,), name="learner-lock", daemon=True)
         beat.start()
+        refit = None
+        if self.config.index.refit_check_s > 0:  # the workers do not refit when a learner process exists
+            from banditrec.build import Refitter
+
+            refitter = Refitter(self.config, self.store, clock=self.clock)
+            refit = Periodic("refit", self.config.index.refit_check_s,
+                             lambda: refitter() if self._held.is_set() else None).start()
         try:
             while not stop.is_set():
                 if parent is not None and os.getppid() != parent:
@@ -124,6 +133,8 @@ class LearnerProcess:
                 self.learner.snapshot(self.config.snapshot.keep)
         finally:
             stop.set()
+            if refit is not None:
+                refit.stop()
             if self._held.is_set():
                 try:
                     self.store.release_lock(LOCK, self._token)

@@ -54,8 +54,8 @@ class UserMemory:
 
 def fresh_model(cfg: ModelConfig) -> VWModel:
     """A model that has learned nothing yet but `model.similarity_prior`,
-    `model.popularity_prior` and `model.quality_prior`: it ranks by retrieval similarity,
-    popularity and quality until rewards say otherwise. (Measured in the small test world, k = 1, 3000 rewards, epsilon-greedy:
+    `model.popularity_prior`, `model.quality_prior` and `model.session_prior`: it ranks by
+    retrieval similarity, popularity, quality and the live session until rewards say otherwise. (Measured in the small test world, k = 1, 3000 rewards, epsilon-greedy:
     from all-zero weights online learning ended at CTR 0.28-0.31, below the 0.33-0.35 of never
     learning at all; with the similarity prior at 0.34-0.36.)"""
     model = VWModel(cfg.vw_args())
@@ -140,6 +140,7 @@ class Service:
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
+    _refitter: object = None  # banditrec.build.Refitter, made on first use
 
     @classmethod
     def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True) -> "Service":
@@ -182,7 +183,7 @@ class Service:
         self.tasks.append(Periodic("index-watch", cfg.index.reload_check_s, self.reload).start())
         if cfg.index.rebuild_interval_s > 0:
             self.tasks.append(Periodic("rebuild", cfg.index.rebuild_interval_s, self.rebuild).start())
-        if cfg.index.refit_check_s > 0:
+        if cfg.index.refit_check_s > 0 and self.learns:  # with several workers the learner process refits
             self.tasks.append(Periodic("refit", cfg.index.refit_check_s, self.refit).start())
         if cfg.inactive.after_s > 0:
             self.tasks.append(Periodic("pregen", min(60.0, cfg.inactive.refresh_s / 4),
@@ -247,23 +248,16 @@ class Service:
         return summary
 
     def refit(self) -> dict | None:
-        """A full build from what the service received (items, profiles, events through the
-        API, on top of the served catalog) when `refit_due` says so, then swap it in: the
-        embeddings follow the history without an operator. None when not due, or when another
-        build holds the lock (it swaps in when done)."""
-        from banditrec.build import refit_due, run_build
-        from banditrec.errors import DataError
+        """The embeddings follow the history without an operator: a full build from what the
+        service received when it is due (`banditrec.build.Refitter`), then swapped in. None
+        when not due."""
+        if self._refitter is None:
+            from banditrec.build import Refitter
 
-        reason = refit_due(self.config, self.store, now=self.clock())
-        if reason is None:
-            return None
-        log.info("refitting the embeddings: %s", reason)
-        try:
-            summary = run_build(self.config, self.store, now=self.clock(), progress=False, wait_s=0.0)
-        except DataError as exc:  # another build is running, or nothing to build yet
-            log.info("refit skipped: %s", exc)
-            return None
-        self.reload()
+            self._refitter = Refitter(self.config, self.store, clock=lambda: self.clock())
+        summary = self._refitter()
+        if summary is not None:
+            self.reload()
         return summary
 
     def close(self, save: bool = True) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from banditrec.config import Config, from_dict, to_dict
+from banditrec.errors import ConfigError
 from simulations.config import Scenario
 from simulations.policies import make_policy
 from simulations.world import SimWorld
@@ -34,6 +35,7 @@ def make_world(cfg, seed: int, rounds: int) -> SimWorld:
         return RatingsWorld(cfg, seed, rounds)
     return SimWorld(cfg, seed, rounds)
 
+GENERATED_ONLY = ("azure", "mabwiser_lints", "mabwiser_linucb")  # they read the generator's item features
 TICK_EVERY = 25  # rounds between policy housekeeping (closing decisions, rebuilds)
 
 
@@ -58,6 +60,9 @@ def run_one(scenario: Scenario, spec: str, seed: int, base: Config | dict, redis
             http: str | None = None) -> RunResult:
     base = from_dict(base) if isinstance(base, dict) else base  # dicts cross process boundaries
     run, cfg = scenario.run, scenario.world
+    if cfg.source != "generated" and spec in GENERATED_ONLY:
+        raise ConfigError(f"policy {spec!r} reads the generated world's hidden features; it cannot run on "
+                          f"world.source {cfg.source!r}")
     world = make_world(cfg, seed, run.rounds)
     policy = make_policy(spec, base=base, service_sections=scenario.service, redis_url=redis_url, http=http)
     visits, outcomes, delays = (np.random.default_rng([seed, s]) for s in (1, 2, 3))

@@ -51,12 +51,25 @@ class StreamOps:
 
     @guarded
     def append_event(self, event: dict, maxlen: int) -> str:
-        return text(self.client.xadd(self.key("events"), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key("events"), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True)
+        pipe.incr(self.key("events-added"))
+        return text(pipe.execute()[0])
 
     @guarded
     def events_length(self) -> int:
         """How many events the stream holds (what the next full build will read)."""
         return int(self.client.xlen(self.key("events")))
+
+    @guarded
+    def events_added(self) -> int:
+        """How many events were ever appended (a counter that only grows, unlike the trimmed
+        stream; a deployment from before the counter starts it at the stream's length)."""
+        added = self.client.get(self.key("events-added"))
+        if added is None:
+            self.client.set(self.key("events-added"), int(self.client.xlen(self.key("events"))), nx=True)
+            added = self.client.get(self.key("events-added"))
+        return int(added)
 
     @guarded
     def read_events(self, after: str = "0-0", count: int = 10_000) -> list[tuple[str, dict]]:

@@ -241,3 +241,46 @@ def test_the_service_refits_when_enough_events_arrived_or_time_passed(tmp_path, 
     service.clock = lambda: later  # an hour after the first refit (built at the service's clock)
     second = service.refit()
     assert second is not None and second["interactions"] == 2000 and service.catalog.space == second["version"]
+
+
+def test_a_refit_keeps_the_history_of_the_files_the_last_full_build_read(build, open_service, store, small_world,
+                                                                       small_world_files, tmp_path):
+    config = build()
+    n_file = len(small_world.interactions)
+    service = open_service(config.replace(index={"refit_min_events": 100, "refit_growth": 0.0}))
+    client = create_app(deps=service).test_client()
+    for user_id, item_id, kind, ts in small_world.interactions[:150]:
+        client.post("/events", json={"user_id": user_id, "item_id": item_id, "type": kind, "timestamp": ts})
+    summary = service.refit()
+    assert summary is not None and summary["interactions"] == n_file + 150  # the file's history, then the API's
+    assert sum(n for _, n, _ in store.quality_counts(1_000_000)) == n_file + 150
+
+
+def test_a_refit_whose_file_is_gone_says_so_and_backs_off(tmp_path, open_service, store, small_world_files):
+    import shutil
+
+    moved = {name: tmp_path / f"copy-{name}" for name in ("items.jsonl", "interactions.csv")}
+    for name, path in moved.items():
+        shutil.copy(small_world_files[name], path)
+    config = make_config(tmp_path, index={"refit_min_events": 1, "refit_growth": 0.0})
+    run_build(config, store, catalog=moved["items.jsonl"], interactions=moved["interactions.csv"], now=NOW,
+              progress=False)
+    service = open_service(config)
+    create_app(deps=service).test_client().post("/events", json={"user_id": "u1", "item_id": "i1", "type": "view"})
+    moved["interactions.csv"].unlink()
+    with pytest.raises(DataError, match="interactions file of the last full build .* is gone"):
+        service.refit()
+    assert service.refit() is None  # not retried at once: a full build every minute would cost more
+
+
+def test_refits_count_events_past_the_streams_trim(tmp_path, open_service, store, small_world):
+    config = make_config(tmp_path, realtime={"events_maxlen": 1000},
+                         index={"refit_min_events": 500, "refit_growth": 0.0})
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+    _feed_through_the_api(client, small_world, 1200)
+    assert service.refit() is not None
+    for user_id, item_id, kind, ts in small_world.interactions[1200:1800]:  # the stream stays ~1000 long
+        client.post("/events", json={"user_id": user_id, "item_id": item_id, "type": kind, "timestamp": ts})
+    assert store.events_length() < 1800 <= store.events_added()
+    assert service.refit() is not None  # 600 more, though the stream did not grow

@@ -68,11 +68,7 @@ class Banditrec(Policy):
     def recommend(self, user, context, k, now):
         self.now = now
         event_id = f"sim-{self.seed}-{self.world.current_round}"  # seeds the draws: runs replay exactly
-        body = {"user_id": f"u{user}", "context": context, "k": k, "event_id": event_id}
-        excluded = self.world.excluded(user)
-        if excluded:
-            body["exclude"] = [f"i{i}" for i in excluded]
-        out = recommend(self.service, body)
+        out = recommend(self.service, {**self.request(user, context, k), "event_id": event_id})
         items = [i["item_id"] for i in out["items"]]
         if items:
             feedback(self.service, {"event_id": out["event_id"], "seen": items})
@@ -109,9 +105,10 @@ class BanditrecHTTP(Policy):
     """A running banditrec server, over HTTP. It keeps its own (real) clock, so rewards are
     sent at once rather than late, and its config is whatever it was started with. Events
     carry the simulated time, moved as a whole so that the run ends at the moment it
-    started on the server's clock: sessions and recency keep the world's spacing (sent at
-    the server's now, a day of visits would fall into one session) and no event lies in
-    the server's future. Use a server dedicated to the simulation: the world's catalog and
+    started on the server's clock: the experiment's sessions and the histories keep the
+    world's spacing (sent at the server's now, a day of visits would fall into one session)
+    and no event lies in the server's future. The server's live-session features compare
+    with its real clock, so they see most of that past as old. Use a server dedicated to the simulation: the world's catalog and
     users are PUT into it (ids i0, i1, ... and u0, u1, ...), and items it knows beyond those
     are not scored."""
 
@@ -151,11 +148,7 @@ class BanditrecHTTP(Policy):
             self._call("PUT", f"/users/{doc['user_id']}", {k: v for k, v in doc.items() if k != "user_id"})
 
     def recommend(self, user, context, k, now):
-        body = {"user_id": f"u{user}", "context": context, "k": k}
-        excluded = self.world.excluded(user)
-        if excluded:
-            body["exclude"] = [f"i{i}" for i in excluded]
-        _, out = self._call("POST", "/recommend", body)
+        _, out = self._call("POST", "/recommend", self.request(user, context, k))
         known = len(self.world.truth.items)  # a server may hold items the simulated world does not know
         items = [i["item_id"] for i in out["items"] if re.fullmatch(r"i\d+", i["item_id"]) and int(i["item_id"][1:]) < known]
         if items:

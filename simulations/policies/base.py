@@ -30,6 +30,20 @@ class Policy(ABC):
     def observe(self, user: int, item: int, kind: str, now: float, value: float | None = None) -> None:
         """An interaction the user made (click, purchase with its value), as a client would report it."""
 
+    def allowed(self, user: int):
+        """Items this user may be shown: available, and not excluded by the world's client."""
+        allowed = self.world.available.copy()
+        allowed[self.world.excluded(user)] = False
+        return allowed
+
+    def request(self, user: int, context: dict, k: int) -> dict:
+        """A /recommend body for this visit, with the world's exclusions."""
+        body = {"user_id": f"u{user}", "context": context, "k": k}
+        excluded = self.world.excluded(user)
+        if excluded:
+            body["exclude"] = [f"i{i}" for i in excluded]
+        return body
+
     def tick(self, now: float) -> None:
         """Periodic housekeeping (every few dozen rounds)."""
 

@@ -26,9 +26,7 @@ class Random(Policy):
         self.rng = np.random.default_rng([seed, 3])
 
     def recommend(self, user, context, k, now):
-        allowed = self.world.available.copy()
-        allowed[self.world.excluded(user)] = False
-        rows = np.flatnonzero(allowed)
+        rows = np.flatnonzero(self.allowed(user))
         return None, self.rng.choice(rows, size=min(k, len(rows)), replace=False).tolist()
 
 
@@ -45,9 +43,7 @@ class Popularity(Policy):
             self.counts[int(item_id[1:])] += weights[kind]
 
     def recommend(self, user, context, k, now):
-        allowed = self.world.available.copy()
-        allowed[self.world.excluded(user)] = False
-        score = np.where(allowed, self.counts, -np.inf)
+        score = np.where(self.allowed(user), self.counts, -np.inf)
         top = np.argsort(-score, kind="stable")[:k]
         return None, [int(i) for i in top if np.isfinite(score[i])]
 
