@@ -241,7 +241,8 @@ def test_feedback_after_the_reward_wait_is_410(build, open_service):
 
 
 def test_new_item_is_recommendable_right_after_put(build, open_service):
-    service = open_service(build(retrieval={"n_candidates": 20, "fresh_candidates": 5, "popular_candidates": 0}))
+    service = open_service(build(retrieval={"n_candidates": 20, "fresh_candidates": 5, "popular_candidates": 0,
+                                            "quality_candidates": 0}))  # 25 candidates, k = 25: all shown
     client = create_app(deps=service).test_client()
     response = client.put("/items/brand-new", json={"category": "shoes", "title": "trail runner",
                                                     "attributes": {"brand": "Acme"}})
