@@ -39,10 +39,14 @@ What it does (the world, the truth and the baselines are in `simulations/ratings
    minute or two, more compressed than real traffic, and the shipped
    `feedback.reward_wait_s` (60 s, aggregation "max") means nothing is learned from a
    decision until 90 s after it (GET /learning is sampled along the way).
-6. Baselines on the same rounds (same users, same exclude sets), in-process: the oracle
-   (the user's top k by true p), the best non-personalised ranking (items by their mean true
-   p over all users), popularity (most clicked so far, its own simulated clicks included)
-   and random.
+6. Baselines on the same rounds, in-process, each in its own loop: the same users, the
+   same click draws (common random numbers), and exclude sets that follow the baseline's own
+   clicks (what the user would have used up had it served them): the oracle (the user's top
+   k by true p), the best non-personalised ranking (items by their mean true p over all
+   users), popularity (most clicked so far, its own clicks included) and random. Also
+   `best_static_open`: the best ranking scored on banditrec's exclude sets, as reports before
+   December 2026 scored every baseline; it never uses up its own best items, so it
+   overstates what that ranking would have earned (see `simulations.ratings.baselines`).
 7. Report: per policy the mean expected clicks per slate over the last half of the rounds
    and per window (the learning curve); paired differences banditrec - baseline with 95 %
    intervals; the share of slate items flagged explored; /recommend latency; degraded
@@ -84,7 +88,7 @@ from simulations.ratings import (EVENT_MODES, LICENCE, History, MovieLens, Truth
                                  item_record, load_movielens, movielens_dir, split_history, user_context,
                                  user_profile)
 
-POLICIES = ("banditrec", "oracle", "best_static", "popularity", "random")
+POLICIES = ("banditrec", "oracle", "best_static", "popularity", "random", "best_static_open")
 BASELINES = POLICIES[1:]
 
 
@@ -295,6 +299,7 @@ class RoundLog:
     model_version: np.ndarray
     strategy: list[str]
     live_clicks: list[list[int]]  # item indices clicked per round
+    draws: np.ndarray             # (rounds, k) the uniforms each position's click was drawn with
     excluded_returned: int = 0    # items returned although in `exclude` (must stay 0)
     unknown_returned: int = 0     # item ids not in the catalog (p = 0)
     duplicate_returned: int = 0   # an item twice in one slate
@@ -324,7 +329,7 @@ def run_rounds(port: int, ml: MovieLens, truth: Truth, history: History, *, roun
                    returned=np.zeros(rounds, dtype=np.int64), explored=np.zeros(rounds, dtype=np.int64),
                    status=np.zeros(rounds, dtype=np.int64), latency_ms=np.zeros(rounds),
                    model_version=np.full(rounds, -1, dtype=np.int64), strategy=[""] * rounds,
-                   live_clicks=[[] for _ in range(rounds)])
+                   live_clicks=[[] for _ in range(rounds)], draws=np.ones((rounds, k)))
     client = Client(port)
     every = max(1, rounds // samples)
     started = time.perf_counter()
@@ -342,7 +347,7 @@ def run_rounds(port: int, ml: MovieLens, truth: Truth, history: History, *, roun
             status, answer = client.call("POST", "/recommend", body)
             log.latency_ms[r] = (time.perf_counter() - t) * 1000.0
             log.status[r] = status
-            draws = rng_clicks.random(k)  # k draws every round: the stream does not depend on answers
+            draws = log.draws[r] = rng_clicks.random(k)  # k draws every round: the stream does not depend on answers
             if status != 200:
                 log.strategy[r] = f"error-{status}"
                 continue
@@ -626,7 +631,7 @@ def run_flow(flow: str, ml: MovieLens, truth: Truth, history: History, *, out: P
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
     t = time.perf_counter()
-    base = baselines(truth, history, log.users, log.live_clicks, k, seed)
+    base = baselines(truth, history, log.users, log.live_clicks, k, seed, draws=log.draws)
     seconds["baselines"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.time() - started, 1)
     meta["seconds"] = seconds

@@ -292,35 +292,58 @@ def _first_allowed(order: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarra
 
 
 def baselines(truth: Truth, history: History, users: np.ndarray, live_clicks: list[list[int]], k: int,
-              seed: int) -> dict[str, np.ndarray]:
-    """Expected clicks per round of the in-process policies, on the rounds that were served:
-    the same user sequence and the same exclude sets (the user's history plus what they
-    clicked in banditrec's slates before that round). `live_clicks[r]` are the items clicked
-    in round r. Policies: `oracle` (the user's top k by true p), `best_static` (items by their
-    mean true p over all users), `popularity` (most clicked so far: history clicks plus its
-    own simulated clicks, drawn with its own rng), `random` (k allowed items uniformly)."""
+              seed: int, draws: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Expected clicks per round of the in-process policies on the served rounds' users.
+
+    Each policy runs its own loop (closed loop): its exclude sets are the user's history plus
+    what the user clicked in *that policy's* earlier slates, as they would be had it served
+    the users instead. Clicks are drawn with `draws[r, j]` (the uniforms banditrec's clicks
+    were drawn with: common random numbers, so paired differences are tight), else with a
+    seeded stream. Policies: `oracle` (the user's top k by true p), `best_static` (items by
+    their mean true p over all users), `popularity` (most clicked so far: history clicks plus
+    its own clicks), `random` (k allowed items uniformly).
+
+    `best_static_open` is the best non-personalised ranking scored on banditrec's exclude
+    sets instead (`live_clicks[r]`: the items clicked in banditrec's round r), as reports before
+    December 2026 scored every baseline. It is not a counterfactual: it never pays for its own
+    clicks (the good items it would have used up stay available to it, and banditrec's users
+    used up different ones), so it overstates the best ranking in later rounds."""
     n_users, n_items = truth.p.shape
     disc = discount(k)
-    rng_pop, rng_random = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
-    excluded = np.zeros((n_users, n_items), dtype=bool)
+    if draws is None:
+        draws = np.random.default_rng([seed, 3]).random((len(users), k))
+    rng_random = np.random.default_rng([seed, 2])
+    seen = np.zeros((n_users, n_items), dtype=bool)
     for u, items in enumerate(history.seen):
-        excluded[u, list(items)] = True
+        seen[u, list(items)] = True
+    names = ("oracle", "best_static", "popularity", "random")
+    excluded = {name: seen.copy() for name in (*names, "best_static_open")}
     static = np.argsort(-truth.item_mean, kind="stable")
     counts = history.clicks_per_item.copy()
-    out = {name: np.zeros(len(users)) for name in ("oracle", "best_static", "popularity", "random")}
+    out = {name: np.zeros(len(users)) for name in excluded}
     for r, u in enumerate(users.tolist()):
-        ex, p = excluded[u], truth.p[u]
-        allowed = np.flatnonzero(~ex)
-        top = np.sort(p[allowed])[::-1][:k]
-        out["oracle"][r] = top @ disc[: len(top)]
+        p = truth.p[u]
+        for name in names:
+            ex = excluded[name][u]
+            if name == "oracle":
+                allowed = np.flatnonzero(~ex)
+                slate = allowed[np.argsort(-p[allowed], kind="stable")[:k]]
+            elif name == "best_static":
+                slate = _first_allowed(static, ex, k)
+            elif name == "popularity":
+                slate = _first_allowed(np.lexsort((np.arange(n_items), -counts)), ex, k)
+            else:
+                allowed = np.flatnonzero(~ex)
+                slate = rng_random.choice(allowed, size=min(k, len(allowed)), replace=False)
+            shown = p[slate] * disc[: len(slate)]
+            out[name][r] = shown.sum()
+            clicked = slate[draws[r, : len(slate)] < shown]
+            ex[clicked] = True
+            if name == "popularity":
+                counts[clicked] += 1.0
+        ex = excluded["best_static_open"][u]
         slate = _first_allowed(static, ex, k)
-        out["best_static"][r] = p[slate] @ disc[: len(slate)]
-        slate = _first_allowed(np.lexsort((np.arange(n_items), -counts)), ex, k)
-        shown = p[slate] * disc[: len(slate)]
-        out["popularity"][r] = shown.sum()
-        counts[slate[rng_pop.random(len(slate)) < shown]] += 1.0
-        slate = rng_random.choice(allowed, size=min(k, len(allowed)), replace=False)
-        out["random"][r] = p[slate] @ disc[: len(slate)]
+        out["best_static_open"][r] = p[slate] @ disc[: len(slate)]
         ex[live_clicks[r]] = True  # later rounds exclude what banditrec's user clicked here
     return out
 
