@@ -98,6 +98,49 @@ def quality(engaged: float, events: float, share: float) -> float:
     return (engaged + QUALITY_PSEUDO_EVENTS * share) / (events + QUALITY_PSEUDO_EVENTS)
 
 
+POSITION_PSEUDO_IMPRESSIONS = 100.0  # impressions at the top position's rate a position's own counts start from
+
+
+def position_weights(impressions: dict[int, float], rewards: dict[int, float]) -> dict[int, float]:
+    """How much an impression at each slate position is worth, relative to the top one: the
+    position's reward rate over position 1's, from the service's own labelled impressions,
+    shrunk towards 1 by `POSITION_PSEUDO_IMPRESSIONS` and kept in [0.05, 1]. An item shown at
+    position 8 is then not judged worse than one shown first for drawing fewer clicks.
+
+    >>> position_weights({1: 1000, 2: 1000, 9: 0}, {1: 200, 2: 100})
+    {1: 1.0, 2: 0.5454545454545454, 9: 1.0}
+    """
+    top_n, top_r = impressions.get(1, 0.0), rewards.get(1, 0.0)
+    if top_n <= 0 or top_r <= 0:
+        return {j: 1.0 for j in impressions}
+    rate = top_r / top_n
+    out = {}
+    for j, n in impressions.items():
+        own = (rewards.get(j, 0.0) + POSITION_PSEUDO_IMPRESSIONS * rate) / (n + POSITION_PSEUDO_IMPRESSIONS)
+        out[j] = 1.0 if j <= 1 else min(1.0, max(0.05, own / rate))
+    return out
+
+
+def live_quality(quality: np.ndarray, rewards: np.ndarray, exposure: np.ndarray, prior_n: float) -> np.ndarray:
+    """Items' quality once the service has shown them: the event quality (`quality`, 0..1)
+    blended with what the service saw itself, rewards per position-weighted impression
+    (`rewards` / `exposure`, per item). The live rate is put on the quality's scale by one
+    factor for the catalog, chosen so that the shown items keep their exposure-weighted mean
+    quality; an item's own rate weighs as much as its event quality after `prior_n` exposures.
+    Event counts alone mislead once the service serves: its clicks arrive as events, its
+    unclicked impressions do not, so whatever is shown looks better and better.
+
+    >>> q = np.array([0.5, 0.5, 0.5]); live_quality(q, np.array([30.0, 10.0, 0.0]), np.array([100.0, 100.0, 0.0]), 100)
+    array([0.625, 0.375, 0.5  ])
+    """
+    quality = np.asarray(quality, dtype=np.float64)
+    seen = float(exposure @ quality)
+    if prior_n <= 0 or seen <= 0 or rewards.sum() <= 0:
+        return quality
+    scale = rewards.sum() / seen  # live reward per exposure, per unit of quality
+    return np.clip((rewards / scale + prior_n * quality) / (exposure + prior_n), 0.0, 1.0)
+
+
 _STEPS = 10_000  # similarities are features at 4 decimals, in [-1, 1]
 
 

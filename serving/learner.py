@@ -17,7 +17,7 @@ import threading
 import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
-from bandit.features import at_position
+from bandit.features import at_position, position_weights
 from bandit.vw import Replicas, VWModel
 from serving.metrics import BACKGROUND_FAILURES
 from store import Store
@@ -81,14 +81,15 @@ class Learner:
                 read += len(batch)
                 wanted = [(sid, e) for sid, e in batch if _learnable(e)]
                 claims = self.store.claim_rewards(wanted, mark_ttl) if wanted else []
-                items, n_batch = [], 0
+                firsts, n_batch = [], 0
                 for (sid, entry), claim in zip(wanted, claims):
                     if claim and self._learn(sid, entry):
                         n_batch += 1
                         if claim == 1:  # the first time, not a replay: one more labelled impression
-                            items.append(entry["item_id"])
-                if items:
-                    self.store.count_labelled(items)
+                            firsts.append(entry)
+                if firsts:
+                    self.store.count_labelled([e["item_id"] for e in firsts])
+                    self._count_live(firsts)
                 self.cursor = batch[-1][0]
                 self.learned += n_batch
                 self.total += n_batch
@@ -97,6 +98,16 @@ class Learner:
             if len(batch) < batch_size:
                 break
         return learned
+
+    def _count_live(self, entries: list[dict]) -> None:
+        """Each labelled impression's exposure (its position's weight) and reward, for the items'
+        live quality (`bandit.features.live_quality`)."""
+        weights = position_weights(*self.store.position_counts())
+        rows = []
+        for e in entries:
+            position = int(e.get("position") or 1)
+            rows.append((e["item_id"], position, weights.get(position, 1.0), max(0.0, float(e["reward"]))))
+        self.store.count_live(rows)
 
     def _learn(self, sid: str, entry: dict) -> bool:
         try:

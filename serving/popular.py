@@ -9,13 +9,15 @@ import time
 
 import numpy as np
 
-from bandit.features import quality as quality_of
+from bandit.features import live_quality, quality as quality_of
 from store import Store, StoreError
 
 
 class PopularCache:
-    def __init__(self, store: Store, ttl_s: float = 30.0, clock=time.monotonic, feature_top: int = 20_000):
+    def __init__(self, store: Store, ttl_s: float = 30.0, clock=time.monotonic, feature_top: int = 20_000,
+                 live_n: float = 50.0):
         self.store = store
+        self.live_n = live_n  # `model.quality_live_n`
         self.ttl_s = ttl_s
         self.clock = clock
         self.feature_top = feature_top
@@ -31,7 +33,8 @@ class PopularCache:
 
     def quality(self, ids: list[str]) -> np.ndarray:
         """Each item's quality now (`bandit.features.quality`: the share of its events that
-        were engagements, shrunk towards the catalog's share); items outside the
+        were engagements, shrunk towards the catalog's share; blended with its reward rate
+        where the service showed it, `bandit.features.live_quality`); items outside the
         `feature_top` with most events get the catalog's share."""
         _, values, default, _ = self._features()
         return np.fromiter((values.get(i, default) for i in ids), dtype=np.float64, count=len(ids))
@@ -54,6 +57,15 @@ class PopularCache:
             events = sum(n for _, n, _ in counts)
             share = sum(e for _, _, e in counts) / events if events > 0 else 0.0
             quality = {item_id: quality_of(e, n, share) for item_id, n, e in counts}
+            live = self.store.live_counts(self.feature_top) if self.live_n > 0 else []
+            if live:  # items shown without events start from the catalog's share too
+                ids = [*quality, *(item_id for item_id, _, _ in live if item_id not in quality)]
+                q = np.fromiter((quality.get(i, share) for i in ids), dtype=np.float64, count=len(ids))
+                exposure, rewards = np.zeros(len(ids)), np.zeros(len(ids))
+                at = {item_id: n for n, item_id in enumerate(ids)}
+                for item_id, e, r in live:
+                    exposure[at[item_id]], rewards[at[item_id]] = e, r
+                quality = dict(zip(ids, live_quality(q, rewards, exposure, self.live_n).tolist()))
             values = (popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
         except StoreError:
             values = cached[1] if cached else ({}, {}, 0.0, [])

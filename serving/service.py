@@ -152,7 +152,8 @@ class Service:
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
         learner = make_learner(config, store, strategy, store.latest_snapshot())
         service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store)
-        service.popular = PopularCache(store, clock=lambda: service.clock())  # ages on the service's clock
+        service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
+                                       live_n=config.model.quality_live_n)
         service.sync_catalog(force=True)
         replayed = learner.catch_up(max_entries=config.snapshot.startup_replay)
         if replayed:

@@ -69,6 +69,40 @@ class PopularityOps:
         engaged = self.fast.zmscore(self._pkey("qe", "global"), [item_id for item_id, _ in top])
         return [(item_id, events, float(e or 0.0)) for (item_id, events), e in zip(top, engaged)]
 
+    @guarded
+    def position_counts(self) -> tuple[dict[int, float], dict[int, float]]:
+        """Labelled impressions and their rewards per slate position (1-based), as learned."""
+        impressions, rewards = {}, {}
+        for field, value in self.client.hgetall(self._pkey("lpos", "global")).items():
+            name = text(field)
+            (impressions if name[0] == "n" else rewards)[int(name[1:])] = float(value)
+        return impressions, rewards
+
+    @guarded
+    def count_live(self, outcomes: list[tuple[str, int, float, float]]) -> None:
+        """What the service saw itself, per labelled impression (item_id, position, exposure
+        weight, reward): the item's exposure and rewards, and the position's counts."""
+        pipe = self.client.pipeline(transaction=False)
+        positions = self._pkey("lpos", "global")
+        for item_id, position, weight, reward in outcomes:
+            pipe.zincrby(self._pkey("le", "global"), weight, item_id)
+            pipe.hincrbyfloat(positions, f"n{position}", 1.0)
+            if reward > 0:
+                pipe.zincrby(self._pkey("lr", "global"), reward, item_id)
+                pipe.hincrbyfloat(positions, f"r{position}", reward)
+        pipe.execute()
+
+    @guarded_fast
+    def live_counts(self, n: int) -> list[tuple[str, float, float]]:
+        """(item_id, exposure, rewards) of the n items with most position-weighted labelled
+        impressions (`count_live`)."""
+        top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("le", "global"), 0, n - 1,
+                                                                   withscores=True)]
+        if not top:
+            return []
+        rewards = self.fast.zmscore(self._pkey("lr", "global"), [item_id for item_id, _ in top])
+        return [(item_id, exposure, float(r or 0.0)) for (item_id, exposure), r in zip(top, rewards)]
+
     @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
         return [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("pop", scope), 0, n - 1,

@@ -237,3 +237,43 @@ def test_events_count_toward_quality_and_the_q_feature(build, open_service, stor
     body = client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()
     decision = store.feedback_state(body["event_id"], "")[0]
     assert all(" |Q q:" in action for _, _, action in decision["items"].values())
+
+
+def test_what_the_service_shows_moves_quality_by_its_reward_rate(build, open_service, store):
+    """Clicks arrive as events, unclicked impressions do not: from event counts alone whatever
+    is shown looks ever better. Each labelled impression the service learns is counted
+    (exposure weighted by its position's reward rate, and its reward), and `Q` blends the
+    item's own rate in: shown and never clicked falls below its event quality, clicked rises."""
+    from serving.popular import PopularCache
+    from serving.rewards import close_due
+
+    service = open_service(build(model={"warm_start": False}, feedback={"reward_wait_s": 1.0}))
+    client = create_app(deps=service).test_client()
+    shown = Counter()
+    clicked = set()
+    for n in range(12):
+        body = client.post("/recommend", json={"user_id": f"u{n % 4}", "k": 4}).get_json()
+        items = [it["item_id"] for it in body["items"]]
+        shown.update(items)
+        clicked.add(items[1])  # the second position is always clicked, the others never
+        assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": items[1], "reward": 1.0,
+                                              "seen": items}).status_code == 200
+    assert close_due(service, now=time.time() + 3600) > 0
+    impressions, rewards = store.position_counts()
+    assert impressions == {1: 12.0, 2: 12.0, 3: 12.0, 4: 12.0} and rewards == {2: 12.0}
+    ids = sorted(shown)
+    live = {item_id: (e, r) for item_id, e, r in store.live_counts(1000)}
+    assert set(live) == set(ids)
+    exposure, got = [live[i][0] for i in ids], [live[i][1] for i in ids]
+    assert all(e > 0 for e in exposure)
+    assert {i for i, r in zip(ids, got) if r > 0} == clicked
+    events_only = PopularCache(store, live_n=0.0).quality(ids)
+    service.popular.clear()
+    blended = service.popular.quality(ids)
+    for item_id, before, after in zip(ids, events_only, blended):  # never clicked: below its event quality
+        assert item_id in clicked or after < before, (item_id, before, after)
+    # the live rate is scaled so that the shown items keep their exposure-weighted mean
+    # quality: the item whose rate is highest for its quality is above the mean, so it rises
+    ratio = np.asarray(got) / (np.asarray(exposure) * events_only)
+    best = int(np.argmax(ratio))
+    assert ids[best] in clicked and blended[best] > events_only[best]
