@@ -298,6 +298,7 @@ class RoundLog:
     latency_ms: np.ndarray
     model_version: np.ndarray
     strategy: list[str]
+    arm: list[str]                # "personalized" or "holdout" (experiment.holdout_share > 0)
     live_clicks: list[list[int]]  # item indices clicked per round
     draws: np.ndarray             # (rounds, k) the uniforms each position's click was drawn with
     excluded_returned: int = 0    # items returned although in `exclude` (must stay 0)
@@ -328,7 +329,7 @@ def run_rounds(port: int, ml: MovieLens, truth: Truth, history: History, *, roun
     log = RoundLog(users=users, expected=np.zeros(rounds), clicks=np.zeros(rounds, dtype=np.int64),
                    returned=np.zeros(rounds, dtype=np.int64), explored=np.zeros(rounds, dtype=np.int64),
                    status=np.zeros(rounds, dtype=np.int64), latency_ms=np.zeros(rounds),
-                   model_version=np.full(rounds, -1, dtype=np.int64), strategy=[""] * rounds,
+                   model_version=np.full(rounds, -1, dtype=np.int64), strategy=[""] * rounds, arm=[""] * rounds,
                    live_clicks=[[] for _ in range(rounds)], draws=np.ones((rounds, k)))
     client = Client(port)
     every = max(1, rounds // samples)
@@ -353,6 +354,7 @@ def run_rounds(port: int, ml: MovieLens, truth: Truth, history: History, *, roun
                 continue
             items = answer.get("items", [])
             log.strategy[r] = answer.get("strategy", "")
+            log.arm[r] = answer.get("arm", "")
             log.model_version[r] = answer.get("model_version") or 0
             log.returned[r] = len(items)
             log.explored[r] = sum(bool(it.get("explored")) for it in items)
@@ -412,6 +414,24 @@ def _interval(x: np.ndarray, batch: int) -> dict:
             "batches": nb, "batch_size": size}
 
 
+def ab_test(log: RoundLog, part: slice) -> dict | None:
+    """The A/B holdout as the truth scores it (`experiment.holdout_share` > 0): expected clicks
+    per slate of each arm's rounds in `part`, and the personalized arm's lift over the
+    holdout, relative, with a 95 % interval (delta method; the arms are disjoint user groups,
+    so rounds are taken as independent). None without holdout rounds."""
+    arms = np.asarray(log.arm[part])
+    x = log.expected[part]
+    groups = {name: x[arms == name] for name in ("personalized", "holdout")}
+    if min(len(g) for g in groups.values()) < 2:
+        return None
+    stats = {name: {"rounds": int(len(g)), "mean": float(g.mean()), "se": float(g.std(ddof=1) / math.sqrt(len(g)))}
+             for name, g in groups.items()}
+    t, h = stats["personalized"], stats["holdout"]
+    lift = t["mean"] / h["mean"] - 1.0
+    se = (t["mean"] / h["mean"]) * math.sqrt((t["se"] / t["mean"]) ** 2 + (h["se"] / h["mean"]) ** 2)
+    return {"arms": stats, "lift": lift, "lift_ci95": [lift - 1.96 * se, lift + 1.96 * se]}
+
+
 def _windows(x: np.ndarray, n: int) -> list[float]:
     return [float(w.mean()) if len(w) else float("nan") for w in np.array_split(np.asarray(x, dtype=float), n)]
 
@@ -436,7 +456,7 @@ def report(flow: str, log: RoundLog, base: dict[str, np.ndarray], *, windows: in
     window_strategies = [dict(Counter(log.strategy[i] for i in w.tolist())) for w in bounds]
     explored_curve = [float(log.explored[w].sum() / max(1, log.returned[w].sum())) for w in bounds]
     lat = log.latency_ms[ok]
-    return {
+    return {"ab": ab_test(log, half), 
         "flow": flow, "rounds": rounds, "windows": windows,
         "window_rounds": [[int(w[0]), int(w[-1]) + 1] if len(w) else [] for w in bounds],
         "policies": policies, "paired": paired,
@@ -516,6 +536,16 @@ def markdown(result: dict) -> str:
                   f"feedback statuses {svc['feedback_status']}, events statuses {svc['events_status']}; "
                   f"excluded items returned: {svc['excluded_returned']}; clicks drawn {svc['clicks_drawn']} "
                   f"({_f(svc['clicks_per_slate'], 3)} per slate); {svc['rounds_per_second']} rounds/s."]
+    ab = result.get("ab")
+    if ab:
+        t, h = ab["arms"]["personalized"], ab["arms"]["holdout"]
+        lo, hi = ab["lift_ci95"]
+        lines += ["", f"A/B holdout (last half, from the truth): personalized {_f(t['mean'])} clicks per slate "
+                      f"({t['rounds']} rounds), holdout {_f(h['mean'])} ({h['rounds']} rounds): lift "
+                      f"{_f(100 * ab['lift'], 1)} % [{_f(100 * lo, 1)} %, {_f(100 * hi, 1)} %]."]
+        service_view = meta.get("experiments_end") or {}
+        if service_view.get("lift") is not None:
+            lines += [f"The service's own `GET /experiments` at the end: {json.dumps(service_view.get('lift'))}."]
     timing = meta.get("seconds", {})
     if timing:
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timing.items()) + "."]
@@ -620,6 +650,7 @@ def run_flow(flow: str, ml: MovieLens, truth: Truth, history: History, *, out: P
         client = Client(service.port)
         try:
             meta["stats_end"] = client.call("GET", "/stats")[1]
+            meta["experiments_end"] = client.call("GET", "/experiments")[1]
         finally:
             client.close()
     finally:

@@ -176,3 +176,17 @@ def test_the_simulators_movielens_scenario_runs_on_the_ratings_world(tiny, embed
     results = {spec: run_one(scenario, spec, 1, {}, embedded_redis.url) for spec in ("oracle", "popularity", "banditrec")}
     assert results["oracle"].regret.sum() == 0.0
     assert all(r.regret.min() >= -1e-9 for r in results.values())
+
+
+def test_the_ab_section_scores_each_arm_by_the_truth():
+    """With a holdout, each arm's rounds are scored apart and the lift has an interval around it."""
+    from types import SimpleNamespace
+
+    arms = ["personalized", "holdout"] * 100
+    expected = np.array([1.2 + 0.01 * (n % 3) if a == "personalized" else 1.0 + 0.01 * (n % 3)
+                         for n, a in enumerate(arms)])
+    ab = realdata.ab_test(SimpleNamespace(arm=arms, expected=expected), slice(0, 200))
+    assert ab["arms"]["personalized"]["rounds"] == ab["arms"]["holdout"]["rounds"] == 100
+    assert ab["lift"] == pytest.approx(expected[0::2].mean() / expected[1::2].mean() - 1)
+    assert ab["lift_ci95"][0] < ab["lift"] < ab["lift_ci95"][1] and ab["lift_ci95"][0] > 0.15
+    assert realdata.ab_test(SimpleNamespace(arm=["personalized"] * 10, expected=np.ones(10)), slice(0, 10)) is None
