@@ -6,11 +6,24 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from bandit.features import live_quality, quality as quality_of
 from store import Store, StoreError
+
+
+@dataclass(frozen=True)
+class ItemSignals:
+    """What every request reads about items beyond their features: long-term popularity (0..1),
+    quality (0..1), the catalog's engagement share (the quality of an item never met) and
+    the item ids by quality, best first."""
+
+    popularity: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    share: float = 0.0
+    by_quality: list[str] = field(default_factory=list)
 
 
 class PopularCache:
@@ -22,13 +35,13 @@ class PopularCache:
         self.clock = clock
         self.feature_top = feature_top
         self._lists: dict[tuple[str, str], tuple[float, list[str]]] = {}
-        self._values: tuple[float, tuple] | None = None
+        self._values: tuple[float, ItemSignals] | None = None
         self._lock = threading.Lock()
 
     def feature(self, ids: list[str]) -> np.ndarray:
         """Each item's long-term popularity now, 0..1: log(1 + score) relative to the most
         popular item's, from the top `feature_top` of the global ranking (0 below it)."""
-        values = self._features()[0]
+        values = self._signals().popularity
         return np.fromiter((values.get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
 
     def quality(self, ids: list[str]) -> np.ndarray:
@@ -36,14 +49,14 @@ class PopularCache:
         were engagements, shrunk towards the catalog's share; blended with its reward rate
         where the service showed it, `bandit.features.live_quality`); items outside the
         `feature_top` with most events get the catalog's share."""
-        _, values, default, _ = self._features()
-        return np.fromiter((values.get(i, default) for i in ids), dtype=np.float64, count=len(ids))
+        signals = self._signals()
+        return np.fromiter((signals.quality.get(i, signals.share) for i in ids), dtype=np.float64, count=len(ids))
 
     def best(self, n: int) -> list[str]:
         """The n items of highest quality (a candidate source: what those who meet it like)."""
-        return self._features()[3][:n]
+        return self._signals().by_quality[:n]
 
-    def _features(self) -> tuple[dict[str, float], dict[str, float], float, list[str]]:
+    def _signals(self) -> ItemSignals:
         """Popularity, quality, the catalog's engagement share and the items by quality, re-read
         every `ttl_s` (and kept, stale, while Redis is away)."""
         cached = self._values
@@ -66,9 +79,9 @@ class PopularCache:
                 for item_id, e, r in live:
                     exposure[at[item_id]], rewards[at[item_id]] = e, r
                 quality = dict(zip(ids, live_quality(q, rewards, exposure, self.live_n).tolist()))
-            values = (popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
+            values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
         except StoreError:
-            values = cached[1] if cached else ({}, {}, 0.0, [])
+            values = cached[1] if cached else ItemSignals()
         self._values = (self.clock(), values)
         return values
 
