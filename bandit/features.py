@@ -231,6 +231,8 @@ def shared_line(user: dict | None, context: dict, recent: dict | None = None) ->
             parts.append(f"{short}={token(user[field])}")
     for category in user.get("taste") or ():
         parts.append(f"taste={token(category)}")
+    if user.get("user_id"):  # (`model.user_id_feature`) crossed with the item: this user's own tastes
+        parts.append(f"id={id_token(user['user_id'])}")
     if len(parts) == 1:
         parts.append("anonymous")
     if context:

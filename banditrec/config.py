@@ -330,6 +330,7 @@ class ModelConfig:
     quality_live_n: float = 50.0
     session_prior: float = 0.0
     position_bias: bool = True
+    user_id_feature: bool = False
 
     def __post_init__(self):
         check_scalar(self.bits, "model.bits", int, min=10, max=28)
@@ -339,6 +340,7 @@ class ModelConfig:
         check_scalar(self.quality_live_n, "model.quality_live_n", float, min=0.0, max=1e9)
         check_scalar(self.session_prior, "model.session_prior", float, min=0.0, max=10.0)
         check_scalar(self.position_bias, "model.position_bias", bool)
+        check_scalar(self.user_id_feature, "model.user_id_feature", bool)
         check_scalar(self.learning_rate, "model.learning_rate", float, min=0.0, min_exclusive=True, max=100.0)
         check_scalar(self.power_t, "model.power_t", float, min=0.0, max=1.0)
         check_scalar(self.l2, "model.l2", float, min=0.0, max=1.0)

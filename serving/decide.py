@@ -82,6 +82,8 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
 
     # score: the mean model on every candidate, bootstrap replicas on its top m
     user = {**profile, "taste": state["taste"] if state else []}
+    if cfg.model.user_id_feature:
+        user["user_id"] = user_id
     shared = shared_line(user, context, recent)
     live = catalog.vectors(rows) @ session if session is not None and len(rows) else None
     ids = [catalog.ids[r] for r in rows.tolist()]
