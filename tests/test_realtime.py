@@ -277,3 +277,12 @@ def test_what_the_service_shows_moves_quality_by_its_reward_rate(build, open_ser
     ratio = np.asarray(got) / (np.asarray(exposure) * events_only)
     best = int(np.argmax(ratio))
     assert ids[best] in clicked and blended[best] > events_only[best]
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_the_user_id_feature_is_in_the_shared_line_only_when_configured(build, open_service, store, on):
+    service = open_service(build(model={"user_id_feature": on}))
+    client = create_app(deps=service).test_client()
+    body = client.post("/recommend", json={"user_id": "u3", "k": 3}).get_json()
+    decision = store.feedback_state(body["event_id"], "")[0]
+    assert ("|User" in decision["shared"]) and ((" id=u3" in decision["shared"]) == on), decision["shared"]
