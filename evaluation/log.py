@@ -26,6 +26,7 @@ import numpy as np
 
 from bandit.features import action_line
 from evaluation.estimators import EvaluationError
+from serving.learner import is_learnable
 from store import Store
 
 
@@ -51,9 +52,8 @@ def _learned_rewards(store: Store) -> dict[tuple[str, str], float]:
     """(event_id, item_id) -> the reward the learner learns for it (same rule as the learner)."""
     out: dict[tuple[str, str], float] = {}
     for _, entry in store.iter_rewards():
-        kind, key = entry.get("kind", "reward"), (entry.get("event_id"), entry.get("item_id"))
-        learnable = kind in ("final", "default") or (kind == "reward" and entry.get("agg", "earliest") == "earliest")
-        if learnable and key not in out:
+        key = (entry.get("event_id"), entry.get("item_id"))
+        if is_learnable(entry) and key not in out:
             out[key] = float(entry["reward"])
     return out
 

@@ -32,9 +32,10 @@ def replica_seed(event_id: str, item_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{event_id}\x1f{item_id}".encode(), digest_size=8).digest(), "little")
 
 
-def _learnable(entry: dict) -> bool:
-    """A client's reward is learned at once under "earliest" aggregation; under sum/max only
-    the "final" aggregate is; "default" rewards always are."""
+def is_learnable(entry: dict) -> bool:
+    """Whether a reward-stream entry is learned: a client's reward at once under "earliest"
+    aggregation; under sum/max only the "final" aggregate is; "default" rewards always are.
+    (The off-policy evaluator joins the decision log with the same rewards.)"""
     kind = entry.get("kind", "reward")
     if kind == "reward":
         return entry.get("agg", "earliest") == "earliest"
@@ -79,7 +80,7 @@ class Learner:
                 if not batch:
                     break
                 read += len(batch)
-                wanted = [(sid, e) for sid, e in batch if _learnable(e)]
+                wanted = [(sid, e) for sid, e in batch if is_learnable(e)]
                 claims = self.store.claim_rewards(wanted, mark_ttl) if wanted else []
                 firsts, n_batch = [], 0
                 for (sid, entry), claim in zip(wanted, claims):

@@ -13,13 +13,26 @@ from __future__ import annotations
 import logging
 import time
 
+from typing import Any, Protocol
+
+from banditrec.config import Config
 from serving.feedback import reward_entry
-from serving.service import Service
+from serving.learner import Learner
+from store import Store
 
 log = logging.getLogger(__name__)
 
 
-def close_due(service: Service, now: float | None = None, batch: int = 1000, budget_s: float = 2.0) -> int:
+class LearningDeps(Protocol):
+    """What closing decisions needs: a `Service`, or the separate learner's `LearnerProcess`."""
+
+    config: Config
+    store: Store
+    learner: Learner
+    clock: Any  # () -> unix seconds
+
+
+def close_due(service: LearningDeps, now: float | None = None, batch: int = 1000, budget_s: float = 2.0) -> int:
     """Close the decisions that are due (batches until none is left or `budget_s` is spent);
     returns how many reward entries were appended."""
     now = service.clock() if now is None else now
