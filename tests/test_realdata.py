@@ -202,3 +202,15 @@ def test_quality_replay_runs_every_policy_on_a_tiny_file(tiny):
         assert 0.0 < last <= discount(10).sum() and 0.0 < whole <= discount(10).sum()
     assert quality_replay.replay("live", 200, seed=1, data=str(tiny)) == \
         quality_replay.replay("live", 200, seed=1, data=str(tiny))
+
+
+def test_personal_replay_learns_on_a_tiny_file(tiny):
+    """`benchmarks.personal_replay`: refits during the run, scores within a slate's range,
+    the same seed gives the same numbers."""
+    from benchmarks import personal_replay
+
+    for rank in (0, 3):
+        last, whole = personal_replay.replay(200, seed=1, rank=rank, every=50, data=str(tiny))
+        assert 0.0 < last <= discount(10).sum() and 0.0 < whole <= discount(10).sum()
+    assert personal_replay.replay(200, seed=1, rank=3, every=50, data=str(tiny)) == \
+        personal_replay.replay(200, seed=1, rank=3, every=50, data=str(tiny))
