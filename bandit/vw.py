@@ -8,6 +8,7 @@ Every parsed example goes back through `finish_example` (skipping it leaks memor
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -156,6 +157,11 @@ class VWModel(_Locked):
             if self._ws is not None:
                 self._ws.finish()
                 self._ws = None
+
+
+def replica_seed(event_id: str, item_id: str) -> int:
+    """The Poisson draws of a reward's replica updates: fixed by its identity, so replays agree."""
+    return int.from_bytes(hashlib.blake2b(f"{event_id}\x1f{item_id}".encode(), digest_size=8).digest(), "little")
 
 
 class Replicas:

@@ -24,10 +24,9 @@ import numpy as np
 
 from banditrec.config import Config
 from bandit.strategies import STRATEGIES, Scores
-from bandit.vw import Replicas, VWModel
+from bandit.vw import Replicas, VWModel, replica_seed
 from evaluation.estimators import Estimate, EvaluationError, dr, ips, snips
 from evaluation.log import LoggedDecision
-from serving.learner import replica_seed
 
 POLICIES = ("candidate", "logged", "greedy", "popularity", "uniform")
 

@@ -11,25 +11,19 @@ time), "final" (the aggregate of a pair's rewards, for the sum/max modes).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
 from bandit.features import at_position, position_weights
-from bandit.vw import Replicas, VWModel
+from bandit.vw import Replicas, VWModel, replica_seed
 from serving.metrics import BACKGROUND_FAILURES
 from store import Store
 
 log = logging.getLogger(__name__)
 
 MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
-
-
-def replica_seed(event_id: str, item_id: str) -> int:
-    """The Poisson draws of a reward's replica updates: fixed by its identity, so replays agree."""
-    return int.from_bytes(hashlib.blake2b(f"{event_id}\x1f{item_id}".encode(), digest_size=8).digest(), "little")
 
 
 def is_learnable(entry: dict) -> bool:
