@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 from bandit.features import quality
-from simulations.ratings import _movielens_world, discount
+from benchmarks.quality_replay import setup
 
 
 def _als(users, items, y, w, shape, rank: int, reg: float, sweeps: int = 6, seed: int = 0):
@@ -51,17 +51,10 @@ def _als(users, items, y, w, shape, rank: int, reg: float, sweeps: int = 6, seed
 def replay(rounds: int, seed: int, rank: int = 8, reg: float = 5.0, every: int = 1000, k: int = 10,
            data: str | None = None) -> tuple[float, float]:
     """(last half, whole run) mean expected clicks per slate of the factorisation policy."""
-    ml, truth, hist = _movielens_world(data)
-    n_users, n_items = ml.shape
-    disc = discount(k)
-    users = np.random.default_rng([seed, 10]).integers(n_users, size=rounds)
-    draws = np.random.default_rng([seed, 11]).random((rounds, k))
-    excluded = np.zeros((n_users, n_items), dtype=bool)
-    for u, items in enumerate(hist.seen):
-        excluded[u, list(items)] = True
-    events = np.bincount(hist.item, minlength=n_items).astype(float)
-    engaged = np.bincount(hist.item[hist.click], minlength=n_items).astype(float)
-    share = engaged.sum() / events.sum()
+    w = setup(rounds, seed, k, data)
+    truth, hist, disc, users, draws, excluded, share = w.truth, w.hist, w.disc, w.users, w.draws, w.excluded, w.share
+    n_users, n_items = excluded.shape
+    events, engaged = w.events, w.engaged
     base = quality(engaged, events, share) * (truth.mean_all / share)  # history quality on a click's scale
     log_u, log_i = hist.user.tolist(), hist.item.tolist()
     log_y = (hist.click.astype(float) * truth.mean_all / share).tolist()

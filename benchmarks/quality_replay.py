@@ -22,27 +22,53 @@ comes from the same `recbole` wheel as the HTTP benchmark.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
 from bandit.features import live_quality, position_weights, quality
-from simulations.ratings import _movielens_world, discount
+from simulations.ratings import History, Truth, _movielens_world, discount
+
+
+@dataclass
+class Setup:
+    """One replay's world and fixed randomness: the users of each round, the click draws of
+    each position, the exclude sets (the history), the history's event and engagement counts."""
+
+    truth: Truth
+    hist: History
+    disc: np.ndarray
+    users: np.ndarray
+    draws: np.ndarray
+    excluded: np.ndarray
+    events: np.ndarray
+    engaged: np.ndarray
+
+    @property
+    def share(self) -> float:
+        return float(self.engaged.sum() / self.events.sum())
+
+
+def setup(rounds: int, seed: int, k: int = 10, data: str | None = None) -> Setup:
+    """The same users and draws for every policy of a seed (as the HTTP benchmark draws them)."""
+    ml, truth, hist = _movielens_world(data)
+    n_users, n_items = ml.shape
+    excluded = np.zeros((n_users, n_items), dtype=bool)
+    for u, items in enumerate(hist.seen):
+        excluded[u, list(items)] = True
+    return Setup(truth, hist, discount(k), np.random.default_rng([seed, 10]).integers(n_users, size=rounds),
+                 np.random.default_rng([seed, 11]).random((rounds, k)), excluded,
+                 np.bincount(hist.item, minlength=n_items).astype(float),
+                 np.bincount(hist.item[hist.click], minlength=n_items).astype(float))
 
 
 def replay(policy: str, rounds: int, seed: int, k: int = 10, live_n: float = 50.0,
            data: str | None = None) -> tuple[float, float]:
     """(mean expected clicks per slate over the last half, over the whole run) of one policy."""
-    ml, truth, hist = _movielens_world(data)
-    n_users, n_items = ml.shape
-    disc = discount(k)
-    users = np.random.default_rng([seed, 10]).integers(n_users, size=rounds)
-    draws = np.random.default_rng([seed, 11]).random((rounds, k))
-    excluded = np.zeros((n_users, n_items), dtype=bool)
-    for u, items in enumerate(hist.seen):
-        excluded[u, list(items)] = True
-    events = np.bincount(hist.item, minlength=n_items).astype(float)
-    engaged = np.bincount(hist.item[hist.click], minlength=n_items).astype(float)
-    share = engaged.sum() / events.sum()
+    w = setup(rounds, seed, k, data)
+    truth, disc, users, draws, excluded, events, engaged, share = (w.truth, w.disc, w.users, w.draws, w.excluded,
+                                                                   w.events, w.engaged, w.share)
+    n_items = len(events)
     exposure, rewards = np.zeros(n_items), np.zeros(n_items)
     pos_n, pos_r = {j: 0.0 for j in range(1, k + 1)}, {j: 0.0 for j in range(1, k + 1)}
     fixed = quality(engaged, events, share)
