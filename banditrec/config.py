@@ -322,6 +322,7 @@ class ModelConfig:
     l2: float = 0.0
     cb_type: str = "mtr"
     interactions: tuple[str, ...] = ("UI", "CI", "RI")
+    lrq: tuple[str, ...] = ()
     warm_start: bool = False
     warm_start_max: int = 200_000
     similarity_prior: float = 0.0
@@ -350,6 +351,10 @@ class ModelConfig:
         for pair in self.interactions:
             if not isinstance(pair, str) or not re.fullmatch(r"[A-Za-z]{2}", pair):
                 raise ConfigError(f"model.interactions has {pair!r}, each must be 2 namespace letters (a pair)")
+        for term in self.lrq:
+            if not isinstance(term, str) or not re.fullmatch(r"[A-Za-z]{2}[1-9][0-9]{0,2}", term):
+                raise ConfigError(f"model.lrq has {term!r}, each must be 2 namespace letters and a rank 1-999 "
+                                  "(e.g. \"UI4\")")
 
     @property
     def offline_weight(self) -> float:
@@ -359,7 +364,7 @@ class ModelConfig:
 
     def vw_args(self) -> str:
         """The Vowpal Wabbit command line for a new model."""
-        quads = " ".join(f"--interactions {p}" for p in self.interactions)
+        quads = " ".join([*(f"--interactions {p}" for p in self.interactions), *(f"--lrq {t}" for t in self.lrq)])
         return (f"--cb_adf --cb_type {self.cb_type} -b {self.bits} -l {self.learning_rate!r} "
                 f"--power_t {self.power_t!r} --l2 {self.l2!r} {quads} --quiet").replace("  ", " ")
 
