@@ -30,6 +30,8 @@ BAD = [
     ({"model": {"interactions": ["U I"]}}, "model.interactions has 'U I', each must be 2 namespace letters (a pair)"),
     ({"model": {"interactions": ["UCI"]}}, "model.interactions has 'UCI', each must be 2 namespace letters (a pair)"),
     ({"model": {"interactions": "UI"}}, "model.interactions must be a list, got 'UI'"),
+    ({"model": {"lrq": ["UI"]}}, "model.lrq has 'UI', each must be 2 namespace letters and a rank 1-999"),
+    ({"model": {"lrq": ["UI0"]}}, "model.lrq has 'UI0', each must be 2 namespace letters and a rank 1-999"),
     ({"model": {"cb_type": "bogus"}}, "model.cb_type == 'bogus', must be one of 'mtr', 'ips', 'dr', 'dm'"),
     ({"model": {"learning_rate": float("nan")}}, "model.learning_rate == nan, must be finite"),
     ({"feedback": {"reward_min": 1.0, "reward_max": 0.0}}, "feedback.reward_max == 0.0, must be > 1.0"),

@@ -286,3 +286,26 @@ def test_the_user_id_feature_is_in_the_shared_line_only_when_configured(build, o
     body = client.post("/recommend", json={"user_id": "u3", "k": 3}).get_json()
     decision = store.feedback_state(body["event_id"], "")[0]
     assert ("|User" in decision["shared"]) and ((" id=u3" in decision["shared"]) == on), decision["shared"]
+
+
+def test_a_low_rank_cross_is_learned_saved_and_restored(build, open_service, store):
+    """`model.lrq`: the model is built with VW's --lrq, learns rewards, and a snapshot of it
+    scores the same after a restart."""
+    from serving.rewards import close_due
+
+    config = build(model={"lrq": ["UI2"], "user_id_feature": True}, feedback={"reward_wait_s": 1.0})
+    service = open_service(config)
+    assert "--lrq UI2" in service.learner.model.args
+    client = create_app(deps=service).test_client()
+    for n in range(6):
+        body = client.post("/recommend", json={"user_id": f"u{n}", "k": 3}).get_json()
+        first = body["items"][0]["item_id"]
+        client.post("/feedback", json={"event_id": body["event_id"], "item_id": first, "reward": 1.0,
+                                       "seen": [it["item_id"] for it in body["items"]]})
+    close_due(service, now=time.time() + 3600)
+    assert service.learner.total >= 6
+    version = service.learner.snapshot(config.snapshot.keep)
+    again = open_service(config)
+    assert again.learner.version == version
+    shared, actions = "shared |User id=u1 age=25-34", ["|Item id=i1 cat=a", "|Item id=i2 cat=b"]
+    assert np.allclose(again.learner.model.predict(shared, actions), service.learner.model.predict(shared, actions))
