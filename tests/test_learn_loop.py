@@ -41,7 +41,7 @@ def test_workers_do_not_learn_the_learner_does(build, open_service, store):
         learner.close()
 
 
-def test_one_learner_at_a_time_and_a_lost_lock_pauses_then_resumes(build, open_service, store):
+def test_one_learner_at_a_time_and_a_lost_lock_pauses_then_resumes(build, open_service, store, monkeypatch):
     config, service, client = _two_workers(build, open_service)
     first, second = LearnerProcess(config, store), LearnerProcess(config, store)
     stop_first, stop_second = threading.Event(), threading.Event()
@@ -52,12 +52,24 @@ def test_one_learner_at_a_time_and_a_lost_lock_pauses_then_resumes(build, open_s
         while not first._held.is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert first._held.is_set()
-        waiter = threading.Thread(target=lambda: second.acquire(stop_second, poll_s=0.1))
+        attempts, acquire_lock = [], store.acquire_lock
+
+        def counted(*args, **kwargs):
+            attempts.append(acquire_lock(*args, **kwargs))
+            return attempts[-1]
+
+        monkeypatch.setattr(store, "acquire_lock", counted)
+        waiter = threading.Thread(target=lambda: second.acquire(stop_second, poll_s=0.05))
         waiter.start()
-        time.sleep(0.5)
-        assert not second._held.is_set()  # the lock is taken: the second one waits
+        deadline = time.monotonic() + 10
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(attempts) >= 3 and not any(attempts)  # it tried, and the lock was taken every time
+        assert not second._held.is_set()
         stop_second.set()
         waiter.join(5)
+        assert not waiter.is_alive()
+        monkeypatch.setattr(store, "acquire_lock", acquire_lock)
 
         token = first._token
         store.client.delete(store.key("lock", "{" + LOCK + "}"))  # as if it had expired during an outage
