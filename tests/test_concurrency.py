@@ -34,6 +34,7 @@ def test_concurrent_requests_and_upserts_do_not_error(build, open_service):
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung (a deadlock?)"
     assert not errors, errors[:3]
     assert service.learner.learned == 300
     assert len(service.catalog) == 400 + 300
