@@ -70,14 +70,11 @@ class PopularCache:
             events = sum(n for _, n, _ in counts)
             share = sum(e for _, _, e in counts) / events if events > 0 else 0.0
             quality = {item_id: quality_of(e, n, share) for item_id, n, e in counts}
-            live = self.store.live_counts(self.feature_top) if self.live_n > 0 else []
+            live = {i: (e, r) for i, e, r in self.store.live_counts(self.feature_top)} if self.live_n > 0 else {}
             if live:  # items shown without events start from the catalog's share too
-                ids = [*quality, *(item_id for item_id, _, _ in live if item_id not in quality)]
-                q = np.fromiter((quality.get(i, share) for i in ids), dtype=np.float64, count=len(ids))
-                exposure, rewards = np.zeros(len(ids)), np.zeros(len(ids))
-                at = {item_id: n for n, item_id in enumerate(ids)}
-                for item_id, e, r in live:
-                    exposure[at[item_id]], rewards[at[item_id]] = e, r
+                ids = [*quality, *(i for i in live if i not in quality)]
+                q = np.array([quality.get(i, share) for i in ids])
+                exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids]).T
                 quality = dict(zip(ids, live_quality(q, rewards, exposure, self.live_n).tolist()))
             values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
         except StoreError:

@@ -59,15 +59,20 @@ class PopularityOps:
         self._replace(self._pkey("qn", "global"), events)
         self._replace(self._pkey("qe", "global"), engaged)
 
-    @guarded_fast
-    def quality_counts(self, n: int) -> list[tuple[str, float, float]]:
-        """(item_id, events, engaged events) of the n items with most events."""
-        top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("qn", "global"), 0, n - 1,
+    def _top_with(self, ranked: str, other: str, n: int) -> list[tuple[str, float, float]]:
+        """(item_id, score, score in `other`) of the n items with the highest scores in `ranked`
+        (global sorted sets of per-item counts; 0 where `other` has none)."""
+        top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey(ranked, "global"), 0, n - 1,
                                                                    withscores=True)]
         if not top:
             return []
-        engaged = self.fast.zmscore(self._pkey("qe", "global"), [item_id for item_id, _ in top])
-        return [(item_id, events, float(e or 0.0)) for (item_id, events), e in zip(top, engaged)]
+        others = self.fast.zmscore(self._pkey(other, "global"), [item_id for item_id, _ in top])
+        return [(item_id, score, float(o or 0.0)) for (item_id, score), o in zip(top, others)]
+
+    @guarded_fast
+    def quality_counts(self, n: int) -> list[tuple[str, float, float]]:
+        """(item_id, events, engaged events) of the n items with most events."""
+        return self._top_with("qn", "qe", n)
 
     @guarded
     def position_counts(self) -> tuple[dict[int, float], dict[int, float]]:
@@ -96,12 +101,7 @@ class PopularityOps:
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, exposure, rewards) of the n items with most position-weighted labelled
         impressions (`count_live`)."""
-        top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("le", "global"), 0, n - 1,
-                                                                   withscores=True)]
-        if not top:
-            return []
-        rewards = self.fast.zmscore(self._pkey("lr", "global"), [item_id for item_id, _ in top])
-        return [(item_id, exposure, float(r or 0.0)) for (item_id, exposure), r in zip(top, rewards)]
+        return self._top_with("le", "lr", n)
 
     @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
