@@ -14,12 +14,10 @@ what a service sees of a user in ~21 visits predicts more than item quality does
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from bandit.features import quality
-from benchmarks.quality_replay import setup
+from benchmarks.quality_replay import arguments, setup
 
 
 def _als(users, items, y, w, shape, rank: int, reg: float, sweeps: int = 6, seed: int = 0):
@@ -52,41 +50,29 @@ def replay(rounds: int, seed: int, rank: int = 8, reg: float = 5.0, every: int =
            data: str | None = None) -> tuple[float, float]:
     """(last half, whole run) mean expected clicks per slate of the factorisation policy."""
     w = setup(rounds, seed, k, data)
-    truth, hist, disc, users, draws, excluded, share = w.truth, w.hist, w.disc, w.users, w.draws, w.excluded, w.share
-    n_users, n_items = excluded.shape
-    events, engaged = w.events, w.engaged
-    base = quality(engaged, events, share) * (truth.mean_all / share)  # history quality on a click's scale
+    truth, hist, disc, share = w.truth, w.hist, w.disc, w.share
+    n_users, n_items = w.excluded.shape
+    base = quality(w.engaged, w.events, share) * (truth.mean_all / share)  # history quality on a click's scale
     log_u, log_i = hist.user.tolist(), hist.item.tolist()
     log_y = (hist.click.astype(float) * truth.mean_all / share).tolist()
     log_w = [1.0] * len(log_u)
     score = np.tile(base, (n_users, 1))
-    out = np.zeros(rounds)
-    for r, u in enumerate(users.tolist()):
+    for r, u in enumerate(w.users.tolist()):
         if r and r % every == 0:
             U, I = np.asarray(log_u), np.asarray(log_i)
             Y, W = np.asarray(log_y), np.asarray(log_w)
             score = base[None, :] + _als(U, I, Y - base[I], W, (n_users, n_items), rank, reg)
-        s = np.where(excluded[u], -np.inf, score[u])
-        top = np.argpartition(-s, k)[:k]
-        top = top[np.argsort(-s[top], kind="stable")]
-        p = truth.p[u, top] * disc
-        out[r] = p.sum()
-        clicked = draws[r] < p
+        top, clicked = w.serve(r, score[u])
         log_u += [u] * k
         log_i += top.tolist()
         log_y += (clicked / disc).tolist()
         log_w += disc.tolist()
-        excluded[u, top[clicked]] = True
-    half = rounds // 2
-    return float(out[half:].mean()), float(out.mean())
+    return w.result()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = arguments(__doc__)
     parser.add_argument("--every", type=int, default=1000, help="refit every this many rounds")
-    parser.add_argument("--data", help="a directory with ml-100k.{inter,item,user} (default: the recbole wheel's)")
     args = parser.parse_args(argv)
     print("| rank, ridge | clicks / slate, last half | whole run |\n| --- | --- | --- |")
     for rank, reg in ((0, 5.0), (8, 5.0), (8, 20.0), (16, 10.0)):

@@ -43,10 +43,41 @@ class Setup:
     excluded: np.ndarray
     events: np.ndarray
     engaged: np.ndarray
+    expected: np.ndarray = None  # per round, the served slate's expected clicks
+
+    def __post_init__(self):
+        self.expected = np.zeros(len(self.users))
 
     @property
     def share(self) -> float:
         return float(self.engaged.sum() / self.events.sum())
+
+    def serve(self, r: int, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Round r: its user's k allowed items with the highest scores, best first; records the
+        slate's expected clicks, draws the clicks and excludes the clicked items from the
+        user's later slates. Returns (items, clicked)."""
+        u, k = int(self.users[r]), len(self.disc)
+        score = np.where(self.excluded[u], -np.inf, score)
+        top = np.argpartition(-score, k)[:k]
+        top = top[np.argsort(-score[top], kind="stable")]
+        p = self.truth.p[u, top] * self.disc
+        self.expected[r] = p.sum()
+        clicked = self.draws[r] < p
+        self.excluded[u, top[clicked]] = True
+        return top, clicked
+
+    def result(self) -> tuple[float, float]:
+        """(mean expected clicks per slate over the last half, over the whole run)."""
+        return float(self.expected[len(self.expected) // 2:].mean()), float(self.expected.mean())
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The replays' common command line: --rounds, --seed, --data."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--data", help="a directory with ml-100k.{inter,item,user} (default: the recbole wheel's)")
+    return parser
 
 
 def setup(rounds: int, seed: int, k: int = 10, data: str | None = None) -> Setup:
@@ -66,28 +97,20 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_n: float = 50.
            data: str | None = None) -> tuple[float, float]:
     """(mean expected clicks per slate over the last half, over the whole run) of one policy."""
     w = setup(rounds, seed, k, data)
-    truth, disc, users, draws, excluded, events, engaged, share = (w.truth, w.disc, w.users, w.draws, w.excluded,
-                                                                   w.events, w.engaged, w.share)
-    n_items = len(events)
-    exposure, rewards = np.zeros(n_items), np.zeros(n_items)
+    events, engaged, share = w.events, w.engaged, w.share
+    exposure, rewards = np.zeros(len(events)), np.zeros(len(events))
     pos_n, pos_r = {j: 0.0 for j in range(1, k + 1)}, {j: 0.0 for j in range(1, k + 1)}
     fixed = quality(engaged, events, share)
-    out = np.zeros(rounds)
-    for r, u in enumerate(users.tolist()):
+    for r in range(rounds):
         if policy == "best_static":
-            score = truth.item_mean
+            score = w.truth.item_mean
         elif policy == "events_fixed":
             score = fixed
         else:
             score = quality(engaged, events, share)
             if policy == "live":
                 score = live_quality(score, rewards, exposure, live_n)
-        score = np.where(excluded[u], -np.inf, score)
-        top = np.argpartition(-score, k)[:k]
-        top = top[np.argsort(-score[top], kind="stable")]
-        p = truth.p[u, top] * disc
-        out[r] = p.sum()
-        clicked = draws[r] < p
+        top, clicked = w.serve(r, score)
         weights = position_weights(pos_n, pos_r)
         for j, (i, c) in enumerate(zip(top.tolist(), clicked.tolist()), start=1):
             exposure[i] += weights[j]
@@ -97,17 +120,12 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_n: float = 50.
                 pos_r[j] += 1
                 events[i] += 1  # the click arrives as an event too
                 engaged[i] += 1
-        excluded[u, top[clicked]] = True
-    half = rounds // 2
-    return float(out[half:].mean()), float(out.mean())
+    return w.result()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = arguments(__doc__)
     parser.add_argument("--live-n", type=float, default=50.0)
-    parser.add_argument("--data", help="a directory with ml-100k.{inter,item,user} (default: the recbole wheel's)")
     args = parser.parse_args(argv)
     print("| policy | clicks / slate, last half | whole run |\n| --- | --- | --- |")
     for policy in ("best_static", "events", "events_fixed", "live"):
