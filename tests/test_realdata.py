@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import realdata
+from benchmarks import realdata, realdata_report
 from simulations.ratings import baselines, discount, fit_truth, load_movielens, split_history
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Children's", "Film-Noir"]
@@ -119,7 +119,7 @@ def test_replay_both_flows_against_a_served_subprocess(tiny, tmp_path, monkeypat
         assert svc["recommend_ok"] == 300 and not svc["recommend_errors"]
         assert svc["returned_per_slate_min"] == 10 and svc["full_slates"] == 300
         assert svc["excluded_returned"] == 0 and svc["unknown_returned"] == 0 and svc["duplicate_returned"] == 0
-        assert set(pol) == set(realdata.POLICIES) and set(result["paired"]) == set(realdata.BASELINES)
+        assert set(pol) == set(realdata_report.POLICIES) and set(result["paired"]) == set(realdata_report.BASELINES)
         for p in pol.values():
             numbers = [p["last_half"]["mean"], *p["last_half"]["ci95"], *p["curve"], p["share_of_oracle"]]
             assert all(math.isfinite(x) for x in numbers)
@@ -140,11 +140,11 @@ def test_replay_both_flows_against_a_served_subprocess(tiny, tmp_path, monkeypat
         rows = (out / f"{flow}-rounds.csv").read_text().splitlines()
         header = rows[0].split(",")
         table = np.array([[float(x) for x in row.split(",")[header.index("banditrec"):]] for row in rows[1:]])
-        assert table.shape == (300, len(realdata.POLICIES))
+        assert table.shape == (300, len(realdata_report.POLICIES))
         assert np.all((table >= 0) & (table <= discount(10).sum() + 1e-4))
         ids = [row.split(",")[1] for row in rows[1:]]
         first = np.array([ids.index(u) == r for r, u in enumerate(ids)])
-        oracle = table[:, realdata.POLICIES.index("oracle")]
+        oracle = table[:, realdata_report.POLICIES.index("oracle")]
         assert first.sum() > 20 and np.all(table[first] <= oracle[first, None] + 1e-4)
         assert (out / f"{flow}-curve.png").stat().st_size > 1000
         assert (out / f"{flow}.md").read_text().startswith(f"### Flow `{flow}`")
@@ -185,11 +185,11 @@ def test_the_ab_section_scores_each_arm_by_the_truth():
     arms = ["personalized", "holdout"] * 100
     expected = np.array([1.2 + 0.01 * (n % 3) if a == "personalized" else 1.0 + 0.01 * (n % 3)
                          for n, a in enumerate(arms)])
-    ab = realdata.ab_test(SimpleNamespace(arm=arms, expected=expected), slice(0, 200))
+    ab = realdata_report.ab_test(SimpleNamespace(arm=arms, expected=expected), slice(0, 200))
     assert ab["arms"]["personalized"]["rounds"] == ab["arms"]["holdout"]["rounds"] == 100
     assert ab["lift"] == pytest.approx(expected[0::2].mean() / expected[1::2].mean() - 1)
     assert ab["lift_ci95"][0] < ab["lift"] < ab["lift_ci95"][1] and ab["lift_ci95"][0] > 0.15
-    assert realdata.ab_test(SimpleNamespace(arm=["personalized"] * 10, expected=np.ones(10)), slice(0, 10)) is None
+    assert realdata_report.ab_test(SimpleNamespace(arm=["personalized"] * 10, expected=np.ones(10)), slice(0, 10)) is None
 
 
 def test_quality_replay_runs_every_policy_on_a_tiny_file(tiny):
