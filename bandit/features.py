@@ -121,24 +121,27 @@ def position_weights(impressions: dict[int, float], rewards: dict[int, float]) -
     return out
 
 
-def live_quality(quality: np.ndarray, rewards: np.ndarray, exposure: np.ndarray, prior_n: float) -> np.ndarray:
-    """Items' quality once the service has shown them: the event quality (`quality`, 0..1)
-    blended with what the service saw itself, rewards per position-weighted impression
-    (`rewards` / `exposure`, per item). The live rate is put on the quality's scale by one
-    factor for the catalog, chosen so that the shown items keep their exposure-weighted mean
-    quality; an item's own rate weighs as much as its event quality after `prior_n` exposures.
-    Event counts alone mislead once the service serves: its clicks arrive as events, its
-    unclicked impressions do not, so whatever is shown looks better and better.
+def live_quality(engaged: np.ndarray, events: np.ndarray, rewards: np.ndarray, exposure: np.ndarray, share: float,
+                 weight: float = 1.0) -> np.ndarray:
+    """Items' quality once the service has shown them, 0..1: their engagements per event pooled
+    with the service's own labelled impressions (rewards per position-weighted exposure, each
+    exposure counting as `weight` events), one rate shrunk towards the catalog's `share` by
+    `QUALITY_PSEUDO_EVENTS`. Live rewards are put on the events' scale by one factor for the
+    catalog: `share` over the live reward rate of everything shown. Event counts alone mislead
+    once the service serves: its clicks arrive as events, its unclicked impressions do not, so
+    whatever is shown looks ever better; pooled, an item shown often and rarely clicked sinks
+    towards (and below) the catalog's share, and the next best gets its turn.
 
-    >>> q = np.array([0.5, 0.5, 0.5]); live_quality(q, np.array([30.0, 10.0, 0.0]), np.array([100.0, 100.0, 0.0]), 100)
-    array([0.625, 0.375, 0.5  ])
+    >>> live_quality(np.array([5.0, 5.0, 0.0]), np.array([10.0, 10.0, 0.0]), np.array([30.0, 10.0, 0.0]),
+    ...              np.array([100.0, 100.0, 0.0]), 0.5).round(3)
+    array([0.708, 0.292, 0.5  ])
     """
-    quality = np.asarray(quality, dtype=np.float64)
-    seen = float(exposure @ quality)
-    if prior_n <= 0 or seen <= 0 or rewards.sum() <= 0:
-        return quality
-    scale = rewards.sum() / seen  # live reward per exposure, per unit of quality
-    return np.clip((rewards / scale + prior_n * quality) / (exposure + prior_n), 0.0, 1.0)
+    engaged, events = np.asarray(engaged, dtype=np.float64), np.asarray(events, dtype=np.float64)
+    live = weight > 0 and float(np.sum(exposure)) > 0 and float(np.sum(rewards)) > 0
+    factor = share * float(np.sum(exposure)) / float(np.sum(rewards)) if live else 0.0
+    w = weight if live else 0.0
+    return ((engaged + w * factor * np.asarray(rewards) + QUALITY_PSEUDO_EVENTS * share)
+            / (events + w * np.asarray(exposure) + QUALITY_PSEUDO_EVENTS))
 
 
 _STEPS = 10_000  # similarities are features at 4 decimals, in [-1, 1]

@@ -328,7 +328,7 @@ class ModelConfig:
     similarity_prior: float = 0.0
     popularity_prior: float = 0.15
     quality_prior: float = 0.3
-    quality_live_n: float = 50.0
+    quality_live_weight: float = 0.5
     session_prior: float = 0.0
     position_bias: bool = True
     user_id_feature: bool = False
@@ -338,7 +338,7 @@ class ModelConfig:
         check_scalar(self.similarity_prior, "model.similarity_prior", float, min=0.0, max=10.0)
         check_scalar(self.popularity_prior, "model.popularity_prior", float, min=0.0, max=10.0)
         check_scalar(self.quality_prior, "model.quality_prior", float, min=0.0, max=10.0)
-        check_scalar(self.quality_live_n, "model.quality_live_n", float, min=0.0, max=1e9)
+        check_scalar(self.quality_live_weight, "model.quality_live_weight", float, min=0.0, max=1e6)
         check_scalar(self.session_prior, "model.session_prior", float, min=0.0, max=10.0)
         check_scalar(self.position_bias, "model.position_bias", bool)
         check_scalar(self.user_id_feature, "model.user_id_feature", bool)

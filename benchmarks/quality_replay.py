@@ -10,10 +10,11 @@ excluded from their later slates). Policies:
 
 - `best_static`: items by their true mean click probability (the best non-personalised ranking),
 - `events`: `Q` from event counts, every click since counted as an event (what `Q` was
-  before `model.quality_live_n`: unclicked impressions never arrive as events),
+  before `model.quality_live_weight`: unclicked impressions never arrive as events),
 - `events_fixed`: `Q` from the history alone,
-- `live`: `Q` blended with the items' reward rates per position-weighted impression
-  (`bandit.features.position_weights` and `live_quality`, as the service computes them).
+- `live`: `Q` pooled with the items' rewards per position-weighted impression
+  (`bandit.features.position_weights` and `live_quality`, as the service computes them;
+  the clicks arrive as events too, as the benchmark sends them).
 
 Prints expected clicks per slate over the last half and the whole run. No network: the data
 comes from the same `recbole` wheel as the HTTP benchmark.
@@ -93,7 +94,7 @@ def setup(rounds: int, seed: int, k: int = 10, data: str | None = None) -> Setup
                  np.bincount(hist.item[hist.click], minlength=n_items).astype(float))
 
 
-def replay(policy: str, rounds: int, seed: int, k: int = 10, live_n: float = 50.0,
+def replay(policy: str, rounds: int, seed: int, k: int = 10, live_weight: float = 0.5,
            data: str | None = None) -> tuple[float, float]:
     """(mean expected clicks per slate over the last half, over the whole run) of one policy."""
     w = setup(rounds, seed, k, data)
@@ -109,7 +110,7 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_n: float = 50.
         else:
             score = quality(engaged, events, share)
             if policy == "live":
-                score = live_quality(score, rewards, exposure, live_n)
+                score = live_quality(engaged, events, rewards, exposure, share, live_weight)
         top, clicked = w.serve(r, score)
         weights = position_weights(pos_n, pos_r)
         for j, (i, c) in enumerate(zip(top.tolist(), clicked.tolist()), start=1):
@@ -125,11 +126,11 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_n: float = 50.
 
 def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__)
-    parser.add_argument("--live-n", type=float, default=50.0)
+    parser.add_argument("--live-weight", type=float, default=0.5, help="model.quality_live_weight")
     args = parser.parse_args(argv)
     print("| policy | clicks / slate, last half | whole run |\n| --- | --- | --- |")
     for policy in ("best_static", "events", "events_fixed", "live"):
-        last, whole = replay(policy, args.rounds, args.seed, live_n=args.live_n, data=args.data)
+        last, whole = replay(policy, args.rounds, args.seed, live_weight=args.live_weight, data=args.data)
         print(f"| {policy} | {last:.3f} | {whole:.3f} |", flush=True)
 
 

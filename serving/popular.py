@@ -28,9 +28,9 @@ class ItemSignals:
 
 class PopularCache:
     def __init__(self, store: Store, ttl_s: float = 30.0, clock=time.monotonic, feature_top: int = 20_000,
-                 live_n: float = 50.0):
+                 live_weight: float = 0.5):
         self.store = store
-        self.live_n = live_n  # `model.quality_live_n`
+        self.live_weight = live_weight  # `model.quality_live_weight`
         self.ttl_s = ttl_s
         self.clock = clock
         self.feature_top = feature_top
@@ -46,9 +46,9 @@ class PopularCache:
 
     def quality(self, ids: list[str]) -> np.ndarray:
         """Each item's quality now (`bandit.features.quality`: the share of its events that
-        were engagements, shrunk towards the catalog's share; blended with its reward rate
-        where the service showed it, `bandit.features.live_quality`); items outside the
-        `feature_top` with most events get the catalog's share."""
+        were engagements, shrunk towards the catalog's share; pooled with its rewards per
+        impression where the service showed it, `bandit.features.live_quality`); items outside
+        the `feature_top` with most events get the catalog's share."""
         signals = self._signals()
         return np.fromiter((signals.quality.get(i, signals.share) for i in ids), dtype=np.float64, count=len(ids))
 
@@ -70,12 +70,14 @@ class PopularCache:
             events = sum(n for _, n, _ in counts)
             share = sum(e for _, _, e in counts) / events if events > 0 else 0.0
             quality = {item_id: quality_of(e, n, share) for item_id, n, e in counts}
-            live = {i: (e, r) for i, e, r in self.store.live_counts(self.feature_top)} if self.live_n > 0 else {}
+            live = {i: (x, r) for i, x, r in self.store.live_counts(self.feature_top)} if self.live_weight > 0 else {}
             if live:  # items shown without events start from the catalog's share too
+                own = {item_id: (n, e) for item_id, n, e in counts}
                 ids = [*quality, *(i for i in live if i not in quality)]
-                q = np.array([quality.get(i, share) for i in ids])
-                exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids]).T
-                quality = dict(zip(ids, live_quality(q, rewards, exposure, self.live_n).tolist()))
+                events, engaged = np.array([own.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
+                exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
+                pooled = live_quality(engaged, events, rewards, exposure, share, self.live_weight)
+                quality = dict(zip(ids, pooled.tolist()))
             values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
         except StoreError:
             values = cached[1] if cached else ItemSignals()

@@ -153,7 +153,7 @@ class Service:
         learner = make_learner(config, store, strategy, store.latest_snapshot())
         service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store)
         service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
-                                       live_n=config.model.quality_live_n)
+                                       live_weight=config.model.quality_live_weight)
         service.sync_catalog(force=True)
         replayed = learner.catch_up(max_entries=config.snapshot.startup_replay)
         if replayed:

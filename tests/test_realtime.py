@@ -242,8 +242,8 @@ def test_events_count_toward_quality_and_the_q_feature(build, open_service, stor
 def test_what_the_service_shows_moves_quality_by_its_reward_rate(build, open_service, store):
     """Clicks arrive as events, unclicked impressions do not: from event counts alone whatever
     is shown looks ever better. Each labelled impression the service learns is counted
-    (exposure weighted by its position's reward rate, and its reward), and `Q` blends the
-    item's own rate in: shown and never clicked falls below its event quality, clicked rises."""
+    (exposure weighted by its position's reward rate, and its reward), and `Q` pools them
+    with the item's events: shown and never clicked falls below its event quality."""
     from serving.popular import PopularCache
     from serving.rewards import close_due
 
@@ -267,16 +267,19 @@ def test_what_the_service_shows_moves_quality_by_its_reward_rate(build, open_ser
     exposure, got = [live[i][0] for i in ids], [live[i][1] for i in ids]
     assert all(e > 0 for e in exposure)
     assert {i for i, r in zip(ids, got) if r > 0} == clicked
-    events_only = PopularCache(store, live_n=0.0).quality(ids)
+    events_only = PopularCache(store, live_weight=0.0).quality(ids)
     service.popular.clear()
-    blended = service.popular.quality(ids)
-    for item_id, before, after in zip(ids, events_only, blended):  # never clicked: below its event quality
+    pooled = service.popular.quality(ids)
+    for item_id, before, after in zip(ids, events_only, pooled):  # never clicked: below its event quality
         assert item_id in clicked or after < before, (item_id, before, after)
-    # the live rate is scaled so that the shown items keep their exposure-weighted mean
-    # quality: the item whose rate is highest for its quality is above the mean, so it rises
-    ratio = np.asarray(got) / (np.asarray(exposure) * events_only)
-    best = int(np.argmax(ratio))
-    assert ids[best] in clicked and blended[best] > events_only[best]
+    # pooled, Q moves towards the item's live rate put on the events' scale (the catalog's share
+    # at the mean live rate): up where that is above its event quality, down where below
+    share = service.popular._signals().share
+    exposure, got = np.asarray(exposure), np.asarray(got)
+    scaled = got / exposure * (exposure.sum() / got.sum()) * share
+    for item_id, before, after, target in zip(ids, events_only, pooled, scaled):
+        assert (after > before) == (target > before), (item_id, before, after, target)
+    assert any(after > before for after, before in zip(pooled, events_only))
 
 
 @pytest.mark.parametrize("on", [False, True])
