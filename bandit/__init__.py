@@ -1,8 +1,3 @@
-"""Ranking: the Vowpal Wabbit reward model, its features, and the exploration strategies."""
-
-from bandit.features import action_line, item_line, shared_line
-from bandit.strategies import STRATEGIES, Choice, EpsilonGreedy, Greedy, Strategy
-from bandit.vw import VWModel
-
-__all__ = ["STRATEGIES", "Choice", "EpsilonGreedy", "Greedy", "Strategy", "VWModel", "action_line",
-           "item_line", "shared_line"]
+"""Ranking: the Vowpal Wabbit reward model (`bandit.vw`), its features (`bandit.features`) and
+the exploration strategies (`bandit.strategies`). Importing the package loads none of them, so
+reading a config (which needs the strategy registry) does not load Vowpal Wabbit."""

@@ -1,9 +1,9 @@
-"""banditrec: a self-hosted contextual-bandit personalization service."""
+"""banditrec: a self-hosted contextual-bandit personalization service.
 
-from banditrec.config import Config, load_config
-from banditrec.errors import (BanditrecError, ConfigError, Conflict, DataError, Gone, InvalidRequest, NotFound,
-                              Unavailable)
+Importing the package loads nothing else: `banditrec.errors`, `banditrec.checks` and
+`banditrec.logs` are the standard-library-only foundation every package may import;
+`banditrec.config` assembles the packages' settings; `banditrec.cli` and `banditrec.build` are
+the top.
+"""
 
 __version__ = "0.1.0"
-__all__ = ["BanditrecError", "Config", "ConfigError", "Conflict", "DataError", "Gone", "InvalidRequest",
-           "NotFound", "Unavailable", "__version__", "load_config"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from bandit.strategies import STRATEGIES  # the registry of strategy classes (numpy only, no VW)
 from banditrec.checks import check_scalar
 from banditrec.errors import ConfigError
 
@@ -377,8 +378,6 @@ class ExplorationConfig:
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self):
-        from bandit.strategies import STRATEGIES  # the registry of strategy classes
-
         check_scalar(self.strategy, "exploration.strategy", str, choices=tuple(STRATEGIES))
         missing = [name for name in STRATEGIES if name not in self.settings]
         if missing:  # every strategy has its settings, so switching is a one-word change
@@ -648,8 +647,6 @@ def _build(cls, values: Mapping[str, Any], section: str):
 
 
 def _exploration(values: Mapping[str, Any]) -> ExplorationConfig:
-    from bandit.strategies import STRATEGIES
-
     settings = {}
     strategy = values.get("strategy", ExplorationConfig.strategy)
     for key, value in values.items():
