@@ -23,8 +23,9 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized, Unavailable
 from banditrec.logs import bind_event
-from serving import Service, delete_item, feedback, put_item, put_user, recommend, record_event
-from serving import metrics
+from serving import Service, delete_item, metrics, put_item, put_user, record_event
+from serving.feedback import feedback
+from serving.recommend import recommend
 from serving.experiment import report as experiment_report
 from serving.openapi import document as openapi_document
 from serving.stages import Laps

@@ -17,7 +17,9 @@ import time
 import numpy as np
 
 from benchmarks.harness import Bench, bench_for, parser_for, percentiles, user_ids
-from serving import Service, feedback, recommend
+from serving import Service
+from serving.feedback import feedback
+from serving.recommend import recommend
 from serving.stages import RECOMMEND_STAGES, Laps
 
 STRATEGIES = ("epsilon_greedy", "thompson", "squarecb", "greedy")

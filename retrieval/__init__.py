@@ -1,12 +1,14 @@
 """Candidates: demo data, file formats, embeddings, the Annoy index and the live catalog."""
 
-from retrieval.bundle import Bundle, current_path, load_bundle, write_bundle
-from retrieval.catalog import Catalog
-from retrieval.data import Interactions, read_catalog, read_interactions, read_users
-from retrieval.demo import World, generate_world
-from retrieval.embeddings import ItemEmbedder, fit_item_embeddings, user_vectors
-from retrieval.index import VectorIndex, build_annoy
+from banditrec.lazy import lazy_exports
 
-__all__ = ["Bundle", "Catalog", "Interactions", "ItemEmbedder", "VectorIndex", "World", "build_annoy",
-           "current_path", "fit_item_embeddings", "generate_world", "load_bundle", "read_catalog",
-           "read_interactions", "read_users", "user_vectors", "write_bundle"]
+_EXPORTS = {
+    **dict.fromkeys(("Bundle", "current_path", "load_bundle", "write_bundle"), "retrieval.bundle"),
+    "Catalog": "retrieval.catalog",
+    **dict.fromkeys(("Interactions", "read_catalog", "read_interactions", "read_users"), "retrieval.data"),
+    **dict.fromkeys(("World", "generate_world"), "retrieval.demo"),
+    **dict.fromkeys(("ItemEmbedder", "fit_item_embeddings", "user_vectors"), "retrieval.embeddings"),
+    **dict.fromkeys(("VectorIndex", "build_annoy"), "retrieval.index"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

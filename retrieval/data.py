@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from banditrec.config import EVENT_TYPES
+from retrieval.config import EVENT_TYPES
 from banditrec.errors import DataError, InvalidRequest
 
 MAX_ID_LENGTH = 256

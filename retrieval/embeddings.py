@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import svds
 
-from banditrec.config import EVENT_TYPES, EmbeddingConfig
+from retrieval.config import EVENT_TYPES, EmbeddingConfig
 from retrieval.data import Interactions
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)

@@ -1,12 +1,13 @@
 """The request and learning paths as plain functions over a Service (routes, simulator, benchmarks)."""
 
-from serving.decide import Slate, decide
-from serving.events import put_user, record_event
-from serving.feedback import feedback
-from serving.items import delete_item, put_item
-from serving.learner import Learner
-from serving.recommend import recommend
-from serving.service import Service
+from banditrec.lazy import lazy_exports
 
-__all__ = ["Learner", "Service", "Slate", "decide", "delete_item", "feedback", "put_item", "put_user",
-           "recommend", "record_event"]
+_EXPORTS = {  # (`decide`, `feedback` and `recommend` are modules too: import those functions from them)
+    "Slate": "serving.decide",
+    **dict.fromkeys(("put_user", "record_event"), "serving.events"),
+    **dict.fromkeys(("delete_item", "put_item"), "serving.items"),
+    "Learner": "serving.learner",
+    "Service": "serving.service",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

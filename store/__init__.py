@@ -1,7 +1,9 @@
 """State in Redis: the connection (or an embedded server) and every operation on it."""
 
-from store.base import StoreError, stream_id
-from store.connection import EmbeddedRedis, connect, make_client, open_store
-from store.redis_store import Store
+from banditrec.lazy import lazy_exports
 
-__all__ = ["EmbeddedRedis", "Store", "StoreError", "connect", "make_client", "open_store", "stream_id"]
+_EXPORTS = {"StoreError": "store.base", "stream_id": "store.base", "EmbeddedRedis": "store.connection",
+            "connect": "store.connection", "make_client": "store.connection", "open_store": "store.connection",
+            "Store": "store.redis_store"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

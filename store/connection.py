@@ -17,7 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from banditrec.config import RedisConfig
+from store.config import RedisConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from serving import feedback, put_item, recommend
+from serving import put_item
+from serving.feedback import feedback
+from serving.recommend import recommend
 
 
 def test_concurrent_requests_and_upserts_do_not_error(build, open_service):

@@ -19,7 +19,9 @@ from pathlib import Path
 from banditrec.build import run_build
 from banditrec.config import Config, from_dict, load_config, to_dict
 from banditrec.errors import Gone
-from serving import Service, feedback, put_item, put_user, recommend, record_event
+from serving import Service, put_item, put_user, record_event
+from serving.feedback import feedback
+from serving.recommend import recommend
 from serving.rewards import close_due
 from simulations.policies.base import Policy
 from store import Store, make_client
