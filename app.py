@@ -20,6 +20,7 @@ from importlib import resources
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
+from banditrec.build import STEPS as build_steps
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError, InvalidRequest, Unauthorized, Unavailable
 from banditrec.logs import bind_event
@@ -39,7 +40,7 @@ _HTTP_CODES = {500: "internal", 400: "invalid_request", 404: "not_found", 405: "
 
 def create_app(config: Config | None = None, *, deps: Service | None = None) -> Flask:
     config = config if config is not None else (deps.config if deps is not None else load_config())
-    service = deps if deps is not None else Service.open(config)
+    service = deps if deps is not None else Service.open(config, build=build_steps)
     app = Flask("banditrec")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["banditrec"] = service

@@ -31,6 +31,7 @@ from retrieval.demo import generate_world
 from retrieval.embeddings import (ItemEmbedder, fit_item_embeddings, interaction_matrix, popularity, user_tastes,
                                   user_vectors)
 from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, arm_of
+from serving.service import BuildSteps
 from store import Store, stream_id
 
 log = logging.getLogger(__name__)
@@ -390,3 +391,6 @@ def _write_popularity(store: Store, engagement, items, events: Interactions, pro
         store.put_popularity({items[r]["item_id"]: float(column[r]) for r in top if column[r] > 0},
                              scope=f"seg:{name}")
     return len(names)
+
+
+STEPS = BuildSteps(incremental=run_incremental, refitter=Refitter)  # what a running service calls (Service.open)

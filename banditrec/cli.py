@@ -247,6 +247,7 @@ def _learn(config: Config, args) -> int:
     """Run the separate learner until SIGINT/SIGTERM (then a final snapshot)."""
     import threading
 
+    from banditrec.build import Refitter
     from serving.learn_loop import LearnerProcess
 
     if config.server.learns_inline:
@@ -259,7 +260,7 @@ def _learn(config: Config, args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     parent = os.environ.get("BANDITREC_LEARNER_PARENT")
     with _store(config) as store:
-        LearnerProcess(config, store).run(stop, parent=int(parent) if parent else None)
+        LearnerProcess(config, store, refitter=Refitter).run(stop, parent=int(parent) if parent else None)
     return 0
 
 

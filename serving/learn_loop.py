@@ -4,8 +4,9 @@ With several worker processes (`server.workers > 1`), no worker learns. One lear
 (`banditrec learn`, started by `banditrec serve` unless `server.learner = "external"`)
 consumes the reward stream in order from its snapshot's cursor (exactly once per
 (event_id, item_id), as in-process learning does), closes due decisions (default and
-aggregated rewards), refits the embeddings when it is due (`banditrec.build.Refitter`, on
-a thread of its own; the workers swap the new space in), and publishes a snapshot every `snapshot.interval_s` or
+aggregated rewards), refits the embeddings when it is due (the `refitter` it is given,
+`banditrec.build.Refitter` from `banditrec learn`, on a thread of its own; the workers swap
+the new space in), and publishes a snapshot every `snapshot.interval_s` or
 `snapshot.every_n_updates` rewards; each worker adopts a newer snapshot within
 `min(5 s, snapshot.interval_s)`. It also records its progress in Redis (cursor, rewards
 learned, time), which is what "learn lag" and "stream backlog" are read from.
@@ -42,8 +43,9 @@ LOCK_TTL_S = 10.0
 class LearnerProcess:
     """The learning half of a service: config, store, clock and learner (what `close_due` needs)."""
 
-    def __init__(self, config: Config, store: Store, clock=time.time):
-        self.config, self.store, self.clock = config, store, clock
+    def __init__(self, config: Config, store: Store, clock=time.time, refitter=None):
+        """`refitter(config, store, clock)` makes the embeddings' refit (None: no refits)."""
+        self.config, self.store, self.clock, self.refitter = config, store, clock, refitter
         self.strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
         self.learner = make_learner(config, store, self.strategy, store.latest_snapshot(), learns=True)
         self._token: str | None = None
@@ -103,10 +105,8 @@ class LearnerProcess:
         beat = threading.Thread(target=self._heartbeat, args=(stop,), name="learner-lock", daemon=True)
         beat.start()
         refit = None
-        if self.config.index.refit_check_s > 0:  # the workers do not refit when a learner process exists
-            from banditrec.build import Refitter
-
-            refitter = Refitter(self.config, self.store, clock=self.clock)
+        if self.config.index.refit_check_s > 0 and self.refitter is not None:  # the workers do not refit
+            refitter = self.refitter(self.config, self.store, self.clock)
             refit = Periodic("refit", self.config.index.refit_check_s,
                              lambda: refitter() if self._held.is_set() else None).start()
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from banditrec.config import Config, ModelConfig
+from banditrec.errors import Unavailable
 from bandit.features import item_line, prior_examples, strip_popularity
 from bandit.strategies import STRATEGIES, Strategy
 from bandit.vw import Replicas, VWModel
@@ -29,6 +30,18 @@ from serving.popular import PopularCache
 from store import EmbeddedRedis, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSteps:
+    """What a running service asks of the build pipeline, passed in from the top
+    (`banditrec.build.STEPS`) so that serving never imports it: `incremental(config, store)`
+    folds items added through the API into a new index version (a summary, or None when there
+    was nothing to fold); `refitter(config, store, clock)` makes the callable that runs a full
+    build from what the service received when one is due (a summary, or None when not due)."""
+
+    incremental: Callable[[Config, Store], dict | None]
+    refitter: Callable[..., Callable[[], dict | None]]
 
 
 class UserMemory:
@@ -140,18 +153,23 @@ class Service:
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
-    _refitter: object = None  # banditrec.build.Refitter, made on first use
+    build: BuildSteps | None = None  # None: no rebuilds or refits (`rebuild` and `refit` raise)
+    _refitter: Callable[[], dict | None] | None = None  # made from `build` on first use
 
     @classmethod
-    def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True) -> "Service":
-        """Open everything the routes need. Pass `store` to use an existing connection."""
+    def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True,
+             build: BuildSteps | None = None) -> "Service":
+        """Open everything the routes need. Pass `store` to use an existing connection, and
+        `build` (`banditrec.build.STEPS`) for a service that folds new items into its index and
+        refits its embeddings."""
         embedded, owns_store = None, store is None
         if store is None:
             store, embedded = open_store(config.redis, config.data.path)
         catalog = load_catalog(config)
         strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
         learner = make_learner(config, store, strategy, store.latest_snapshot())
-        service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store)
+        service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store,
+                      build=build)
         service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
                                        live_weight=config.model.quality_live_weight)
         service.sync_catalog(force=True)
@@ -182,9 +200,9 @@ class Service:
             self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),
                                        lambda: self.learner.maybe_snapshot(cfg.snapshot)).start())
         self.tasks.append(Periodic("index-watch", cfg.index.reload_check_s, self.reload).start())
-        if cfg.index.rebuild_interval_s > 0:
+        if cfg.index.rebuild_interval_s > 0 and self.build is not None:
             self.tasks.append(Periodic("rebuild", cfg.index.rebuild_interval_s, self.rebuild).start())
-        if cfg.index.refit_check_s > 0 and self.learns:  # with several workers the learner process refits
+        if cfg.index.refit_check_s > 0 and self.learns and self.build is not None:  # else the learner process refits
             self.tasks.append(Periodic("refit", cfg.index.refit_check_s, self.refit).start())
         if cfg.inactive.after_s > 0:
             self.tasks.append(Periodic("pregen", min(60.0, cfg.inactive.refresh_s / 4),
@@ -241,25 +259,27 @@ class Service:
 
     def rebuild(self) -> dict | None:
         """Fold items added through the API into a new Annoy version, then swap it in."""
-        from banditrec.build import run_incremental
-
-        summary = run_incremental(self.config, self.store)
+        summary = self._steps().incremental(self.config, self.store)
         if summary is not None:
             self.reload()
         return summary
 
     def refit(self) -> dict | None:
         """The embeddings follow the history without an operator: a full build from what the
-        service received when it is due (`banditrec.build.Refitter`), then swapped in. None
+        service received when it is due (`BuildSteps.refitter`), then swapped in. None
         when not due."""
         if self._refitter is None:
-            from banditrec.build import Refitter
-
-            self._refitter = Refitter(self.config, self.store, clock=lambda: self.clock())
+            self._refitter = self._steps().refitter(self.config, self.store, lambda: self.clock())
         summary = self._refitter()
         if summary is not None:
             self.reload()
         return summary
+
+    def _steps(self) -> BuildSteps:
+        if self.build is None:
+            raise Unavailable("this service was opened without the build steps (Service.open(..., build=...)): "
+                              "it cannot rebuild its index or refit its embeddings")
+        return self.build
 
     def close(self, save: bool = True) -> None:
         """Stop background work, save a final snapshot (unless not `save`), release Redis."""

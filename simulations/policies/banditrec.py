@@ -16,7 +16,7 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-from banditrec.build import run_build
+from banditrec.build import STEPS, run_build
 from banditrec.config import Config, from_dict, load_config, to_dict
 from banditrec.errors import Gone
 from serving import Service, put_item, put_user, record_event
@@ -54,7 +54,7 @@ class Banditrec(Policy):
         self.store = Store(make_client(self.redis_url, config.redis), prefix=f"sim-{uuid.uuid4().hex[:10]}")
         self.now = world.start
         run_build(config, self.store, **world.write_initial(workdir / "input"), now=world.start, progress=False)
-        self.service = Service.open(config, store=self.store, start_threads=False)
+        self.service = Service.open(config, store=self.store, start_threads=False, build=STEPS)
         self.service.clock = lambda: self.now
         self._rebuilt_at = world.start
 
