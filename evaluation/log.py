@@ -26,7 +26,7 @@ import numpy as np
 
 from bandit.features import action_line
 from evaluation.estimators import EvaluationError
-from serving.learner import is_learnable
+from serving.records import is_learnable
 from store import Store
 
 

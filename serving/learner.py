@@ -19,21 +19,12 @@ from banditrec.config import FeedbackConfig, SnapshotConfig
 from bandit.features import at_position, position_weights
 from bandit.vw import Replicas, VWModel, replica_seed
 from serving.metrics import BACKGROUND_FAILURES
+from serving.records import RewardEntry, is_learnable
 from store import Store
 
 log = logging.getLogger(__name__)
 
 MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
-
-
-def is_learnable(entry: dict) -> bool:
-    """Whether a reward-stream entry is learned: a client's reward at once under "earliest"
-    aggregation; under sum/max only the "final" aggregate is; "default" rewards always are.
-    (The off-policy evaluator joins the decision log with the same rewards.)"""
-    kind = entry.get("kind", "reward")
-    if kind == "reward":
-        return entry.get("agg", "earliest") == "earliest"
-    return kind in ("final", "default")
 
 
 class Learner:
@@ -77,13 +68,14 @@ class Learner:
                 wanted = [(sid, e) for sid, e in batch if is_learnable(e)]
                 claims = self.store.claim_rewards(wanted, mark_ttl) if wanted else []
                 firsts, n_batch = [], 0
-                for (sid, entry), claim in zip(wanted, claims):
-                    if claim and self._learn(sid, entry):
+                for (sid, data), claim in zip(wanted, claims):
+                    entry = self._learn(sid, data) if claim else None
+                    if entry is not None:
                         n_batch += 1
                         if claim == 1:  # the first time, not a replay: one more labelled impression
                             firsts.append(entry)
                 if firsts:
-                    self.store.count_labelled([e["item_id"] for e in firsts])
+                    self.store.count_labelled([e.item_id for e in firsts])
                     self._count_live(firsts)
                 self.cursor = batch[-1][0]
                 self.learned += n_batch
@@ -94,30 +86,28 @@ class Learner:
                 break
         return learned
 
-    def _count_live(self, entries: list[dict]) -> None:
+    def _count_live(self, entries: list[RewardEntry]) -> None:
         """Each labelled impression's exposure (its position's weight) and reward, for the items'
         live quality (`bandit.features.live_quality`)."""
         weights = position_weights(*self.store.position_counts())
-        rows = []
-        for e in entries:
-            position = int(e.get("position") or 1)
-            rows.append((e["item_id"], position, weights.get(position, 1.0), max(0.0, float(e["reward"]))))
-        self.store.count_live(rows)
+        self.store.count_live([(e.item_id, e.position, weights.get(e.position, 1.0), max(0.0, e.reward))
+                               for e in entries])
 
-    def _learn(self, sid: str, entry: dict) -> bool:
+    def _learn(self, sid: str, data: dict) -> RewardEntry | None:
+        """Learn one stored reward; None (and a dead letter) if it cannot be learned."""
         try:
-            weighted = entry.get("iw", self.importance_weighted)  # as the decision's strategy learns
-            p = max(entry["p"], self.cfg.clip_p) if weighted else 1.0
-            action = at_position(entry["action"], entry.get("position")) if self.position_bias else entry["action"]
-            self.model.learn(entry["shared"], action, entry["reward"], p)
+            entry = RewardEntry.from_json(data)
+            weighted = entry.importance_weighted  # as the decision's strategy learns
+            p = max(entry.p, self.cfg.clip_p) if (self.importance_weighted if weighted is None else weighted) else 1.0
+            action = at_position(entry.action, entry.position) if self.position_bias else entry.action
+            self.model.learn(entry.shared, action, entry.reward, p)
             if self.replicas is not None:
-                self.replicas.learn(entry["shared"], action, entry["reward"], p,
-                                    replica_seed(entry["event_id"], entry["item_id"]))
-            return True
+                self.replicas.learn(entry.shared, action, entry.reward, p, replica_seed(entry.event_id, entry.item_id))
+            return entry
         except Exception as exc:  # one bad entry must not stop learning for good
             log.exception("reward %s cannot be learned; moved to the dead-letter list", sid)
-            self.store.dead_letter(sid, entry, repr(exc))
-            return False
+            self.store.dead_letter(sid, data, repr(exc))
+            return None
 
     def snapshot(self, keep: int) -> int:
         """Save model + replicas + cursor as a new version (if anything changed since the last).

@@ -10,6 +10,7 @@ from banditrec.logs import bind_event
 from serving import pregen
 from serving.decide import Slate, decide
 from serving.experiment import HOLDOUT, TREATMENT, arm_of
+from serving.records import Decision
 from serving.schema import parse_recommend
 from serving.service import Service
 from serving.stages import NO_LAPS, Laps
@@ -58,11 +59,11 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                  arm: str = TREATMENT) -> bool:
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
-    decision = {"ts": now, "user_id": user_id, "shared": slate.shared, "version": slate.version,
-                "strategy_name": service.strategy.name, "agg": cfg.aggregation,
-                "iw": service.strategy.importance_weighted and slate.path != "apprentice",
-                "strategy": slate.path, "arm": arm, "exp": service.config.experiment.salt,
-                "items": {i["item_id"]: [i["position"], i["probability"], i["action"]] for i in slate.items}}
+    decision = Decision(ts=now, user_id=user_id, shared=slate.shared, version=slate.version,
+                        items={i["item_id"]: (i["position"], i["probability"], i["action"]) for i in slate.items},
+                        strategy=service.strategy.name, path=slate.path, aggregation=cfg.aggregation,
+                        importance_weighted=service.strategy.importance_weighted and slate.path != "apprentice",
+                        arm=arm, experiment=service.config.experiment.salt)
     log_entry = None
     if slate.candidates is not None:
         log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.path,
@@ -70,7 +71,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                      "items": [[i["item_id"], i["position"], i["probability"]] for i in slate.items],
                      "candidates": slate.candidates}
     try:
-        if not service.store.put_decision(event_id, decision, cfg.reward_wait_s + cfg.expired_grace_s,
+        if not service.store.put_decision(event_id, decision.to_json(), cfg.reward_wait_s + cfg.expired_grace_s,
                                           close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
                                           log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
                                           arm=(service.config.experiment.salt, arm,

@@ -16,8 +16,8 @@ import time
 from typing import Any, Protocol
 
 from banditrec.config import Config
-from serving.feedback import reward_entry
 from serving.learner import Learner
+from serving.records import EARLIEST, Decision, RewardEntry
 from store import Store
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,12 @@ def close_due(service: LearningDeps, now: float | None = None, batch: int = 1000
     return appended
 
 
-def _entries(service, event_id, decision, acked, seen, aggregates, now) -> list[dict]:
+def _entries(service, event_id, stored, acked, seen, aggregates, now) -> list[dict]:
     cfg = service.config.feedback
-    items = decision["items"]
+    decision = Decision.from_json(stored)
+    items = decision.items
     entries = []
-    if decision.get("agg", "earliest") != "earliest":
+    if decision.aggregation != EARLIEST:
         entries += [(item_id, value, "final") for item_id, value in aggregates.items() if item_id in items]
     if seen:
         targets = [i for i in items if i in seen]
@@ -68,4 +69,5 @@ def _entries(service, event_id, decision, acked, seen, aggregates, now) -> list[
         targets = sorted(items, key=lambda i: items[i][0])[: cfg.default_reward_positions]
     rewarded = acked | set(aggregates)
     entries += [(item_id, cfg.default_reward, "default") for item_id in targets if item_id not in rewarded]
-    return [reward_entry(kind, event_id, item_id, reward, decision, now) for item_id, reward, kind in entries]
+    return [RewardEntry.of(kind, event_id, item_id, reward, decision, now).to_json()
+            for item_id, reward, kind in entries]

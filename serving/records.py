@@ -1,0 +1,104 @@
+"""The records that cross modules: a decision as logged for its rewards, and a reward-stream
+entry. Each has `to_json` (the dict the store keeps) and `from_json`; the stored keys are short
+and stay as they were written, so decisions and rewards written by an earlier release are read
+the same way. In the code, `strategy` is always the exploration strategy; where the candidates
+came from (personalized, popular, holdout, ...) is the decision's `path`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+EARLIEST = "earliest"  # `feedback.aggregation` of records written before it was recorded
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a slate's rewards are joined with: when and for whom it was decided, the shared
+    features, each item's (position, probability, action features), the model version that
+    scored it, and how its rewards are learned (aggregation, importance weighting) as the
+    config said when it was made, so a later config change does not reinterpret it."""
+
+    ts: float
+    user_id: str
+    shared: str
+    version: int | None
+    items: Mapping[str, tuple[int, float, str]]
+    strategy: str = ""                   # the exploration strategy
+    path: str = ""                       # where the candidates came from (the response's "strategy")
+    aggregation: str = EARLIEST
+    importance_weighted: bool = True
+    arm: str | None = None               # experiment arm
+    experiment: str | None = None        # the experiment's salt when it was decided
+
+    def to_json(self) -> dict:
+        return {"ts": self.ts, "user_id": self.user_id, "shared": self.shared, "version": self.version,
+                "strategy_name": self.strategy, "agg": self.aggregation, "iw": self.importance_weighted,
+                "strategy": self.path, "arm": self.arm, "exp": self.experiment,
+                "items": {item_id: list(value) for item_id, value in self.items.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Decision":
+        return cls(ts=data["ts"], user_id=data.get("user_id", ""), shared=data["shared"], version=data.get("version"),
+                   items={item_id: tuple(value) for item_id, value in data["items"].items()},
+                   strategy=data.get("strategy_name", ""), path=data.get("strategy", ""),
+                   aggregation=data.get("agg", EARLIEST), importance_weighted=data.get("iw", True),
+                   arm=data.get("arm"), experiment=data.get("exp"))
+
+
+@dataclass(frozen=True)
+class RewardEntry:
+    """One reward in the stream, with everything learning needs from its decision. `kind` is
+    "reward" (from a client), "default" (none came in time) or "final" (an aggregate)."""
+
+    kind: str
+    event_id: str
+    item_id: str
+    reward: float
+    p: float                             # the probability the item was shown with
+    position: int
+    shared: str
+    action: str
+    decision_ts: float
+    ts: float
+    version: int | None
+    aggregation: str = EARLIEST
+    importance_weighted: bool | None = True  # None (entries older than the field): as the learner is configured
+
+    @classmethod
+    def of(cls, kind: str, event_id: str, item_id: str, reward: float, decision: Decision, now: float) -> "RewardEntry":
+        position, probability, action = decision.items[item_id]
+        return cls(kind, event_id, item_id, reward, probability, position, decision.shared, action, decision.ts, now,
+                   decision.version, decision.aggregation, decision.importance_weighted)
+
+    @property
+    def learnable(self) -> bool:
+        return _learnable(self.kind, self.aggregation)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "event_id": self.event_id, "item_id": self.item_id, "reward": self.reward,
+                "p": self.p, "position": self.position, "shared": self.shared, "action": self.action,
+                "decision_ts": self.decision_ts, "ts": self.ts, "version": self.version, "agg": self.aggregation,
+                "iw": self.importance_weighted}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "RewardEntry":
+        return cls(kind=data.get("kind", "reward"), event_id=data["event_id"], item_id=data["item_id"],
+                   reward=float(data["reward"]), p=float(data["p"]), position=int(data.get("position") or 1),
+                   shared=data["shared"], action=data["action"], decision_ts=data.get("decision_ts", 0.0),
+                   ts=data.get("ts", 0.0), version=data.get("version"), aggregation=data.get("agg", EARLIEST),
+                   importance_weighted=data.get("iw"))
+
+
+def is_learnable(entry: Mapping) -> bool:
+    """`RewardEntry.learnable` of a stored entry, without reading the rest of it."""
+    return _learnable(entry.get("kind", "reward"), entry.get("agg", EARLIEST))
+
+
+def _learnable(kind: str, aggregation: str) -> bool:
+    """A client's reward is learned at once under "earliest" aggregation; under sum/max only the
+    "final" aggregate is; "default" rewards always are. (The learner and the off-policy
+    evaluator both read the stream by this rule.)"""
+    if kind == "reward":
+        return aggregation == EARLIEST
+    return kind in ("final", "default")
