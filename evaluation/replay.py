@@ -23,7 +23,8 @@ from collections import Counter
 import numpy as np
 
 from banditrec.config import Config
-from bandit.strategies import STRATEGIES, Scores
+from bandit.strategies import STRATEGIES
+from bandit.scoring import score
 from bandit.vw import Replicas, VWModel, replica_seed
 from evaluation.estimators import Estimate, EvaluationError, dr, ips, snips
 from evaluation.log import LoggedDecision
@@ -50,12 +51,7 @@ def replay(decisions: list[LoggedDecision], candidate: Config, *, ignore: str | 
     hats = []
     for t, decision in enumerate(sorted(decisions, key=lambda d: d.ts)):
         n = len(decision.actions)
-        scores = Scores(model.predict(decision.shared, decision.actions))
-        if replicas is not None:
-            top = np.argsort(-scores.mean, kind="stable")[: strategy.top_m]
-            full = np.full((len(replicas), n), -np.inf)
-            full[:, top] = replicas.predict(decision.shared, [decision.actions[i] for i in top])
-            scores.replicas = full
+        scores = score(model, replicas, decision.shared, decision.actions, strategy.top_m)
         strategy.learned(t)
         dists["candidate"].append(strategy.distribution(scores)[0])
         dists["logged"].append(decision.probs / decision.probs.sum())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.features import action_lines, shared_line
+from bandit.scoring import score
 from bandit.strategies import Choice, Scores, SlateRules
 from retrieval.catalog import Catalog
 from serving import candidates
@@ -92,28 +93,20 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
     laps("features")
     strategy, learner = service.strategy, service.learner
     model, bootstrap, version = learner.model, learner.replicas, learner.version  # read once: adopt() swaps them
-    scores = Scores(model.predict(shared, actions))
-    laps("vw_score")
-    if strategy.replicas and bootstrap is not None and len(rows):
-        top = np.argsort(-scores.mean, kind="stable")[: strategy.top_m]
-        replicas = np.full((len(bootstrap), len(rows)), -np.inf)
-        replicas[:, top] = bootstrap.predict(shared, [actions[i] for i in top])
-        scores.replicas = replicas
-        laps("replicas")
+    scores = score(model, bootstrap if strategy.replicas else None, shared, actions, strategy.top_m, lap=laps)
 
     # slate
     published = catalog.published_at(rows) if len(rows) else np.zeros(0)
     fresh = _fresh(service, catalog, rows, published, now)
-    first: dict = {}
     if apprentice or holdout:  # a deterministic order: each item had probability 1
         slate = [Choice(i, 1.0, False) for i in range(min(k, len(rows)))]
         if apprentice:
             service.apprentice_match(bool(len(rows)) and int(np.argmax(scores.mean)) == 0)
-        first["probs"] = np.eye(1, len(rows), 0).ravel() if len(rows) else np.zeros(0)
+        first_probs = np.eye(1, len(rows), 0).ravel() if len(rows) else np.zeros(0)
     else:
         strategy.learned(learner.total)
-        slate = strategy.choose_slate(scores, k, decision_rng(event_id), rules=_rules(cfg, catalog, rows, fresh, scores),
-                                      first=first)
+        slate, first_probs = strategy.choose_slate(scores, k, decision_rng(event_id),
+                                                   rules=_rules(cfg, catalog, rows, fresh, scores))
     items = [{"item_id": catalog.ids[rows[c.index]], "position": position,
               "score": round(float(scores.mean[c.index]), 6) + 0.0, "probability": c.probability,
               "explored": c.explored, "fresh": bool(fresh[c.index]), "action": actions[c.index]}
@@ -122,7 +115,7 @@ def decide(service, catalog: Catalog, *, user_id: str, state: dict | None, conte
         for item in items:
             item["explain"] = model.explain(shared, item["action"])
     laps("slate")
-    return Slate(path, shared, items, _logged_candidates(cfg, catalog, rows, sims, first.get("probs"), slate),
+    return Slate(path, shared, items, _logged_candidates(cfg, catalog, rows, sims, first_probs, slate),
                  version)
 
 

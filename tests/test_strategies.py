@@ -74,7 +74,9 @@ def test_exploit_choice_with_tied_scores_has_the_maximum_score(strategy):
 @pytest.mark.parametrize("k", [1, 3, 10, 250])
 def test_slate_logs_the_probability_of_each_pick_given_the_positions_above(strategy, n, k):
     scores = _scores(n)
-    slate = strategy.choose_slate(scores, k, np.random.default_rng(7))
+    slate, first_probs = strategy.choose_slate(scores, k, np.random.default_rng(7))
+    assert first_probs.shape == (n,) and np.allclose(first_probs, strategy.distribution(scores)[0])
+    assert first_probs[slate[0].index] == pytest.approx(slate[0].probability)
     assert len(slate) == min(k, n)
     picks = [c.index for c in slate]
     assert len(set(picks)) == len(picks)
@@ -93,8 +95,8 @@ def test_slate_logs_the_probability_of_each_pick_given_the_positions_above(strat
 @pytest.mark.parametrize("n", LENGTHS)
 def test_same_seed_gives_the_same_slate(strategy, n):
     scores = _scores(n)
-    a = strategy.choose_slate(scores, 5, np.random.default_rng(42))
-    b = strategy.choose_slate(scores, 5, np.random.default_rng(42))
+    a = strategy.choose_slate(scores, 5, np.random.default_rng(42))[0]
+    b = strategy.choose_slate(scores, 5, np.random.default_rng(42))[0]
     assert a == b
 
 
@@ -104,11 +106,11 @@ def test_first_pick_frequency_matches_the_distribution(strategy, n):
     probs, _ = strategy.distribution(scores)
     rng = np.random.default_rng(2024)
     draws = 20_000
-    counts = np.bincount([strategy.choose_slate(scores, 1, rng)[0].index for _ in range(draws)],
+    counts = np.bincount([strategy.choose_slate(scores, 1, rng)[0][0].index for _ in range(draws)],
                          minlength=n)
     for i in range(n):
         assert _binomial_ok(counts[i], draws, float(probs[i])), (i, counts[i], draws * probs[i])
-    logged = {c.index: c.probability for c in (strategy.choose_slate(scores, 1, rng)[0] for _ in range(50))}
+    logged = {c.index: c.probability for c in (strategy.choose_slate(scores, 1, rng)[0][0] for _ in range(50))}
     for i, p in logged.items():
         assert p == pytest.approx(float(probs[i]))
 
@@ -120,7 +122,7 @@ def test_the_fresh_boost_raises_fresh_items_probability_exactly(strategy):
     plain, _ = strategy.distribution(scores)
     rules = SlateRules(fresh=fresh, boost=0.3)
     rng = np.random.default_rng(11)
-    firsts = [strategy.choose_slate(scores, 1, rng, rules=rules)[0] for _ in range(6000)]
+    firsts = [strategy.choose_slate(scores, 1, rng, rules=rules)[0][0] for _ in range(6000)]
     for choice in firsts[:200]:  # the logged probability is the boosted one
         expected = 0.7 * plain[choice.index] + (0.1 if fresh[choice.index] else 0.0)
         assert choice.probability == pytest.approx(expected)
@@ -134,7 +136,7 @@ def test_guaranteed_fresh_slots_fill_the_end_of_the_slate(strategy):
     fresh[np.argsort(scores.mean)[:4]] = True
     rules = SlateRules(fresh=fresh, fresh_slots=2)
     for seed in range(20):
-        slate = strategy.choose_slate(scores, 6, np.random.default_rng(seed), rules=rules)
+        slate = strategy.choose_slate(scores, 6, np.random.default_rng(seed), rules=rules)[0]
         assert sum(fresh[c.index] for c in slate) >= 2
         remaining, placed_fresh = list(range(30)), 0
         for position, c in enumerate(slate):
@@ -155,15 +157,15 @@ def test_mmr_diversifies_the_exploit_choice_with_exact_probabilities(strategy):
     _, exploit = strategy.distribution(scores.take(np.array([1, 2, 3])).shifted(-np.array([0.5, 0.0, 0.3])))
     assert exploit == 1  # with item 0 placed, the dissimilar item (local index 1) is the exploit choice
     for seed in range(30):
-        first, second = strategy.choose_slate(scores, 2, np.random.default_rng(seed), rules=rules)
+        first, second = strategy.choose_slate(scores, 2, np.random.default_rng(seed), rules=rules)[0]
         rest = [i for i in range(4) if i != first.index]
         penalty = 0.5 * np.clip(vectors[rest] @ vectors[first.index], 0.0, 1.0)
         probs, exploit = strategy.distribution(scores.take(np.array(rest)).shifted(-penalty))
         assert second.probability == pytest.approx(float(probs[rest.index(second.index)]))
         assert second.explored is (rest.index(second.index) != exploit)
     if not strategy.randomized:
-        assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3))] == [0, 1]
-        assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3), rules=rules)] == [0, 2]
+        assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3))[0]] == [0, 1]
+        assert [c.index for c in strategy.choose_slate(scores, 2, np.random.default_rng(3), rules=rules)[0]] == [0, 2]
 
 
 def test_greedy_always_picks_the_argmax():
@@ -172,7 +174,7 @@ def test_greedy_always_picks_the_argmax():
     rng = np.random.default_rng(0)
     order = np.argsort(-scores.mean).tolist()
     for _ in range(200):
-        slate = greedy.choose_slate(scores, 7, rng)
+        slate = greedy.choose_slate(scores, 7, rng)[0]
         assert [c.index for c in slate] == order
         assert all(c.probability == 1.0 and not c.explored for c in slate)
 
@@ -197,8 +199,8 @@ def test_epsilon_zero_behaves_like_greedy(n):
     greedy = Greedy(GreedyConfig())
     np.testing.assert_array_equal(eg.distribution(scores)[0], greedy.distribution(scores)[0])
     assert eg.distribution(scores)[1] == greedy.distribution(scores)[1]
-    assert eg.choose_slate(scores, 5, np.random.default_rng(1)) == \
-        greedy.choose_slate(scores, 5, np.random.default_rng(2))
+    assert eg.choose_slate(scores, 5, np.random.default_rng(1))[0] == \
+        greedy.choose_slate(scores, 5, np.random.default_rng(2))[0]
 
 
 @pytest.mark.parametrize("n", LENGTHS)
@@ -212,7 +214,7 @@ def test_epsilon_one_picks_uniformly():
     scores = _scores(7, seed=3)
     rng = np.random.default_rng(5)
     draws = 14_000
-    first = [eg.choose_slate(scores, 1, rng)[0] for _ in range(draws)]
+    first = [eg.choose_slate(scores, 1, rng)[0][0] for _ in range(draws)]
     counts = np.bincount([c.index for c in first], minlength=7)
     assert all(_binomial_ok(c, draws, 1 / 7) for c in counts), counts
     best = int(np.argmax(scores.mean))
@@ -223,7 +225,7 @@ def test_epsilon_greedy_explores_about_epsilon_times_n_minus_one_over_n():
     eg = EpsilonGreedy(EpsilonGreedyConfig(epsilon=0.3))
     rng = np.random.default_rng(9)
     draws = 10_000
-    explored = sum(eg.choose_slate(_scores(5), 1, rng)[0].explored for _ in range(draws))
+    explored = sum(eg.choose_slate(_scores(5), 1, rng)[0][0].explored for _ in range(draws))
     assert _binomial_ok(explored, draws, 0.3 * 4 / 5)
 
 

@@ -87,16 +87,17 @@ class Strategy(ABC):
         """Probabilities over `scores` (summing to 1) and the index of the exploit choice."""
 
     def choose_slate(self, scores, k: int, rng: np.random.Generator, groups: np.ndarray | None = None,
-                     max_per_group: int = 0, rules: SlateRules | None = None, first: dict | None = None) -> list[Choice]:
+                     max_per_group: int = 0, rules: SlateRules | None = None) -> tuple[list[Choice], np.ndarray]:
         """Draw up to k distinct candidates, each from the remaining ones (see the module doc).
-        With `first` (a dict), first["probs"] receives the first position's distribution over
-        all candidates: what off-policy evaluation of a one-slot decision needs."""
+        Returns the choices and the first position's distribution over all candidates (what
+        off-policy evaluation of a one-slot decision needs; zeros when nothing was drawn)."""
         if not isinstance(scores, Scores):
             scores = Scores(np.asarray(scores, dtype=np.float64))
         rules = rules or SlateRules(groups=groups, max_per_group=max_per_group)
         n = len(scores)
         remaining = np.arange(n)
         slate: list[Choice] = []
+        first_probs = np.zeros(n)
         fresh_placed = 0
         while len(slate) < k and len(remaining):
             candidates = remaining
@@ -111,9 +112,8 @@ class Strategy(ABC):
             probs, exploit = self.distribution(view)
             if rules.fresh is not None and rules.boost > 0 and candidates is remaining:
                 probs = _boost(probs, rules.fresh[candidates], rules.boost)
-            if first is not None and not slate:
-                first["probs"] = np.zeros(n)
-                first["probs"][candidates] = probs
+            if not slate:
+                first_probs[candidates] = probs
             pick = _sample(probs, rng)
             chosen = int(candidates[pick])
             slate.append(Choice(chosen, float(probs[pick]), pick != exploit))
@@ -123,7 +123,7 @@ class Strategy(ABC):
                 group = rules.groups[chosen]
                 if sum(rules.groups[c.index] == group for c in slate) >= rules.max_per_group:
                     remaining = remaining[rules.groups[remaining] != group]
-        return slate
+        return slate, first_probs
 
 
 def _boost(probs: np.ndarray, fresh: np.ndarray, boost: float) -> np.ndarray:
