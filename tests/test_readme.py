@@ -123,7 +123,7 @@ EXERCISED = {
     "banditrec export": ("tests/test_evaluation.py", 'main(["export"'),
     "banditrec report": ("tests/test_experiment.py", 'main(["report"'),
     "banditrec learn": ("tests/test_faults.py", '"learn"'),
-    "banditrec model": ("tests/test_learning_loop.py", 'main(["model"'),
+    "banditrec model": ("tests/test_learner.py", 'main(["model"'),
     "benchmarks/run_all.py": ("tests/test_benchmarks.py", "benchmarks/run_all.py"),
     "benchmarks.soak": ("tests/test_benchmarks.py", '"benchmarks.soak"'),
     "benchmarks.snapshot_stall": ("tests/test_benchmarks.py", '"benchmarks.snapshot_stall"'),
