@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -162,85 +161,10 @@ def _build(config: Config, args) -> int:
         return 0
 
 
-# Measured on 2 cores under load: exact search of 100k vectors p99 15.4 ms with OpenBLAS's
-# default threads, 3.7 ms with one (benchmarks/BENCHMARKS.md). Workers scale with processes.
-BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
 def _serve(config: Config, args) -> int:
-    """Run gunicorn on `app:create_app()`; start the embedded Redis here if there is no REDIS_URL."""
-    from store.connection import EmbeddedRedis
+    from banditrec.supervisor import serve
 
-    env = dict(os.environ)
-    for name in BLAS_THREADS:  # one BLAS thread per process: threads only add p99 on a busy host
-        env.setdefault(name, "1")
-    env.update(BANDITREC_DATA_DIR=str(config.data.path), BANDITREC_HOST=config.server.host,
-               BANDITREC_PORT=str(config.server.port), BANDITREC_WORKERS=str(config.server.workers))
-    if args.config:
-        env["BANDITREC_CONFIG"] = str(Path(args.config).resolve())
-    embedded = None
-    if not config.redis.url:
-        embedded = EmbeddedRedis(config.data.path / "redis", config.redis.embedded_fsync)
-        env["REDIS_URL"] = embedded.url
-    # every worker writes its metrics to files here, and /metrics adds them up; a new run starts
-    # from empty files (what a killed run left behind is removed here, not by that run)
-    metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or config.data.path / "metrics")
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):
-        stale.unlink()
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    cmd = [sys.executable, "-m", "gunicorn", "--config", "python:banditrec.gunicorn_conf", "app:create_app()"]
-    proc, learner = None, None
-    separate = not config.server.learns_inline and config.server.learner != "external"
-
-    def start_learner():
-        # its own session: a Ctrl-C in the terminal reaches gunicorn, and the learner is stopped
-        # after the workers (their rewards are in the stream by then); it also stops by itself
-        # when this process is gone (it watches its parent)
-        child = subprocess.Popen([sys.executable, "-m", "banditrec.cli", "learn"],
-                                 env={**env, "BANDITREC_LEARNER_PARENT": str(os.getpid())}, start_new_session=True)
-        log.info("learner process %d started", child.pid)
-        return child
-
-    stopping = []
-
-    def forward(signum, _frame):
-        stopping.append(signum)
-        if proc is not None:
-            proc.send_signal(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    try:
-        if separate:
-            learner = start_learner()
-        log.info("serving on http://%s:%d with %d worker(s)", config.server.host, config.server.port,
-                 config.server.workers)
-        if stopping:
-            return 0
-        proc = subprocess.Popen(cmd, env=env)
-        while proc.poll() is None:
-            try:
-                proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
-            if learner is not None and learner.poll() is not None and proc.poll() is None:
-                log.error("learner process exited with %s; starting a new one", learner.returncode)
-                time.sleep(1.0)
-                learner = start_learner()
-        return proc.returncode
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait()
-        if learner is not None:
-            learner.terminate()
-            try:
-                learner.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                learner.kill()
-        if embedded is not None:
-            embedded.close()
+    return serve(config, args.config)
 
 
 def _learn(config: Config, args) -> int:

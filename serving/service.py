@@ -27,6 +27,8 @@ from retrieval.embeddings import ItemEmbedder
 from serving.background import Periodic
 from serving.learner import Learner
 from serving.popular import PopularCache
+from serving.pregen import refresh_due
+from serving.rewards import close_due
 from store import EmbeddedRedis, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -193,8 +195,6 @@ class Service:
         return self.config.server.learns_inline
 
     def start_tasks(self) -> None:
-        from serving.pregen import refresh_due
-
         cfg = self.config
         if self.learns:
             self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),
@@ -207,8 +207,6 @@ class Service:
         if cfg.inactive.after_s > 0:
             self.tasks.append(Periodic("pregen", min(60.0, cfg.inactive.refresh_s / 4),
                                        lambda: refresh_due(self)).start())
-        from serving.rewards import close_due
-
         if self.learns:  # else the learner process closes decisions
             self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
                                        lambda: close_due(self)).start())
