@@ -28,7 +28,7 @@ class ModelConfig:
     warm_start: bool = False
     warm_start_max: int = 200_000
     similarity_prior: float = 0.0
-    popularity_prior: float = 0.15
+    popularity_prior: float = 0.0
     quality_prior: float = 0.3
     quality_live_weight: float = 0.5
     session_prior: float = 0.0
