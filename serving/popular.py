@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandit.features import live_quality, quality as quality_of
+from bandit.features import live_quality
 from store import Store, StoreError
 
 
@@ -69,15 +69,13 @@ class PopularCache:
             counts = self.store.quality_counts(self.feature_top)
             events = sum(n for _, n, _ in counts)
             share = sum(e for _, _, e in counts) / events if events > 0 else 0.0
-            quality = {item_id: quality_of(e, n, share) for item_id, n, e in counts}
+            own = {item_id: (n, e) for item_id, n, e in counts}
             live = {i: (x, r) for i, x, r in self.store.live_counts(self.feature_top)} if self.live_weight > 0 else {}
-            if live:  # items shown without events start from the catalog's share too
-                own = {item_id: (n, e) for item_id, n, e in counts}
-                ids = [*quality, *(i for i in live if i not in quality)]
-                events, engaged = np.array([own.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
-                exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
-                pooled = live_quality(engaged, events, rewards, exposure, share, self.live_weight)
-                quality = dict(zip(ids, pooled.tolist()))
+            ids = [*own, *(i for i in live if i not in own)]  # items shown without events start from the share
+            n_events, engaged = np.array([own.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
+            exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
+            pooled = live_quality(engaged, n_events, rewards, exposure, share, self.live_weight)  # no live: events only
+            quality = dict(zip(ids, pooled.tolist()))
             values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
         except StoreError:
             values = cached[1] if cached else ItemSignals()
