@@ -52,8 +52,7 @@ def replay(decisions: list[LoggedDecision], candidate: Config, *, ignore: str | 
     for t, decision in enumerate(sorted(decisions, key=lambda d: d.ts)):
         n = len(decision.actions)
         scores = score(model, replicas, decision.shared, decision.actions, strategy.top_m)
-        strategy.learned(t)
-        dists["candidate"].append(strategy.distribution(scores)[0])
+        dists["candidate"].append(strategy.at_step(t).distribution(scores)[0])
         dists["logged"].append(decision.probs / decision.probs.sum())
         dists["greedy"].append(_onehot(n, int(np.argmax(scores.mean))))
         dists["popularity"].append(_onehot(n, int(np.argmax([rewarded[i] for i in decision.item_ids]))))

@@ -1,6 +1,11 @@
-"""Where candidates come from: the user's vector (Annoy + fresh buffer), or popularity."""
+"""Retrieve, the first step of a decision: where candidates come from (the user's vector
+through Annoy and the fresh buffer, or popularity; the holdout's and the apprentice's
+baselines), then what of them may be shown (`serving.filters.allowed`, applied once, here)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -8,7 +13,60 @@ from banditrec.config import Config
 from retrieval.catalog import Catalog
 from retrieval.data import segment_of
 from serving.experiment import HOLDOUT_SCOPE
+from serving.filters import allowed
 from serving.popular import PopularCache
+from serving.ranking import Ranking
+from serving.stages import NO_LAPS, Laps
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Catalog rows in retrieval order, their similarity to the user's query vector (None when
+    they did not come from it), and where they came from: personalized, cold_start (popularity
+    for users without enough history), popularity (the holdout's list) or apprentice."""
+
+    rows: np.ndarray
+    sims: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def retrieve(ranking: Ranking, state: dict | None, query: np.ndarray | None, *, profile: dict,
+             session_categories: Sequence[str], exclude: frozenset, context: dict,
+             laps: Laps = NO_LAPS) -> Candidates:
+    """The bandit's candidates, as they may be shown: personal from
+    `cold_start.min_interactions` interactions on (with a vector), else popularity."""
+    cfg, catalog = ranking.config, ranking.catalog
+    if query is not None and state and state["n"] >= cfg.cold_start.min_interactions:
+        rows, sims = personal(catalog, query, cfg, ranking.popular)
+        found = Candidates(rows, sims, "personalized")
+    else:
+        found = Candidates(popular(catalog, ranking.popular, profile, cfg, session_categories), None, "cold_start")
+    laps("retrieval")
+    return showable(ranking, found, state, exclude=exclude, context=context)
+
+
+def retrieve_baseline(ranking: Ranking, state: dict | None, *, holdout: bool, baseline: Sequence[str] | None,
+                      profile: dict, exclude: frozenset, context: dict, laps: Laps = NO_LAPS) -> Candidates:
+    """A baseline's candidates in the order they are served: the A/B holdout's own popularity
+    list, or (apprentice) the client's `baseline` order, else popularity."""
+    catalog = ranking.catalog
+    if holdout:
+        found = Candidates(holdout_rows(catalog, ranking.popular, ranking.config), None, "popularity")
+    else:
+        rows = catalog.rows_for(baseline) if baseline else popular(catalog, ranking.popular, profile, ranking.config)
+        found = Candidates(rows, None, "apprentice")
+    laps("retrieval")
+    return showable(ranking, found, state, exclude=exclude, context=context)
+
+
+def showable(ranking: Ranking, found: Candidates, state: dict | None, *, exclude: frozenset,
+             context: dict) -> Candidates:
+    keep = allowed(ranking.catalog, found.rows, exclude=exclude, seen=state["seen"] if state else set(),
+                   context=context, cfg=ranking.config.filters)
+    return Candidates(found.rows[keep], None if found.sims is None else found.sims[keep], found.source)
 
 
 def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
@@ -31,7 +89,7 @@ def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
     return np.concatenate([rows, extra]), np.concatenate([sims, extra_sims])
 
 
-def holdout(catalog: Catalog, popular_cache: PopularCache, cfg: Config) -> np.ndarray:
+def holdout_rows(catalog: Catalog, popular_cache: PopularCache, cfg: Config) -> np.ndarray:
     """The A/B holdout's baseline: its own popularity list (the build's history and the
     holdout users' events, not the personalized arm's), then the newest items."""
     n = cfg.retrieval.n_candidates

@@ -10,11 +10,12 @@ from retrieval.catalog import Catalog
 
 def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: set[str], context: dict,
             cfg: FiltersConfig) -> np.ndarray:
-    """Mask over `rows`: not excluded by the request, not seen (consumed), not blocked by a rule.
-    (Stock and deletions are the catalog's job: its candidates are available already.)"""
-    mask = np.ones(len(rows), dtype=bool)
+    """Mask over `rows`: available (in stock, not deleted), not excluded by the request, not seen
+    (consumed), not blocked by a rule. The one place that decides what may be shown: the
+    candidate sources skip unavailable rows only to fill their counts."""
     if not len(rows):
-        return mask
+        return np.ones(0, dtype=bool)
+    mask = catalog.available(rows)
     hidden = exclude | seen if seen else exclude
     if hidden:
         ids = catalog.ids

@@ -13,8 +13,9 @@ import logging
 import random
 import uuid
 
-from serving.decide import Slate, decide
+from serving.decide import Slate, decide, decide_baseline
 from serving.filters import allowed
+from serving.records import SlateItem
 from store import StoreError
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ def cached_slate(service, catalog, req, state: dict, now: float) -> Slate | None
         return None
     if len(cached["items"]) < req.k:
         return None
-    items = cached["items"][: req.k]
-    rows = catalog.rows_for(i["item_id"] for i in items)
-    if len(rows) < len(items) or not catalog.available(rows).all():
+    items = [SlateItem.from_json(item) for item in cached["items"][: req.k]]
+    rows = catalog.rows_for(item.item_id for item in items)
+    if len(rows) < len(items):
         return None
     ok = allowed(catalog, rows, exclude=req.exclude, seen=state["seen"], context=req.context,
                  cfg=service.config.filters)
@@ -53,8 +54,11 @@ def cached_slate(service, catalog, req, state: dict, now: float) -> Slate | None
 def generate(service, user_id: str, state: dict | None, context: dict, now: float) -> None:
     """Draw and store a slate of `inactive.slate_size` for the user, due again after a jittered interval."""
     cfg = service.config.inactive
-    slate = decide(service, service.catalog, user_id=user_id, state=state, context=context, k=cfg.slate_size,
-                   exclude=frozenset(), now=now, event_id=f"pregen-{uuid.uuid4().hex}")
+    ask = dict(user_id=user_id, context=context, k=cfg.slate_size, exclude=frozenset(), now=now)
+    if service.config.learning.mode == "apprentice":  # the baseline is what is served
+        slate = decide_baseline(service.ranking(), state, holdout=False, **ask)
+    else:
+        slate = decide(service.ranking(), state, event_id=f"pregen-{uuid.uuid4().hex}", **ask)
     due = now + cfg.refresh_s * (1.0 + random.uniform(-cfg.jitter, cfg.jitter))
     try:
         service.store.put_pregen(user_id, {**slate.to_json(), "context": context, "generated_at": now},

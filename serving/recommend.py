@@ -1,4 +1,5 @@
-"""`POST /recommend`: user state -> (pre-generated slate | fresh decision) -> decision log."""
+"""`POST /recommend`: parse -> user state -> (pre-generated slate | decision | the holdout's or
+apprentice's baseline) -> decision log -> response."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 from banditrec.errors import Conflict
 from banditrec.logs import bind_event
 from serving import pregen
-from serving.decide import Slate, decide
+from serving.decide import Slate, decide, decide_baseline
 from serving.experiment import HOLDOUT, TREATMENT, arm_of
 from serving.records import Decision
 from serving.schema import parse_recommend
@@ -45,14 +46,20 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
     if not degraded and arm != HOLDOUT and pregen.is_inactive(state, now, cfg):
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
-        slate = decide(service, catalog, user_id=req.user_id, state=state, context=req.context, k=req.k,
-                       exclude=req.exclude, now=now, event_id=event_id, baseline=req.baseline, explain=req.explain,
-                       holdout=arm == HOLDOUT, laps=laps)
+        ranking = service.ranking(catalog)
+        ask = dict(user_id=req.user_id, context=req.context, k=req.k, exclude=req.exclude, now=now, explain=req.explain,
+                   laps=laps)
+        if arm == HOLDOUT or cfg.learning.mode == "apprentice":
+            slate = decide_baseline(ranking, state, holdout=arm == HOLDOUT, baseline=req.baseline, **ask)
+        else:
+            slate = decide(ranking, state, event_id=event_id, **ask)
     if slate.version is None:  # a pre-generated slate: scored by an earlier model of this line
         slate.version = service.learner.version
+    if slate.matched is not None:
+        service.apprentice_match(slate.matched)
     degraded = not log_decision(service, event_id, req.user_id, slate, now, arm) or degraded
     laps("decision_log")
-    return response(event_id, slate.version, "degraded" if degraded else slate.path, slate, arm)
+    return response(event_id, slate.version, "degraded" if degraded else slate.source, slate, arm)
 
 
 def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float,
@@ -60,15 +67,15 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     """Keep what learning needs when a reward arrives; False if Redis could not take it."""
     cfg = service.config.feedback
     decision = Decision(ts=now, user_id=user_id, shared=slate.shared, version=slate.version,
-                        items={i["item_id"]: (i["position"], i["probability"], i["action"]) for i in slate.items},
-                        strategy=service.strategy.name, path=slate.path, aggregation=cfg.aggregation,
-                        importance_weighted=service.strategy.importance_weighted and slate.path != "apprentice",
+                        items={i.item_id: (i.position, i.probability, i.action) for i in slate.items},
+                        strategy=service.strategy.name, source=slate.source, aggregation=cfg.aggregation,
+                        importance_weighted=service.strategy.importance_weighted and slate.source != "apprentice",
                         arm=arm, experiment=service.config.experiment.salt)
     log_entry = None
     if slate.candidates is not None:
-        log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.path,
+        log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.source,
                      "strategy": service.strategy.name, "version": slate.version,
-                     "items": [[i["item_id"], i["position"], i["probability"]] for i in slate.items],
+                     "items": [[i.item_id, i.position, i.probability] for i in slate.items],
                      "candidates": slate.candidates}
     try:
         if not service.store.put_decision(event_id, decision.to_json(), cfg.reward_wait_s + cfg.expired_grace_s,
@@ -83,7 +90,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     return True
 
 
-def response(event_id: str, version: int, strategy: str, slate: Slate, arm: str = TREATMENT) -> dict:
-    keys = ("item_id", "position", "score", "probability", "explored", "fresh", "explain")
-    return {"event_id": event_id, "model_version": version, "arm": arm, "strategy": strategy,
-            "items": [{key: item[key] for key in keys if key in item} for item in slate.items]}
+def response(event_id: str, version: int, source: str, slate: Slate, arm: str = TREATMENT) -> dict:
+    """The answer: the public `strategy` field is where the candidates came from (or "degraded")."""
+    return {"event_id": event_id, "model_version": version, "arm": arm, "strategy": source,
+            "items": [item.response() for item in slate.items]}

@@ -1,8 +1,9 @@
-"""The records that cross modules: a decision as logged for its rewards, and a reward-stream
-entry. Each has `to_json` (the dict the store keeps) and `from_json`; the stored keys are short
-and stay as they were written, so decisions and rewards written by an earlier release are read
-the same way. In the code, `strategy` is always the exploration strategy; where the candidates
-came from (personalized, popular, holdout, ...) is the decision's `path`."""
+"""The records that cross modules: an item of a decided slate, a decision as logged for its
+rewards, and a reward-stream entry. Each has `to_json` (the dict the store keeps) and
+`from_json`; the stored keys are short and stay as they were written, so decisions and rewards
+written by an earlier release are read the same way. In the code, `strategy` is always the
+exploration strategy; where the candidates came from (personalized, cold_start, popularity,
+apprentice, pregenerated) is the `source` (stored, and answered, as "strategy" or "path")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,48 @@ from dataclasses import dataclass
 from typing import Mapping
 
 EARLIEST = "earliest"  # `feedback.aggregation` of records written before it was recorded
+RESPONSE_KEYS = ("item_id", "position", "score", "probability", "explored", "fresh", "explain")
+
+
+@dataclass(frozen=True)
+class SlateItem:
+    """One position of a decided slate: the item, its mean score, the probability it was drawn
+    with given the items above it, whether that draw explored (was not the exploit choice),
+    whether it was a fresh item, its action features as scored (what learning needs), and with
+    `explain` the model's per-feature breakdown.
+
+    >>> item = SlateItem("i3", 1, 0.25, 0.9, False, False, "|Item id=i3")
+    >>> SlateItem.from_json(item.to_json()) == item, sorted(item.response())
+    (True, ['explored', 'fresh', 'item_id', 'position', 'probability', 'score'])
+    """
+
+    item_id: str
+    position: int
+    score: float
+    probability: float
+    explored: bool
+    fresh: bool
+    action: str
+    explain: list | None = None
+
+    def to_json(self) -> dict:
+        out = {"item_id": self.item_id, "position": self.position, "score": self.score,
+               "probability": self.probability, "explored": self.explored, "fresh": self.fresh,
+               "action": self.action}
+        if self.explain is not None:
+            out["explain"] = self.explain
+        return out
+
+    def response(self) -> dict:
+        """The item as `POST /recommend` answers it (no action features)."""
+        data = self.to_json()
+        return {key: data[key] for key in RESPONSE_KEYS if key in data}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "SlateItem":
+        return cls(item_id=data["item_id"], position=int(data["position"]), score=float(data["score"]),
+                   probability=float(data["probability"]), explored=bool(data["explored"]),
+                   fresh=bool(data["fresh"]), action=data["action"], explain=data.get("explain"))
 
 
 @dataclass(frozen=True)
@@ -25,7 +68,7 @@ class Decision:
     version: int | None
     items: Mapping[str, tuple[int, float, str]]
     strategy: str = ""                   # the exploration strategy
-    path: str = ""                       # where the candidates came from (the response's "strategy")
+    source: str = ""                     # where the candidates came from (the response's "strategy")
     aggregation: str = EARLIEST
     importance_weighted: bool = True
     arm: str | None = None               # experiment arm
@@ -34,14 +77,14 @@ class Decision:
     def to_json(self) -> dict:
         return {"ts": self.ts, "user_id": self.user_id, "shared": self.shared, "version": self.version,
                 "strategy_name": self.strategy, "agg": self.aggregation, "iw": self.importance_weighted,
-                "strategy": self.path, "arm": self.arm, "exp": self.experiment,
+                "strategy": self.source, "arm": self.arm, "exp": self.experiment,
                 "items": {item_id: list(value) for item_id, value in self.items.items()}}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "Decision":
         return cls(ts=data["ts"], user_id=data.get("user_id", ""), shared=data["shared"], version=data.get("version"),
                    items={item_id: tuple(value) for item_id, value in data["items"].items()},
-                   strategy=data.get("strategy_name", ""), path=data.get("strategy", ""),
+                   strategy=data.get("strategy_name", ""), source=data.get("strategy", ""),
                    aggregation=data.get("agg", EARLIEST), importance_weighted=data.get("iw", True),
                    arm=data.get("arm"), experiment=data.get("exp"))
 

@@ -27,6 +27,7 @@ from retrieval.embeddings import ItemEmbedder
 from serving.background import Periodic
 from serving.learner import Learner
 from serving.popular import PopularCache
+from serving.ranking import Ranking
 from serving.pregen import refresh_due
 from serving.rewards import close_due
 from store import EmbeddedRedis, Store, StoreError, open_store
@@ -219,6 +220,14 @@ class Service:
         then the learner writes no snapshot over it). With a separate learner, its newest
         snapshot. Requests in flight finish on the model they hold."""
         return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns)
+
+    def ranking(self, catalog: Catalog | None = None) -> Ranking:
+        """What a decision reads, as it is now: the learner's model, replicas and version are
+        read once (`adopt` swaps them), the strategy taken at the model's step."""
+        learner = self.learner
+        model, replicas, version, total = learner.model, learner.replicas, learner.version, learner.total
+        return Ranking(self.config, catalog if catalog is not None else self.catalog, self.popular,
+                       self.strategy.at_step(total), model, replicas, version, self.store.labelled)
 
     def apprentice_match(self, matched: bool) -> None:
         """Apprentice mode: count whether the model's first choice matched the baseline's."""

@@ -9,7 +9,7 @@ from serving.records import Decision, RewardEntry, is_learnable
 
 DECISION = Decision(ts=100.0, user_id="u1", shared="|User age=a", version=3,
                     items={"i1": (1, 0.9, "|Item id=i1"), "i2": (2, 0.05, "|Item id=i2")},
-                    strategy="thompson", path="personalized", aggregation="max", importance_weighted=False,
+                    strategy="thompson", source="personalized", aggregation="max", importance_weighted=False,
                     arm="treatment", experiment="exp-1")
 
 

@@ -59,8 +59,7 @@ def test_first_position_distribution_matches_vw_squarecb():
         if weight:
             plain.set_weight(index, 0, weight)
 
-    strategy = SquareCB(SquareCBConfig())
-    strategy.learned(t)
+    strategy = SquareCB(SquareCBConfig()).at_step(t)
     gaps = []
     for _ in range(100):
         shared, actions = _world(rng)

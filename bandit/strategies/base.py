@@ -79,8 +79,11 @@ class Strategy(ABC):
         """How many of the best candidates (by the mean) the replicas score."""
         return 0
 
-    def learned(self, n: int) -> None:
-        """The model has now learned from `n` rewards (schedules such as SquareCB's gamma)."""
+    def at_step(self, n: int) -> "Strategy":
+        """The strategy for a model that has learned from `n` rewards (schedules such as
+        SquareCB's gamma depend on it); itself when nothing does. Never changes `self`, which
+        requests share."""
+        return self
 
     @abstractmethod
     def distribution(self, scores: Scores) -> tuple[np.ndarray, int]:

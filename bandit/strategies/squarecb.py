@@ -9,6 +9,7 @@ items).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,12 @@ class SquareCB(Strategy):
         super().__init__(config)
         self.t = 0
 
-    def learned(self, n: int) -> None:
-        self.t = n
+    def at_step(self, n: int) -> "SquareCB":
+        if n == self.t:
+            return self
+        strategy = copy.copy(self)
+        strategy.t = n
+        return strategy
 
     @property
     def gamma(self) -> float:
