@@ -92,6 +92,7 @@ def test_rebuild_and_swap_under_concurrent_requests_give_no_errors(build, open_s
         stop.set()
         for t in threads:
             t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a thread hung (a deadlock?)"
     assert not client_errors, client_errors[:3]
     assert len(done) == 3 and min(done.values()) > 0, done  # every traffic thread ran to the end
     assert len(versions) == 4 and current_path(service.config.data.path).name in versions
@@ -136,4 +137,5 @@ def test_a_full_build_swapped_in_under_traffic_keeps_users_personal(build, open_
         stop.set()
         for t in threads:
             t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a thread hung (a deadlock?)"
     assert not problems, problems[:2]

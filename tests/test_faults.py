@@ -126,6 +126,7 @@ class Storm:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=30)
+        assert not any(t.is_alive() for t in self.threads), "a thread hung (a deadlock?)"
 
     def unexpected(self, allowed=(("/recommend", 200), ("/feedback", 200), ("/feedback", 404))) -> dict:
         """Answers other than those `allowed` (404: feedback for a decision served degraded, never logged)."""
@@ -187,6 +188,19 @@ def test_kill_9_during_a_feedback_storm_loses_no_acknowledged_reward(deployment)
         deployment.kill(proc)
 
 
+def _wait_for(condition, timeout_s: float, message: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
+def _pending(deployment) -> list:
+    """Rewards in the stream after the learner's cursor."""
+    progress = deployment.store.learner_progress() or {"t": 0, "cursor": "0-0"}
+    return [sid for sid, _ in deployment.store.iter_rewards(progress["cursor"])]
+
+
 @pytest.mark.slow
 def test_a_killed_learners_backlog_is_learned_by_the_next_one(deployment):
     port = _free_port()
@@ -195,12 +209,13 @@ def test_a_killed_learners_backlog_is_learned_by_the_next_one(deployment):
     first = deployment.start("learn", env=separate)
     try:
         with Storm(port, seed=1) as storm:
-            time.sleep(2.0)
+            _wait_for(lambda: (deployment.store.learner_progress() or {}).get("t", 0) > 0, 60,
+                      "the first learner never learned anything")
             deployment.kill(first)  # mid-batch, perhaps mid-snapshot
-            time.sleep(1.5)  # rewards keep coming while no learner lives: they wait in the stream
+            # rewards keep coming while no learner lives: they wait in the stream
+            _wait_for(lambda: _pending(deployment), 60, "no reward arrived after the learner was killed")
         assert not storm.unexpected(), storm.unexpected()
-        progress = deployment.store.learner_progress() or {"t": 0, "cursor": "0-0"}
-        pending = [sid for sid, _ in deployment.store.iter_rewards(progress["cursor"])]
+        pending = _pending(deployment)
         assert pending, "the killed learner had already learned everything: nothing to pick up"
         in_stream = deployment.stream_pairs()
         assert storm.acked <= in_stream

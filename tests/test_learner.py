@@ -379,6 +379,7 @@ def test_adopting_a_model_under_traffic_gives_no_errors(build, open_service, sto
         stop.set()
         for t in threads:
             t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a thread hung (a deadlock?)"
     assert not errors, errors[:2]
 
 

@@ -110,7 +110,7 @@ def test_a_stranger_without_profile_gets_global_popularity(client, store):
     assert {i["item_id"] for i in body.get_json()["items"]} & popular
 
 
-def _segment_slates(client, small_world, store, tag):
+def _assert_segments_lead_then_slates(client, small_world, store, tag):
     segments = Counter((u["age_group"], u["location"]) for u in small_world.users).most_common(2)
     slates = []
     for n, ((age, location), _) in enumerate(segments):
@@ -129,14 +129,14 @@ def _segment_slates(client, small_world, store, tag):
 
 
 def test_segment_popularity_leads_cold_start_candidates(client, small_world, store):
-    _segment_slates(client, small_world, store, "default")  # defaults mix in global and trending items
+    _assert_segments_lead_then_slates(client, small_world, store, "default")  # defaults mix in global and trending items
 
 
 def test_demographic_segments_get_different_popular_items(build, open_service, small_world, store):
     config = build(retrieval={"n_candidates": 60},
                    cold_start={"segment_share": 1.0, "global_share": 0.0, "trending_share": 0.0})
     client = create_app(deps=open_service(config)).test_client()
-    first, second = _segment_slates(client, small_world, store, "only")
+    first, second = _assert_segments_lead_then_slates(client, small_world, store, "only")
     # measured: 0 items in common
     assert len(first & second) <= 4, (first, second)
 
@@ -162,6 +162,7 @@ def test_concurrent_events_of_one_user_are_all_applied(client, store):
         t.start()
     for t in threads:
         t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread hung (a deadlock?)"
     after = store.user_state("u8")
     assert after["n"] == store.user_state("u8")["n"] and {e["i"] for e in after["recent"]} >= set(items)
     # the long-term vector took all 16 steps: as far from where it was as 16 steps in a row take it
