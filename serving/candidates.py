@@ -16,6 +16,7 @@ from serving.experiment import HOLDOUT_SCOPE
 from serving.filters import allowed
 from serving.popular import PopularCache
 from serving.ranking import Ranking
+from serving.records import UserState
 from serving.stages import NO_LAPS, Laps
 
 
@@ -33,13 +34,13 @@ class Candidates:
         return len(self.rows)
 
 
-def retrieve(ranking: Ranking, state: dict | None, query: np.ndarray | None, *, profile: dict,
+def retrieve(ranking: Ranking, state: UserState, query: np.ndarray | None, *, profile: dict,
              session_categories: Sequence[str], exclude: frozenset, context: dict,
              laps: Laps = NO_LAPS) -> Candidates:
     """The bandit's candidates, as they may be shown: personal from
     `cold_start.min_interactions` interactions on (with a vector), else popularity."""
     cfg, catalog = ranking.config, ranking.catalog
-    if query is not None and state and state["n"] >= cfg.cold_start.min_interactions:
+    if query is not None and state.n >= cfg.cold_start.min_interactions:
         rows, sims = personal(catalog, query, cfg, ranking.popular)
         found = Candidates(rows, sims, "personalized")
     else:
@@ -48,7 +49,7 @@ def retrieve(ranking: Ranking, state: dict | None, query: np.ndarray | None, *, 
     return showable(ranking, found, state, exclude=exclude, context=context)
 
 
-def retrieve_baseline(ranking: Ranking, state: dict | None, *, holdout: bool, baseline: Sequence[str] | None,
+def retrieve_baseline(ranking: Ranking, state: UserState, *, holdout: bool, baseline: Sequence[str] | None,
                       profile: dict, exclude: frozenset, context: dict, laps: Laps = NO_LAPS) -> Candidates:
     """A baseline's candidates in the order they are served: the A/B holdout's own popularity
     list, or (apprentice) the client's `baseline` order, else popularity."""
@@ -62,10 +63,10 @@ def retrieve_baseline(ranking: Ranking, state: dict | None, *, holdout: bool, ba
     return showable(ranking, found, state, exclude=exclude, context=context)
 
 
-def showable(ranking: Ranking, found: Candidates, state: dict | None, *, exclude: frozenset,
+def showable(ranking: Ranking, found: Candidates, state: UserState, *, exclude: frozenset,
              context: dict) -> Candidates:
-    keep = allowed(ranking.catalog, found.rows, exclude=exclude, seen=state["seen"] if state else set(),
-                   context=context, cfg=ranking.config.filters)
+    keep = allowed(ranking.catalog, found.rows, exclude=exclude, seen=state.seen, context=context,
+                   cfg=ranking.config.filters)
     return Candidates(found.rows[keep], None if found.sims is None else found.sims[keep], found.source)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from serving.candidates import retrieve, retrieve_baseline
 from serving.draw import draw, in_order
 from serving.ranking import Ranking
-from serving.records import SlateItem
+from serving.records import SlateItem, UserState
 from serving.score import Scored, score_candidates
 from serving.stages import NO_LAPS, Laps
 from serving.userstate import query_vector, realtime_features, session_vector
@@ -41,11 +41,11 @@ class Slate:
         return {"path": self.source, "shared": self.shared, "items": [item.to_json() for item in self.items]}
 
 
-def decide(ranking: Ranking, state: dict | None, *, user_id: str, context: dict, k: int, exclude: frozenset,
+def decide(ranking: Ranking, state: UserState, *, user_id: str, context: dict, k: int, exclude: frozenset,
            now: float, event_id: str, explain: bool = False, laps: Laps = NO_LAPS) -> Slate:
-    """The bandit's slate for a user (`state`: as `store.user_state` read it, None if unknown)."""
+    """The bandit's slate for a user."""
     cfg = ranking.config
-    profile = dict(state["profile"]) if state else {}
+    profile = dict(state.profile)
     recent = realtime_features(state, now, cfg.realtime)
     session = session_vector(state, ranking.catalog, now, cfg.realtime, cfg.embedding.event_weights)
     query = query_vector(state, ranking.catalog, now, cfg.realtime, cfg.embedding.event_weights, session=session)
@@ -62,7 +62,7 @@ def decide(ranking: Ranking, state: dict | None, *, user_id: str, context: dict,
     return Slate(found.source, scored.shared, items, logged, ranking.version)
 
 
-def decide_baseline(ranking: Ranking, state: dict | None, *, user_id: str, context: dict, k: int,
+def decide_baseline(ranking: Ranking, state: UserState, *, user_id: str, context: dict, k: int,
                     exclude: frozenset, now: float, holdout: bool, baseline: Sequence[str] | None = None,
                     explain: bool = False, laps: Laps = NO_LAPS) -> Slate:
     """A baseline served as it is, each item with probability 1: the A/B holdout's popularity
@@ -70,7 +70,7 @@ def decide_baseline(ranking: Ranking, state: dict | None, *, user_id: str, conte
     still scores it: the apprentice learns to imitate it, and counts how often it would have
     chosen the same first item."""
     cfg = ranking.config
-    profile = dict(state["profile"]) if state else {}
+    profile = dict(state.profile)
     recent = realtime_features(state, now, cfg.realtime)
     session = session_vector(state, ranking.catalog, now, cfg.realtime, cfg.embedding.event_weights)
     laps("query_vector")
@@ -86,9 +86,9 @@ def decide_baseline(ranking: Ranking, state: dict | None, *, user_id: str, conte
     return Slate(found.source, scored.shared, items, logged, ranking.version, matched)
 
 
-def _user(cfg, profile: dict, state: dict | None, user_id: str) -> dict:
+def _user(cfg, profile: dict, state: UserState, user_id: str) -> dict:
     """The user as the shared features see them: profile, tastes, and the id if configured."""
-    user = {**profile, "taste": state["taste"] if state else []}
+    user = {**profile, "taste": list(state.taste)}
     if cfg.model.user_id_feature:
         user["user_id"] = user_id
     return user

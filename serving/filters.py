@@ -8,7 +8,7 @@ from banditrec.config import FiltersConfig
 from retrieval.catalog import Catalog
 
 
-def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: set[str], context: dict,
+def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: frozenset[str] | set[str], context: dict,
             cfg: FiltersConfig) -> np.ndarray:
     """Mask over `rows`: available (in stock, not deleted), not excluded by the request, not seen
     (consumed), not blocked by a rule. The one place that decides what may be shown: the

@@ -15,19 +15,19 @@ import uuid
 
 from serving.decide import Slate, decide, decide_baseline
 from serving.filters import allowed
-from serving.records import SlateItem
+from serving.records import SlateItem, UserState
 from store import StoreError
 
 log = logging.getLogger(__name__)
 
 
-def is_inactive(state: dict | None, now: float, cfg) -> bool:
+def is_inactive(state: UserState, now: float, cfg) -> bool:
     after = cfg.inactive.after_s
-    return bool(after > 0 and state and state.get("last") is not None and now - state["last"] > after
-                and state["n"] >= cfg.cold_start.min_interactions)
+    return bool(after > 0 and state.last is not None and now - state.last > after
+                and state.n >= cfg.cold_start.min_interactions)
 
 
-def cached_slate(service, catalog, req, state: dict, now: float) -> Slate | None:
+def cached_slate(service, catalog, req, state: UserState, now: float) -> Slate | None:
     """The user's pre-generated slate cut to k, or None: then the caller decides afresh, and
     (if there was none) the background refresher is asked for one. A slate whose first k
     items are not all still showable here is not used: cutting items out would change the
@@ -46,12 +46,12 @@ def cached_slate(service, catalog, req, state: dict, now: float) -> Slate | None
     rows = catalog.rows_for(item.item_id for item in items)
     if len(rows) < len(items):
         return None
-    ok = allowed(catalog, rows, exclude=req.exclude, seen=state["seen"], context=req.context,
+    ok = allowed(catalog, rows, exclude=req.exclude, seen=state.seen, context=req.context,
                  cfg=service.config.filters)
     return Slate("pregenerated", cached["shared"], items) if ok.all() else None
 
 
-def generate(service, user_id: str, state: dict | None, context: dict, now: float) -> None:
+def generate(service, user_id: str, state: UserState, context: dict, now: float) -> None:
     """Draw and store a slate of `inactive.slate_size` for the user, due again after a jittered interval."""
     cfg = service.config.inactive
     ask = dict(user_id=user_id, context=context, k=cfg.slate_size, exclude=frozenset(), now=now)
@@ -72,7 +72,7 @@ def refresh_due(service, now: float | None = None) -> int:
     now = service.clock() if now is None else now
     refreshed = 0
     for user_id in service.store.due_pregen(now, service.config.inactive.refresh_batch):
-        state = service.store.user_state(user_id, fast=False)
+        state = UserState.from_json(service.store.user_state(user_id, fast=False))
         if not is_inactive(state, now, service.config):
             service.store.drop_pregen(user_id)
             continue

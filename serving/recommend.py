@@ -11,7 +11,7 @@ from banditrec.logs import bind_event
 from serving import pregen
 from serving.decide import Slate, decide, decide_baseline
 from serving.experiment import HOLDOUT, TREATMENT, arm_of
-from serving.records import Decision
+from serving.records import Decision, UserState
 from serving.schema import parse_recommend
 from serving.service import Service
 from serving.stages import NO_LAPS, Laps
@@ -33,7 +33,7 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
     # user state; an outage degrades to what this process remembers, never to an error
     try:
         service.sync_catalog()
-        state = service.store.user_state(req.user_id)
+        state = UserState.from_json(service.store.user_state(req.user_id))
         service.users.put(req.user_id, state)
     except StoreError as exc:
         log.warning("user state unavailable, serving degraded: %s", exc)

@@ -7,11 +7,46 @@ apprentice, pregenerated) is the `source` (stored, and answered, as "strategy" o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping
+
+import numpy as np
 
 EARLIEST = "earliest"  # `feedback.aggregation` of records written before it was recorded
 RESPONSE_KEYS = ("item_id", "position", "score", "probability", "explored", "fresh", "explain")
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the request path knows about a user (`store.user_state` reads it in one round trip):
+    profile fields, a long-term vector per embedding space, top categories (`taste`), the
+    interaction count, the time of the last event, the recent events (dicts: item `i`, type
+    `t`, time `ts`, category `c`) and the items not to show again (`seen`). An unknown user is
+    `UserState()`.
+
+    >>> state = UserState.from_json({"profile": {"location": "FR"}, "n": 3, "seen": {"i1"}, "recent": []})
+    >>> state.n, state.known, "i1" in state.seen, UserState().known
+    (3, True, True, False)
+    """
+
+    profile: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    vectors: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
+    taste: tuple[str, ...] = ()
+    n: int = 0
+    last: float | None = None
+    recent: tuple[Mapping, ...] = ()
+    seen: frozenset[str] = frozenset()
+    known: bool = False  # the store had something on this user
+
+    @classmethod
+    def from_json(cls, data: Mapping | None) -> "UserState":
+        if not data:
+            return cls()
+        return cls(profile=MappingProxyType(dict(data.get("profile") or {})),
+                   vectors=MappingProxyType(dict(data.get("vectors") or {})), taste=tuple(data.get("taste") or ()),
+                   n=int(data.get("n") or 0), last=data.get("last"), recent=tuple(data.get("recent") or ()),
+                   seen=frozenset(data.get("seen") or ()), known=True)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,6 +29,7 @@ from serving.popular import PopularCache
 from serving.ranking import Ranking
 from serving.pregen import refresh_due
 from serving.rewards import close_due
+from serving.userstate import UserMemory
 from store import EmbeddedRedis, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -45,27 +45,6 @@ class BuildSteps:
 
     incremental: Callable[[Config, Store], dict | None]
     refitter: Callable[..., Callable[[], dict | None]]
-
-
-class UserMemory:
-    """The last state seen of the most recent users, to serve them personally while Redis is away."""
-
-    def __init__(self, size: int = 10_000):
-        self.size = size
-        self._states: OrderedDict[str, dict] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, user_id: str, state: dict | None) -> None:
-        if state is None:
-            return
-        with self._lock:
-            self._states[user_id] = state
-            self._states.move_to_end(user_id)
-            while len(self._states) > self.size:
-                self._states.popitem(last=False)
-
-    def get(self, user_id: str) -> dict | None:
-        return self._states.get(user_id)
 
 
 def fresh_model(cfg: ModelConfig) -> VWModel:

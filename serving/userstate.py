@@ -1,17 +1,41 @@
 """What a user's stored state means for a request, and how one event changes it.
 
-A user's state (see `store.users`) holds a long-term vector per embedding space, recent
-events, seen items, an interaction count and the time of the last event. The session
-vector is derived from the recent events on each request.
+A user's state (`serving.records.UserState`, read by `store.users`) holds a long-term vector
+per embedding space, recent events, seen items, an interaction count and the time of the
+last event. The session vector is derived from the recent events on each request.
+`UserMemory` keeps the last states read, to serve users personally while Redis is away.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 
 import numpy as np
 
 from banditrec.config import RealtimeConfig
+from serving.records import UserState
+
+
+class UserMemory:
+    """The last state seen of the most recent users, to serve them personally while Redis is away."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._states: OrderedDict[str, UserState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, user_id: str, state: UserState) -> None:
+        if not state.known:
+            return
+        with self._lock:
+            self._states[user_id] = state
+            self._states.move_to_end(user_id)
+            while len(self._states) > self.size:
+                self._states.popitem(last=False)
+
+    def get(self, user_id: str) -> UserState:
+        return self._states.get(user_id) or UserState()
 
 
 def _unit(v: np.ndarray | None) -> np.ndarray | None:
@@ -21,23 +45,23 @@ def _unit(v: np.ndarray | None) -> np.ndarray | None:
     return (v / norm).astype(np.float32) if norm > 0 and np.isfinite(norm) else None
 
 
-def long_term_vector(state: dict | None, space: str | None) -> np.ndarray | None:
+def long_term_vector(state: UserState, space: str | None) -> np.ndarray | None:
     """The long-term vector in the served embedding space, if the user has one."""
-    if not state or space is None:
+    if space is None:
         return None
-    return _unit(state["vectors"].get(space))
+    return _unit(state.vectors.get(space))
 
 
-def session_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
+def session_vector(state: UserState, catalog, now: float, cfg: RealtimeConfig,
                    weights: dict[str, float]) -> np.ndarray | None:
     """The live session as a vector: event-weighted, recency-weighted (half-life
     `session_half_life_s`) sum of the vectors of the session's items, from the recent-events
     list. Derived per request, so it is always in the served space and never raced."""
-    if not state or not state.get("recent"):
+    if not state.recent:
         return None
     top = max(weights.values())
     rows, w = [], []
-    for event in state["recent"]:
+    for event in state.recent:
         age = now - event["ts"]
         row = catalog.row_of.get(event["i"])
         if row is None or not 0 <= age <= cfg.recent_ttl_s:
@@ -52,7 +76,7 @@ def session_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
 _UNSET = object()
 
 
-def query_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
+def query_vector(state: UserState, catalog, now: float, cfg: RealtimeConfig,
                  weights: dict[str, float], session=_UNSET) -> np.ndarray | None:
     """Blend of session and long-term vectors (`session_weight`); either alone if the other is
     missing. Pass `session` when it was computed already (None: there is none)."""
@@ -65,11 +89,11 @@ def query_vector(state: dict | None, catalog, now: float, cfg: RealtimeConfig,
     return _unit(w * session + (1.0 - w) * long_term)
 
 
-def realtime_features(state: dict | None, now: float, cfg: RealtimeConfig) -> dict:
+def realtime_features(state: UserState, now: float, cfg: RealtimeConfig) -> dict:
     """Features of the live session for the bandit: recent categories, session length, recency."""
-    if not state or not state.get("recent"):
+    if not state.recent:
         return {}
-    recent = [e for e in state["recent"] if now - e["ts"] <= cfg.recent_ttl_s]
+    recent = [e for e in state.recent if now - e["ts"] <= cfg.recent_ttl_s]
     if not recent:
         return {"since": "long"}
     categories = Counter(e["c"] for e in recent if e.get("c"))

@@ -11,6 +11,7 @@ import pytest
 
 from app import create_app
 from serving import candidates
+from serving.records import UserState
 from serving.userstate import session_vector
 
 BAD_EVENTS = [
@@ -59,7 +60,7 @@ def test_an_event_updates_the_users_real_time_state(client, store):
     assert after["n"] == before["n"] + 1 and after["last"] > before["last"]
     assert after["recent"][0]["i"] == "i10" and after["recent"][0]["c"] == service.catalog.category(
         service.catalog.row_of["i10"])
-    session = session_vector(after, service.catalog, time.time(), service.config.realtime,
+    session = session_vector(UserState.from_json(after), service.catalog, time.time(), service.config.realtime,
                              service.config.embedding.event_weights)
     assert np.allclose(session, service.catalog.vector(service.catalog.row_of["i10"]), atol=1e-5)
     moved = float(after["vectors"][space] @ service.catalog.vector(service.catalog.row_of["i10"]))
