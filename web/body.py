@@ -1,0 +1,49 @@
+"""Request bodies in, JSON out: the body is application/json, valid UTF-8 text, finite numbers
+of sane size; every answer is JSON without NaN."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Response, current_app, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from banditrec.errors import InvalidRequest
+
+
+def service():
+    """The service this app serves (`create_app` put it in the app's extensions)."""
+    return current_app.extensions["banditrec"]
+
+
+def body():
+    """The request's JSON body: application/json, valid UTF-8 text, finite numbers of sane size."""
+    if not request.is_json:
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    raw = request.get_data(cache=False)
+    try:
+        parsed = json.loads(raw, parse_constant=_reject_constant, parse_int=_int)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    if b"\\u" in raw:  # escapes can spell lone surrogates, which are not text
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)") from None
+    return parsed
+
+
+def as_json(payload, status: int = 200) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status=status,
+                    mimetype="application/json")
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 15:  # beyond 2**53 a JSON number is not exact in most clients
+        raise InvalidRequest(f"body contains the integer {text[:20]}{'...' if len(text) > 20 else ''}, "
+                             "which is out of range (|n| < 10**15)")
+    return int(text)
+
+
+def _reject_constant(name: str):
+    raise InvalidRequest(f"body contains {name}, which is not valid JSON (numbers must be finite)")

@@ -1,0 +1,64 @@
+"""Operations: learning status, metrics, stats, the dashboard, the experiment, the API
+document, liveness and readiness."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from flask import Blueprint, Response
+
+from banditrec.errors import BanditrecError, Unavailable
+from serving import metrics, status
+from serving.experiment import report as experiment_report
+from serving.openapi import document as openapi_document
+from web.body import as_json, service
+
+ops = Blueprint("ops", __name__)
+
+
+@ops.get("/learning")
+def learning():
+    return as_json(status.learning(service()))
+
+
+@ops.get("/metrics")
+def metrics_route():
+    text, content_type = metrics.exposition(service())
+    return Response(text, mimetype=content_type.split(";")[0], headers={"Content-Type": content_type})
+
+
+@ops.get("/stats")
+def stats():
+    return as_json(metrics.summary(service()))
+
+
+@ops.get("/dashboard")
+def dashboard():
+    return Response(resources.files("serving").joinpath("dashboard.html").read_text(encoding="utf-8"),
+                    mimetype="text/html")
+
+
+@ops.get("/experiments")
+def experiments():
+    config = service().config.experiment
+    try:
+        counts = service().store.arm_counts(config.salt)
+    except BanditrecError as exc:
+        raise Unavailable(f"experiment counters unavailable: {exc.message}") from None
+    return as_json(experiment_report(counts, config))
+
+
+@ops.get("/openapi.json")
+def openapi():
+    return as_json(openapi_document(service().config))
+
+
+@ops.get("/health")
+def health():
+    return as_json(status.health(service()))
+
+
+@ops.get("/ready")
+def ready():
+    body, ok = status.ready(service())
+    return as_json(body, 200 if ok else 503)
