@@ -64,6 +64,11 @@ def current_path(data_dir: Path) -> Path | None:
     return path if (path / "meta.json").exists() else None
 
 
+def read_meta(path: Path | None) -> dict:
+    """An index version's meta.json ({} for no version)."""
+    return json.loads((Path(path) / "meta.json").read_text()) if path is not None else {}
+
+
 def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
                  embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int,
                  progress: bool = False, keep: int = 3, publish: bool = True,

@@ -113,7 +113,7 @@ def test_cli_incremental_build_folds_api_items(build, open_service, store, monke
 
 def test_a_full_build_never_lowers_counts_recorded_while_it_ran(build, open_service, store, small_world_files,
                                                                    monkeypatch):
-    import banditrec.build as build_module
+    import banditrec.build.full as build_module
 
     config = build()
     client = create_app(deps=open_service(config)).test_client()
@@ -132,7 +132,7 @@ def test_a_full_build_never_lowers_counts_recorded_while_it_ran(build, open_serv
 
 
 def test_users_are_written_before_current_moves(build, open_service, store, small_world_files, monkeypatch):
-    import banditrec.build as build_module
+    import banditrec.build.full as build_module
 
     config = build()
     before = current_path(config.data.path).name

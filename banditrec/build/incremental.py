@@ -1,0 +1,76 @@
+"""An incremental build: the items added, changed or deleted through the API since the served
+version, folded into a new Annoy version in the same embedding space (no refit, users
+untouched)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from banditrec.build.lock import BuildLock
+from banditrec.config import Config
+from bandit.features import item_line
+from retrieval.bundle import current_path, read_items, read_meta, write_bundle
+from retrieval.catalog import UNTRAINED
+from retrieval.embeddings import ItemEmbedder
+from store import Store
+
+log = logging.getLogger("banditrec.build")
+
+
+def run_incremental(config: Config, store: Store, progress: bool = False) -> dict | None:
+    """Fold API changes since the served version into a new Annoy version (same space).
+    Returns a summary, or None when there was nothing to fold or another build is running."""
+    with BuildLock(store, required=False) as lock:
+        return _incremental_build(config, store, progress) if lock.held else None
+
+
+def _incremental_build(config: Config, store: Store, progress: bool) -> dict | None:
+    t0 = time.perf_counter()
+    current = current_path(config.data.path)
+    meta = read_meta(current)
+    changes = list(store.iter_items(meta.get("catalog_cursor", "0-0")))
+    if not changes:
+        return None
+    if current is not None:
+        items = read_items(current)
+        with np.load(current / "attrs.npz") as attrs:
+            prior = attrs["popularity"] if "popularity" in attrs else np.zeros(len(items))
+        vectors = np.load(current / "vectors.npy")
+        embedder = ItemEmbedder.load(current / "embedder.npz")
+        space = meta.get("space", current.name)
+    else:  # the first version of a catalog that grew through the API
+        items, vectors = [], np.zeros((0, config.embedding.dim), np.float32)
+        embedder, space = ItemEmbedder.untrained(config.embedding), UNTRAINED
+        prior = np.zeros(0)
+    rows = {item["item_id"]: r for r, item in enumerate(items)}
+    extra: dict[str, tuple[dict, np.ndarray]] = {}
+    for _, item, vector, vspace in changes:
+        rows.pop(item["item_id"], None)
+        extra.pop(item["item_id"], None)
+        if not item.get("deleted"):
+            if vector is None or vspace != space:  # embedded while another space was served
+                vector = embedder.embed([item])[0]
+            extra[item["item_id"]] = (item, vector)
+    kept = sorted(rows.values())
+    items = [items[r] for r in kept] + [item for item, _ in extra.values()]
+    if not items:
+        return None
+    vectors = np.vstack([vectors[kept]] + [v[None, :] for _, v in extra.values()])
+    prior = np.concatenate([prior[kept], np.zeros(len(extra))])  # new items have no popularity yet
+    new_meta = {"built_at": time.time(), "catalog_cursor": changes[-1][0], "incremental": True,
+                "full_cursor": meta.get("full_cursor", "0-0"), "space": space,
+                "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {}),
+                "stream_events": meta.get("stream_events", 0), "full_built_at": meta.get("full_built_at", 0.0)}
+    path = write_bundle(config.data.path, items=items, vectors=vectors,
+                        lines=[item_line(i) for i in items], embedder=embedder, meta=new_meta,
+                        n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
+                        keep=config.index.keep_versions, popularity=prior)
+    if current is None:
+        store.put_meta("space", space)
+    log.info("incremental index %s: %d items (%d changes folded) in %.1f s", path.name, len(items),
+             len(changes), time.perf_counter() - t0)
+    return {"version": path.name, "items": len(items), "changes": len(changes),
+            "seconds": round(time.perf_counter() - t0, 2)}
