@@ -121,25 +121,32 @@ def position_weights(impressions: dict[int, float], rewards: dict[int, float]) -
     return out
 
 
+def live_factor(rewards: np.ndarray, exposure: np.ndarray, share: float) -> float:
+    """What puts live rewards on the events' scale: the catalog's engagement `share` over the
+    live reward rate of everything shown (0 while nothing was shown or rewarded)."""
+    total_exposure, total_rewards = float(np.sum(exposure)), float(np.sum(rewards))
+    return share * total_exposure / total_rewards if total_exposure > 0 and total_rewards > 0 else 0.0
+
+
 def live_quality(engaged: np.ndarray, events: np.ndarray, rewards: np.ndarray, exposure: np.ndarray, share: float,
-                 weight: float = 1.0) -> np.ndarray:
+                 weight: float = 0.5, factor: float | None = None) -> np.ndarray:
     """Items' quality once the service has shown them, 0..1: their engagements per event pooled
     with the service's own labelled impressions (rewards per position-weighted exposure, each
     exposure counting as `weight` events), one rate shrunk towards the catalog's `share` by
     `QUALITY_PSEUDO_EVENTS`. Live rewards are put on the events' scale by one factor for the
-    catalog: `share` over the live reward rate of everything shown. Event counts alone mislead
+    catalog (`live_factor`; pass `factor` when the arrays are a few items, not the catalog).
+    Event counts alone mislead
     once the service serves: its clicks arrive as events, its unclicked impressions do not, so
     whatever is shown looks ever better; pooled, an item shown often and rarely clicked sinks
     towards (and below) the catalog's share, and the next best gets its turn.
 
     >>> live_quality(np.array([5.0, 5.0, 0.0]), np.array([10.0, 10.0, 0.0]), np.array([30.0, 10.0, 0.0]),
-    ...              np.array([100.0, 100.0, 0.0]), 0.5).round(3)
+    ...              np.array([100.0, 100.0, 0.0]), 0.5, weight=1.0).round(3)
     array([0.708, 0.292, 0.5  ])
     """
     engaged, events = np.asarray(engaged, dtype=np.float64), np.asarray(events, dtype=np.float64)
-    live = weight > 0 and float(np.sum(exposure)) > 0 and float(np.sum(rewards)) > 0
-    factor = share * float(np.sum(exposure)) / float(np.sum(rewards)) if live else 0.0
-    w = weight if live else 0.0
+    factor = live_factor(rewards, exposure, share) if factor is None else factor
+    w = weight if weight > 0 and factor > 0 else 0.0
     return ((engaged + w * factor * np.asarray(rewards) + QUALITY_PSEUDO_EVENTS * share)
             / (events + w * np.asarray(exposure) + QUALITY_PSEUDO_EVENTS))
 

@@ -95,24 +95,28 @@ def setup(rounds: int, seed: int, k: int = 10, data: str | None = None) -> Setup
 
 
 def replay(policy: str, rounds: int, seed: int, k: int = 10, live_weight: float = 0.5,
-           data: str | None = None) -> tuple[float, float]:
-    """(mean expected clicks per slate over the last half, over the whole run) of one policy."""
+           data: str | None = None, refresh: int = 1) -> tuple[float, float]:
+    """(mean expected clicks per slate over the last half, over the whole run) of one policy;
+    its scores (and the position weights) re-read every `refresh` rounds, the counts updated
+    every round."""
     w = setup(rounds, seed, k, data)
     events, engaged, share = w.events, w.engaged, w.share
     exposure, rewards = np.zeros(len(events)), np.zeros(len(events))
     pos_n, pos_r = {j: 0.0 for j in range(1, k + 1)}, {j: 0.0 for j in range(1, k + 1)}
     fixed = quality(engaged, events, share)
+    score = weights = None
     for r in range(rounds):
-        if policy == "best_static":
-            score = w.truth.item_mean
-        elif policy == "events_fixed":
-            score = fixed
-        else:
-            score = quality(engaged, events, share)
-            if policy == "live":
+        if score is None or r % refresh == 0:
+            if policy == "best_static":
+                score = w.truth.item_mean
+            elif policy == "events_fixed":
+                score = fixed
+            elif policy == "live":
                 score = live_quality(engaged, events, rewards, exposure, share, live_weight)
+            else:
+                score = quality(engaged, events, share)
+            weights = position_weights(pos_n, pos_r)
         top, clicked = w.serve(r, score)
-        weights = position_weights(pos_n, pos_r)
         for j, (i, c) in enumerate(zip(top.tolist(), clicked.tolist()), start=1):
             exposure[i] += weights[j]
             pos_n[j] += 1
@@ -127,10 +131,13 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_weight: float 
 def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__)
     parser.add_argument("--live-weight", type=float, default=0.5, help="model.quality_live_weight")
+    parser.add_argument("--refresh", type=int, default=1, help="rounds between re-reads of the scores (1: every "
+                        "round, as the service reads the candidates' quality; 360: every 30 s at 12 rounds/s)")
     args = parser.parse_args(argv)
     print("| policy | clicks / slate, last half | whole run |\n| --- | --- | --- |")
     for policy in ("best_static", "events", "events_fixed", "live"):
-        last, whole = replay(policy, args.rounds, args.seed, live_weight=args.live_weight, data=args.data)
+        last, whole = replay(policy, args.rounds, args.seed, live_weight=args.live_weight, data=args.data,
+                             refresh=args.refresh)
         print(f"| {policy} | {last:.3f} | {whole:.3f} |", flush=True)
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 
 from banditrec.config import FeedbackConfig, SnapshotConfig
-from bandit.features import at_position, position_weights
+from bandit.features import at_position
 from bandit.vw import Replicas, VWModel, replica_seed
 from serving.metrics import BACKGROUND_FAILURES
 from serving.records import RewardEntry, is_learnable
@@ -76,7 +76,6 @@ class Learner:
                             firsts.append(entry)
                 if firsts:
                     self.store.count_labelled([e.item_id for e in firsts])
-                    self._count_live(firsts)
                 self.cursor = batch[-1][0]
                 self.learned += n_batch
                 self.total += n_batch
@@ -85,13 +84,6 @@ class Learner:
             if len(batch) < batch_size:
                 break
         return learned
-
-    def _count_live(self, entries: list[RewardEntry]) -> None:
-        """Each labelled impression's exposure (its position's weight) and reward, for the items'
-        live quality (`bandit.features.live_quality`)."""
-        weights = position_weights(*self.store.position_counts())
-        self.store.count_live([(e.item_id, e.position, weights.get(e.position, 1.0), max(0.0, e.reward))
-                               for e in entries])
 
     def _learn(self, sid: str, data: dict) -> RewardEntry | None:
         """Learn one stored reward; None (and a dead letter) if it cannot be learned."""

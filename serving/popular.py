@@ -1,5 +1,8 @@
-"""Popularity lists, and the popularity and quality features, kept in-process for a while:
-cheap for cold-start requests, and still there (stale) when Redis is not."""
+"""Popularity lists, and the popularity and quality features. Lists and catalog-wide numbers
+are kept in-process for a while: cheap for cold-start requests, and still there (stale) when
+Redis is not. The candidates' quality is read fresh on every request: a quality a few seconds
+old shows everyone the same items until it is re-read (on real ratings, a quality re-read every
+360 slates instead of every slate cost 0.07 clicks per slate, `benchmarks.quality_replay`)."""
 
 from __future__ import annotations
 
@@ -10,20 +13,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandit.features import live_quality
+from bandit.features import live_factor, live_quality, position_weights
 from store import Store, StoreError
 
 
 @dataclass(frozen=True)
 class ItemSignals:
     """What every request reads about items beyond their features: long-term popularity (0..1),
-    quality (0..1), the catalog's engagement share (the quality of an item never met) and
+    quality (0..1, of the items with most events or exposure: the fallback while Redis is
+    away), the catalog's engagement share (the quality of an item never met), the factor that
+    puts live engagements on the events' scale, the exposure weight of each slate position and
     the item ids by quality, best first."""
 
     popularity: dict[str, float] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
     share: float = 0.0
     by_quality: list[str] = field(default_factory=list)
+    factor: float = 0.0
+    positions: dict[int, float] = field(default_factory=dict)
 
 
 class PopularCache:
@@ -46,11 +53,24 @@ class PopularCache:
 
     def quality(self, ids: list[str]) -> np.ndarray:
         """Each item's quality now (`bandit.features.quality`: the share of its events that
-        were engagements, shrunk towards the catalog's share; pooled with its rewards per
-        impression where the service showed it, `bandit.features.live_quality`); items outside
-        the `feature_top` with most events get the catalog's share."""
+        were engagements, shrunk towards the catalog's share; pooled with its engagements per
+        position-weighted impression where the service showed it, `bandit.features.live_quality`),
+        from its counts as they are now (one round trip); while Redis is away, as last re-read
+        (items outside the `feature_top` then get the catalog's share)."""
         signals = self._signals()
-        return np.fromiter((signals.quality.get(i, signals.share) for i in ids), dtype=np.float64, count=len(ids))
+        try:
+            counts = self.store.item_counts(list(ids))
+        except StoreError:
+            return np.fromiter((signals.quality.get(i, signals.share) for i in ids), dtype=np.float64, count=len(ids))
+        events, engaged, exposure, engagements = (np.array([float(v or 0.0) for v in column], dtype=np.float64)
+                                                  for column in counts)
+        return live_quality(engaged, events, engagements, exposure, signals.share, self.live_weight,
+                            factor=signals.factor)
+
+    def position_weights(self) -> dict[int, float]:
+        """How much an impression at each slate position is worth (`bandit.features.position_weights`),
+        as last re-read; positions not yet seen count 1."""
+        return self._signals().positions
 
     def best(self, n: int) -> list[str]:
         """The n items of highest quality (a candidate source: what those who meet it like)."""
@@ -74,9 +94,11 @@ class PopularCache:
             ids = [*own, *(i for i in live if i not in own)]  # items shown without events start from the share
             n_events, engaged = np.array([own.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
             exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
-            pooled = live_quality(engaged, n_events, rewards, exposure, share, self.live_weight)  # no live: events only
+            factor = live_factor(rewards, exposure, share)
+            pooled = live_quality(engaged, n_events, rewards, exposure, share, self.live_weight, factor)
             quality = dict(zip(ids, pooled.tolist()))
-            values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True))
+            values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True),
+                                 factor, position_weights(*self.store.position_counts()))
         except StoreError:
             values = cached[1] if cached else ItemSignals()
         self._values = (self.clock(), values)

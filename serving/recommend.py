@@ -71,6 +71,8 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                         strategy=service.strategy.name, source=slate.source, aggregation=cfg.aggregation,
                         importance_weighted=service.strategy.importance_weighted and slate.source != "apprentice",
                         arm=arm, experiment=service.config.experiment.salt)
+    weights = service.popular.position_weights()  # what was shown counts for the items' live quality at once
+    shown = [(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items]
     log_entry = None
     if slate.candidates is not None:
         log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.source,
@@ -82,7 +84,8 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                                           close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
                                           log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
                                           arm=(service.config.experiment.salt, arm,
-                                               {"decisions": 1, "impressions": len(slate.items)})):
+                                               {"decisions": 1, "impressions": len(slate.items)}),
+                                          shown=shown):
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)

@@ -83,24 +83,44 @@ class PopularityOps:
             (impressions if name[0] == "n" else rewards)[int(name[1:])] = float(value)
         return impressions, rewards
 
-    @guarded
-    def count_live(self, outcomes: list[tuple[str, int, float, float]]) -> None:
-        """What the service saw itself, per labelled impression (item_id, position, exposure
-        weight, reward): the item's exposure and rewards, and the position's counts."""
-        pipe = self.client.pipeline(transaction=False)
+    def queue_shown(self, pipe, shown: list[tuple[str, int, float]]) -> None:
+        """Queue on `pipe` what the service showed, per slate item (item_id, position, exposure
+        weight): the item's exposure and the position's impressions (`count_engaged` counts
+        what was engaged with)."""
         positions = self._pkey("lpos", "global")
-        for item_id, position, weight, reward in outcomes:
+        for item_id, position, weight in shown:
             pipe.zincrby(self._pkey("le", "global"), weight, item_id)
             pipe.hincrbyfloat(positions, f"n{position}", 1.0)
-            if reward > 0:
-                pipe.zincrby(self._pkey("lr", "global"), reward, item_id)
-                pipe.hincrbyfloat(positions, f"r{position}", reward)
+
+    @guarded
+    def count_shown(self, shown: list[tuple[str, int, float]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_shown(pipe, shown)
         pipe.execute()
+
+    @guarded
+    def count_engaged(self, item_id: str, position: int) -> None:
+        """A shown item was engaged with (its first positive reward in that decision)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zincrby(self._pkey("lr", "global"), 1.0, item_id)
+        pipe.hincrbyfloat(self._pkey("lpos", "global"), f"r{position}", 1.0)
+        pipe.execute()
+
+    @guarded_fast
+    def item_counts(self, ids: list[str]) -> tuple[list, list, list, list]:
+        """Per item: events, engaged events, live exposure and live engagements (None where there
+        are none), in one round trip."""
+        if not ids:
+            return [], [], [], []
+        pipe = self.fast.pipeline(transaction=False)
+        for kind in ("qn", "qe", "le", "lr"):
+            pipe.zmscore(self._pkey(kind, "global"), ids)
+        return tuple(pipe.execute())
 
     @guarded_fast
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, exposure, rewards) of the n items with most position-weighted labelled
-        impressions (`count_live`)."""
+        impressions (`count_shown`, `count_engaged`)."""
         return self._top_with("le", "lr", n)
 
     @guarded_fast

@@ -243,13 +243,13 @@ def test_events_count_toward_quality_and_the_q_feature(build, open_service, stor
 
 def test_what_the_service_shows_moves_quality_by_its_reward_rate(build, open_service, store):
     """Clicks arrive as events, unclicked impressions do not: from event counts alone whatever
-    is shown looks ever better. Each labelled impression the service learns is counted
-    (exposure weighted by its position's reward rate, and its reward), and `Q` pools them
-    with the item's events: shown and never clicked falls below its event quality."""
+    is shown looks ever better. Each item the service shows is counted at once (exposure
+    weighted by its position's reward rate), each first click at once too (not when the
+    decision is learned, a minute later), and `Q` pools them with the item's events: shown and
+    never clicked falls below its event quality."""
     from serving.popular import PopularCache
-    from serving.rewards import close_due
 
-    service = open_service(build(model={"warm_start": False}, feedback={"reward_wait_s": 1.0}))
+    service = open_service(build(model={"warm_start": False}, feedback={"reward_wait_s": 3600.0, "aggregation": "max"}))
     client = create_app(deps=service).test_client()
     shown = Counter()
     clicked = set()
@@ -260,8 +260,8 @@ def test_what_the_service_shows_moves_quality_by_its_reward_rate(build, open_ser
         clicked.add(items[1])  # the second position is always clicked, the others never
         assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": items[1], "reward": 1.0,
                                               "seen": items}).status_code == 200
-    assert close_due(service, now=time.time() + 3600) > 0
-    impressions, rewards = store.position_counts()
+    impressions, rewards = store.position_counts()  # nothing was learned yet: counted as it happened
+    assert service.learner.total == 0
     assert impressions == {1: 12.0, 2: 12.0, 3: 12.0, 4: 12.0} and rewards == {2: 12.0}
     ids = sorted(shown)
     live = {item_id: (e, r) for item_id, e, r in store.live_counts(1000)}
