@@ -238,12 +238,12 @@ def _simulate(config: Config, args) -> int:
 
 def _tune(config: Config, args) -> int:
     from banditrec.config import to_dict
-    from simulations.tune import dump_toml, load_space, table, tune
+    from simulations.tune import changed_settings, dump_toml, load_space, table, tune
 
     result = tune(load_space(args.space), config, jobs=args.jobs, redis_url=config.redis.url or None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ranked.md").write_text(table(result))
-    changed = _diff(result["best_config"], to_dict(config))
+    changed = changed_settings(result["best_config"], to_dict(config))
     (args.out / "best.toml").write_text("# the best config found by `banditrec tune` (only what differs from yours)\n"
                                         + (dump_toml(changed) if changed else "# (the current config stays best)\n"))
     print(table(result))
@@ -251,28 +251,11 @@ def _tune(config: Config, args) -> int:
     return 0
 
 
-def _diff(new: dict, old: dict) -> dict:
-    out = {}
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(old.get(key), dict):
-            inner = _diff(value, old[key])
-            if inner:
-                out[key] = inner
-        elif old.get(key) != value:
-            out[key] = value
-    return out
-
-
 def _settled_log(config: Config):
-    from evaluation.log import from_store
-    from serving.service import load_catalog
+    from evaluation.log import settled
 
-    catalog = load_catalog(config)
     with _store(config) as store:
-        for sid, item, vector, space in store.iter_items(catalog.cursor):
-            catalog.apply(sid, item, vector, space)
-        return from_store(store, catalog, default_reward=config.feedback.default_reward,
-                          settled_after_s=config.feedback.reward_wait_s + config.feedback.close_delay_s)
+        return settled(config, store)
 
 
 def _export(config: Config, args) -> int:

@@ -26,7 +26,9 @@ import numpy as np
 
 from bandit.features import action_line
 from evaluation.estimators import EvaluationError
+from banditrec.config import Config
 from serving.records import is_learnable
+from serving.service import current_catalog
 from store import Store
 
 
@@ -56,6 +58,12 @@ def _learned_rewards(store: Store) -> dict[tuple[str, str], float]:
         if is_learnable(entry) and key not in out:
             out[key] = float(entry["reward"])
     return out
+
+
+def settled(config: Config, store: Store) -> list[LoggedDecision]:
+    """The deployment's settled decisions (`from_store`), with the catalog as it is now."""
+    return from_store(store, current_catalog(config, store), default_reward=config.feedback.default_reward,
+                      settled_after_s=config.feedback.reward_wait_s + config.feedback.close_delay_s)
 
 
 def from_store(store: Store, catalog, *, default_reward: float, settled_after_s: float,

@@ -31,7 +31,7 @@ from banditrec.config import Config
 from bandit.strategies import STRATEGIES
 from serving.background import Periodic
 from serving.rewards import close_due
-from serving.service import adopt_latest, make_learner
+from serving.models import adopt_latest, make_learner
 from store import Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -15,16 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from banditrec.config import Config, ModelConfig
+from banditrec.config import Config
 from banditrec.errors import Unavailable
-from bandit.features import item_line, prior_examples, strip_popularity
+from bandit.features import item_line, strip_popularity
 from bandit.strategies import STRATEGIES, Strategy
-from bandit.vw import Replicas, VWModel
+from bandit.vw import VWModel
 from retrieval.bundle import current_path, load_bundle
 from retrieval.catalog import Catalog
 from retrieval.embeddings import ItemEmbedder
 from serving.background import Periodic
 from serving.learner import Learner
+from serving.models import adopt_latest, make_learner
 from serving.popular import PopularCache
 from serving.ranking import Ranking
 from serving.pregen import refresh_due
@@ -47,64 +48,6 @@ class BuildSteps:
     refitter: Callable[..., Callable[[], dict | None]]
 
 
-def fresh_model(cfg: ModelConfig) -> VWModel:
-    """A model that has learned nothing yet but `model.similarity_prior`,
-    `model.popularity_prior`, `model.quality_prior` and `model.session_prior`: it ranks by
-    retrieval similarity, popularity, quality and the live session until rewards say otherwise. (Measured in the small test world, k = 1, 3000 rewards, epsilon-greedy:
-    from all-zero weights online learning ended at CTR 0.28-0.31, below the 0.33-0.35 of never
-    learning at all; with the similarity prior at 0.34-0.36.)"""
-    model = VWModel(cfg.vw_args())
-    if max(cfg.similarity_prior, cfg.popularity_prior, cfg.quality_prior, cfg.session_prior) > 0:
-        for shared, action, reward in prior_examples(cfg.similarity_prior, cfg.popularity_prior, cfg.quality_prior,
-                                                     cfg.session_prior):
-            model.learn(shared, action, reward, 1.0 / cfg.offline_weight)  # as firmly whatever the rate
-    return model
-
-
-def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, learns: bool = False) -> Learner:
-    """A learner for `strategy` from a snapshot (or a fresh model). A strategy that needs more
-    bootstrap replicas than the snapshot has starts the missing ones as copies of the model,
-    so switching strategies never throws away what was learned. It learns when the serving
-    process learns inline or `learns` (the separate learner); else it only serves."""
-    args = config.model.vw_args()
-    if snapshot is None:
-        model, meta = fresh_model(config.model), {"cursor": "0-0", "version": 0, "t": 0, "replica_blobs": []}
-    else:
-        blob, meta = snapshot
-        model = VWModel(args, blob=blob)
-    replicas = None
-    if strategy.replicas:
-        blobs = list(meta.get("replica_blobs", []))[: strategy.replicas]
-        if len(blobs) < strategy.replicas:
-            copy = model.to_bytes()
-            blobs += [copy] * (strategy.replicas - len(blobs))
-        replicas = Replicas.from_blobs(args, blobs)
-    return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
-                   total=meta.get("t", 0), replicas=replicas, importance_weighted=strategy.importance_weighted,
-                   enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline),
-                   position_bias=config.model.position_bias)
-
-
-def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool) -> bool:
-    """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
-    the separate learner's, a rollback, a previous learner's last one)."""
-    if store.latest_version() <= learner.version:
-        return False
-    snapshot = store.latest_snapshot()
-    if snapshot is None or snapshot[1]["version"] <= learner.version:
-        return False
-    fresh = make_learner(config, store, strategy, snapshot, learns=learns)
-    learner.adopt(fresh.model, fresh.replicas, snapshot[1])
-    origin = snapshot[1].get("origin", "learner")
-    if origin == "rollback":
-        log.info("now at model v%d (rolled back to v%s)", snapshot[1]["version"], snapshot[1].get("from_version"))
-    elif origin != "learner" or learns:
-        log.info("now at model v%d (%s)", snapshot[1]["version"], origin)
-    else:
-        log.debug("now at model v%d (%s)", snapshot[1]["version"], origin)
-    return True
-
-
 def load_catalog(config: Config) -> Catalog:
     """The catalog of the current index version (empty before the first build)."""
     path = current_path(config.data.path)
@@ -116,6 +59,15 @@ def load_catalog(config: Config) -> Catalog:
         bundle.lines[:] = [strip_popularity(line) for line in bundle.lines]   # popularity is live now
     embedder = bundle.embedder if bundle else ItemEmbedder.untrained(config.embedding)
     return Catalog(bundle, config.embedding.dim, item_line, embedder)
+
+
+def current_catalog(config: Config, store: Store) -> Catalog:
+    """The catalog as it is now: the current index version and every change made through the
+    API since it was built."""
+    catalog = load_catalog(config)
+    for sid, item, vector, space in store.iter_items(catalog.cursor):
+        catalog.apply(sid, item, vector, space)
+    return catalog
 
 
 @dataclass
@@ -235,9 +187,7 @@ class Service:
         if path is None or path == served:
             return False
         with self._swap_lock:
-            catalog = load_catalog(self.config)
-            for sid, item, vector, space in self.store.iter_items(catalog.cursor):  # changes since that build
-                catalog.apply(sid, item, vector, space)
+            catalog = current_catalog(self.config, self.store)
             with self._sync_lock:
                 self.catalog = catalog
         log.info("now serving index %s (%d items)", catalog.bundle.version, len(catalog))

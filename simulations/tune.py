@@ -158,6 +158,23 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def changed_settings(new: dict, old: dict) -> dict:
+    """The settings of `new` (a nested config dict) that differ from `old`'s.
+
+    >>> changed_settings({"model": {"bits": 18, "l2": 0.1}, "k": 1}, {"model": {"bits": 18, "l2": 0.0}, "k": 1})
+    {'model': {'l2': 0.1}}
+    """
+    out = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            inner = changed_settings(value, old[key])
+            if inner:
+                out[key] = inner
+        elif old.get(key) != value:
+            out[key] = value
+    return out
+
+
 def dump_toml(data: dict) -> str:
     """Our config dicts as TOML (tables of scalars, lists and inline tables)."""
     out: list[str] = []

@@ -4,6 +4,34 @@
 - also the server at $REDIS_URL when it is set (tests run once per backend).
 
 Each test gets its own key prefix and deletes its keys afterwards, so a shared Redis is safe.
+
+Where a module's tests are (most go through the HTTP app, so a module is often tested in a
+file named after the behaviour; modules not listed have doctests of their own):
+
+    bandit/strategies/, bandit/scoring.py   test_strategies.py, test_squarecb_vw.py, test_filters.py (slate rules)
+    bandit/vw.py, bandit/features.py        test_strategies.py (second half), test_vw_fast_path.py
+    retrieval/index.py, catalog.py, bundle  test_index.py, test_catalog_changes.py
+    retrieval/data.py, embeddings.py, demo  test_embeddings.py, test_demo.py
+    store/                                  test_store.py, test_faults.py, test_cluster.py, test_degraded.py
+    serving/decide, candidates, score, draw test_api.py, test_filters.py, test_realtime.py
+    serving/records.py                      test_records.py
+    serving/userstate.py, events.py         test_realtime.py
+    serving/popular.py (Pop, Q)             test_realtime.py (quality tests)
+    serving/pregen.py                       test_inactive.py
+    serving/feedback, rewards, learner      test_learner.py, test_restart.py, test_concurrency.py
+    serving/learn_loop.py                   test_learn_loop.py, test_scaleout.py
+    serving/experiment.py                   test_experiment.py
+    serving/metrics.py, status.py, web/ops  test_metrics.py, test_dashboard.py
+    web/ (routes, bodies, errors, API key)  test_api.py, test_security.py, test_openapi.py
+    banditrec/config.py and sections        test_config.py, test_readme.py (every knob in the README)
+    banditrec/build/                        test_build.py, test_cli.py, test_catalog_changes.py
+    banditrec/cli.py, supervisor.py         test_cli.py, test_e2e.py, test_faults.py, test_scaleout.py
+    banditrec/warmstart.py                  test_learns_through_the_app.py
+    evaluation/                             test_evaluation.py, test_estimators.py
+    simulations/                            test_simulation.py, test_realdata.py (the ratings world)
+    benchmarks/                             test_benchmarks.py, test_realdata.py
+    the import layers                       test_layers.py
+    learning, end to end                    test_learns_through_the_app.py (a seeded world, the app's clock)
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""The model's lifecycle: a fresh model that starts from its priors, a learner from a
+snapshot (or a fresh model) for a strategy, and adopting a newer snapshot written elsewhere
+(a rollback, a build's warm start, the separate learner's)."""
+
+from __future__ import annotations
+
+import logging
+
+from banditrec.config import Config, ModelConfig
+from bandit.features import prior_examples
+from bandit.strategies import Strategy
+from bandit.vw import Replicas, VWModel
+from serving.learner import Learner
+from store import Store
+
+log = logging.getLogger("serving.service")
+
+
+def fresh_model(cfg: ModelConfig) -> VWModel:
+    """A model that has learned nothing yet but `model.similarity_prior`,
+    `model.popularity_prior`, `model.quality_prior` and `model.session_prior`: it ranks by
+    retrieval similarity, popularity, quality and the live session until rewards say otherwise
+    (README, "How it works": why a model does not start from all-zero weights)."""
+    model = VWModel(cfg.vw_args())
+    if max(cfg.similarity_prior, cfg.popularity_prior, cfg.quality_prior, cfg.session_prior) > 0:
+        for shared, action, reward in prior_examples(cfg.similarity_prior, cfg.popularity_prior, cfg.quality_prior,
+                                                     cfg.session_prior):
+            model.learn(shared, action, reward, 1.0 / cfg.offline_weight)  # as firmly whatever the rate
+    return model
+
+
+def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, learns: bool = False) -> Learner:
+    """A learner for `strategy` from a snapshot (or a fresh model). A strategy that needs more
+    bootstrap replicas than the snapshot has starts the missing ones as copies of the model,
+    so switching strategies never throws away what was learned. It learns when the serving
+    process learns inline or `learns` (the separate learner); else it only serves."""
+    args = config.model.vw_args()
+    if snapshot is None:
+        model, meta = fresh_model(config.model), {"cursor": "0-0", "version": 0, "t": 0, "replica_blobs": []}
+    else:
+        blob, meta = snapshot
+        model = VWModel(args, blob=blob)
+    replicas = None
+    if strategy.replicas:
+        blobs = list(meta.get("replica_blobs", []))[: strategy.replicas]
+        if len(blobs) < strategy.replicas:
+            copy = model.to_bytes()
+            blobs += [copy] * (strategy.replicas - len(blobs))
+        replicas = Replicas.from_blobs(args, blobs)
+    return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
+                   total=meta.get("t", 0), replicas=replicas, importance_weighted=strategy.importance_weighted,
+                   enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline),
+                   position_bias=config.model.position_bias)
+
+
+def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool) -> bool:
+    """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
+    the separate learner's, a rollback, a previous learner's last one)."""
+    if store.latest_version() <= learner.version:
+        return False
+    snapshot = store.latest_snapshot()
+    if snapshot is None or snapshot[1]["version"] <= learner.version:
+        return False
+    fresh = make_learner(config, store, strategy, snapshot, learns=learns)
+    learner.adopt(fresh.model, fresh.replicas, snapshot[1])
+    origin = snapshot[1].get("origin", "learner")
+    if origin == "rollback":
+        log.info("now at model v%d (rolled back to v%s)", snapshot[1]["version"], snapshot[1].get("from_version"))
+    elif origin != "learner" or learns:
+        log.info("now at model v%d (%s)", snapshot[1]["version"], origin)
+    else:
+        log.debug("now at model v%d (%s)", snapshot[1]["version"], origin)
+    return True
