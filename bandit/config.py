@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from bandit.strategies import STRATEGIES  # the registry of strategy classes (numpy only, no VW)
 from banditrec.checks import check_scalar
 from banditrec.errors import ConfigError
-
-from bandit.strategies import STRATEGIES  # the registry of strategy classes (numpy only, no VW)
 
 
 @dataclass(frozen=True)

@@ -200,10 +200,10 @@ def action_lines(cached: list[str], rows, sims=None, live=None, pops=None, quali
     empty = [""] * len(rows)
     sim_tokens, live_tokens, pop_tokens = _similarity_tokens("Sim"), _similarity_tokens("Live"), _pop_tokens()
     s = [sim_tokens[i] for i in _steps(sims)] if sims is not None else empty
-    l = [live_tokens[i] for i in _steps(live)] if live is not None else empty
+    lv = [live_tokens[i] for i in _steps(live)] if live is not None else empty
     p = [pop_tokens[i] if i > _STEPS else "" for i in _steps(pops)] if pops is not None else empty
     q = [_quality_tokens()[i] for i in _steps(quality)] if quality is not None else empty
-    return [cached[r] + a + b + c + d for r, a, b, c, d in zip(rows, s, l, p, q)]
+    return [cached[r] + a + b + c + d for r, a, b, c, d in zip(rows, s, lv, p, q)]
 
 
 def prior_examples(similarity: float, popularity: float, quality: float = 0.0, session: float = 0.0,

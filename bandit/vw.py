@@ -19,7 +19,6 @@ import vowpalwabbit
 
 from bandit.features import with_label
 
-
 _FNV_PRIME = 16777619     # VW's hash for a crossed pair: (FNV prime x first) xor second
 _CONSTANT = 11650396      # VW's constant feature
 

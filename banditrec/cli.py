@@ -1,4 +1,6 @@
-"""The `banditrec` command: build, serve, and look at model snapshots."""
+"""The `banditrec` command: the argument parser and one function per command (build, serve,
+learn, simulate, tune, export, evaluate, model, report); `serve`'s process supervision is
+`banditrec.supervisor`."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from banditrec.logs import setup as setup_logging
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError
+from banditrec.logs import setup as setup_logging
 
 log = logging.getLogger("banditrec")
 
@@ -276,8 +278,9 @@ def _evaluate(config: Config, args) -> int:
     text = table(estimates, len(decisions))
     if args.importance:
         rows = importance(decisions, candidate, estimates)
-        text += "\n### feature importance (candidate's SNIPS without each namespace)\n\n| namespace | without | drop |\n" \
-                "| --- | --- | --- |\n" + "".join(f"| {s} | {w:.4f} | {d:+.4f} |\n" for s, w, d in rows)
+        text += ("\n### feature importance (candidate's SNIPS without each namespace)\n\n"
+                 "| namespace | without | drop |\n| --- | --- | --- |\n"
+                 + "".join(f"| {s} | {w:.4f} | {d:+.4f} |\n" for s, w, d in rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.md").write_text(text)
     plot(estimates, args.out / "evaluation.png")

@@ -21,13 +21,29 @@ from bandit.config import ExplorationConfig, ModelConfig
 from bandit.strategies import STRATEGIES
 from banditrec.checks import check_scalar
 from banditrec.errors import ConfigError
-from retrieval.config import (ENGAGED_TYPES, EVENT_TYPES, DemoConfig, EmbeddingConfig, IndexConfig,  # noqa: F401
-                              RetrievalConfig)  # (re-exported: the whole config is importable from here)
-from serving.config import (BlockRule, ColdStartConfig, DiversityConfig, ExperimentConfig,  # noqa: F401
-                            FeedbackConfig, FiltersConfig, FreshConfig, InactiveConfig, LearningConfig, LogConfig,
-                            RealtimeConfig, SnapshotConfig)
+from retrieval.config import (  # noqa: F401 (re-exported: the whole config is importable from here)
+    ENGAGED_TYPES,
+    EVENT_TYPES,
+    DemoConfig,
+    EmbeddingConfig,
+    IndexConfig,
+    RetrievalConfig,
+)
+from serving.config import (  # noqa: F401
+    BlockRule,
+    ColdStartConfig,
+    DiversityConfig,
+    ExperimentConfig,
+    FeedbackConfig,
+    FiltersConfig,
+    FreshConfig,
+    InactiveConfig,
+    LearningConfig,
+    LogConfig,
+    RealtimeConfig,
+    SnapshotConfig,
+)
 from store.config import RedisConfig
-
 
 
 @dataclass(frozen=True)

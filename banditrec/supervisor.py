@@ -20,7 +20,7 @@ log = logging.getLogger("banditrec")
 
 
 # Measured on 2 cores under load: exact search of 100k vectors p99 15.4 ms with OpenBLAS's
-# default threads, 3.7 ms with one (benchmarks/BENCHMARKS.md). Workers scale with processes.
+# default threads, 3.7 ms with one (BENCHMARKS.md). Workers scale with processes.
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

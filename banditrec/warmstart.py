@@ -4,7 +4,8 @@ Each (user, item) pair of the history is an impression, at its first event (a vi
 click sent without one): reward 1 if the same user clicked, carted or bought the item (at
 any time in the history), else 0, learned without importance weights (the
 history's propensities are unknown), each example weighted as at learning rate 0.1
-(`ModelConfig.offline_weight`), so a low online rate does not thin out what the history says. Features are the ones the service will use: the
+(`ModelConfig.offline_weight`), so a low online rate does not thin out what the history says.
+Features are the ones the service will use: the
 user's profile and taste, the user's previous views standing in for a live session (their
 categories, and the similarity of their summed vectors to the item: so the model learns
 how much a session says), the item's line with its popularity and quality, and the similarity of
@@ -24,9 +25,9 @@ import numpy as np
 from scipy import sparse
 from tqdm import tqdm
 
-from banditrec.config import ENGAGED_TYPES, EVENT_TYPES, Config
 from bandit.features import action_line, item_line, quality, shared_line
 from bandit.vw import VWModel
+from banditrec.config import ENGAGED_TYPES, EVENT_TYPES, Config
 from retrieval.data import Interactions
 from store import Store
 

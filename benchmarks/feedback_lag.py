@@ -26,7 +26,6 @@ from benchmarks.harness import Bench, bench_for, parser_for, percentiles, user_i
 from benchmarks.http_load import Server
 from store import StoreError
 
-
 SNAPSHOT_S = 5.0  # snapshot.interval_s of the measured service
 
 

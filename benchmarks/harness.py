@@ -132,10 +132,3 @@ def user_ids(bench: Bench, n: int, seed: int = 0) -> list[str]:
     return [f"u{u}" for u in rng.integers(bench.config.demo.n_users, size=n)]
 
 
-def rss_mb(pid: int | None = None) -> float:
-    """Resident set size of a process, in MB."""
-    status = Path(f"/proc/{pid or 'self'}/status").read_text()
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")

@@ -201,8 +201,9 @@ def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, 
                                          "after": after,
                                          "growth_pct": {p: round(100.0 * (after[p]["rss"] / before[p]["rss"] - 1), 1)
                                                         for p in after},
-                                         "anon_growth_pct": {p: round(100.0 * (after[p]["anon"] / before[p]["anon"] - 1), 1)
-                                                             for p in after}}
+                                         "anon_growth_pct": {
+                                             p: round(100.0 * (after[p]["anon"] / before[p]["anon"] - 1), 1)
+                                             for p in after}}
     finally:
         server.stop()
     if defaults_rates:  # the shipped retrieval settings (200 neighbours + 50 popular) and strategy
@@ -226,7 +227,8 @@ def report(results: dict, candidates: int = 1000) -> str:
     for strategy, r in results["one_client"].items():
         lines.append(f"| {strategy} | {r['p50']:.2f} | {r['p99']:.2f} |")
     lines += ["", f"Open-loop load, 2 workers + learner, 1 feedback per 5 recommends (separate load process), "
-                  f"{candidates} candidates, k = 10, {list(results['one_client'])[0] if results['one_client'] else ''}:",
+                  f"{candidates} candidates, k = 10, "
+                  f"{list(results['one_client'])[0] if results['one_client'] else ''}:",
               ""] + _ladder_table(results["load"])
     if results.get("defaults_load"):
         lines += ["", "The same at the shipped defaults (Thompson, 200 neighbours + 50 popular candidates, k = 10):",

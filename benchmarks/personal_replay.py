@@ -59,9 +59,9 @@ def replay(rounds: int, seed: int, rank: int = 8, reg: float = 5.0, every: int =
     score = np.tile(base, (n_users, 1))
     for r, u in enumerate(w.users.tolist()):
         if r and r % every == 0:
-            U, I = np.asarray(log_u), np.asarray(log_i)
+            U, It = np.asarray(log_u), np.asarray(log_i)
             Y, W = np.asarray(log_y), np.asarray(log_w)
-            score = base[None, :] + _als(U, I, Y - base[I], W, (n_users, n_items), rank, reg)
+            score = base[None, :] + _als(U, It, Y - base[It], W, (n_users, n_items), rank, reg)
         top, clicked = w.serve(r, score[u])
         log_u += [u] * k
         log_i += top.tolist()

@@ -85,11 +85,22 @@ from tqdm import tqdm
 from benchmarks.harness import ROOT, machine
 from benchmarks.http_load import free_port
 from benchmarks.realdata_report import markdown, plot, report, write_rounds
-from simulations.ratings import (EVENT_MODES, LICENCE, History, MovieLens, Truth, baselines, discount, fit_truth,
-                                 item_record, load_movielens, movielens_dir, split_history, user_context,
-                                 user_profile)
-
-
+from simulations.ratings import (
+    EVENT_MODES,
+    LICENCE,
+    History,
+    MovieLens,
+    Truth,
+    baselines,
+    discount,
+    fit_truth,
+    item_record,
+    load_movielens,
+    movielens_dir,
+    split_history,
+    user_context,
+    user_profile,
+)
 
 # --- the service ---------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ def report(flow: str, log: RoundLog, base: dict[str, np.ndarray], *, windows: in
     window_strategies = [dict(Counter(log.strategy[i] for i in w.tolist())) for w in bounds]
     explored_curve = [float(log.explored[w].sum() / max(1, log.returned[w].sum())) for w in bounds]
     lat = log.latency_ms[ok]
-    return {"ab": ab_test(log, half), 
+    return {"ab": ab_test(log, half),
         "flow": flow, "rounds": rounds, "windows": windows,
         "window_rounds": [[int(w[0]), int(w[-1]) + 1] if len(w) else [] for w in bounds],
         "policies": policies, "paired": paired,

@@ -91,7 +91,8 @@ def measure(bench: Bench, n_queries: int, search_ks=(5000, 10000, 20000, 40000),
                 _exact(sub, q, min(1000, size))
                 e_ms.append((time.perf_counter() - t) * 1000)
             annoy.close()
-            crossover.append({"items": size, "annoy_p50_ms": percentiles(a_ms)[0], "exact_p50_ms": percentiles(e_ms)[0]})
+            crossover.append({"items": size, "annoy_p50_ms": percentiles(a_ms)[0],
+                              "exact_p50_ms": percentiles(e_ms)[0]})
     faster = [c["items"] for c in crossover if c["exact_p50_ms"] <= c["annoy_p50_ms"]]
     return {"items": len(vectors), "n_trees": cfg.index.n_trees, "queries": len(queries),
             "exact_ms": dict(zip(("p50", "p99"), percentiles(exact_ms))), "sweep": sweep, "crossover": crossover,
@@ -100,7 +101,8 @@ def measure(bench: Bench, n_queries: int, search_ks=(5000, 10000, 20000, 40000),
 
 def report(r: dict) -> str:
     lines = [f"{r['items']} items, {r['n_trees']} trees, {r['queries']} queries (users' long-term vectors); "
-             f"exact numpy search of all items: p50 {r['exact_ms']['p50']:.2f} ms, p99 {r['exact_ms']['p99']:.2f} ms.", "",
+             f"exact numpy search of all items: p50 {r['exact_ms']['p50']:.2f} ms, "
+             f"p99 {r['exact_ms']['p99']:.2f} ms.", "",
              "| search_k | recall@100 | recall@1000 | Annoy p50 ms | p99 ms |", "| --- | --- | --- | --- | --- |"]
     for s in r["sweep"]:
         mark = " (configured)" if s["configured"] else ""

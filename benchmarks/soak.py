@@ -45,12 +45,14 @@ def run(bench: Bench, *, requests: int, rate: float, chunks: int = 10, warmup: i
             for name, count in (result["errors"] or {}).items():
                 errors[name] = errors.get(name, 0) + count
             mem = memory_mb(pid)
-            series.append({"requests": (n + 1) * (requests // chunks), "minutes": round((time.monotonic() - t0) / 60, 1),
+            series.append({"requests": (n + 1) * (requests // chunks),
+                           "minutes": round((time.monotonic() - t0) / 60, 1),
                            **mem, "all_p99": result["all_p99"], "achieved_rate": result["achieved_rate"],
                            "errors": result["errors"]})
             print(json.dumps(series[-1]), flush=True)
         last = series[-1]
-        return {"rate": rate, "requests": requests, "warmup": {"requests": min(warmup, requests), "errors": warm["errors"]},
+        return {"rate": rate, "requests": requests,
+                "warmup": {"requests": min(warmup, requests), "errors": warm["errors"]},
                 "after_start": started, "after_warmup": base, "series": series, "errors": errors,
                 "rss_growth_pct": round(100.0 * (last["rss"] / base["rss"] - 1), 1),
                 "anon_growth_pct": round(100.0 * (last["anon"] / base["anon"] - 1), 1)}

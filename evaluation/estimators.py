@@ -134,7 +134,8 @@ def dr(reward, logged_p, target_p, *, action, target_dist, reward_hat, ci: str =
         if not np.all(np.isfinite(dist)) or not np.all(np.isfinite(hat)):
             raise EvaluationError(f"row {row}: target_dist and reward_hat must be finite")
         if np.any(dist < 0) or abs(dist.sum() - 1.0) > 1e-6:
-            raise EvaluationError(f"row {row}: target_dist sums to {dist.sum():.6f}, must be a distribution summing to 1")
+            raise EvaluationError(f"row {row}: target_dist sums to {dist.sum():.6f}, "
+                                  "must be a distribution summing to 1")
         if abs(dist[a] - target_p[row]) > 1e-6:
             raise EvaluationError(f"row {row}: target_p {float(target_p[row])!r} differs from target_dist[action] "
                                   f"{float(dist[a])!r}")

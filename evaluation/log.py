@@ -25,8 +25,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from bandit.features import action_line
-from evaluation.estimators import EvaluationError
 from banditrec.config import Config
+from evaluation.estimators import EvaluationError
 from serving.records import is_learnable
 from serving.service import current_catalog
 from store import Store
@@ -160,4 +160,5 @@ def read_dsjson(path: str | Path) -> Iterator[LoggedDecision]:
                                      extra.get("items", [str(i) for i in range(len(actions))]),
                                      int(doc.get("VWState", {}).get("m", 0) or 0), extra.get("strategy", ""))
             except (KeyError, ValueError, TypeError, IndexError) as exc:
-                raise EvaluationError(f"{path}:{lineno}: not a DSJson decision ({exc.__class__.__name__}: {exc})") from None
+                raise EvaluationError(
+                    f"{path}:{lineno}: not a DSJson decision ({exc.__class__.__name__}: {exc})") from None

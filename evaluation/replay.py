@@ -22,10 +22,10 @@ from collections import Counter
 
 import numpy as np
 
-from banditrec.config import Config
-from bandit.strategies import STRATEGIES
 from bandit.scoring import score
+from bandit.strategies import STRATEGIES
 from bandit.vw import Replicas, VWModel, replica_seed
+from banditrec.config import Config
 from evaluation.estimators import Estimate, EvaluationError, dr, ips, snips
 from evaluation.log import LoggedDecision
 

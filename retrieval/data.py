@@ -28,8 +28,8 @@ from typing import Iterable
 
 import numpy as np
 
-from retrieval.config import EVENT_TYPES
 from banditrec.errors import DataError, InvalidRequest
+from retrieval.config import EVENT_TYPES
 
 MAX_ID_LENGTH = 256
 PROFILE_FIELDS = ("age_group", "location", "signup_source")
@@ -188,7 +188,8 @@ def read_interactions(path: str | Path) -> Interactions:
             reader = csv.DictReader(fh)
             missing = {"user_id", "item_id", "type", "timestamp"} - set(reader.fieldnames or ())
             if missing:
-                raise DataError(f"{path}: header must name user_id,item_id,type,timestamp; missing {', '.join(sorted(missing))}")
+                raise DataError(f"{path}: header must name user_id,item_id,type,timestamp; "
+                                f"missing {', '.join(sorted(missing))}")
             for row in reader:
                 lineno = reader.line_num  # DictReader skips blank lines; count them anyway
                 kind = row["type"]
@@ -197,7 +198,8 @@ def read_interactions(path: str | Path) -> Interactions:
                 try:
                     ts = float(row["timestamp"])
                 except (TypeError, ValueError):
-                    raise DataError(f"{path}:{lineno}: timestamp == {row['timestamp']!r}, must be unix seconds") from None
+                    raise DataError(
+                        f"{path}:{lineno}: timestamp == {row['timestamp']!r}, must be unix seconds") from None
                 if not math.isfinite(ts):
                     raise DataError(f"{path}:{lineno}: timestamp must be finite")
                 if not row["user_id"] or not row["item_id"]:

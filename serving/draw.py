@@ -48,7 +48,8 @@ def slate_items(ranking: Ranking, found: Candidates, scored: Scored, choices: li
             for position, c in enumerate(choices, start=1)]
 
 
-def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | None, choices: list[Choice]) -> list | None:
+def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | None,
+                      choices: list[Choice]) -> list | None:
     """The first position's most likely candidates (always with the chosen one):
     [item_id, similarity, probability] each, or None when the log is off."""
     cfg = ranking.config.log

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-
 from statistics import NormalDist
 
 from banditrec.config import ExperimentConfig

@@ -8,8 +8,8 @@ from banditrec.config import FiltersConfig
 from retrieval.catalog import Catalog
 
 
-def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: frozenset[str] | set[str], context: dict,
-            cfg: FiltersConfig) -> np.ndarray:
+def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: frozenset[str] | set[str],
+            context: dict, cfg: FiltersConfig) -> np.ndarray:
     """Mask over `rows`: available (in stock, not deleted), not excluded by the request, not seen
     (consumed), not blocked by a rule. The one place that decides what may be shown: the
     candidate sources skip unavailable rows only to fill their counts."""

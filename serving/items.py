@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from banditrec.errors import InvalidRequest, NotFound
 from retrieval.data import check_id, normalise_item
 from serving.service import Service

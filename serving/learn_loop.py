@@ -27,11 +27,11 @@ import os
 import threading
 import time
 
-from banditrec.config import Config
 from bandit.strategies import STRATEGIES
+from banditrec.config import Config
 from serving.background import Periodic
-from serving.rewards import close_due
 from serving.models import adopt_latest, make_learner
+from serving.rewards import close_due
 from store import Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import logging
 import threading
 import time
 
-from banditrec.config import FeedbackConfig, SnapshotConfig
 from bandit.features import at_position
 from bandit.vw import Replicas, VWModel, replica_seed
+from banditrec.config import FeedbackConfig, SnapshotConfig
 from serving.metrics import BACKGROUND_FAILURES
 from serving.records import RewardEntry, is_learnable
 from store import Store

@@ -18,8 +18,16 @@ from __future__ import annotations
 import os
 import time
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from serving.experiment import TREATMENT
@@ -148,7 +156,8 @@ def summary(service) -> dict:
     overall = totals.pop("_", {})
     arms = {name: {"decisions": int(t.get("decisions", 0)), "impressions": int(t.get("impressions", 0)),
                    "degraded": int(t.get("degraded", 0)),
-                   "explored_share": t.get("explored_impressions", 0) / t["impressions"] if t.get("impressions") else None,
+                   "explored_share": (t.get("explored_impressions", 0) / t["impressions"]
+                                      if t.get("impressions") else None),
                    "fresh_share": t.get("fresh_impressions", 0) / t["impressions"] if t.get("impressions") else None}
             for name, t in totals.items()}
     learning = {}

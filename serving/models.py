@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 
-from banditrec.config import Config, ModelConfig
 from bandit.features import prior_examples
 from bandit.strategies import Strategy
 from bandit.vw import Replicas, VWModel
+from banditrec.config import Config, ModelConfig
 from serving.learner import Learner
 from store import Store
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.0 document served at `GET /openapi.json`: the HTTP contract of DESIGN.md §9.
+"""The OpenAPI 3.0 document served at `GET /openapi.json`: the HTTP contract (README, "The HTTP API").
 
 Built from the config, so the bounds it states (`k <= server.max_k`, the reward range) are
 the ones the service enforces. `tests/test_openapi.py` runs schemathesis over it: every
@@ -27,7 +27,8 @@ ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
 
 _ERRORS = {"400": "the body or a parameter is invalid; the message names the field",
            "401": "an admin route without the configured API key",
-           "404": "unknown event, item or route (a path id with a line break matches no route)", "405": "method not allowed on this path",
+           "404": "unknown event, item or route (a path id with a line break matches no route)",
+           "405": "method not allowed on this path",
            "409": "the event_id was already used", "410": "the reward came after feedback.reward_wait_s",
            "413": "the body is larger than server.max_body_bytes",
            "415": "the body is not application/json", "503": "Redis could not record it; retry"}
@@ -156,7 +157,8 @@ def document(config: Config) -> dict:
                                    required=("status",), extra=True)))
     ready_body = _obj({"ready": {"type": "boolean"}, "redis": {"type": "boolean"}}, required=("ready",), extra=True)
     ready = _op("Ready: model and index loaded, Redis reachable", {
-        **_ok(ready_body), "503": {"description": "not ready", "content": {"application/json": {"schema": ready_body}}}})
+        **_ok(ready_body),
+        "503": {"description": "not ready", "content": {"application/json": {"schema": ready_body}}}})
     lift = {"type": "object", "nullable": True, "required": ["lift", "ci95", "p_value"], "properties": {
         "lift": {"type": "number"}, "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2,
                                              "maxItems": 2}, "p_value": {"type": "number", "nullable": True}}}

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from banditrec.config import Config
 from bandit.strategies import Strategy
 from bandit.vw import Replicas, VWModel
+from banditrec.config import Config
 from retrieval.catalog import Catalog
 from serving.popular import PopularCache
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-
 from typing import Any, Protocol
 
 from banditrec.config import Config

@@ -42,7 +42,8 @@ def _object(body, what: str) -> dict:
 def _unknown(body: dict, known: set[str]) -> None:
     extra = set(body) - known
     if extra:
-        raise InvalidRequest(f"unknown field(s) {', '.join(sorted(map(str, extra)))}; known: {', '.join(sorted(known))}")
+        raise InvalidRequest(f"unknown field(s) {', '.join(sorted(map(str, extra)))}; "
+                             f"known: {', '.join(sorted(known))}")
 
 
 def _event_id(value, required: bool) -> str | None:
@@ -166,6 +167,7 @@ def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or not 0 <= value <= 1e9:
-            raise InvalidRequest(f"value must be a number between 0 and 1e9 (a price, a dwell time), got {_short(value)}")
+            raise InvalidRequest(
+                f"value must be a number between 0 and 1e9 (a price, a dwell time), got {_short(value)}")
         value = float(value)
     return EventRequest(user_id, item_id, kind, timestamp, value)

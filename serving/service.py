@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from banditrec.config import Config
-from banditrec.errors import Unavailable
 from bandit.features import item_line, strip_popularity
 from bandit.strategies import STRATEGIES, Strategy
 from bandit.vw import VWModel
+from banditrec.config import Config
+from banditrec.errors import Unavailable
 from retrieval.bundle import current_path, load_bundle
 from retrieval.catalog import Catalog
 from retrieval.embeddings import ItemEmbedder
@@ -27,8 +27,8 @@ from serving.background import Periodic
 from serving.learner import Learner
 from serving.models import adopt_latest, make_learner
 from serving.popular import PopularCache
-from serving.ranking import Ranking
 from serving.pregen import refresh_due
+from serving.ranking import Ranking
 from serving.rewards import close_due
 from serving.userstate import UserMemory
 from store import EmbeddedRedis, Store, StoreError, open_store

@@ -55,7 +55,8 @@ def markdown(summary: dict, title: str) -> str:
         cells = []
         for key, _ in COLUMNS:
             mean, half = metrics[key]
-            digits = 3 if key in ("ctr", "fresh_share", "cold_ctr", "reward_per_visit") else 2 if key == "reached_20" else 0
+            digits = (3 if key in ("ctr", "fresh_share", "cold_ctr", "reward_per_visit")
+                      else 2 if key == "reached_20" else 0)
             cells.append("n/a" if not np.isfinite(mean) else
                          f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if np.isfinite(half) else ""))
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")

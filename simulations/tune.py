@@ -108,8 +108,9 @@ def tune(spec: dict, base: Config, *, jobs: int = 2, redis_url: str | None = Non
     configs = [to_dict(apply(base, settings)) for settings in trials]
     embedded = None
     if redis_url is None:
-        from store import EmbeddedRedis
         import tempfile
+
+        from store import EmbeddedRedis
 
         redis_dir = Path(tempfile.mkdtemp(prefix="banditrec-tune-redis-"))
         embedded = EmbeddedRedis(redis_dir, persist=False)

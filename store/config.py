@@ -25,7 +25,8 @@ class RedisConfig:
         check_scalar(self.url, "redis.url", str)
         check_scalar(self.cluster, "redis.cluster", bool)
         if self.cluster and not re.match(r"^rediss?://", self.url):
-            raise ConfigError("redis.cluster = true needs redis.url = redis://host:port (or rediss://) of a cluster node")
+            raise ConfigError("redis.cluster = true needs redis.url = redis://host:port (or rediss://) "
+                              "of a cluster node")
         if self.url and not re.match(r"^(redis|rediss|unix)://", self.url):
             raise ConfigError(f"redis.url == {self.url!r}, must start with redis://, rediss:// or unix://")
         check_scalar(self.prefix, "redis.prefix", str)

@@ -154,10 +154,3 @@ class PopularityOps:
     @guarded_fast
     def top_trending(self, n: int, scope: str = "global") -> list[str]:
         return [text(m) for m in self.fast.zrevrange(self._pkey("trend", scope), 0, n - 1)]
-
-    @guarded
-    def popular_scopes(self) -> list[str]:
-        """The long-term scopes that exist (global and segments), for dashboards and tests."""
-        prefix = self.key("pop", "")
-        return sorted(text(k)[len(prefix):].strip("{}") for k in self.client.scan_iter(match=prefix + "*")
-                      if not text(k).endswith(":tmp"))

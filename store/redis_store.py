@@ -14,7 +14,7 @@ import uuid
 
 import redis
 
-from store.base import Breaker, StoreError, chunks, guarded, guarded_fast, stream_id, text
+from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
 from store.popularity import _BUMP, PopularityOps

@@ -41,12 +41,6 @@ class StreamOps:
             yield from batch
             after = batch[-1][0]
 
-    @guarded
-    def catalog_head(self) -> str:
-        """The id of the newest catalog change ("0-0" when there is none)."""
-        last = self.client.xrevrange(self.key("catalog"), count=1)
-        return text(last[0][0]) if last else "0-0"
-
     # -- user events (the input of the next full build) -----------------------------------
 
     @guarded

@@ -9,7 +9,6 @@ import json
 from typing import Iterable
 
 import numpy as np
-
 import redis
 
 from store.base import guarded, guarded_fast, in_pipeline, text
@@ -102,9 +101,6 @@ class UserOps:
         if not raw and not recent:
             return None
         return decode_user(raw, recent, seen)
-
-    def get_user(self, user_id: str) -> dict | None:
-        return self.user_state(user_id)
 
     @guarded
     def record_user_event(self, user_id: str, *, entry: dict, ts: float, recent_n: int, recent_ttl_s: float,

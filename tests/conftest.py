@@ -85,7 +85,8 @@ def make_config(tmp_path, **sections) -> Config:
             "inactive": {"after_s": 0.0},  # the test world's history is old: everyone would be inactive
             "embedding": {"content_dim": 16, "collab_dim": 16, "text_buckets": 4096},
             "snapshot": {"interval_s": 3600.0, "every_n_updates": 1_000_000},
-            "feedback": {"aggregation": "earliest", "reward_wait_s": 3600.0},  # most tests watch rewards learned at once
+            # most tests watch rewards learned at once
+            "feedback": {"aggregation": "earliest", "reward_wait_s": 3600.0},
             "redis": {"request_timeout_ms": 2000}}  # a loaded CI machine must not turn answers "degraded"
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

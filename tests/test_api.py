@@ -1,13 +1,14 @@
-"""The HTTP contract of DESIGN.md §9 on a real Redis: shapes, errors, propensities, items."""
+"""The HTTP contract (README, "The HTTP API"; `GET /openapi.json`) on a real Redis: shapes, errors,
+propensities, items."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import make_config
 
 from app import create_app
-from conftest import make_config
 
 BAD_RECOMMEND = [
     ([], 400, "recommend body must be a JSON object, got list"),

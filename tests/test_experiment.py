@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import NOW
 
 from app import create_app
+from banditrec.build import run_build
 from banditrec.cli import main
 from banditrec.config import ExperimentConfig
-from banditrec.build import run_build
-from conftest import NOW
 from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, TREATMENT, arm_of, format_report, report
 
 
@@ -73,7 +73,8 @@ def test_holdout_users_get_popularity_and_every_arm_is_counted(ab):
         else:
             assert body["strategy"] in ("personalized", "cold_start")
         item = body["items"][0]["item_id"]
-        assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": item, "reward": 1}).status_code == 200
+        assert client.post("/feedback",
+                           json={"event_id": body["event_id"], "item_id": item, "reward": 1}).status_code == 200
         assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": item, "reward": 1}) \
             .get_json()["duplicate"] is True  # a retry is not a second click
         t0 = service.clock()
@@ -186,4 +187,5 @@ def test_the_holdouts_popularity_is_fed_by_the_history_and_its_own_users_only(bu
     body = client.post("/recommend", json={"user_id": held[0], "k": 3}).get_json()
     order = [item_id for item_id, _ in store.top_popular(100_000, scope=HOLDOUT_SCOPE)]
     positions = [order.index(i["item_id"]) for i in body["items"]]  # in the holdout list's order (stock skipped)
-    assert body["strategy"] == "popularity" and len(positions) == 3 and positions == sorted(positions) and positions[-1] < 10, body
+    assert (body["strategy"] == "popularity" and len(positions) == 3 and positions == sorted(positions)
+            and positions[-1] < 10), body

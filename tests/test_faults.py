@@ -21,13 +21,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_degraded import RedisProcess, _free_port
+from test_e2e import _call
 
 from bandit.vw import VWModel
 from banditrec.config import load_config
 from store import Store
 from store.connection import make_client
-from test_degraded import RedisProcess, _free_port
-from test_e2e import _call
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -68,7 +68,8 @@ class Deployment:
 
     def start(self, *args: str, wait_port: int | None = None, env: dict | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{args[0]}-{time.monotonic_ns()}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "banditrec.cli", *args], cwd=REPO, env={**self.env, **(env or {})},
+        proc = subprocess.Popen([sys.executable, "-m", "banditrec.cli", *args], cwd=REPO,
+                                env={**self.env, **(env or {})},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log = log.name
         deadline = time.monotonic() + 120

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from app import create_app
-from bandit.strategies import EpsilonGreedy, EpsilonGreedyConfig
+from bandit.strategies import EpsilonGreedy, EpsilonGreedyConfig, SlateRules
 
 
 def _client(build, open_service, **sections):
@@ -67,7 +67,7 @@ def test_the_category_cap_keeps_propensities_exact():
     firsts, seconds = Counter(), Counter()
     rng = np.random.default_rng(5)
     for _ in range(20_000):
-        slate = strategy.choose_slate(scores, 2, rng, groups=groups, max_per_group=1)[0]
+        slate = strategy.choose_slate(scores, 2, rng, rules=SlateRules(groups=groups, max_per_group=1))[0]
         assert len({groups[c.index] for c in slate}) == 2
         if slate[0].index == 0:  # given item 0 first, its group is closed: remaining {2, 3, 4}
             seconds[slate[1].index] += 1

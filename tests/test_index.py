@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from banditrec.config import EmbeddingConfig, IndexConfig
 from bandit.features import item_line
+from banditrec.config import EmbeddingConfig, IndexConfig
 from retrieval.bundle import current_path, index_root, load_bundle, read_items, write_bundle
 from retrieval.catalog import Catalog
 from retrieval.demo import generate_world

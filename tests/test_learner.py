@@ -182,7 +182,8 @@ def test_a_build_beside_a_serving_learner_is_adopted_and_snapshots_go_on(build, 
         for n in range(n_rounds):
             body = client.post("/recommend", json={"user_id": f"u{n % 7}", "k": 1}).get_json()
             assert client.post("/feedback", json={"event_id": body["event_id"],
-                                                   "item_id": body["items"][0]["item_id"], "reward": 1.0}).status_code == 200
+                                                   "item_id": body["items"][0]["item_id"],
+                                                   "reward": 1.0}).status_code == 200
         return body
 
     learn(5)

@@ -12,11 +12,11 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import NOW, make_config
 
 from app import create_app
-from banditrec.build import run_build
 from bandit.strategies import STRATEGIES
-from conftest import NOW, make_config
+from banditrec.build import run_build
 from retrieval.demo import generate_world
 from serving import Service
 from store import Store, make_client

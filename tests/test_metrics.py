@@ -3,8 +3,6 @@ rewards, Redis errors and learning gauges; and summed over gunicorn workers."""
 
 from __future__ import annotations
 
-import re
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app

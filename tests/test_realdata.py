@@ -173,7 +173,8 @@ def test_the_simulators_movielens_scenario_runs_on_the_ratings_world(tiny, embed
     assert {r[2] for r in world.initial_log} == {"click", "view"} and len(world.truth.items) == ml.shape[1]
     rated = sorted(history.seen[4])
     assert world.excluded(4) == rated and not world.click_probability(4, np.array(rated), {}, 0).any()
-    results = {spec: run_one(scenario, spec, 1, {}, embedded_redis.url) for spec in ("oracle", "popularity", "banditrec")}
+    results = {spec: run_one(scenario, spec, 1, {}, embedded_redis.url)
+               for spec in ("oracle", "popularity", "banditrec")}
     assert results["oracle"].regret.sum() == 0.0
     assert all(r.regret.min() >= -1e-9 for r in results.values())
 
@@ -189,7 +190,8 @@ def test_the_ab_section_scores_each_arm_by_the_truth():
     assert ab["arms"]["personalized"]["rounds"] == ab["arms"]["holdout"]["rounds"] == 100
     assert ab["lift"] == pytest.approx(expected[0::2].mean() / expected[1::2].mean() - 1)
     assert ab["lift_ci95"][0] < ab["lift"] < ab["lift_ci95"][1] and ab["lift_ci95"][0] > 0.15
-    assert realdata_report.ab_test(SimpleNamespace(arm=["personalized"] * 10, expected=np.ones(10)), slice(0, 10)) is None
+    assert realdata_report.ab_test(SimpleNamespace(arm=["personalized"] * 10, expected=np.ones(10)),
+                                   slice(0, 10)) is None
 
 
 def test_quality_replay_runs_every_policy_on_a_tiny_file(tiny):

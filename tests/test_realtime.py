@@ -1,4 +1,4 @@
-"""Real-time signals and cold start (DESIGN.md §4-5) on a real Redis, through the app."""
+"""Real-time signals and cold start (README, "How it works") on a real Redis, through the app."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def test_a_burst_in_one_category_shifts_the_next_recommendations(build, open_ser
         target = min(categories, key=lambda c: shown.get(c, 0))  # a category the user was not shown
         burst = [i["item_id"] for i in small_world.items if i["category"] == target and i["in_stock"]][:6]
         for item_id in burst:
-            assert client.post("/events", json={"user_id": user, "item_id": item_id, "type": "click"}).status_code == 200
+            assert client.post("/events",
+                               json={"user_id": user, "item_id": item_id, "type": "click"}).status_code == 200
         after = client.post("/recommend", json={"user_id": user, "k": 20, "event_id": f"shift-{user}-1"}).get_json()
         shifts.append(Counter(_categories(client, after["items"]))[target] / 20 - shown.get(target, 0) / 20)
     # measured: 0.25, 0.25, 0.25, 0.30, 0.25, 0.25 of the slate moved to the burst's category (0.05 each
@@ -130,7 +131,8 @@ def _assert_segments_lead_then_slates(client, small_world, store, tag):
 
 
 def test_segment_popularity_leads_cold_start_candidates(client, small_world, store):
-    _assert_segments_lead_then_slates(client, small_world, store, "default")  # defaults mix in global and trending items
+    # defaults mix in global and trending items
+    _assert_segments_lead_then_slates(client, small_world, store, "default")
 
 
 def test_demographic_segments_get_different_popular_items(build, open_service, small_world, store):
@@ -225,7 +227,8 @@ def test_events_count_toward_quality_and_the_q_feature(build, open_service, stor
     liked, ignored, lucky = fresh[:3]
     for n in range(30):
         for item_id, kind in ((liked, "click" if n % 10 else "view"), (ignored, "view")):
-            assert client.post("/events", json={"user_id": f"q{n}", "item_id": item_id, "type": kind}).status_code == 200
+            assert client.post("/events",
+                               json={"user_id": f"q{n}", "item_id": item_id, "type": kind}).status_code == 200
     for n in range(2):
         client.post("/events", json={"user_id": f"q{n}", "item_id": lucky, "type": "click"})
     counts = {item_id: (n, e) for item_id, n, e in store.quality_counts(100_000)}

@@ -54,7 +54,8 @@ def test_duplicate_stream_entries_are_learned_once_also_on_replay(build, open_se
     client = create_app(deps=first).test_client()
     body = client.post("/recommend", json={"user_id": "u1", "k": 2}).get_json()
     item = body["items"][0]["item_id"]
-    assert client.post("/feedback", json={"event_id": body["event_id"], "item_id": item, "reward": 1}).status_code == 200
+    assert client.post("/feedback",
+                       json={"event_id": body["event_id"], "item_id": item, "reward": 1}).status_code == 200
     [(_, entry)] = store.read_rewards()
     store.append_reward(entry, maxlen=10_000)  # as if a retry appended it again after a crash
     assert first.learner.catch_up() == 0

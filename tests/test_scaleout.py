@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_e2e import Served, _call, _free_port
 
 CONFIG = """

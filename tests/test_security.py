@@ -87,8 +87,10 @@ def _bad_inputs(event_id: str, slate_item: str) -> list[tuple[str, str, object, 
         ("POST", "/recommend", b'{"user_id": "\xc3\x28"}', 400),                             # invalid UTF-8
         ("POST", "/recommend", {}, 400),                                                      # missing field
         ("POST", "/recommend", {"user_id": "u1", "event_id": "../../etc/passwd"}, 400),
-        ("POST", "/recommend", {"user_id": "u1", "vw_args": "--save_resume -f /tmp/x"}, 400),  # no VW args from requests
-        ("POST", "/recommend", b"user_id=u1", 400),                                           # a form body labelled JSON
+        # no VW args from requests
+        ("POST", "/recommend", {"user_id": "u1", "vw_args": "--save_resume -f /tmp/x"}, 400),
+        # a form body labelled JSON
+        ("POST", "/recommend", b"user_id=u1", 400),
         ("POST", "/feedback", {**ok_feedback, "reward": -5}, 400),                            # reward below range
         ("POST", "/feedback", {**ok_feedback, "reward": 1e6}, 400),                           # above range
         ("POST", "/feedback", b'{"event_id": "e", "item_id": "i", "reward": NaN}', 400),

@@ -188,5 +188,6 @@ def test_simulate_over_http_sends_the_simulated_time_moved_into_the_servers_past
         server.shutdown()
     sent = [e["timestamp"] for _, e in store.iter_events()][head:]
     spacing = world.clock(100) - world.clock(0)
-    assert sent[1] - sent[0] == pytest.approx(spacing) and sent[2] - sent[1] == pytest.approx(world.clock(199) - world.clock(100))
+    assert (sent[1] - sent[0] == pytest.approx(spacing)
+            and sent[2] - sent[1] == pytest.approx(world.clock(199) - world.clock(100)))
     assert sent[2] <= time.time() and sent[2] == pytest.approx(started, abs=60.0)  # the run's end: the setup's now

@@ -18,17 +18,19 @@ from __future__ import annotations
 import numpy as np
 import vowpalwabbit  # compared with VW directly here; the service only uses bandit/vw.py
 
-from banditrec.config import ModelConfig
 from bandit.features import action_line, shared_line, with_label
 from bandit.strategies import Scores, SquareCB, SquareCBConfig
+from banditrec.config import ModelConfig
 
 CATEGORIES = ["shoes", "bags", "books", "toys"]
 
 
 def _world(rng, n_actions=6):
-    shared = shared_line({"age_group": str(rng.choice(["18-24", "25-34", "55+"])), "taste": [str(rng.choice(CATEGORIES))]},
+    shared = shared_line({"age_group": str(rng.choice(["18-24", "25-34", "55+"])),
+                          "taste": [str(rng.choice(CATEGORIES))]},
                          {"device": str(rng.choice(["mobile", "desktop"]))})
-    actions = [action_line(f"|Item id=i{a} cat={CATEGORIES[a % 4]}", float(rng.uniform(0, 1))) for a in range(n_actions)]
+    actions = [action_line(f"|Item id=i{a} cat={CATEGORIES[a % 4]}", float(rng.uniform(0, 1)))
+               for a in range(n_actions)]
     return shared, actions
 
 
@@ -49,7 +51,8 @@ def test_first_position_distribution_matches_vw_squarecb():
         shared, actions = _world(rng)
         chosen = int(rng.integers(len(actions)))
         reward = float(rng.random() < 0.2 + 0.15 * (chosen % 4))
-        examples = vw.parse([shared] + [with_label(a, -reward, 0.5) if i == chosen else a for i, a in enumerate(actions)])
+        examples = vw.parse([shared] + [with_label(a, -reward, 0.5) if i == chosen else a
+                                        for i, a in enumerate(actions)])
         vw.learn(examples)
         vw.finish_example(examples)
     plain = vowpalwabbit.Workspace(cfg.vw_args())

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from banditrec.config import ModelConfig
-from banditrec.errors import ConfigError
 from bandit.features import action_line, action_lines, at_position, item_line, shared_line, token, with_label
 from bandit.strategies import STRATEGIES, EpsilonGreedy, EpsilonGreedyConfig, Greedy, GreedyConfig, Scores, SlateRules
 from bandit.vw import VWModel
+from banditrec.config import ModelConfig
+from banditrec.errors import ConfigError
 
 LENGTHS = [1, 2, 7, 200]
 REPLICAS = 8

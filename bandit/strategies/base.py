@@ -89,14 +89,14 @@ class Strategy(ABC):
     def distribution(self, scores: Scores) -> tuple[np.ndarray, int]:
         """Probabilities over `scores` (summing to 1) and the index of the exploit choice."""
 
-    def choose_slate(self, scores, k: int, rng: np.random.Generator, groups: np.ndarray | None = None,
-                     max_per_group: int = 0, rules: SlateRules | None = None) -> tuple[list[Choice], np.ndarray]:
+    def choose_slate(self, scores, k: int, rng: np.random.Generator,
+                     rules: SlateRules | None = None) -> tuple[list[Choice], np.ndarray]:
         """Draw up to k distinct candidates, each from the remaining ones (see the module doc).
         Returns the choices and the first position's distribution over all candidates (what
         off-policy evaluation of a one-slot decision needs; zeros when nothing was drawn)."""
         if not isinstance(scores, Scores):
             scores = Scores(np.asarray(scores, dtype=np.float64))
-        rules = rules or SlateRules(groups=groups, max_per_group=max_per_group)
+        rules = rules or SlateRules()
         n = len(scores)
         remaining = np.arange(n)
         slate: list[Choice] = []

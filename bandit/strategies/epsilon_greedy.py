@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditrec.checks import check_scalar
 from bandit.strategies.base import Scores, Strategy, argmax_first
+from banditrec.checks import check_scalar
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
+import numpy as np  # noqa: F401 (the doctests use the module's globals)
 
-from banditrec.checks import check_scalar
 from bandit.strategies.base import Scores, Strategy, argmax_first
+from banditrec.checks import check_scalar
 
 
 @dataclass(frozen=True)

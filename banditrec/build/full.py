@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bandit.features import item_line
 from banditrec.build.inputs import fold_upserts, read_all_interactions, still_there, stored_profiles
 from banditrec.build.lock import BuildLock
 from banditrec.build.popularity import popularity_prior, write_holdout_popularity, write_popularity, write_quality
 from banditrec.config import Config
 from banditrec.errors import DataError
 from banditrec.warmstart import warm_start
-from bandit.features import item_line
 from retrieval.bundle import current_path, publish_bundle, read_items, read_meta, write_bundle
 from retrieval.data import Interactions, read_catalog, read_users
 from retrieval.embeddings import fit_item_embeddings, popularity, user_tastes, user_vectors

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
+from bandit.features import item_line
 from banditrec.build.lock import BuildLock
 from banditrec.config import Config
-from bandit.features import item_line
 from retrieval.bundle import current_path, read_items, read_meta, write_bundle
 from retrieval.catalog import UNTRAINED
 from retrieval.embeddings import ItemEmbedder

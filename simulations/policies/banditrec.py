@@ -110,9 +110,9 @@ class BanditrecHTTP(Policy):
     started on the server's clock: the experiment's sessions and the histories keep the
     world's spacing (sent at the server's now, a day of visits would fall into one session)
     and no event lies in the server's future. The server's live-session features compare
-    with its real clock, so they see most of that past as old. Use a server dedicated to the simulation: the world's catalog and
-    users are PUT into it (ids i0, i1, ... and u0, u1, ...), and items it knows beyond those
-    are not scored."""
+    with its real clock, so they see most of that past as old. Use a server dedicated to the
+    simulation: the world's catalog and users are PUT into it (ids i0, i1, ... and u0, u1,
+    ...), and items it knows beyond those are not scored."""
 
     def __init__(self, url: str):
         parsed = urllib.parse.urlparse(url)
@@ -152,7 +152,8 @@ class BanditrecHTTP(Policy):
     def recommend(self, user, context, k, now):
         _, out = self._call("POST", "/recommend", self.request(user, context, k))
         known = len(self.world.truth.items)  # a server may hold items the simulated world does not know
-        items = [i["item_id"] for i in out["items"] if re.fullmatch(r"i\d+", i["item_id"]) and int(i["item_id"][1:]) < known]
+        items = [i["item_id"] for i in out["items"]
+                 if re.fullmatch(r"i\d+", i["item_id"]) and int(i["item_id"][1:]) < known]
         if items:
             self._call("POST", "/feedback", {"event_id": out["event_id"], "seen": items})
         return out["event_id"], [int(i[1:]) for i in items]
