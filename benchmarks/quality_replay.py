@@ -13,8 +13,11 @@ excluded from their later slates). Policies:
   before `model.quality_live_weight`: unclicked impressions never arrive as events),
 - `events_fixed`: `Q` from the history alone,
 - `live`: `Q` pooled with the items' rewards per position-weighted impression
-  (`bandit.features.position_weights` and `live_quality`, as the service computes them;
-  the clicks arrive as events too, as the benchmark sends them).
+  (`bandit.features.position_weights` and `live_quality`, as the service computes them; the
+  clicks arrive as events too, as the benchmark sends them, and are attributed to the
+  service's slates: counted once, as rewards),
+- `live_unattributed`: the same with the clicks counted again as events (the service before
+  attribution: every click raises the catalog's engagement share, `Q`'s prior).
 
 Prints expected clicks per slate over the last half and the whole run. No network: the data
 comes from the same `recbole` wheel as the HTTP benchmark.
@@ -111,7 +114,9 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_weight: float 
                 score = w.truth.item_mean
             elif policy == "events_fixed":
                 score = fixed
-            elif policy == "live":
+            elif policy.startswith("live"):
+                if policy == "live_unattributed":
+                    share = float(engaged.sum() / events.sum())
                 score = live_quality(engaged, events, rewards, exposure, share, live_weight)
             else:
                 score = quality(engaged, events, share)
@@ -123,8 +128,9 @@ def replay(policy: str, rounds: int, seed: int, k: int = 10, live_weight: float 
             if c:
                 rewards[i] += 1
                 pos_r[j] += 1
-                events[i] += 1  # the click arrives as an event too
-                engaged[i] += 1
+                if policy != "live":  # the click arrives as an event too (attributed under "live")
+                    events[i] += 1
+                    engaged[i] += 1
     return w.result()
 
 
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                         "round, as the service reads the candidates' quality; 360: every 30 s at 12 rounds/s)")
     args = parser.parse_args(argv)
     print("| policy | clicks / slate, last half | whole run |\n| --- | --- | --- |")
-    for policy in ("best_static", "events", "events_fixed", "live"):
+    for policy in ("best_static", "events", "events_fixed", "live_unattributed", "live"):
         last, whole = replay(policy, args.rounds, args.seed, live_weight=args.live_weight, data=args.data,
                              refresh=args.refresh)
         print(f"| {policy} | {last:.3f} | {whole:.3f} |", flush=True)

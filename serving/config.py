@@ -177,6 +177,12 @@ class FeedbackConfig:
         check_scalar(self.default_reward_positions, "feedback.default_reward_positions", int, min=0, max=10_000)
         check_scalar(self.close_delay_s, "feedback.close_delay_s", float, min=0.0)
 
+    @property
+    def attribution_s(self) -> float:
+        """How long a click reported to `/feedback` and the same click sent to `/events` may be
+        apart to be counted once, as the service's (the reward wait and ten minutes)."""
+        return self.reward_wait_s + 600.0
+
 
 @dataclass(frozen=True)
 class LogConfig:

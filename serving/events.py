@@ -55,7 +55,8 @@ def record_event(service: Service, body) -> dict:
     long_term = tuple(s for s in scopes if not s.startswith("cat:")) + ((HOLDOUT_SCOPE,) if arm == HOLDOUT else ())
     service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
                                 cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None,
-                                long_term=long_term, engaged=req.type in ENGAGED_TYPES if row is not None else None)
+                                long_term=long_term, engaged=req.type in ENGAGED_TYPES if row is not None else None,
+                                attribute=(req.user_id, cfg.feedback.attribution_s))
     purchase = req.type == "purchase"
     try:  # the event is recorded: the experiment's counters are best effort
         service.store.session_event(exp.salt, arm, req.user_id, ts, exp.session_gap_s,

@@ -57,7 +57,8 @@ def feedback(service: Service, body) -> dict:
             if service.store.first_click(req.event_id, req.item_id, ttl):
                 service.store.count_arm(decision.experiment or service.config.experiment.salt,
                                         decision.arm or TREATMENT, {"clicks": 1, "reward": req.reward})
-                service.store.count_engaged(req.item_id, decision.items[req.item_id][0])  # its live quality, at once
+                service.store.count_engaged(req.item_id, decision.items[req.item_id][0],  # its live quality, at once
+                                            user_id=decision.user_id or None, attribution_ttl_s=cfg.attribution_s)
         except StoreError as exc:
             log.warning("reward %s recorded, experiment and live quality counters not updated: %s", stream_id, exc)
     if service.learns:  # else the learner process learns it

@@ -2,6 +2,13 @@
 since), decayed "trending" counters, and per item how many events it had and how many of
 them were engagements (click, add_to_cart, purchase): its quality.
 
+An engagement the service caused is counted once: as a live reward of the slate that showed
+the item (`count_engaged`, from `/feedback`). When the same click also arrives as an event
+(clients send it to `/events` too, for the user's history), it is *attributed*: whichever of
+the two comes second finds the other's mark and counts the item's `qa`, which the quality
+counts subtract. Counted as an event as well, every click of the service would raise the
+catalog's engagement share while its unclicked impressions never arrive as events.
+
 A trending score is kept in log space: log(sum of weight x 2^(t / half_life)) over events,
 updated with log-sum-exp in a script. Comparing two items' scores at any moment compares
 their exponentially decayed counts, without ever rewriting old scores.
@@ -28,6 +35,16 @@ if redis.call('ZCARD', KEYS[1]) > keep + keep / 10 then
 end
 return 1
 """
+
+
+_ATTRIBUTE = """
+if redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
+  return 1
+end
+redis.call('SET', KEYS[2], 1, 'EX', ARGV[2])
+return 0
+"""  # KEYS: the other side's mark, this side's mark, the attributed counts; ARGV: item_id, mark ttl
 
 
 class PopularityOps:
@@ -59,20 +76,26 @@ class PopularityOps:
         self._replace(self._pkey("qn", "global"), events)
         self._replace(self._pkey("qe", "global"), engaged)
 
-    def _top_with(self, ranked: str, other: str, n: int) -> list[tuple[str, float, float]]:
-        """(item_id, score, score in `other`) of the n items with the highest scores in `ranked`
-        (global sorted sets of per-item counts; 0 where `other` has none)."""
+    def _top_with(self, ranked: str, others: tuple[str, ...], n: int) -> list[tuple[str, float, list[float]]]:
+        """(item_id, score, its scores in `others`) of the n items with the highest scores in
+        `ranked` (global sorted sets of per-item counts; 0 where another set has none)."""
         top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey(ranked, "global"), 0, n - 1,
                                                                    withscores=True)]
         if not top:
             return []
-        others = self.fast.zmscore(self._pkey(other, "global"), [item_id for item_id, _ in top])
-        return [(item_id, score, float(o or 0.0)) for (item_id, score), o in zip(top, others)]
+        pipe = self.fast.pipeline(transaction=False)
+        for other in others:
+            pipe.zmscore(self._pkey(other, "global"), [item_id for item_id, _ in top])
+        columns = pipe.execute()
+        return [(item_id, score, [float(column[r] or 0.0) for column in columns])
+                for r, (item_id, score) in enumerate(top)]
 
     @guarded_fast
     def quality_counts(self, n: int) -> list[tuple[str, float, float]]:
-        """(item_id, events, engaged events) of the n items with most events."""
-        return self._top_with("qn", "qe", n)
+        """(item_id, events, engaged events) of the n items with most events, the events
+        attributed to the service's slates left out (`attribute_engagement`)."""
+        return [(item_id, *organic(n_events, engaged, attributed))
+                for item_id, n_events, (engaged, attributed) in self._top_with("qn", ("qe", "qa"), n)]
 
     @guarded
     def position_counts(self) -> tuple[dict[int, float], dict[int, float]]:
@@ -98,30 +121,48 @@ class PopularityOps:
         self.queue_shown(pipe, shown)
         pipe.execute()
 
+    def _attribute(self, pipe, side: str, user_id: str, item_id: str, ttl_s: float) -> None:
+        """Queue the attribution of one engagement seen from `side` ("feedback" or "event"):
+        counted as the service's when the other side's mark for (user, item) is there."""
+        other = "event" if side == "feedback" else "feedback"
+        marks = [self.key("attr", "{global}", s, user_id, item_id) for s in (other, side)]
+        in_pipeline(self._attribute_script, pipe, [*marks, self._pkey("qa", "global")],
+                    [item_id, max(1, int(ttl_s))])
+
     @guarded
-    def count_engaged(self, item_id: str, position: int) -> None:
-        """A shown item was engaged with (its first positive reward in that decision)."""
+    def count_engaged(self, item_id: str, position: int, user_id: str | None = None,
+                      attribution_ttl_s: float = 3600.0) -> None:
+        """A shown item was engaged with (its first positive reward in that decision); with the
+        decision's `user_id`, the same click arriving as an event within `attribution_ttl_s`
+        is attributed to the service (not counted again in the item's quality)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zincrby(self._pkey("lr", "global"), 1.0, item_id)
         pipe.hincrbyfloat(self._pkey("lpos", "global"), f"r{position}", 1.0)
+        if user_id is not None:
+            self._attribute(pipe, "feedback", user_id, item_id, attribution_ttl_s)
         pipe.execute()
 
     @guarded_fast
     def item_counts(self, ids: list[str]) -> tuple[list, list, list, list]:
-        """Per item: events, engaged events, live exposure and live engagements (None where there
-        are none), in one round trip."""
+        """Per item: events and engaged events (those attributed to the service's slates left
+        out), live exposure and live engagements (None where there are none), in one round trip."""
         if not ids:
             return [], [], [], []
         pipe = self.fast.pipeline(transaction=False)
-        for kind in ("qn", "qe", "le", "lr"):
+        for kind in ("qn", "qe", "qa", "le", "lr"):
             pipe.zmscore(self._pkey(kind, "global"), ids)
-        return tuple(pipe.execute())
+        events, engaged, attributed, exposure, rewards = pipe.execute()
+        if any(attributed):
+            counted = [organic(float(n or 0.0), float(e or 0.0), float(a or 0.0))
+                       for n, e, a in zip(events, engaged, attributed)]
+            events, engaged = [n for n, _ in counted], [e for _, e in counted]
+        return events, engaged, exposure, rewards
 
     @guarded_fast
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, exposure, rewards) of the n items with most position-weighted labelled
         impressions (`count_shown`, `count_engaged`)."""
-        return self._top_with("le", "lr", n)
+        return [(item_id, exposure, rewards) for item_id, exposure, (rewards,) in self._top_with("le", ("lr",), n)]
 
     @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
@@ -131,11 +172,12 @@ class PopularityOps:
     @guarded
     def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
                       keep: int, unschedule_user: str | None = None, long_term: tuple[str, ...] = (),
-                      engaged: bool | None = None) -> None:
+                      engaged: bool | None = None, attribute: tuple[str, float] | None = None) -> None:
         """Count one weighted event at time `ts` in each trending scope and in the `long_term`
         popularity scopes, and in the item's quality counts unless `engaged` is None (and, in
         the same round trip, take an active user off the pre-generated slates' refresh
-        schedule)."""
+        schedule). An engagement with `attribute` = (user_id, ttl_s) is matched with the
+        service's rewards (`count_engaged`)."""
         pipe = self.client.pipeline(transaction=False)
         if weight > 0:
             x = math.log(weight) + ts * math.log(2.0) / half_life_s
@@ -147,6 +189,8 @@ class PopularityOps:
             pipe.zincrby(self._pkey("qn", "global"), 1, item_id)
             if engaged:
                 pipe.zincrby(self._pkey("qe", "global"), 1, item_id)
+                if attribute is not None:
+                    self._attribute(pipe, "event", attribute[0], item_id, attribute[1])
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
         pipe.execute()
@@ -154,3 +198,14 @@ class PopularityOps:
     @guarded_fast
     def top_trending(self, n: int, scope: str = "global") -> list[str]:
         return [text(m) for m in self.fast.zrevrange(self._pkey("trend", scope), 0, n - 1)]
+
+
+def organic(events: float, engaged: float, attributed: float) -> tuple[float, float]:
+    """An item's (events, engaged events) without the engagements attributed to the service
+    (a build that read fewer events than were attributed since leaves 0, never below).
+
+    >>> organic(10.0, 4.0, 3.0), organic(2.0, 1.0, 5.0)
+    ((7.0, 1.0), (0.0, 0.0))
+    """
+    attributed = min(attributed, engaged)
+    return events - attributed, engaged - attributed

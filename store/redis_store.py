@@ -17,7 +17,7 @@ import redis
 from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
-from store.popularity import _BUMP, PopularityOps
+from store.popularity import _ATTRIBUTE, _BUMP, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
@@ -48,6 +48,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self.fast_breaker = Breaker(retry_after_s)  # request-path reads
         self._claim = client.register_script(_CLAIM)
         self._bump = client.register_script(_BUMP)
+        self._attribute_script = client.register_script(_ATTRIBUTE)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._put = client.register_script(_PUT)

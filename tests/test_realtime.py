@@ -317,3 +317,27 @@ def test_a_low_rank_cross_is_learned_saved_and_restored(build, open_service, sto
     assert again.learner.version == version
     shared, actions = "shared |User id=u1 age=25-34", ["|Item id=i1 cat=a", "|Item id=i2 cat=b"]
     assert np.allclose(again.learner.model.predict(shared, actions), service.learner.model.predict(shared, actions))
+
+
+def test_a_recommended_click_sent_to_feedback_and_events_counts_in_quality_once(build, open_service, store):
+    """The service's own click is a live reward of the slate; the same click sent to `/events`
+    (as clients do, for the user's history) is attributed to it, not counted again as an
+    event, in either order. A click the service did not show is an event as before."""
+    service = open_service(build(model={"warm_start": False}))
+    client = create_app(deps=service).test_client()
+    before = {item_id: (n, e) for item_id, n, e in store.quality_counts(100_000)}
+    body = client.post("/recommend", json={"user_id": "u3", "k": 3}).get_json()
+    first, second, _ = [item["item_id"] for item in body["items"]]
+    click = {"user_id": "u3", "type": "click"}
+    reward = {"event_id": body["event_id"], "reward": 1.0}
+    assert client.post("/feedback", json={**reward, "item_id": first}).status_code == 200
+    assert client.post("/events", json={**click, "item_id": first}).status_code == 200
+    assert client.post("/events", json={**click, "item_id": second}).status_code == 200
+    assert client.post("/feedback", json={**reward, "item_id": second}).status_code == 200
+    assert client.post("/events", json={"user_id": "other", "item_id": first, "type": "click"}).status_code == 200
+    after = {item_id: (n, e) for item_id, n, e in store.quality_counts(100_000)}
+    n, e = before.get(first, (0.0, 0.0))
+    assert after[first] == (n + 1, e + 1)  # the other user's click only
+    assert after.get(second, (0.0, 0.0)) == before.get(second, (0.0, 0.0))
+    live = dict((i, r) for i, _, r in store.live_counts(100))
+    assert live[first] == live[second] == 1.0

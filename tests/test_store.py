@@ -74,6 +74,23 @@ def test_quality_counts_are_replaced_by_a_build_and_counted_up_by_events(store):
     assert store.quality_counts(10) == []
 
 
+def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever_comes_first(store):
+    click = dict(ts=0.0, half_life_s=86400.0, keep=100, engaged=True)
+    store.put_quality({"a": 10.0, "b": 10.0}, {"a": 2.0, "b": 2.0})
+    store.count_engaged("a", 1, user_id="u1", attribution_ttl_s=60)  # the reward first, then the event
+    store.bump_trending(["global"], "a", 3.0, attribute=("u1", 60), **click)
+    store.bump_trending(["global"], "b", 3.0, attribute=("u1", 60), **click)  # the event first, then the reward
+    store.count_engaged("b", 2, user_id="u1", attribution_ttl_s=60)
+    store.bump_trending(["global"], "b", 3.0, attribute=("u2", 60), **click)  # another user's own click: counted
+    assert sorted(store.quality_counts(10)) == [("a", 10.0, 2.0), ("b", 11.0, 3.0)]
+    events, engaged, _, rewards = store.item_counts(["a", "b", "c"])
+    assert (events, engaged, rewards) == ([10.0, 11.0, 0.0], [2.0, 3.0, 0.0], [1.0, 1.0, None])
+    store.bump_trending(["global"], "a", 3.0, attribute=("u1", 60), **click)  # each mark attributes one click
+    store.count_engaged("c", 1)  # without the user: not matched
+    store.bump_trending(["global"], "c", 3.0, attribute=("u1", 60), **click)
+    assert sorted(store.quality_counts(10)) == [("a", 11.0, 3.0), ("b", 11.0, 3.0), ("c", 1.0, 1.0)]
+
+
 def test_users_round_trip_with_vectors_per_space(store):
     vec = np.arange(8, dtype=np.float32) / 10
     assert store.put_users([("u1", {"vector": vec, "taste": ["shoes", "bags"], "n": 4, "age_group": "25-34"}),
