@@ -156,9 +156,9 @@ def load_csv(path) -> dict:
     `target_dist` and `reward_hat` are JSON lists (one value per action of the row). Returns
     keyword arguments for `ips`, `snips` and (with the optional columns) `dr`.
 
-    >>> import io, os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
-    >>> _ = open(path, "w").write("reward,logged_p,target_p\\n1,0.5,1.0\\n0,0.5,0.0\\n")
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
+    >>> _ = path.write_text("reward,logged_p,target_p\\n1,0.5,1.0\\n0,0.5,0.0\\n")
     >>> ips(**load_csv(path)).value
     1.0
     """

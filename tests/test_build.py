@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +28,8 @@ def test_api_upserts_override_the_file_once_and_api_only_items_stay(build, open_
     client = create_app(deps=open_service(config)).test_client()
     assert client.put("/items/i5", json={"category": "from-api", "in_stock": True}).status_code == 200
     assert client.put("/items/api-only", json={"category": "from-api"}).status_code == 200
-    file_i5 = next(json.loads(line) for line in open(small_world_files["items.jsonl"]) if '"i5"' in line)
+    file_i5 = next(json.loads(line) for line in Path(small_world_files["items.jsonl"]).read_text().splitlines()
+                   if '"i5"' in line)
 
     second = _rebuild(config, store, small_world_files)  # the PUT came after the last build: it wins
     assert second["i5"]["category"] == "from-api" and "api-only" in second
@@ -57,7 +59,7 @@ def test_a_rebuild_without_a_users_history_has_no_vector_for_them(tmp_path, stor
     config = make_config(tmp_path)
     _rebuild(config, store, small_world_files)
     log = tmp_path / "log.csv"
-    lines = open(small_world_files["interactions.csv"]).read().splitlines()
+    lines = Path(small_world_files["interactions.csv"]).read_text().splitlines()
     log.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if not ln.startswith("u3,")]) + "\n")
     run_build(config, store, catalog=small_world_files["items.jsonl"], users=small_world_files["users.jsonl"],
               interactions=log, now=NOW, progress=False)
@@ -184,7 +186,7 @@ def test_items_embedded_in_another_space_are_embedded_again(build, open_service,
 
 def test_the_build_writes_each_items_events_and_engagements(build, store, small_world_files):
     build()
-    rows = list(csv.DictReader(open(small_world_files["interactions.csv"])))
+    rows = list(csv.DictReader(Path(small_world_files["interactions.csv"]).read_text().splitlines()))
     expected: dict[str, list[float]] = {}
     for row in rows:
         n, e = expected.setdefault(row["item_id"], [0.0, 0.0])

@@ -67,10 +67,10 @@ class Deployment:
         self.store = Store(self.client, config.redis.prefix)
 
     def start(self, *args: str, wait_port: int | None = None, env: dict | None = None) -> subprocess.Popen:
-        log = open(self.tmp / f"{args[0]}-{time.monotonic_ns()}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "banditrec.cli", *args], cwd=REPO,
-                                env={**self.env, **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.tmp / f"{args[0]}-{time.monotonic_ns()}.log", "wb") as log:  # the child keeps its own
+            proc = subprocess.Popen([sys.executable, "-m", "banditrec.cli", *args], cwd=REPO,
+                                    env={**self.env, **(env or {})},
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log = log.name
         deadline = time.monotonic() + 120
         while wait_port is not None:
