@@ -202,10 +202,10 @@ class PopularityOps:
 
 def organic(events: float, engaged: float, attributed: float) -> tuple[float, float]:
     """An item's (events, engaged events) without the engagements attributed to the service
-    (a build that read fewer events than were attributed since leaves 0, never below).
+    (never below 0 engagements: a build may have read fewer than were attributed since).
 
     >>> organic(10.0, 4.0, 3.0), organic(2.0, 1.0, 5.0)
-    ((7.0, 1.0), (0.0, 0.0))
+    ((7.0, 1.0), (1.0, 0.0))
     """
     attributed = min(attributed, engaged)
     return events - attributed, engaged - attributed
