@@ -114,6 +114,8 @@ class PopularityOps:
         for item_id, position, weight in shown:
             pipe.zincrby(self._pkey("le", "global"), weight, item_id)
             pipe.hincrbyfloat(positions, f"n{position}", 1.0)
+        if shown:
+            pipe.hincrbyfloat(self._pkey("ltot", "global"), "exposure", sum(weight for *_, weight in shown))
 
     @guarded
     def count_shown(self, shown: list[tuple[str, int, float]]) -> None:
@@ -138,25 +140,29 @@ class PopularityOps:
         pipe = self.client.pipeline(transaction=False)
         pipe.zincrby(self._pkey("lr", "global"), 1.0, item_id)
         pipe.hincrbyfloat(self._pkey("lpos", "global"), f"r{position}", 1.0)
+        pipe.hincrbyfloat(self._pkey("ltot", "global"), "rewards", 1.0)
         if user_id is not None:
             self._attribute(pipe, "feedback", user_id, item_id, attribution_ttl_s)
         pipe.execute()
 
     @guarded_fast
-    def item_counts(self, ids: list[str]) -> tuple[list, list, list, list]:
+    def item_counts(self, ids: list[str]) -> tuple[list, list, list, list, tuple[float, float] | None]:
         """Per item: events and engaged events (those attributed to the service's slates left
-        out), live exposure and live engagements (None where there are none), in one round trip."""
-        if not ids:
-            return [], [], [], []
+        out), live exposure and live engagements (None where there are none); and the totals of
+        live exposure and engagements over all items (None before the first), in one round trip."""
         pipe = self.fast.pipeline(transaction=False)
-        for kind in ("qn", "qe", "qa", "le", "lr"):
-            pipe.zmscore(self._pkey(kind, "global"), ids)
-        events, engaged, attributed, exposure, rewards = pipe.execute()
+        if ids:
+            for kind in ("qn", "qe", "qa", "le", "lr"):
+                pipe.zmscore(self._pkey(kind, "global"), ids)
+        pipe.hmget(self._pkey("ltot", "global"), ["exposure", "rewards"])
+        *columns, totals = pipe.execute()
+        events, engaged, attributed, exposure, rewards = columns or ([], [], [], [], [])
         if any(attributed):
             counted = [organic(float(n or 0.0), float(e or 0.0), float(a or 0.0))
                        for n, e, a in zip(events, engaged, attributed)]
             events, engaged = [n for n, _ in counted], [e for _, e in counted]
-        return events, engaged, exposure, rewards
+        totals = (float(totals[0]), float(totals[1])) if None not in totals else None
+        return events, engaged, exposure, rewards, totals
 
     @guarded_fast
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:

@@ -341,3 +341,17 @@ def test_a_recommended_click_sent_to_feedback_and_events_counts_in_quality_once(
     assert after.get(second, (0.0, 0.0)) == before.get(second, (0.0, 0.0))
     live = dict((i, r) for i, _, r in store.live_counts(100))
     assert live[first] == live[second] == 1.0
+
+
+def test_what_the_service_shows_moves_q_at_once_not_when_the_cached_signals_expire(build, open_service, store):
+    """The live scale (rewards per impression → events' scale) comes from totals read with the
+    candidates' counts: the first impressions and clicks count before the 30 s cache expires."""
+    service = open_service(build(model={"warm_start": False}))
+    ignored, liked = [item_id for item_id, _, _ in store.quality_counts(2)]
+    before = service.popular.quality([ignored, liked])  # caches the signals: nothing shown yet
+    for n in range(50):
+        store.count_shown([(ignored, 1, 1.0), (liked, 2, 1.0)])
+        if n % 2:
+            store.count_engaged(liked, 2)
+    after = service.popular.quality([ignored, liked])
+    assert after[0] < before[0] and after[1] > before[1], (before, after)

@@ -83,12 +83,21 @@ def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever
     store.count_engaged("b", 2, user_id="u1", attribution_ttl_s=60)
     store.bump_trending(["global"], "b", 3.0, attribute=("u2", 60), **click)  # another user's own click: counted
     assert sorted(store.quality_counts(10)) == [("a", 10.0, 2.0), ("b", 11.0, 3.0)]
-    events, engaged, _, rewards = store.item_counts(["a", "b", "c"])
+    events, engaged, _, rewards, _ = store.item_counts(["a", "b", "c"])
     assert (events, engaged, rewards) == ([10.0, 11.0, 0.0], [2.0, 3.0, 0.0], [1.0, 1.0, None])
     store.bump_trending(["global"], "a", 3.0, attribute=("u1", 60), **click)  # each mark attributes one click
     store.count_engaged("c", 1)  # without the user: not matched
     store.bump_trending(["global"], "c", 3.0, attribute=("u1", 60), **click)
     assert sorted(store.quality_counts(10)) == [("a", 11.0, 3.0), ("b", 11.0, 3.0), ("c", 1.0, 1.0)]
+
+
+def test_item_counts_carry_the_live_totals_over_all_items(store):
+    assert store.item_counts(["a"])[4] is None  # nothing shown yet
+    store.count_shown([("a", 1, 1.0), ("b", 2, 0.5)])
+    store.count_shown([("c", 1, 1.0)])
+    store.count_engaged("b", 2)
+    assert store.item_counts(["a"])[2:] == ([1.0], [None], (2.5, 1.0))
+    assert store.item_counts([])[4] == (2.5, 1.0)
 
 
 def test_users_round_trip_with_vectors_per_space(store):
