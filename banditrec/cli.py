@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("version", nargs="?", type=int, help="with rollback: the version to go back to")
     model.set_defaults(func=_model)
 
+    dead = sub.add_parser("dead-letters", parents=[common],
+                          help="rewards set aside because they could not be learned, with the error")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead.set_defaults(func=_dead_letters)
+
     report = sub.add_parser("report", parents=[common],
                             help="the A/B holdout: per-arm CTR, conversion, revenue, sessions and the lift")
     report.add_argument("--json", action="store_true", help="the same JSON as GET /experiments")
@@ -308,6 +313,20 @@ def _model(config: Config, args) -> int:
             print(f"v{meta['version']}\tcreated_at={meta['created_at']:.0f}\tlearned={meta.get('learned', 0)}"
                   f"\tt={meta.get('t', 0)}\treplicas={meta.get('replicas', 0)}\tcursor={meta['cursor']}{origin}")
         return 0
+
+
+def _dead_letters(config: Config, args) -> int:
+    import json
+
+    with _store(config) as store:
+        letters = store.dead_letters()
+    for letter in letters:
+        entry = letter["entry"]
+        print(json.dumps(letter) if args.json else
+              f"{letter['id']}\tevent_id={entry.get('event_id')}\titem_id={entry.get('item_id')}\t{letter['error']}")
+    if not args.json:
+        print(f"{len(letters)} reward(s) could not be learned", file=sys.stderr)
+    return 0
 
 
 def _report(config: Config, args) -> int:

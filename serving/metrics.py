@@ -71,7 +71,8 @@ def observe_request(route: str, status: int, seconds: float) -> None:
 
 
 class LearningCollector:
-    """Gauges read when scraped: the model version and how far learning is behind the stream."""
+    """Gauges read when scraped: the model version, how far learning is behind the stream and
+    how many rewards could not be learned."""
 
     def __init__(self, service):
         self.service = service
@@ -82,6 +83,8 @@ class LearningCollector:
         backlog = GaugeMetricFamily("banditrec_reward_backlog", "Rewards in the stream after the model's cursor "
                                                                 "(counted up to 1000)")
         lag = GaugeMetricFamily("banditrec_learn_lag_seconds", "Age of the oldest reward not yet learned (0: none)")
+        dead = GaugeMetricFamily("banditrec_dead_letters", "Rewards set aside because they could not be learned "
+                                                           "(`banditrec dead-letters` lists them)")
         try:
             progress = None if self.service.learns else store.learner_progress()
             cursor = learner.cursor if progress is None else progress.get("cursor", "0-0")
@@ -89,9 +92,10 @@ class LearningCollector:
             version.add_metric([], max(store.latest_version(), learner.version))
             backlog.add_metric([], pending)
             lag.add_metric([], max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+            dead.add_metric([], store.dead_letter_count())
         except Exception:  # Redis away: the gauges are left out, redis errors say why
             return []
-        return [version, backlog, lag]
+        return [version, backlog, lag, dead]
 
 
 def exposition(service) -> tuple[bytes, str]:

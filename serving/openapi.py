@@ -147,6 +147,7 @@ def document(config: Config) -> dict:
     learning = _op("Is it learning: mode, strategy, model version, counts", _ok(_obj({
         "mode": {"type": "string"}, "strategy": {"type": "string"}, "model_version": {"type": "integer"},
         "learned_total": {"type": "integer"}, "learned_here": {"type": "integer"},
+        "dead_letters": {"type": "integer", "nullable": True, "description": "rewards that could not be learned"},
         "waiting": _obj({"decisions": {"type": "integer", "nullable": True},
                          "next_learned_in_s": {"type": "number", "nullable": True},
                          "reward_wait_s": {"type": "number"}}),

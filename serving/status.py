@@ -15,13 +15,14 @@ def learning(service: Service) -> dict:
     try:
         counts = service.store.apprentice_counts()
         waiting, first_due = service.store.waiting()
+        dead = service.store.dead_letter_count()
     except BanditrecError:
-        counts, waiting, first_due = {}, None, None
+        counts, waiting, first_due, dead = {}, None, None, None
     decisions = counts.get("decisions", 0)
     due_in = None if first_due is None else round(max(0.0, first_due - service.clock()), 1)
     return {"mode": config.learning.mode, "strategy": service.strategy.name,
             "model_version": service.learner.version, "learned_total": service.learner.total,
-            "learned_here": service.learner.learned,
+            "learned_here": service.learner.learned, "dead_letters": dead,
             "waiting": {"decisions": waiting, "next_learned_in_s": due_in,
                         "reward_wait_s": config.feedback.reward_wait_s},
             "apprentice": {"decisions": decisions, "matches": counts.get("matches", 0),

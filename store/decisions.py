@@ -215,6 +215,11 @@ class DecisionOps:
                          maxlen=maxlen, approximate=True)
 
     @guarded
+    def dead_letter_count(self) -> int:
+        """How many rewards are set aside as not learnable (the list keeps the newest ~100,000)."""
+        return int(self.client.xlen(self.key("rewards", "dead")))
+
+    @guarded
     def dead_letters(self) -> list[dict]:
         return [{"id": text(f[b"id"]), "entry": json.loads(f[b"e"]), "error": text(f[b"error"])}
                 for _, f in self.client.xrange(self.key("rewards", "dead"))]

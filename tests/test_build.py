@@ -79,6 +79,8 @@ def test_a_reward_that_cannot_be_learned_is_set_aside(build, open_service, store
     assert service.learner.learned == 1  # the good reward behind the broken one was learned
     [dead] = store.dead_letters()
     assert dead["entry"]["event_id"] == "broken" and "KeyError" in dead["error"]
+    assert client.get("/learning").get_json()["dead_letters"] == 1
+    assert "banditrec_dead_letters 1.0" in client.get("/metrics").get_data(as_text=True)
 
 
 def test_a_full_build_learns_from_events_recorded_through_the_api(build, open_service, store, small_world_files):

@@ -83,3 +83,13 @@ def test_model_list_shows_snapshots(cli_env, store, capsys):
     store.put_snapshot(b"model", {"cursor": "5-0", "learned": 12}, keep=3)
     assert main(["model", "list"]) == 0
     assert capsys.readouterr().out.startswith("v1\tcreated_at=")
+
+
+def test_dead_letters_lists_the_rewards_that_could_not_be_learned(cli_env, store, capsys):
+    assert main(["dead-letters"]) == 0 and capsys.readouterr().out == ""
+    store.dead_letter("7-0", {"event_id": "e1", "item_id": "i3"}, "KeyError('shared')")
+    assert main(["dead-letters"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "7-0\tevent_id=e1\titem_id=i3\tKeyError('shared')\n" and "1 reward(s)" in out.err
+    assert main(["dead-letters", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entry"] == {"event_id": "e1", "item_id": "i3"}
