@@ -93,7 +93,7 @@ class PopularityOps:
     @guarded_fast
     def quality_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, events, engaged events) of the n items with most events, the events
-        attributed to the service's slates left out (`attribute_engagement`)."""
+        attributed to the service's slates left out (`count_engaged`, `bump_trending(attribute=...)`)."""
         return [(item_id, *organic(n_events, engaged, attributed))
                 for item_id, n_events, (engaged, attributed) in self._top_with("qn", ("qe", "qa"), n)]
 
