@@ -2,10 +2,12 @@
 
     <data.dir>/index/CURRENT          name of the version being served
     <data.dir>/index/v000003/
-        items.ann      Annoy index (row i = item i)
+        ivf_*.npy      the inverted-file index (index.kind = "ivf"), or
+        items.ann      the Annoy index (index.kind = "annoy"; row i = item i)
         vectors.npy    item vectors, float32, unit length
-        ids.txt        item ids, one per line, in row order
-        lines.txt      each item's cached Vowpal Wabbit feature text, in row order
+        ids.bin, ids.off.npy       item ids in row order (retrieval/columns.py)
+        ids.hash.npy, ids.order.npy  item id -> row
+        lines.bin, lines.off.npy   each item's cached Vowpal Wabbit feature text, in row order
         attrs.npz      in_stock, published_at, category code per row; category names
         embedder.npz   the fitted content projection + ridge map, for items added later
         items.jsonl    the catalog as built (input of the next rebuild)
@@ -22,16 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.columns import IdMap, Strings
 from retrieval.embeddings import ItemEmbedder
-from retrieval.index import VectorIndex, build_annoy
+from retrieval.index import VectorIndex, build_index
 
 
 @dataclass
 class Bundle:
     path: Path
     meta: dict
-    ids: list[str]
-    lines: list[str]
+    ids: Strings                # memory-mapped: shared by the processes that load the version
+    lines: Strings
+    row_of: IdMap
     vectors: np.ndarray
     in_stock: np.ndarray
     published_at: np.ndarray
@@ -70,7 +74,7 @@ def read_meta(path: Path | None) -> dict:
 
 
 def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
-                 embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int,
+                 embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int, kind: str = "ivf", nlist: int = 0,
                  progress: bool = False, keep: int = 3, publish: bool = True,
                  popularity: np.ndarray | None = None) -> Path:
     """Write a new version next to the served one; with `publish`, point CURRENT at it.
@@ -83,10 +87,12 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    build_annoy(vectors, tmp / "items.ann", n_trees, seed, progress)
+    build_index(kind, vectors, tmp, n_trees=n_trees, nlist=nlist, seed=seed, progress=progress)
     np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-    (tmp / "ids.txt").write_text("\n".join(i["item_id"] for i in items), encoding="utf-8")
-    (tmp / "lines.txt").write_text("\n".join(lines), encoding="utf-8")
+    ids = [i["item_id"] for i in items]
+    Strings.write(ids, tmp, "ids")
+    IdMap.write(ids, tmp)
+    Strings.write(lines, tmp, "lines")
     names, codes = np.unique(np.array([i.get("category", "") for i in items], dtype=object), return_inverse=True)
     np.savez(tmp / "attrs.npz", in_stock=np.array([i["in_stock"] for i in items], dtype=bool),
              published_at=np.array([i["published_at"] for i in items], dtype=np.int64),
@@ -96,7 +102,7 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
         for item in items:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
-    meta = {**meta, "version": name, "n_items": len(items), "dim": int(vectors.shape[1])}
+    meta = {**meta, "version": name, "n_items": len(items), "dim": int(vectors.shape[1]), "index_kind": kind}
     meta.setdefault("space", name)  # a full build starts a new embedding space
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     os.replace(tmp, root / name)
@@ -116,10 +122,14 @@ def publish_bundle(data_dir: Path, path: Path, keep: int = 3) -> None:
         shutil.rmtree(root / old, ignore_errors=True)
 
 
-def load_bundle(path: Path, search_k: int, exact_below: int = 0) -> Bundle:
+def load_bundle(path: Path, search_k: int, exact_below: int = 0, kind: str = "ivf") -> Bundle:
     meta = json.loads((path / "meta.json").read_text())
-    ids = _read_lines(path / "ids.txt")
-    lines = _read_lines(path / "lines.txt")
+    if (path / "ids.bin").exists():
+        ids, lines = Strings.load(path, "ids"), Strings.load(path, "lines")
+        row_of = IdMap.load(ids, path)
+    else:  # written by a release before 2026-12: text files, read into memory
+        ids, lines = Strings.of(_read_lines(path / "ids.txt")), Strings.of(_read_lines(path / "lines.txt"))
+        row_of = IdMap.of(ids)
     vectors = np.load(path / "vectors.npy", mmap_mode="r")
     with np.load(path / "attrs.npz") as attrs:
         in_stock, published_at = attrs["in_stock"], attrs["published_at"]
@@ -128,8 +138,8 @@ def load_bundle(path: Path, search_k: int, exact_below: int = 0) -> Bundle:
     if not (len(ids) == len(lines) == len(vectors) == len(in_stock) == meta["n_items"]):
         raise ValueError(f"index version {path} is inconsistent: {meta['n_items']} items in meta.json, "
                          f"{len(ids)} ids, {len(lines)} lines, {len(vectors)} vectors")
-    index = VectorIndex(path / "items.ann", meta["dim"], search_k, vectors, exact_below)
-    return Bundle(path, meta, ids, lines, vectors, in_stock, published_at, category, category_names, popularity,
+    index = VectorIndex(path, meta["dim"], search_k, vectors, exact_below, kind)
+    return Bundle(path, meta, ids, lines, row_of, vectors, in_stock, published_at, category, category_names, popularity,
                   ItemEmbedder.load(path / "embedder.npz"), index)
 
 

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from retrieval.bundle import Bundle
+from retrieval.columns import IdMap, Strings
 
 UNTRAINED = "untrained"  # the space of vectors made before any full build
 
@@ -50,9 +51,9 @@ class Catalog:
         self._lock = threading.Lock()
         n = len(bundle.ids) if bundle else 0
         self.n_base = n
-        self.ids: list[str] = list(bundle.ids) if bundle else []
-        self.lines: list[str] = list(bundle.lines) if bundle else []
-        self.row_of: dict[str, int] = {item_id: r for r, item_id in enumerate(self.ids)}
+        self.ids = bundle.ids.fork() if bundle else Strings.of([])  # shared with the other workers
+        self.lines = bundle.lines.fork() if bundle else Strings.of([])
+        self.row_of = bundle.row_of.fork(self.ids) if bundle else IdMap.of(self.ids)
         self._live = _Grow(np.ones(n, dtype=bool))
         self._in_stock = _Grow(bundle.in_stock if bundle else np.zeros(0, bool))
         self._published = _Grow(bundle.published_at if bundle else np.zeros(0, np.int64))
@@ -197,4 +198,5 @@ class Catalog:
 
     def rows_for(self, item_ids) -> np.ndarray:
         """Rows of the given ids that exist (unknown ids are skipped)."""
-        return np.fromiter((self.row_of[i] for i in item_ids if i in self.row_of), dtype=np.int64)
+        get = self.row_of.get
+        return np.fromiter((r for r in map(get, item_ids) if r is not None), dtype=np.int64)

@@ -74,12 +74,16 @@ class EmbeddingConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Annoy (angular metric on unit vectors). More trees / search_k: better recall, slower.
+    """The vector index: `kind` "ivf" (k-means partitions, exact search inside the nearest; `nlist`
+    partitions, 0 = about 2 sqrt(n)) or "annoy" (`n_trees` trees, angular metric). `search_k`: how
+    much a query inspects (ivf: vectors scanned; annoy: tree nodes); more is better recall, slower.
     A running service refits the embeddings (a full build from what it received) when at
     least `refit_min_events` events arrived since the last full build and they are
     `refit_growth` x the events that build read, or `refit_interval_s` has passed; it checks
     every `refit_check_s` (0: never)."""
 
+    kind: str = "ivf"
+    nlist: int = 0
     n_trees: int = 50
     search_k: int = 20_000
     build_seed: int = 42
@@ -93,6 +97,8 @@ class IndexConfig:
     refit_min_events: int = 1000
 
     def __post_init__(self):
+        check_scalar(self.kind, "index.kind", str, choices=("ivf", "annoy"))
+        check_scalar(self.nlist, "index.nlist", int, min=0, max=1_000_000)
         check_scalar(self.n_trees, "index.n_trees", int, min=1, max=1000)
         check_scalar(self.search_k, "index.search_k", int, min=-1)
         check_scalar(self.build_seed, "index.build_seed", int, min=0)

@@ -22,6 +22,7 @@ from banditrec.config import Config
 from banditrec.errors import Unavailable
 from retrieval.bundle import current_path, load_bundle
 from retrieval.catalog import Catalog
+from retrieval.columns import Strings
 from retrieval.embeddings import ItemEmbedder
 from serving.background import Periodic
 from serving.learner import Learner
@@ -51,12 +52,13 @@ class BuildSteps:
 def load_catalog(config: Config) -> Catalog:
     """The catalog of the current index version (empty before the first build)."""
     path = current_path(config.data.path)
-    bundle = load_bundle(path, config.index.search_k, config.index.exact_below) if path else None
+    bundle = load_bundle(path, config.index.search_k, config.index.exact_below,
+                                            config.index.kind) if path else None
     if bundle is not None and bundle.meta["dim"] != config.embedding.dim:
         raise ValueError(f"index {path} has dimension {bundle.meta['dim']}, config says "
                          f"{config.embedding.dim}: rebuild with `banditrec build`")
     if bundle is not None and bundle.lines and " |Pop " in bundle.lines[0]:  # built by an older release
-        bundle.lines[:] = [strip_popularity(line) for line in bundle.lines]   # popularity is live now
+        bundle.lines = Strings.of(strip_popularity(line) for line in bundle.lines)   # popularity is live now
     embedder = bundle.embedder if bundle else ItemEmbedder.untrained(config.embedding)
     return Catalog(bundle, config.embedding.dim, item_line, embedder)
 

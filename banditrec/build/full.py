@@ -80,9 +80,10 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
     prior = popularity_prior(popularity(engagement))
     path = write_bundle(config.data.path, items=items, vectors=vectors,
                         lines=[item_line(i) for i in items], embedder=embedder, meta=meta,
-                        n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
+                        n_trees=config.index.n_trees, seed=config.index.build_seed, kind=config.index.kind,
+                        nlist=config.index.nlist, progress=progress,
                         publish=False, popularity=prior)
-    log.info("wrote index %s (%d trees) in %.1f s", path.name, config.index.n_trees, time.perf_counter() - t2)
+    log.info("wrote index %s (%s) in %.1f s", path.name, config.index.kind, time.perf_counter() - t2)
 
     # Users first, in the new space (the previous space stays for services still serving it);
     # CURRENT moves last, so no service swaps to a version whose users are not written yet.

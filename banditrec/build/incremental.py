@@ -66,7 +66,8 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
                 "stream_events": meta.get("stream_events", 0), "full_built_at": meta.get("full_built_at", 0.0)}
     path = write_bundle(config.data.path, items=items, vectors=vectors,
                         lines=[item_line(i) for i in items], embedder=embedder, meta=new_meta,
-                        n_trees=config.index.n_trees, seed=config.index.build_seed, progress=progress,
+                        n_trees=config.index.n_trees, seed=config.index.build_seed, kind=config.index.kind,
+                        nlist=config.index.nlist, progress=progress,
                         keep=config.index.keep_versions, popularity=prior)
     if current is None:
         store.put_meta("space", space)

@@ -1,0 +1,170 @@
+"""Per-row strings of an index version (item ids, cached feature lines) and the id -> row map,
+in memory-mapped files, so that N worker processes share one copy through the page cache
+instead of each holding a million Python strings and a dict.
+
+    <name>.bin        the strings, UTF-8, back to back
+    <name>.off.npy    int64 offsets: row r is bytes off[r]:off[r+1]
+    ids.hash.npy      uint64 hashes of the ids, sorted (blake2b, 8 bytes: stable across processes)
+    ids.order.npy     int64 rows in that order
+
+Rows appended after the build (items upserted through the API) live in ordinary Python
+objects on top; they are few between builds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import mmap
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # np.save on a path would append ".npy" to names like "ids.off"
+        np.save(fh, array)
+
+
+def _map(path: Path):
+    """A read-only map of a file (b"" for an empty one, which mmap refuses)."""
+    if os.path.getsize(path) == 0:
+        return b""
+    with open(path, "rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class Strings:
+    """Strings by row: the built rows from a blob and offsets, later rows from a list."""
+
+    def __init__(self, blob, offsets: np.ndarray):
+        self._blob = blob
+        self._offsets = memoryview(np.ascontiguousarray(offsets, dtype=np.int64))  # fast scalar reads
+        self._n = len(offsets) - 1
+        self._extra: list[str] = []
+
+    @staticmethod
+    def write(strings: Iterable[str], directory: Path, name: str) -> None:
+        encoded = [s.encode("utf-8") for s in strings]
+        (Path(directory) / f"{name}.bin").write_bytes(b"".join(encoded))
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        _save(Path(directory) / f"{name}.off.npy", offsets)
+
+    @classmethod
+    def load(cls, directory: Path, name: str) -> "Strings":
+        return cls(_map(Path(directory) / f"{name}.bin"),
+                   np.load(Path(directory) / f"{name}.off.npy", mmap_mode="r"))
+
+    @classmethod
+    def of(cls, strings: Iterable[str]) -> "Strings":
+        """In memory (an index version written by an older release, tests)."""
+        encoded = [s.encode("utf-8") for s in strings]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        return cls(b"".join(encoded), offsets)
+
+    def __len__(self) -> int:
+        return self._n + len(self._extra)
+
+    def __getitem__(self, row) -> str:
+        row = int(row)
+        if row < 0:
+            row += len(self)
+        if 0 <= row < self._n:
+            return self._blob[self._offsets[row]:self._offsets[row + 1]].decode("utf-8")
+        return self._extra[row - self._n]
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[r] for r in range(len(self)))
+
+    def append(self, text: str) -> None:
+        self._extra.append(text)
+
+    def fork(self) -> "Strings":
+        """The same built rows (shared), with appends of its own from here on."""
+        other = Strings.__new__(Strings)
+        other._blob, other._offsets, other._n, other._extra = self._blob, self._offsets, self._n, list(self._extra)
+        return other
+
+
+class IdMap:
+    """item id -> row, like a dict: a hash table of the built rows (sorted hashes, binary
+    search, the id compared on a hit), with later additions and removals in a dict on top."""
+
+    def __init__(self, ids: Strings, hashes: np.ndarray, order: np.ndarray):
+        self._ids = ids
+        self._hashes = hashes
+        self._hash_view = memoryview(np.ascontiguousarray(hashes, dtype=np.uint64))
+        self._order = memoryview(np.ascontiguousarray(order, dtype=np.int64))
+        self._changed: dict[str, int | None] = {}  # None: removed
+
+    @staticmethod
+    def write(ids: list[str], directory: Path) -> None:
+        hashes = np.fromiter((_stable_hash(i) for i in ids), dtype=np.uint64, count=len(ids))
+        order = np.argsort(hashes, kind="stable")
+        _save(Path(directory) / "ids.hash.npy", hashes[order])
+        _save(Path(directory) / "ids.order.npy", order.astype(np.int64))
+
+    @classmethod
+    def load(cls, ids: Strings, directory: Path) -> "IdMap":
+        return cls(ids, np.load(Path(directory) / "ids.hash.npy", mmap_mode="r"),
+                   np.load(Path(directory) / "ids.order.npy", mmap_mode="r"))
+
+    @classmethod
+    def of(cls, ids: Strings) -> "IdMap":
+        """Built in memory from `ids` (duplicates: the last row wins, as a dict would have it)."""
+        built = cls(ids, np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        for row, item_id in enumerate(ids):
+            built._changed[item_id] = row
+        return built
+
+    def fork(self, ids: Strings) -> "IdMap":
+        """The same built rows (shared) over `ids` (a fork of this map's), with changes of its own."""
+        other = IdMap.__new__(IdMap)
+        other._ids, other._hashes, other._hash_view, other._order = ids, self._hashes, self._hash_view, self._order
+        other._changed = dict(self._changed)
+        return other
+
+    def _base(self, item_id: str) -> int | None:
+        h = _stable_hash(item_id)
+        i = bisect.bisect_left(self._hash_view, h)
+        found = None
+        while i < len(self._hash_view) and self._hash_view[i] == h:
+            row = self._order[i]
+            if self._ids[row] == item_id:
+                found = row if found is None else max(found, row)  # a duplicate id: the last row
+            i += 1
+        return found
+
+    def get(self, item_id: str, default=None):
+        if item_id in self._changed:
+            row = self._changed[item_id]
+        else:
+            row = self._base(item_id)
+        return default if row is None else row
+
+    def __contains__(self, item_id: str) -> bool:
+        return self.get(item_id) is not None
+
+    def __getitem__(self, item_id: str) -> int:
+        row = self.get(item_id)
+        if row is None:
+            raise KeyError(item_id)
+        return row
+
+    def __setitem__(self, item_id: str, row: int) -> None:
+        self._changed[item_id] = row
+
+    def pop(self, item_id: str, default=None):
+        row = self.get(item_id)
+        if row is None:
+            return default
+        self._changed[item_id] = None
+        return row

@@ -1,0 +1,67 @@
+"""Item ids and feature lines in memory-mapped files, and the id -> row map over them
+(retrieval/columns.py)."""
+
+import numpy as np
+import pytest
+
+from retrieval import columns
+from retrieval.columns import IdMap, Strings
+
+IDS = ["sku-1", "ünï cödé", "", "sku|2", "x" * 300, "sku-1b"]
+
+
+def test_strings_written_and_mapped_read_back_row_by_row(tmp_path):
+    Strings.write(IDS, tmp_path, "ids")
+    ids = Strings.load(tmp_path, "ids")
+    assert len(ids) == len(IDS) and list(ids) == IDS
+    assert ids[np.int64(1)] == "ünï cödé" and ids[-1] == "sku-1b"
+    forked = ids.fork()
+    forked.append("new")
+    assert len(forked) == len(IDS) + 1 and forked[len(IDS)] == "new" and forked[-1] == "new"
+    assert len(ids) == len(IDS)  # the original does not see the fork's appends
+    with pytest.raises(IndexError):
+        ids[len(IDS)]
+
+
+def test_empty_columns_map_too(tmp_path):
+    Strings.write([], tmp_path, "lines")
+    IdMap.write([], tmp_path)
+    lines = Strings.load(tmp_path, "lines")
+    assert len(lines) == 0 and list(lines) == []
+    row_of = IdMap.load(lines, tmp_path)
+    assert row_of.get("a") is None and "a" not in row_of
+
+
+def test_id_map_finds_every_row_and_nothing_else(tmp_path):
+    Strings.write(IDS, tmp_path, "ids")
+    IdMap.write(IDS, tmp_path)
+    ids = Strings.load(tmp_path, "ids")
+    row_of = IdMap.load(ids, tmp_path)
+    assert [row_of[i] for i in IDS] == list(range(len(IDS)))
+    assert row_of.get("sku-") is None and "sku-2" not in row_of and row_of.get("nope", -1) == -1
+    with pytest.raises(KeyError):
+        row_of["nope"]
+
+
+def test_id_map_changes_sit_on_top_of_the_built_rows(tmp_path):
+    Strings.write(IDS, tmp_path, "ids")
+    IdMap.write(IDS, tmp_path)
+    base = IdMap.load(Strings.load(tmp_path, "ids"), tmp_path)
+    row_of = base.fork(Strings.load(tmp_path, "ids"))
+    assert row_of.pop("sku-1") == 0 and "sku-1" not in row_of and row_of.pop("sku-1") is None
+    row_of["sku-1"] = 9
+    row_of["brand-new"] = 10
+    assert row_of["sku-1"] == 9 and row_of["brand-new"] == 10
+    assert base["sku-1"] == 0 and "brand-new" not in base  # the fork's changes are its own
+
+
+def test_a_hash_collision_is_resolved_by_comparing_the_ids(monkeypatch):
+    ids = Strings.of(["a", "b", "c"])
+    monkeypatch.setattr(columns, "_stable_hash", lambda text: 7)  # every id collides
+    row_of = IdMap(ids, np.array([7, 7, 7], np.uint64), np.array([0, 1, 2]))
+    assert [row_of.get(i) for i in ("a", "b", "c", "d")] == [0, 1, 2, None]
+
+
+def test_in_memory_map_keeps_the_last_row_of_a_duplicate_id():
+    row_of = IdMap.of(Strings.of(["a", "b", "a"]))
+    assert row_of["a"] == 2 and row_of["b"] == 1
