@@ -96,8 +96,10 @@ class IVFIndex:
         directory = Path(directory)
         self.centroids = np.load(directory / "ivf_centroids.npy")
         self.offsets = np.load(directory / "ivf_offsets.npy")
-        self.rows = np.load(directory / "ivf_rows.npy", mmap_mode="r")
-        self.vectors = np.load(directory / "ivf_vectors.npy", mmap_mode="r")
+        # plain ndarray views of the maps: slicing a np.memmap costs microseconds per slice
+        self.rows = np.asarray(np.load(directory / "ivf_rows.npy", mmap_mode="r"))
+        self.vectors = np.asarray(np.load(directory / "ivf_vectors.npy", mmap_mode="r"))
+        self._bounds = list(zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()))
         self.sizes = np.diff(self.offsets)
         self.search_k = search_k
         self.n_items = len(self.rows)
@@ -109,12 +111,18 @@ class IVFIndex:
         query = np.asarray(query, dtype=np.float32)
         order = np.argsort(-(self.centroids @ query))
         want = max(n, self.search_k) if self.search_k >= 0 else self.n_items
-        probes = order[: int(np.searchsorted(np.cumsum(self.sizes[order]), want)) + 1]
-        sims = np.concatenate([self.vectors[self.offsets[p]:self.offsets[p + 1]] @ query for p in probes])
-        positions = np.concatenate([np.arange(self.offsets[p], self.offsets[p + 1]) for p in probes])
+        scanned = np.cumsum(self.sizes[order])
+        probes = order[: int(np.searchsorted(scanned, want)) + 1].tolist()
+        vectors, bounds = self.vectors, self._bounds
+        sims = np.concatenate([vectors[bounds[p][0]:bounds[p][1]] @ query for p in probes])
         top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
         top = top[np.argsort(-sims[top], kind="stable")]
-        return np.asarray(self.rows[positions[top]], dtype=np.int64), sims[top]
+        # a position in `sims` -> its probe -> its place in the file
+        ends = scanned[: len(probes)]
+        k = np.searchsorted(ends, top, side="right")
+        starts = self.offsets[:-1][np.asarray(probes)]
+        positions = starts[k] + top - (ends[k] - self.sizes[np.asarray(probes)][k])
+        return self.rows[positions].astype(np.int64), sims[top]
 
     def close(self) -> None:
         """Drop the maps (the files stay valid for other processes)."""
