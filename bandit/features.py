@@ -192,18 +192,20 @@ def _step(value: float) -> int:
     return int(round(value * _STEPS)) + _STEPS
 
 
-def action_lines(cached: list[str], rows, sims=None, live=None, pops=None, quality=None) -> list[str]:
-    """`action_line` for many rows at once (the request path's loop over candidates)."""
+def action_lines(cached, rows, sims=None, live=None, pops=None, quality=None) -> list[str]:
+    """`action_line` for many rows at once (the request path's loop over candidates); `cached`
+    is a list of item lines by row, or anything with `take(rows)` (the catalog's mapped lines)."""
     rows = rows.tolist() if hasattr(rows, "tolist") else list(rows)
+    lines = cached.take(rows) if hasattr(cached, "take") else [cached[r] for r in rows]
     if sims is None and live is None and pops is None and quality is None:
-        return [cached[r] for r in rows]
+        return lines
     empty = [""] * len(rows)
     sim_tokens, live_tokens, pop_tokens = _similarity_tokens("Sim"), _similarity_tokens("Live"), _pop_tokens()
     s = [sim_tokens[i] for i in _steps(sims)] if sims is not None else empty
     lv = [live_tokens[i] for i in _steps(live)] if live is not None else empty
     p = [pop_tokens[i] if i > _STEPS else "" for i in _steps(pops)] if pops is not None else empty
     q = [_quality_tokens()[i] for i in _steps(quality)] if quality is not None else empty
-    return [cached[r] + a + b + c + d for r, a, b, c, d in zip(rows, s, lv, p, q)]
+    return [line + a + b + c + d for line, a, b, c, d in zip(lines, s, lv, p, q)]
 
 
 def prior_examples(similarity: float, popularity: float, quality: float = 0.0, session: float = 0.0,

@@ -45,7 +45,8 @@ class Strings:
 
     def __init__(self, blob, offsets: np.ndarray):
         self._blob = blob
-        self._offsets = memoryview(np.ascontiguousarray(offsets, dtype=np.int64))  # fast scalar reads
+        self._offsets_array = np.asarray(offsets, dtype=np.int64)
+        self._offsets = memoryview(np.ascontiguousarray(self._offsets_array))  # fast scalar reads
         self._n = len(offsets) - 1
         self._extra: list[str] = []
 
@@ -81,6 +82,19 @@ class Strings:
             return self._blob[self._offsets[row]:self._offsets[row + 1]].decode("utf-8")
         return self._extra[row - self._n]
 
+    def take(self, rows) -> list[str]:
+        """The strings of many rows at once (the request path: ~1000 per request)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return []
+        if rows.min() < 0 or rows.max() >= len(self):
+            raise IndexError(f"row out of range 0..{len(self) - 1}")
+        blob = self._blob
+        if rows.max() < self._n:  # the common case: built rows only
+            return [blob[a:b].decode("utf-8") for a, b in zip(self._offsets_array[rows].tolist(),
+                                                               self._offsets_array[rows + 1].tolist())]
+        return [self[r] for r in rows.tolist()]
+
     def __iter__(self) -> Iterator[str]:
         return (self[r] for r in range(len(self)))
 
@@ -90,7 +104,8 @@ class Strings:
     def fork(self) -> "Strings":
         """The same built rows (shared), with appends of its own from here on."""
         other = Strings.__new__(Strings)
-        other._blob, other._offsets, other._n, other._extra = self._blob, self._offsets, self._n, list(self._extra)
+        other._blob, other._offsets, other._offsets_array = self._blob, self._offsets, self._offsets_array
+        other._n, other._extra = self._n, list(self._extra)
         return other
 
 

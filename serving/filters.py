@@ -18,8 +18,7 @@ def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen
     mask = catalog.available(rows)
     hidden = exclude | seen if seen else exclude
     if hidden:
-        ids = catalog.ids
-        mask &= np.fromiter((ids[r] not in hidden for r in rows), dtype=bool, count=len(rows))
+        mask &= np.fromiter((i not in hidden for i in catalog.ids.take(rows)), dtype=bool, count=len(rows))
     for rule in cfg.block:
         if rule.context in context and context[rule.context] == rule.value and \
                 type(context[rule.context]) is type(rule.value):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bandit.features import live_factor, live_quality, position_weights
+from serving.itemcounts import ItemCounts
 from store import Store, StoreError
 
 
@@ -43,6 +44,7 @@ class PopularCache:
         self.feature_top = feature_top
         self._lists: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._values: tuple[float, ItemSignals] | None = None
+        self.counts = ItemCounts(store)
         self._lock = threading.Lock()
 
     def feature(self, ids: list[str]) -> np.ndarray:
@@ -51,7 +53,7 @@ class PopularCache:
         values = self._signals().popularity
         return np.fromiter((values.get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
 
-    def quality(self, ids: list[str]) -> np.ndarray:
+    def quality(self, ids: list[str], rows: np.ndarray | None = None, catalog=None) -> np.ndarray:
         """Each item's quality now (`bandit.features.quality`: the share of its events that
         were engagements, shrunk towards the catalog's share; pooled with its engagements per
         position-weighted impression where the service showed it, `bandit.features.live_quality`),
@@ -59,14 +61,19 @@ class PopularCache:
         now (one round trip: a scale re-read every 30 s left the live counts out for the first
         30 s and lagged after; in-process on MovieLens that cost ~0.02 clicks per slate);
         while Redis is away, as last re-read (items outside the `feature_top` then get the
-        catalog's share)."""
+        catalog's share). With the items' catalog `rows`, the counts come from this process's
+        copy, exact to the last request (`serving.itemcounts`)."""
         signals = self._signals()
         try:
-            *counts, totals = self.store.item_counts(list(ids))
+            if rows is not None and catalog is not None:
+                counts, totals = self.counts.read(catalog, rows, ids)
+                events, engaged, exposure, engagements = counts.T
+            else:
+                *counts, totals = self.store.item_counts(list(ids))
+                events, engaged, exposure, engagements = (np.array([float(v or 0.0) for v in column], dtype=np.float64)
+                                                          for column in counts)
         except StoreError:
             return np.fromiter((signals.quality.get(i, signals.share) for i in ids), dtype=np.float64, count=len(ids))
-        events, engaged, exposure, engagements = (np.array([float(v or 0.0) for v in column], dtype=np.float64)
-                                                  for column in counts)
         factor = live_factor(totals[1], totals[0], signals.share) if totals is not None else signals.factor
         return live_quality(engaged, events, engagements, exposure, signals.share, self.live_weight, factor=factor)
 

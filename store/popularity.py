@@ -17,6 +17,7 @@ their exponentially decayed counts, without ever rewriting old scores.
 from __future__ import annotations
 
 import math
+import uuid
 
 from store.base import guarded, guarded_fast, in_pipeline, text
 
@@ -47,9 +48,70 @@ return 0
 """  # KEYS: the other side's mark, this side's mark, the attributed counts; ARGV: item_id, mark ttl
 
 
+CHANGES_KEPT = 100_000  # items in the change list; a reader further behind re-reads everything
+
+# Every change of an item's counts (qn qe qa le lr) is followed, in the same pipeline, by a
+# "touch": the item enters the change list with the next sequence number, so processes that
+# keep the counts can re-read just what changed (`item_changes`).
+_TOUCH_BODY = """
+local seq = redis.call('INCR', KEYS[1])
+local args = {}
+for i = FIRST, #ARGV, STEP do
+  args[#args + 1] = seq; args[#args + 1] = ARGV[i]
+  if #args >= 1000 then redis.call('ZADD', KEYS[2], unpack(args)); args = {} end
+end
+if #args > 0 then redis.call('ZADD', KEYS[2], unpack(args)) end
+local over = redis.call('ZCARD', KEYS[2]) - KEPT
+if over > 1000 then
+  local last = redis.call('ZRANGE', KEYS[2], over - 1, over - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+  redis.call('SET', KEYS[3], last[2])
+end
+""".replace("KEPT", str(CHANGES_KEPT))
+
+_TOUCH = _TOUCH_BODY.replace("FIRST", "1").replace("STEP", "1") + "return seq\n"
+# KEYS: sequence, change list, trimmed-up-to; ARGV: item ids
+
+_SHOWN = """
+for i = 2, #ARGV, 3 do
+  redis.call('ZINCRBY', KEYS[4], ARGV[i + 1], ARGV[i])
+  redis.call('HINCRBYFLOAT', KEYS[5], 'n' .. ARGV[i + 2], 1)
+end
+redis.call('HINCRBYFLOAT', KEYS[6], 'exposure', ARGV[1])
+""" + _TOUCH_BODY.replace("FIRST", "2").replace("STEP", "3") + "return 1\n"
+# KEYS: the touch's three, live exposure, position counts, live totals;
+# ARGV: total exposure, then (item_id, weight, position)...
+
+
 class PopularityOps:
     def _pkey(self, kind: str, scope: str) -> str:
         return self.key(kind, "{" + scope + "}")
+
+    def _change_keys(self) -> list[str]:
+        return [self._pkey(k, "global") for k in ("qseq", "qchanged", "qtrimmed")]
+
+    def _touch(self, pipe, item_ids: list[str]) -> None:
+        """Queue, after the changes of these items' counts, their entry in the change list."""
+        in_pipeline(self._touch_script, pipe, self._change_keys(), list(item_ids))
+
+    @guarded_fast
+    def item_changes(self, since: int, limit: int = 50_000) -> tuple[str, int, int, list[str], tuple | None]:
+        """What a process that keeps item counts needs to stay exact, in one round trip: the
+        counts' epoch (a new one after a build replaced them, or after Redis lost them), the
+        last sequence number, up to which changes were trimmed from the list, the items
+        changed after `since` (at most `limit`), and the live totals (`item_counts`)."""
+        epoch = self._pkey("qepoch", "global")
+        seq, changed, trimmed = self._change_keys()
+        pipe = self.fast.pipeline(transaction=False)
+        pipe.set(epoch, uuid.uuid4().hex, nx=True)
+        pipe.get(epoch)
+        pipe.get(seq)
+        pipe.get(trimmed)
+        pipe.zrangebyscore(changed, f"({int(since)}", "+inf", start=0, num=limit)
+        pipe.hmget(self._pkey("ltot", "global"), ["exposure", "rewards"])
+        _, token, last, trimmed_to, items, totals = pipe.execute()
+        totals = (float(totals[0]), float(totals[1])) if None not in totals else None
+        return (text(token), int(last or 0), int(float(trimmed_to or 0)), [text(i) for i in items], totals)
 
     def _replace(self, key: str, scores: dict[str, float]) -> None:
         """Replace one sorted set atomically (readers see the old one or the new one)."""
@@ -75,6 +137,7 @@ class PopularityOps:
         """Replace the per-item event and engagement counts (the build's, from its history)."""
         self._replace(self._pkey("qn", "global"), events)
         self._replace(self._pkey("qe", "global"), engaged)
+        self.client.set(self._pkey("qepoch", "global"), uuid.uuid4().hex)  # every kept count is stale
 
     def _top_with(self, ranked: str, others: tuple[str, ...], n: int) -> list[tuple[str, float, list[float]]]:
         """(item_id, score, its scores in `others`) of the n items with the highest scores in
@@ -109,13 +172,14 @@ class PopularityOps:
     def queue_shown(self, pipe, shown: list[tuple[str, int, float]]) -> None:
         """Queue on `pipe` what the service showed, per slate item (item_id, position, exposure
         weight): the item's exposure and the position's impressions (`count_engaged` counts
-        what was engaged with)."""
-        positions = self._pkey("lpos", "global")
+        what was engaged with), in one command (a slate of 50 was 101 commands)."""
+        if not shown:
+            return
+        args = [repr(float(sum(weight for *_, weight in shown)))]
         for item_id, position, weight in shown:
-            pipe.zincrby(self._pkey("le", "global"), weight, item_id)
-            pipe.hincrbyfloat(positions, f"n{position}", 1.0)
-        if shown:
-            pipe.hincrbyfloat(self._pkey("ltot", "global"), "exposure", sum(weight for *_, weight in shown))
+            args += [item_id, repr(float(weight)), int(position)]
+        counts = [self._pkey(k, "global") for k in ("le", "lpos", "ltot")]
+        in_pipeline(self._shown, pipe, [*self._change_keys(), *counts], args)
 
     @guarded
     def count_shown(self, shown: list[tuple[str, int, float]]) -> None:
@@ -143,6 +207,7 @@ class PopularityOps:
         pipe.hincrbyfloat(self._pkey("ltot", "global"), "rewards", 1.0)
         if user_id is not None:
             self._attribute(pipe, "feedback", user_id, item_id, attribution_ttl_s)
+        self._touch(pipe, [item_id])
         pipe.execute()
 
     @guarded_fast
@@ -197,6 +262,7 @@ class PopularityOps:
                 pipe.zincrby(self._pkey("qe", "global"), 1, item_id)
                 if attribute is not None:
                     self._attribute(pipe, "event", attribute[0], item_id, attribute[1])
+            self._touch(pipe, [item_id])
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
         pipe.execute()

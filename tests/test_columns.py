@@ -65,3 +65,13 @@ def test_a_hash_collision_is_resolved_by_comparing_the_ids(monkeypatch):
 def test_in_memory_map_keeps_the_last_row_of_a_duplicate_id():
     row_of = IdMap.of(Strings.of(["a", "b", "a"]))
     assert row_of["a"] == 2 and row_of["b"] == 1
+
+
+def test_take_reads_many_rows_at_once_built_and_appended(tmp_path):
+    Strings.write(IDS, tmp_path, "ids")
+    ids = Strings.load(tmp_path, "ids").fork()
+    ids.append("later")
+    assert ids.take(np.array([3, 0, 3])) == ["sku|2", "sku-1", "sku|2"]
+    assert ids.take([6, 1]) == ["later", "ünï cödé"] and ids.take([]) == []
+    with pytest.raises(IndexError):
+        ids.take([7])

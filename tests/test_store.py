@@ -91,6 +91,29 @@ def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever
     assert sorted(store.quality_counts(10)) == [("a", 11.0, 3.0), ("b", 11.0, 3.0), ("c", 1.0, 1.0)]
 
 
+def test_every_change_of_item_counts_enters_the_change_list(store):
+    epoch, seq, trimmed, changed, totals = store.item_changes(0)
+    assert (seq, trimmed, changed, totals) == (0, 0, [], None) and epoch
+    store.count_shown([("a", 1, 1.0), ("b", 2, 0.5)])
+    _, after_shown, _, changed, _ = store.item_changes(seq)
+    assert sorted(changed) == ["a", "b"] and after_shown > seq
+    store.count_engaged("b", 2, user_id="u1")
+    store.bump_trending(["global"], "c", 1.0, ts=0.0, half_life_s=3600, keep=100, engaged=False)
+    store.bump_trending(["global"], "d", 1.0, ts=0.0, half_life_s=3600, keep=100)  # trending only: no count
+    same_epoch, last, _, changed, totals = store.item_changes(after_shown)
+    assert same_epoch == epoch and sorted(changed) == ["b", "c"] and totals == (1.5, 1.0)
+    assert store.item_changes(last)[3] == []
+    store.put_quality({"a": 3.0}, {"a": 1.0})  # a build replaced the counts: everything kept is stale
+    assert store.item_changes(last)[0] != epoch
+
+
+def test_the_change_list_is_trimmed_and_says_up_to_where(store, monkeypatch):
+    for start in range(0, 101_500, 5_000):
+        store.count_shown([(f"i{n}", 1, 1.0) for n in range(start, min(start + 5_000, 101_500))])
+    _, seq, trimmed, changed, _ = store.item_changes(0, limit=200_000)
+    assert len(changed) <= 100_000 and trimmed > 0 and "i0" not in changed and "i101499" in changed
+
+
 def test_item_counts_carry_the_live_totals_over_all_items(store):
     assert store.item_counts(["a"])[4] is None  # nothing shown yet
     store.count_shown([("a", 1, 1.0), ("b", 2, 0.5)])

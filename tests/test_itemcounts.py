@@ -1,0 +1,93 @@
+"""This process's copy of the candidates' counts (serving/itemcounts.py) against a real Redis:
+always what a fresh read of every candidate says, while re-reading only what changed."""
+
+import numpy as np
+import pytest
+
+from bandit.features import item_line
+from retrieval.catalog import Catalog
+from serving.itemcounts import ItemCounts
+from serving.popular import PopularCache
+
+DIM = 4
+CLICK = dict(ts=0.0, half_life_s=86400.0, keep=100)
+
+
+def _catalog(n: int) -> Catalog:
+    catalog = Catalog(None, DIM, item_line)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        v = rng.normal(size=DIM)
+        catalog.upsert({"item_id": f"i{i}", "in_stock": True, "published_at": 0}, v / np.linalg.norm(v))
+    return catalog
+
+
+def _direct(store, ids):
+    *columns, totals = store.item_counts(ids)
+    return np.array([[float(v or 0.0) for v in column] for column in columns]).T, totals
+
+
+def _assert_exact(counts, store, catalog, rows):
+    ids = catalog.ids.take(rows)
+    got, totals = counts.read(catalog, rows, ids)
+    want, want_totals = _direct(store, ids)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert totals == want_totals
+
+
+def test_kept_counts_follow_every_kind_of_change_and_reread_only_those(store):
+    catalog = _catalog(50)
+    counts = ItemCounts(store)
+    rows = np.arange(0, 50, 2)
+    store.put_quality({"i0": 10.0, "i2": 4.0}, {"i0": 3.0, "i2": 1.0})
+    _assert_exact(counts, store, catalog, rows)
+    assert counts.reread == 25  # everything, once
+    _assert_exact(counts, store, catalog, rows)
+    assert counts.reread == 25  # nothing changed: nothing re-read
+    store.count_shown([("i4", 1, 1.0), ("i6", 2, 0.5), ("i7", 3, 0.3)])
+    store.count_engaged("i4", 1, user_id="u1", attribution_ttl_s=60)
+    store.bump_trending(["global"], "i8", 3.0, engaged=True, **CLICK)
+    store.bump_trending(["global"], "i4", 3.0, engaged=True, attribute=("u1", 60), **CLICK)  # attributed
+    store.bump_trending(["global"], "i10", 1.0, engaged=False, **CLICK)
+    _assert_exact(counts, store, catalog, rows)
+    assert counts.reread == 25 + 4  # i4, i6, i8, i10 (i7 is not among these rows)
+    _assert_exact(counts, store, catalog, np.array([7, 7, 9]))  # unseen rows are read once
+    assert counts.reread == 31
+    store.put_quality({"i0": 1.0}, {"i0": 1.0})  # a build replaced the counts: all re-read
+    _assert_exact(counts, store, catalog, rows)
+    assert counts.reread == 31 + 25
+
+
+def test_a_new_catalog_or_a_lost_redis_starts_over(store):
+    catalog = _catalog(10)
+    counts = ItemCounts(store)
+    store.count_shown([("i1", 1, 1.0)])
+    _assert_exact(counts, store, catalog, np.arange(10))
+    store.client.flushdb()  # Redis lost everything (a restart without persistence)
+    _assert_exact(counts, store, catalog, np.arange(10))
+    assert counts.reread == 20
+    other = _catalog(10)  # an index swap: rows may mean other items now
+    _assert_exact(counts, store, other, np.arange(10))
+    assert counts.reread == 30
+
+
+def test_rows_added_after_the_copy_was_made_are_read(store):
+    catalog = _catalog(5)
+    counts = ItemCounts(store)
+    _assert_exact(counts, store, catalog, np.arange(5))
+    catalog.upsert({"item_id": "late", "in_stock": True, "published_at": 0}, np.array([1.0, 0, 0, 0]))
+    store.count_shown([("late", 1, 2.0)])
+    _assert_exact(counts, store, catalog, np.arange(6))
+    assert counts.read(catalog, np.array([5]), ["late"])[0][0, 2] == pytest.approx(2.0)
+
+
+def test_quality_from_the_kept_counts_equals_a_fresh_read(store):
+    catalog = _catalog(30)
+    popular = PopularCache(store)
+    store.put_quality({f"i{i}": 10.0 for i in range(30)}, {f"i{i}": float(i % 5) for i in range(30)})
+    store.count_shown([(f"i{i}", 1 + i % 10, 1.0) for i in range(0, 30, 3)])
+    for i in range(0, 30, 6):
+        store.count_engaged(f"i{i}", 1)
+    rows = np.arange(30)
+    ids = catalog.ids.take(rows)
+    np.testing.assert_allclose(popular.quality(ids, rows, catalog), popular.quality(ids), rtol=1e-6)
