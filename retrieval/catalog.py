@@ -16,13 +16,14 @@ from retrieval.bundle import Bundle
 from retrieval.columns import IdMap, Strings
 
 UNTRAINED = "untrained"  # the space of vectors made before any full build
+_NEWEST_KEPT = 65_536  # built rows kept sorted by age (enough for fresh_candidates up to ~16k)
 
 
 class _Grow:
     """A numpy array with amortised appends."""
 
     def __init__(self, initial: np.ndarray):
-        self.data = np.array(initial)
+        self.data = np.asarray(initial)  # not copied: appends go to a new array, rows are never written
         self.n = len(initial)
 
     def append(self, row) -> None:
@@ -63,7 +64,7 @@ class Catalog:
         self._fresh_vectors = _Grow(np.zeros((0, dim), dtype=np.float32))
         self._fresh_rows = _Grow(np.zeros(0, dtype=np.int64))
         self.cursor = bundle.meta.get("catalog_cursor", "0-0") if bundle else "0-0"
-        self._newest_base = np.argsort(-self._published.view, kind="stable") if n else np.zeros(0, np.int64)
+        self._newest_base = self._newest_of_base(_NEWEST_KEPT)
 
     def __len__(self) -> int:
         """Number of live items."""
@@ -191,10 +192,21 @@ class Catalog:
         """Up to `n` available rows, most recently published first (fresh buffer included)."""
         fresh = self._fresh_rows.view
         fresh = fresh[np.argsort(-self._published.data[fresh], kind="stable")]
-        rows = np.concatenate([fresh, self._newest_base[: 4 * n + 64]])
+        want = 4 * n + 64
+        base = self._newest_base if want <= len(self._newest_base) or len(self._newest_base) == self.n_base \
+            else self._newest_of_base(want)
+        rows = np.concatenate([fresh, base[:want]])
         rows = rows[self.available(rows)]
         merged = rows[np.argsort(-self._published.data[rows], kind="stable")]
         return merged[:n]
+
+    def _newest_of_base(self, n: int) -> np.ndarray:
+        """The n most recently published built rows, newest first (ties: lower row first)."""
+        published = self._published.data[: self.n_base]
+        if n >= self.n_base:
+            return np.argsort(-published, kind="stable")
+        top = np.argpartition(-published, n - 1)[:n]
+        return top[np.lexsort((top, -published[top]))]
 
     def rows_for(self, item_ids) -> np.ndarray:
         """Rows of the given ids that exist (unknown ids are skipped)."""

@@ -330,3 +330,19 @@ def test_upsert_rejects_a_vector_of_the_wrong_length(bad):
     with pytest.raises(ValueError, match=rf"expected {DIM}, got \(?{bad.shape[0]}"):
         catalog.upsert(_new_item("x"), bad)
     assert len(catalog) == 0 and list(catalog.ids) == []  # nothing half-written
+
+
+def test_newest_beyond_the_built_rows_kept_sorted_is_still_right(monkeypatch, tmp_path, shop):
+    from retrieval import catalog as catalog_module
+
+    bundle = load_bundle(_write(tmp_path, shop), search_k=-1)
+    full = Catalog(bundle, DIM, item_line)
+    monkeypatch.setattr(catalog_module, "_NEWEST_KEPT", 8)  # keep only 8 built rows sorted; ask for more
+    trimmed = Catalog(bundle, DIM, item_line)
+    assert len(trimmed._newest_base) == 8
+    for n in (1, 5, 30):
+        assert trimmed.newest(n).tolist() == full.newest(n).tolist()
+    rows = np.arange(len(bundle.ids))
+    rows = rows[full.available(rows)]
+    assert full.newest(30).tolist() == rows[np.argsort(-full.published_at(rows), kind="stable")][:30].tolist()
+    bundle.index.close()
