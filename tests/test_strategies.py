@@ -2,6 +2,7 @@
 the Vowpal Wabbit reward model (bandit/vw.py) and its feature text (bandit/features.py)."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -128,6 +129,33 @@ def test_the_fresh_boost_raises_fresh_items_probability_exactly(strategy):
         assert choice.probability == pytest.approx(expected)
     share = np.mean([fresh[c.index] for c in firsts])
     assert share > plain[fresh].sum() + 0.2  # ~ +0.3 x (1 - their share without the boost)
+
+
+@pytest.mark.parametrize("boost", [0.0, 0.3])
+def test_later_picks_follow_the_distribution_over_what_remains(strategy, boost):
+    """Every position, not only the first: the third pick's frequencies, given the first two,
+    match the distribution (with the fresh boost) over the remaining candidates, and the
+    logged probability is that distribution's. (Epsilon-greedy, greedy and Thompson draw
+    through `bandit.strategies.mixture`, the others through the base class's loop.)"""
+    n = 6
+    scores = _scores(n, seed=8)
+    fresh = np.zeros(n, dtype=bool)
+    fresh[np.argsort(scores.mean)[:2]] = True
+    rules = SlateRules(fresh=fresh, boost=boost)
+    rng = np.random.default_rng(99)
+    slates = [[c for c in strategy.choose_slate(scores, 3, rng, rules=rules)[0]] for _ in range(12_000)]
+    prefix = Counter((s[0].index, s[1].index) for s in slates).most_common(1)[0][0]
+    thirds = [s[2] for s in slates if (s[0].index, s[1].index) == prefix]
+    remaining = np.array([i for i in range(n) if i not in prefix])
+    probs, _ = strategy.distribution(scores.take(remaining))
+    local_fresh = fresh[remaining]
+    if boost and local_fresh.any():
+        probs = (1 - boost) * probs + np.where(local_fresh, boost / local_fresh.sum(), 0.0)
+    counts = {i: sum(c.index == i for c in thirds) for i in remaining.tolist()}
+    for local, i in enumerate(remaining.tolist()):
+        assert _binomial_ok(counts[i], len(thirds), float(probs[local])), (i, counts[i], len(thirds) * probs[local])
+    for c in thirds[:100]:
+        assert c.probability == pytest.approx(float(probs[remaining.tolist().index(c.index)]))
 
 
 def test_guaranteed_fresh_slots_fill_the_end_of_the_slate(strategy):

@@ -17,6 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from bandit.strategies.mixture import Rankings, choose
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -89,6 +91,11 @@ class Strategy(ABC):
     def distribution(self, scores: Scores) -> tuple[np.ndarray, int]:
         """Probabilities over `scores` (summing to 1) and the index of the exploit choice."""
 
+    def rankings(self, scores: Scores) -> Rankings | None:
+        """The same distribution as a mixture of rankings (`bandit.strategies.mixture`), for a
+        slate drawn in O(1) per position; None when it is not of that form."""
+        return None
+
     def choose_slate(self, scores, k: int, rng: np.random.Generator,
                      rules: SlateRules | None = None) -> tuple[list[Choice], np.ndarray]:
         """Draw up to k distinct candidates, each from the remaining ones (see the module doc).
@@ -98,6 +105,15 @@ class Strategy(ABC):
             scores = Scores(np.asarray(scores, dtype=np.float64))
         rules = rules or SlateRules()
         n = len(scores)
+        simple = rules.diversity <= 0 and not rules.fresh_slots and (rules.groups is None or rules.max_per_group <= 0)
+        mix = self.rankings(scores) if simple and n else None
+        if mix is not None:
+            first_probs, _ = self.distribution(scores)
+            boosted = rules.fresh is not None and rules.boost > 0
+            if boosted:
+                first_probs = _boost(first_probs, rules.fresh, rules.boost)
+            picks = choose(mix, n, k, rng, rules.fresh if boosted else None, rules.boost if boosted else 0.0)
+            return [Choice(int(i), float(p), bool(e)) for i, p, e in picks], first_probs
         remaining = np.arange(n)
         slate: list[Choice] = []
         first_probs = np.zeros(n)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.strategies.base import Scores, Strategy, argmax_first
+from bandit.strategies.mixture import Rankings, order
 from banditrec.checks import check_scalar
 
 
@@ -36,3 +37,7 @@ class EpsilonGreedy(Strategy):
         probs = np.full(n, self.config.epsilon / n)
         probs[best] += 1.0 - self.config.epsilon  # exploit
         return probs, best
+
+    def rankings(self, scores: Scores) -> Rankings:
+        by_mean = order(scores.mean)
+        return Rankings(self.config.epsilon, by_mean, [by_mean], by_mean)

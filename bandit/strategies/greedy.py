@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.strategies.base import Scores, Strategy, argmax_first
+from bandit.strategies.mixture import Rankings, order
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,7 @@ class Greedy(Strategy):
         probs = np.zeros(len(scores))
         probs[best] = 1.0
         return probs, best
+
+    def rankings(self, scores: Scores) -> Rankings:
+        by_mean = order(scores.mean)
+        return Rankings(0.0, by_mean, [by_mean], by_mean)

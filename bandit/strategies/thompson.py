@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.strategies.base import Scores, Strategy, argmax_first
+from bandit.strategies.mixture import Rankings, order
 from banditrec.checks import check_scalar
 
 
@@ -60,3 +61,13 @@ class Thompson(Strategy):
         winners = columns[np.argmax(scores.replicas[:, columns], axis=1)]  # each replica's best remaining
         share = np.bincount(winners, minlength=n) / len(winners)
         return np.minimum(probs + (1.0 - self.config.epsilon) * share, 1.0), best
+
+    def rankings(self, scores: Scores) -> Rankings:
+        """One ranking per replica over the candidates every replica scored; when those are
+        placed, the mean's best takes the replicas' mass (as `distribution` does)."""
+        by_mean = order(scores.mean)
+        if scores.replicas is None:
+            return Rankings(self.config.epsilon, by_mean, [], by_mean)
+        columns = np.flatnonzero(np.isfinite(scores.replicas).all(axis=0))
+        orders = [order(replica, columns) for replica in scores.replicas] if len(columns) else []
+        return Rankings(self.config.epsilon, by_mean, orders, by_mean)
