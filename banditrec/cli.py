@@ -39,12 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="banditrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    build = sub.add_parser("build", parents=[common], help="data -> embeddings -> Annoy index -> Redis (without "
+    build = sub.add_parser("build", parents=[common], help="data -> embeddings -> vector index -> Redis (without "
                                                            "--catalog or --demo: refit from the served catalog and "
                                                            "everything received through the API)")
     build.add_argument("--demo", action="store_true", help="generate the demo data set (if missing) and build from it")
     build.add_argument("--incremental", action="store_true",
-                       help="only fold items added, changed or deleted through the API into a new Annoy version")
+                       help="only fold items added, changed or deleted through the API into a new index version")
     build.add_argument("--catalog", type=Path, help="items, JSONL (see README); without it, the served items and "
                                                     "those received through PUT /items")
     build.add_argument("--users", type=Path, help="user profiles, JSONL (optional)")

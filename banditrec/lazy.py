@@ -1,5 +1,5 @@
 """Package-level names imported on first use (PEP 562), so that importing one small module of
-a package (`store.config`, say) does not load the whole package (a Redis client, Annoy, VW)."""
+a package (`store.config`, say) does not load the whole package (a Redis client, the vector index, VW)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Candidates: demo data, file formats, embeddings, the Annoy index and the live catalog."""
+"""Candidates: demo data, file formats, embeddings, the vector index (IVF or Annoy) and the live catalog."""
 
 from banditrec.lazy import lazy_exports
 
@@ -8,7 +8,7 @@ _EXPORTS = {
     **dict.fromkeys(("Interactions", "read_catalog", "read_interactions", "read_users"), "retrieval.data"),
     **dict.fromkeys(("World", "generate_world"), "retrieval.demo"),
     **dict.fromkeys(("ItemEmbedder", "fit_item_embeddings", "user_vectors"), "retrieval.embeddings"),
-    **dict.fromkeys(("VectorIndex", "build_annoy"), "retrieval.index"),
+    **dict.fromkeys(("VectorIndex", "build_annoy", "build_index"), "retrieval.index"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

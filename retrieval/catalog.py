@@ -1,8 +1,8 @@
 """Every item the service can recommend: the built index version plus the fresh buffer.
 
-Rows 0..n_base-1 are the bundle's items (Annoy ids). Items upserted after the build get
+Rows 0..n_base-1 are the bundle's items (the index's ids). Items upserted after the build get
 new rows in the fresh buffer and are found by exact search; an upsert of a built item
-hides its old row (a tombstone), so Annoy results for it are dropped. The buffer is
+hides its old row (a tombstone), so index results for it are dropped. The buffer is
 filled from the catalog change stream in Redis, so every process sees every upsert.
 """
 
@@ -81,7 +81,7 @@ class Catalog:
         with self._lock:
             old = self.row_of.get(item["item_id"])
             if old is not None:
-                self._live.data[old] = False  # tombstone: Annoy may still return it
+                self._live.data[old] = False  # tombstone: the index may still return it
             # Readers run concurrently without the lock: every per-row array grows first,
             # and the row becomes visible last, when it is appended to the fresh rows.
             row = len(self.ids)
@@ -165,7 +165,7 @@ class Catalog:
 
     def search(self, query: np.ndarray, n: int, n_fresh: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and cosine similarities of the nearest available items, nearest first:
-        Annoy's top `n` merged with the exact top `n_fresh` of the fresh buffer."""
+        the index's top `n` merged with the exact top `n_fresh` of the fresh buffer."""
         query = np.asarray(query, dtype=np.float32)
         rows, sims = [], []
         if self.bundle is not None and n > 0:

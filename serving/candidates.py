@@ -1,5 +1,5 @@
 """Retrieve, the first step of a decision: where candidates come from (the user's vector
-through Annoy and the fresh buffer, or popularity; the holdout's and the apprentice's
+through the vector index and the fresh buffer, or popularity; the holdout's and the apprentice's
 baselines), then what of them may be shown (`serving.filters.allowed`, applied once, here)."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def showable(ranking: Ranking, found: Candidates, state: UserState, *, exclude: 
 
 def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
              popular_cache: PopularCache | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest items to the query vector (Annoy's top n merged with the fresh buffer's), then
+    """Nearest items to the query vector (the index's top n merged with the fresh buffer's), then
     the globally most popular and the best liked items the neighbourhood missed: a taste
     vector alone would never let the bandit find what everybody likes. (Measured on real
     ratings: ranked by similarity alone, the neighbourhood did worse than random items.)"""

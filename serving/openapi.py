@@ -140,7 +140,7 @@ def document(config: Config) -> dict:
                    required=("user_id", "profile"))),
         **_errors(*body_errors, "404", *admin_errors)},
         body=_obj({"user_id": ID, **profile["properties"]}), admin=True, params=(_path_id("user_id"),))
-    rebuild = _op("Fold catalog changes into a new Annoy version and serve it", {
+    rebuild = _op("Fold catalog changes into a new index version and serve it", {
         **_ok(_obj({"rebuilt": {"type": "boolean"}, "index_version": {"type": "string", "nullable": True}},
                    required=("rebuilt", "index_version"), extra=True)),
         **_errors(*admin_errors)}, admin=True)

@@ -3,7 +3,7 @@
 `Service.open(config)` connects to Redis (or starts the embedded one), loads the current
 index version, restores the newest model snapshot and replays the rewards it has not
 seen, then starts the background tasks: model snapshots, swapping in new index versions,
-folding API-added items into Annoy, refreshing pre-generated slates. The HTTP routes, the
+folding API-added items into the index, refreshing pre-generated slates. The HTTP routes, the
 simulator and the benchmarks all call the same plain functions with a Service.
 """
 
@@ -196,7 +196,7 @@ class Service:
         return True
 
     def rebuild(self) -> dict | None:
-        """Fold items added through the API into a new Annoy version, then swap it in."""
+        """Fold items added through the API into a new index version, then swap it in."""
         summary = self._steps().incremental(self.config, self.store)
         if summary is not None:
             self.reload()

@@ -1,5 +1,5 @@
 """A full build: catalog + interactions (files and what the API received) -> embeddings ->
-a new Annoy version in a new embedding space; user vectors, popularity and quality in Redis;
+a new index version in a new embedding space; user vectors, popularity and quality in Redis;
 the warm start. Safe while the service runs: users are written first, CURRENT moves last."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """An incremental build: the items added, changed or deleted through the API since the served
-version, folded into a new Annoy version in the same embedding space (no refit, users
+version, folded into a new index version in the same embedding space (no refit, users
 untouched)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ log = logging.getLogger("banditrec.build")
 
 
 def run_incremental(config: Config, store: Store, progress: bool = False) -> dict | None:
-    """Fold API changes since the served version into a new Annoy version (same space).
+    """Fold API changes since the served version into a new index version (same space).
     Returns a summary, or None when there was nothing to fold or another build is running."""
     with BuildLock(store, required=False) as lock:
         return _incremental_build(config, store, progress) if lock.held else None
