@@ -210,5 +210,5 @@ class Catalog:
 
     def rows_for(self, item_ids) -> np.ndarray:
         """Rows of the given ids that exist (unknown ids are skipped)."""
-        get = self.row_of.get
-        return np.fromiter((r for r in map(get, item_ids) if r is not None), dtype=np.int64)
+        rows = self.row_of.get_many(list(item_ids))
+        return rows[rows >= 0]

@@ -158,6 +158,30 @@ class IdMap:
             i += 1
         return found
 
+    def get_many(self, item_ids: list[str]) -> np.ndarray:
+        """Rows of many ids at once (-1 where unknown): the hashes searched in one numpy call,
+        each hit confirmed by its id; overlays, collisions and misses take the exact path."""
+        out = np.full(len(item_ids), -1, dtype=np.int64)
+        if not item_ids:
+            return out
+        hashes = np.fromiter((_stable_hash(i) for i in item_ids), dtype=np.uint64, count=len(item_ids))
+        sorted_hashes, n = np.asarray(self._hashes), len(self._hashes)
+        at = np.minimum(np.searchsorted(sorted_hashes, hashes), max(n - 1, 0))
+        hit = np.flatnonzero(sorted_hashes[at] == hashes) if n else np.zeros(0, np.int64)
+        rows = np.asarray(self._order)[at[hit]] if len(hit) else np.zeros(0, np.int64)
+        for i, row, found in zip(hit.tolist(), rows.tolist(), self._ids.take(rows)):
+            if found == item_ids[i] and not self._collides(int(at[i])):
+                out[i] = row
+        for i, item_id in enumerate(item_ids):
+            if out[i] < 0 or item_id in self._changed:
+                row = self.get(item_id)
+                out[i] = -1 if row is None else row
+        return out
+
+    def _collides(self, at: int) -> bool:
+        """Whether the hash at sorted position `at` is shared with the next one."""
+        return at + 1 < len(self._hash_view) and self._hash_view[at + 1] == self._hash_view[at]
+
     def get(self, item_id: str, default=None):
         if item_id in self._changed:
             row = self._changed[item_id]

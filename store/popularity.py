@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import uuid
 
+import numpy as np
+
 from store.base import guarded, guarded_fast, in_pipeline, text
 
 _BUMP = """
@@ -112,6 +114,26 @@ class PopularityOps:
         _, token, last, trimmed_to, items, totals = pipe.execute()
         totals = (float(totals[0]), float(totals[1])) if None not in totals else None
         return (text(token), int(last or 0), int(float(trimmed_to or 0)), [text(i) for i in items], totals)
+
+    COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
+
+    def scan_counts(self, kind: str, chunk: int = 10_000):
+        """Every (item_ids, counts) of one of `COUNT_KINDS`, in chunks (ZSCAN: a member present
+        throughout is returned at least once; one changed meanwhile is on the change list)."""
+        if kind not in self.COUNT_KINDS:
+            raise ValueError(f"unknown count kind {kind!r}")
+        cursor = 0
+        while True:
+            cursor, pairs = self._scan_chunk(self._pkey(kind, "global"), cursor, chunk)
+            if pairs:
+                yield [text(m) for m, _ in pairs], np.fromiter((s for _, s in pairs), dtype=np.float64,
+                                                               count=len(pairs))
+            if cursor == 0:
+                return
+
+    @guarded
+    def _scan_chunk(self, key: str, cursor: int, count: int):
+        return self.client.zscan(key, cursor, count=count)
 
     def _replace(self, key: str, scores: dict[str, float]) -> None:
         """Replace one sorted set atomically (readers see the old one or the new one)."""

@@ -75,3 +75,21 @@ def test_take_reads_many_rows_at_once_built_and_appended(tmp_path):
     assert ids.take([6, 1]) == ["later", "ünï cödé"] and ids.take([]) == []
     with pytest.raises(IndexError):
         ids.take([7])
+
+
+def test_get_many_agrees_with_get_on_every_path(tmp_path, monkeypatch):
+    ids = IDS + ["dup", "dup"]
+    Strings.write(ids, tmp_path, "ids")
+    IdMap.write(ids, tmp_path)
+    strings = Strings.load(tmp_path, "ids")
+    row_of = IdMap.load(strings, tmp_path).fork(strings)
+    row_of.pop("sku|2")
+    row_of["sku-1"] = 42
+    row_of["added"] = 43
+    asked = ["sku-1", "sku|2", "added", "dup", "", "nope", "ünï cödé", "x" * 300]
+    assert row_of.get_many(asked).tolist() == [row_of.get(i, -1) for i in asked] == [42, -1, 43, 7, 2, -1, 1, 4]
+    assert row_of.get_many([]).tolist() == []
+    monkeypatch.setattr(columns, "_stable_hash", lambda text: 7)  # every id collides
+    colliding = IdMap(Strings.of(["a", "b", "c"]), np.array([7, 7, 7], np.uint64), np.array([0, 1, 2]))
+    assert colliding.get_many(["c", "a", "d"]).tolist() == [2, 0, -1]
+    assert IdMap.of(Strings.of(["a", "b"])).get_many(["b", "z"]).tolist() == [1, -1]

@@ -37,7 +37,7 @@ def _assert_exact(counts, store, catalog, rows):
 
 def test_kept_counts_follow_every_kind_of_change_and_reread_only_those(store):
     catalog = _catalog(50)
-    counts = ItemCounts(store)
+    counts = ItemCounts(store, preload=False)
     rows = np.arange(0, 50, 2)
     store.put_quality({"i0": 10.0, "i2": 4.0}, {"i0": 3.0, "i2": 1.0})
     _assert_exact(counts, store, catalog, rows)
@@ -60,7 +60,7 @@ def test_kept_counts_follow_every_kind_of_change_and_reread_only_those(store):
 
 def test_a_new_catalog_or_a_lost_redis_starts_over(store):
     catalog = _catalog(10)
-    counts = ItemCounts(store)
+    counts = ItemCounts(store, preload=False)
     store.count_shown([("i1", 1, 1.0)])
     _assert_exact(counts, store, catalog, np.arange(10))
     store.client.flushdb()  # Redis lost everything (a restart without persistence)
@@ -73,7 +73,7 @@ def test_a_new_catalog_or_a_lost_redis_starts_over(store):
 
 def test_rows_added_after_the_copy_was_made_are_read(store):
     catalog = _catalog(5)
-    counts = ItemCounts(store)
+    counts = ItemCounts(store, preload=False)
     _assert_exact(counts, store, catalog, np.arange(5))
     catalog.upsert({"item_id": "late", "in_stock": True, "published_at": 0}, np.array([1.0, 0, 0, 0]))
     store.count_shown([("late", 1, 2.0)])
@@ -91,3 +91,75 @@ def test_quality_from_the_kept_counts_equals_a_fresh_read(store):
     rows = np.arange(30)
     ids = catalog.ids.take(rows)
     np.testing.assert_allclose(popular.quality(ids, rows, catalog), popular.quality(ids), rtol=1e-6)
+
+
+def _world(store, catalog):
+    store.put_quality({f"i{i}": 10.0 + i for i in range(0, 40, 2)}, {f"i{i}": float(i % 4) for i in range(0, 40, 2)})
+    store.count_shown([(f"i{i}", 1 + i % 10, 0.5) for i in range(0, 40, 3)])
+    store.count_engaged("i3", 1, user_id="u1", attribution_ttl_s=60)
+    store.bump_trending(["global"], "i3", 3.0, engaged=True, attribute=("u1", 60), **CLICK)  # attributed
+    store.bump_trending(["global"], "i5", 1.0, engaged=False, **CLICK)
+
+
+def test_a_load_fills_every_row_and_then_only_changes_are_read(store):
+    catalog = _catalog(40)
+    _world(store, catalog)
+    counts = ItemCounts(store, preload=False)
+    counts.read(catalog, np.array([0]), ["i0"])  # the first read sets the epoch; one row read
+    assert counts.load(catalog, counts._epoch) and counts.loads == 1
+    before = counts.reread
+    _assert_exact(counts, store, catalog, np.arange(40))  # every row known: none read one by one
+    assert counts.reread == before
+    store.count_shown([("i7", 2, 1.0)])
+    _assert_exact(counts, store, catalog, np.arange(40))
+    assert counts.reread == before + 1
+
+
+def test_changes_made_while_loading_are_not_lost(store, monkeypatch):
+    catalog = _catalog(40)
+    _world(store, catalog)
+    counts = ItemCounts(store, preload=False)
+    counts.read(catalog, np.array([0]), ["i0"])
+    scan = store.scan_counts
+
+    def scan_then_change(kind, chunk=10_000):
+        yield from scan(kind, chunk)
+        if kind == "lr":  # after the whole scan, before the merge
+            store.count_engaged("i9", 1)
+            store.bump_trending(["global"], "i10", 1.0, engaged=True, **CLICK)
+
+    monkeypatch.setattr(store, "scan_counts", scan_then_change)
+    assert counts.load(catalog, counts._epoch)
+    _assert_exact(counts, store, catalog, np.arange(40))
+
+
+def test_a_load_for_an_old_catalog_or_epoch_is_discarded(store):
+    catalog = _catalog(10)
+    counts = ItemCounts(store, preload=False)
+    counts.read(catalog, np.array([0]), ["i0"])
+    epoch = counts._epoch
+    store.put_quality({"i1": 5.0}, {"i1": 1.0})  # a build: new epoch
+    counts.read(catalog, np.array([0]), ["i0"])
+    assert not counts.load(catalog, epoch)
+    assert not counts.load(_catalog(10), counts._epoch)  # another catalog than the one served
+    assert counts.load(catalog, counts._epoch)
+
+
+def test_the_background_load_starts_on_the_first_read_and_a_failure_is_counted(store, monkeypatch, caplog):
+    catalog = _catalog(20)
+    _world(store, catalog)
+    counts = ItemCounts(store)
+    _assert_exact(counts, store, catalog, np.arange(5))
+    counts.wait(30)
+    assert counts.loads == 1 and counts.failures == 0
+    _assert_exact(counts, store, catalog, np.arange(20))
+
+    def broken(kind, chunk=10_000):
+        raise RuntimeError("scan failed")
+        yield
+
+    failing = ItemCounts(store)
+    monkeypatch.setattr(store, "scan_counts", broken)
+    _assert_exact(failing, store, catalog, np.arange(20))  # served from one-by-one reads meanwhile
+    failing.wait(30)
+    assert failing.failures == 1 and failing.loads == 0 and "item counts not loaded" in caplog.text
