@@ -37,6 +37,8 @@ def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000
     try:
         for warm in range(50):  # first touches of the mmap'd index and the model
             recommend(service, {"user_id": users[warm % len(users)], "k": k})
+        service.popular.counts.start(service.catalog)  # as a started worker does ...
+        service.popular.counts.wait()                  # ... and has done by the time traffic arrives
         gc.collect()
         gc.freeze()  # as the gunicorn workers do after start-up
         for r, user in enumerate(users):

@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from store import Store
+from store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,13 @@ class ItemCounts:
                 self._known[rows[missing]] = True
                 self.reread += len(missing)
             return self._values[rows].astype(np.float64), totals
+
+    def start(self, catalog) -> None:
+        """Begin mirroring `catalog`'s counts now (the service's start-up), not at the first request."""
+        try:
+            self.read(catalog, np.zeros(0, dtype=np.int64), [])
+        except StoreError as exc:
+            log.warning("item counts: not started (the first request starts them): %s", exc)
 
     def load(self, catalog, epoch: str) -> bool:
         """Fill in every row of `catalog` from a scan of the counts; True when merged. Changes

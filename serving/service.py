@@ -130,6 +130,7 @@ class Service:
 
     def start_tasks(self) -> None:
         cfg = self.config
+        self.popular.counts.start(self.catalog)  # the candidates' counts, mirrored in the background
         if self.learns:
             self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),
                                        lambda: self.learner.maybe_snapshot(cfg.snapshot)).start())
