@@ -45,11 +45,12 @@ class ItemCounts:
         Raises StoreError while Redis is away."""
         rows = np.asarray(rows, dtype=np.int64)
         with self._lock:
-            epoch, seq, trimmed, changed, totals = self.store.item_changes(self._seq)
-            if catalog is not self._catalog or epoch != self._epoch or seq < self._seq or trimmed > self._seq:
+            changes = self.store.item_changes(self._seq)
+            epoch, seq, totals = changes.epoch, changes.seq, changes.totals
+            if catalog is not self._catalog or epoch != self._epoch or seq < self._seq or changes.trimmed > self._seq:
                 self._reset(catalog, len(catalog.ids), epoch)
-            elif changed:
-                self._forget(catalog, changed)
+            elif changes.items:
+                self._update(catalog, changes)
             self._seq = seq
             if self.preload and self._loader is None:
                 self._loader = threading.Thread(target=self.load, args=(catalog, epoch), daemon=True,
@@ -78,7 +79,7 @@ class ItemCounts:
         """Fill in every row of `catalog` from a scan of the counts; True when merged. Changes
         made during the scan are forgotten again at the merge (they are on the change list)."""
         try:
-            _, since, *_ = self.store.item_changes(0, limit=0)
+            since = self.store.item_changes(0, limit=0).seq
             n = len(catalog.ids)
             raw = np.zeros((n, 5), dtype=np.float64)
             for k, kind in enumerate(self.store.COUNT_KINDS):
@@ -89,14 +90,14 @@ class ItemCounts:
             attributed = np.minimum(raw[:, 2], raw[:, 1])  # `store.popularity.organic`, for all rows
             loaded = np.column_stack([raw[:, 0] - attributed, raw[:, 1] - attributed, raw[:, 3], raw[:, 4]])
             with self._lock:
-                current, last, trimmed, changed, _ = self.store.item_changes(since)
-                if catalog is not self._catalog or epoch != self._epoch or current != epoch or trimmed > since \
-                        or len(changed) >= 50_000:
+                changes = self.store.item_changes(since, counts_up_to=0)
+                if catalog is not self._catalog or epoch != self._epoch or changes.epoch != epoch \
+                        or changes.trimmed > since or len(changes.items) >= 50_000:
                     return False  # started over meanwhile, or too much changed: the next read loads again
                 unknown = np.flatnonzero(~self._known[:n])
                 self._values[unknown] = loaded[unknown].astype(np.float32)
                 self._known[:n] = True
-                self._forget(catalog, changed)
+                self._update(catalog, changes._replace(counts=None))  # forgotten: re-read when met
                 self.loads += 1
                 return True
         except Exception as exc:  # noqa: BLE001 - a background thread: logged and counted, never raised
@@ -113,9 +114,16 @@ class ItemCounts:
         if loader is not None:
             loader.join(timeout)
 
-    def _forget(self, catalog, item_ids: list[str]) -> None:
-        stale = catalog.rows_for(item_ids)
-        self._known[stale[stale < len(self._known)]] = False
+    def _update(self, catalog, changes) -> None:
+        """Take in the changed items' counts when they came along, else forget those rows."""
+        rows = catalog.row_of.get_many(changes.items)
+        ok = (rows >= 0) & (rows < len(self._known))
+        if changes.counts is None:
+            self._known[rows[ok]] = False
+            return
+        values = np.array([[float(v or 0.0) for v in column] for column in changes.counts], dtype=np.float32).T
+        self._values[rows[ok]] = values[ok]
+        self._known[rows[ok]] = True
 
     def _reset(self, catalog, n: int, epoch: str) -> None:
         self._catalog, self._epoch = catalog, epoch

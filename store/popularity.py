@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,31 @@ redis.call('SET', KEYS[2], 1, 'EX', ARGV[2])
 return 0
 """  # KEYS: the other side's mark, this side's mark, the attributed counts; ARGV: item_id, mark ttl
 
+
+class ItemChanges(NamedTuple):
+    epoch: str
+    seq: int
+    trimmed: int
+    items: list[str]
+    totals: tuple[float, float] | None
+    counts: tuple[list, list, list, list] | None  # as item_counts: events, engaged, exposure, rewards
+
+
+_CHANGES = """
+redis.call('SET', KEYS[1], ARGV[3], 'NX')
+local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[4]) or '0'}
+local items = {}
+if tonumber(ARGV[2]) > 0 then
+  items = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
+end
+out[4] = items
+out[5] = redis.call('HMGET', KEYS[5], 'exposure', 'rewards')
+if #items > 0 and #items <= tonumber(ARGV[4]) then
+  for k = 6, 10 do out[k] = redis.call('ZMSCORE', KEYS[k], unpack(items)) end
+end
+return out
+"""  # KEYS: epoch, sequence, change list, trimmed-up-to, live totals, the five counts;
+# ARGV: since, limit, a new epoch token (used when there is none), most items whose counts come along
 
 CHANGES_KEPT = 100_000  # items in the change list; a reader further behind re-reads everything
 
@@ -97,23 +123,26 @@ class PopularityOps:
         in_pipeline(self._touch_script, pipe, self._change_keys(), list(item_ids))
 
     @guarded_fast
-    def item_changes(self, since: int, limit: int = 50_000) -> tuple[str, int, int, list[str], tuple | None]:
-        """What a process that keeps item counts needs to stay exact, in one round trip: the
-        counts' epoch (a new one after a build replaced them, or after Redis lost them), the
-        last sequence number, up to which changes were trimmed from the list, the items
-        changed after `since` (at most `limit`), and the live totals (`item_counts`)."""
-        epoch = self._pkey("qepoch", "global")
-        seq, changed, trimmed = self._change_keys()
-        pipe = self.fast.pipeline(transaction=False)
-        pipe.set(epoch, uuid.uuid4().hex, nx=True)
-        pipe.get(epoch)
-        pipe.get(seq)
-        pipe.get(trimmed)
-        pipe.zrangebyscore(changed, f"({int(since)}", "+inf", start=0, num=limit)
-        pipe.hmget(self._pkey("ltot", "global"), ["exposure", "rewards"])
-        _, token, last, trimmed_to, items, totals = pipe.execute()
+    def item_changes(self, since: int, limit: int = 50_000, counts_up_to: int = 1000) -> "ItemChanges":
+        """What a process that keeps item counts needs to stay exact, in one round trip (one
+        Lua call): the counts' epoch (a new one after a build replaced them, or after Redis
+        lost them), the last sequence number, up to which changes were trimmed from the list,
+        the items changed after `since` (at most `limit`), the live totals (`item_counts`),
+        and, when at most `counts_up_to` items changed, their counts as `item_counts` gives
+        them (else None)."""
+        keys = [self._pkey("qepoch", "global"), *self._change_keys(), self._pkey("ltot", "global"),
+                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS)]
+        token, last, trimmed_to, items, totals, *columns = self._changes(
+            keys=keys, args=[int(since), int(limit), uuid.uuid4().hex, int(counts_up_to)], client=self.fast)
         totals = (float(totals[0]), float(totals[1])) if None not in totals else None
-        return (text(token), int(last or 0), int(float(trimmed_to or 0)), [text(i) for i in items], totals)
+        items = [text(i) for i in items]
+        counts = None
+        if len(columns) == len(self.COUNT_KINDS):
+            events, engaged, attributed, exposure, rewards = ([None if v is None else float(v) for v in column]
+                                                              for column in columns)
+            counted = [organic(n or 0.0, e or 0.0, a or 0.0) for n, e, a in zip(events, engaged, attributed)]
+            counts = ([n for n, _ in counted], [e for _, e in counted], exposure, rewards)
+        return ItemChanges(text(token), int(last or 0), int(float(trimmed_to or 0)), items, totals, counts)
 
     COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
 

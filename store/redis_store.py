@@ -17,7 +17,7 @@ import redis
 from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
-from store.popularity import _ATTRIBUTE, _BUMP, _SHOWN, _TOUCH, PopularityOps
+from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _SHOWN, _TOUCH, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
@@ -51,6 +51,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._attribute_script = client.register_script(_ATTRIBUTE)
         self._shown = client.register_script(_SHOWN)
         self._touch_script = client.register_script(_TOUCH)
+        self._changes = client.register_script(_CHANGES)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._put = client.register_script(_PUT)

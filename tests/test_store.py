@@ -92,26 +92,31 @@ def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever
 
 
 def test_every_change_of_item_counts_enters_the_change_list(store):
-    epoch, seq, trimmed, changed, totals = store.item_changes(0)
-    assert (seq, trimmed, changed, totals) == (0, 0, [], None) and epoch
+    start = store.item_changes(0)
+    assert (start.seq, start.trimmed, start.items, start.totals, start.counts) == (0, 0, [], None, None)
+    assert start.epoch
     store.count_shown([("a", 1, 1.0), ("b", 2, 0.5)])
-    _, after_shown, _, changed, _ = store.item_changes(seq)
-    assert sorted(changed) == ["a", "b"] and after_shown > seq
+    shown = store.item_changes(start.seq)
+    assert sorted(shown.items) == ["a", "b"] and shown.seq > start.seq
     store.count_engaged("b", 2, user_id="u1")
     store.bump_trending(["global"], "c", 1.0, ts=0.0, half_life_s=3600, keep=100, engaged=False)
     store.bump_trending(["global"], "d", 1.0, ts=0.0, half_life_s=3600, keep=100)  # trending only: no count
-    same_epoch, last, _, changed, totals = store.item_changes(after_shown)
-    assert same_epoch == epoch and sorted(changed) == ["b", "c"] and totals == (1.5, 1.0)
-    assert store.item_changes(last)[3] == []
+    later = store.item_changes(shown.seq)
+    assert later.epoch == start.epoch and sorted(later.items) == ["b", "c"] and later.totals == (1.5, 1.0)
+    zero = [[float(v or 0.0) for v in column] for column in store.item_counts(later.items)[:4]]
+    assert [[float(v or 0.0) for v in column] for column in later.counts] == zero  # the counts come along
+    assert store.item_changes(shown.seq, counts_up_to=1).counts is None  # ... only for a short list
+    assert store.item_changes(later.seq).items == []
     store.put_quality({"a": 3.0}, {"a": 1.0})  # a build replaced the counts: everything kept is stale
-    assert store.item_changes(last)[0] != epoch
+    assert store.item_changes(later.seq).epoch != start.epoch
 
 
 def test_the_change_list_is_trimmed_and_says_up_to_where(store, monkeypatch):
     for start in range(0, 101_500, 5_000):
         store.count_shown([(f"i{n}", 1, 1.0) for n in range(start, min(start + 5_000, 101_500))])
-    _, seq, trimmed, changed, _ = store.item_changes(0, limit=200_000)
-    assert len(changed) <= 100_000 and trimmed > 0 and "i0" not in changed and "i101499" in changed
+    changes = store.item_changes(0, limit=200_000)
+    assert len(changes.items) <= 100_000 and changes.trimmed > 0
+    assert "i0" not in changes.items and "i101499" in changes.items
 
 
 def test_item_counts_carry_the_live_totals_over_all_items(store):
