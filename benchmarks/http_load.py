@@ -5,7 +5,7 @@
 Starts the service the way `banditrec serve` does (gunicorn, plus the learner process with
 more than one worker) on a demo deployment of the given size, then:
 
-- one client, keep-alive, sequential POST /recommend (1000 candidates, k = 10): p50 / p99,
+- one client, keep-alive, sequential POST /recommend (1000 candidates, k = 50): p50 / p99,
   per strategy (one worker);
 - load: `benchmarks.loadgen` in its own process, open loop, 1 feedback per 5 recommends,
   stepping up the rate; "sustained" is the highest rate served with p99 <= 50 ms and no
@@ -108,7 +108,10 @@ def _merge(path: Path, sections: dict) -> dict:
     return settings
 
 
-def one_client(server: Server, users: list[str], k: int = 10) -> list[float]:
+K = 50  # items per /recommend, as the targets are stated
+
+
+def one_client(server: Server, users: list[str], k: int = K) -> list[float]:
     """Sequential requests on one keep-alive connection; latency in ms."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     out = []
@@ -222,31 +225,33 @@ def _ladder_table(steps: list[dict]) -> list[str]:
 
 
 def report(results: dict, candidates: int = 1000) -> str:
-    lines = [f"One client, keep-alive, sequential POST /recommend ({candidates} candidates, k = 10, 1 worker):", "",
+    lines = [f"One client, keep-alive, sequential POST /recommend ({candidates} candidates, k = {K}, 1 worker):", "",
              "| strategy | p50 ms | p99 ms |", "| --- | --- | --- |"]
     for strategy, r in results["one_client"].items():
         lines.append(f"| {strategy} | {r['p50']:.2f} | {r['p99']:.2f} |")
     lines += ["", f"Open-loop load, 2 workers + learner, 1 feedback per 5 recommends (separate load process), "
-                  f"{candidates} candidates, k = 10, "
+                  f"{candidates} candidates, k = {K}, "
                   f"{list(results['one_client'])[0] if results['one_client'] else ''}:",
               ""] + _ladder_table(results["load"])
     if results.get("defaults_load"):
-        lines += ["", "The same at the shipped defaults (Thompson, 200 neighbours + 50 popular candidates, k = 10):",
+        lines += ["", f"The same at the shipped defaults (Thompson, 200 neighbours + 50 popular + 50 best-liked "
+                      f"candidates, k = {K}):",
                   ""] + _ladder_table(results["defaults_load"])
     mem = results["memory"]
     if mem:
         lines += ["", "Per worker (MB; \"anon\" is heap memory, the rest of RSS is mostly the memory-mapped index "
                       "files, shared by the workers and paged in as queries reach them):", "",
-                  "| worker | RSS after start | private | RSS after warm-up | anon |" +
-                  (" RSS after soak | anon | RSS growth | anon growth |" if "soak" in mem else ""),
-                  "| --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |" if "soak" in mem else "")]
+                  "| worker | RSS after start | private | RSS after warm-up | private | anon |" +
+                  (" RSS after soak | private | anon | RSS growth | anon growth |" if "soak" in mem else ""),
+                  "| --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- | --- |" if "soak" in mem else "")]
         for pid, start in mem["workers_after_start"].items():
             warm = mem["workers_after_warmup"][pid]
-            row = f"| {pid} | {start['rss']} | {start['private']} | {warm['rss']} | {warm['anon']} |"
+            row = (f"| {pid} | {start['rss']} | {start['private']} | {warm['rss']} | {warm['private']} | "
+                   f"{warm['anon']} |")
             if "soak" in mem:
                 after = mem["soak"]["after"][pid]
-                row += (f" {after['rss']} | {after['anon']} | {mem['soak']['growth_pct'][pid]:+.1f} % | "
-                        f"{mem['soak']['anon_growth_pct'][pid]:+.1f} % |")
+                row += (f" {after['rss']} | {after['private']} | {after['anon']} | "
+                        f"{mem['soak']['growth_pct'][pid]:+.1f} % | {mem['soak']['anon_growth_pct'][pid]:+.1f} % |")
             lines.append(row)
         if mem.get("learner"):
             lines += ["", f"Learner process: RSS {mem['learner']['rss']} MB ({mem['learner']['private']} MB private)."]

@@ -56,7 +56,7 @@ class Connection:
 
 
 async def run(url: str, rate: float, seconds: float, users: int, feedback_every: int, connections: int,
-              seed: int = 0, events_every: int = 0) -> dict:
+              seed: int = 0, events_every: int = 0, k: int = 50) -> dict:
     parsed = urlparse(url)
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -82,7 +82,7 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
                                                            "type": rng.choice(("view", "view", "click"))})
             else:
                 route = "recommend"
-                status, out = await conn.request("/recommend", {"user_id": f"u{rng.randrange(users)}", "k": 10})
+                status, out = await conn.request("/recommend", {"user_id": f"u{rng.randrange(users)}", "k": k})
                 if status == 200 and out.get("items"):
                     slates.append((out["event_id"], out["items"][0]["item_id"]))
             latencies[route].append((time.perf_counter() - due) * 1000.0)
@@ -130,9 +130,10 @@ def main(argv=None) -> None:
     parser.add_argument("--events-every", type=int, default=0, help="1 POST /events per n requests (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--k", type=int, default=50, help="items per /recommend")
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.users, args.feedback_every,
-                                     args.connections, args.seed, args.events_every))))
+                                     args.connections, args.seed, args.events_every, args.k))))
 
 
 if __name__ == "__main__":
