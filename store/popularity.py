@@ -146,7 +146,7 @@ class PopularityOps:
 
     COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
 
-    def scan_counts(self, kind: str, chunk: int = 10_000):
+    def scan_counts(self, kind: str, chunk: int = 2_000):
         """Every (item_ids, counts) of one of `COUNT_KINDS`, in chunks (ZSCAN: a member present
         throughout is returned at least once; one changed meanwhile is on the change list)."""
         if kind not in self.COUNT_KINDS:

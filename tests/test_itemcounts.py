@@ -122,7 +122,7 @@ def test_changes_made_while_loading_are_not_lost(store, monkeypatch):
     counts.read(catalog, np.array([0]), ["i0"])
     scan = store.scan_counts
 
-    def scan_then_change(kind, chunk=10_000):
+    def scan_then_change(kind, chunk=2_000):
         yield from scan(kind, chunk)
         if kind == "lr":  # after the whole scan, before the merge
             store.count_engaged("i9", 1)
@@ -154,7 +154,7 @@ def test_the_background_load_starts_on_the_first_read_and_a_failure_is_counted(s
     assert counts.loads == 1 and counts.failures == 0
     _assert_exact(counts, store, catalog, np.arange(20))
 
-    def broken(kind, chunk=10_000):
+    def broken(kind, chunk=2_000):
         raise RuntimeError("scan failed")
         yield
 
