@@ -63,7 +63,7 @@ def test_a_new_catalog_or_a_lost_redis_starts_over(store):
     counts = ItemCounts(store, preload=False)
     store.count_shown([("i1", 1, 1.0)])
     _assert_exact(counts, store, catalog, np.arange(10))
-    store.client.flushdb()  # Redis lost everything (a restart without persistence)
+    store.delete_all()  # Redis lost everything (a restart without persistence); only this test's keys
     _assert_exact(counts, store, catalog, np.arange(10))
     assert counts.reread == 20
     other = _catalog(10)  # an index swap: rows may mean other items now
