@@ -62,8 +62,7 @@ class ItemCounts:
             if len(missing):
                 missing = missing[np.unique(rows[missing], return_index=True)[1]]  # a row once
                 *columns, _ = self.store.item_counts([ids[i] for i in missing])
-                self._values[rows[missing]] = np.array([[float(v or 0.0) for v in column] for column in columns],
-                                                       dtype=np.float32).T
+                self._values[rows[missing]] = _matrix(columns)
                 self._known[rows[missing]] = True
                 self.reread += len(missing)
             return self._values[rows].astype(np.float64), totals
@@ -121,7 +120,7 @@ class ItemCounts:
         if changes.counts is None:
             self._known[rows[ok]] = False
             return
-        values = np.array([[float(v or 0.0) for v in column] for column in changes.counts], dtype=np.float32).T
+        values = _matrix(changes.counts)
         self._values[rows[ok]] = values[ok]
         self._known[rows[ok]] = True
 
@@ -136,3 +135,8 @@ class ItemCounts:
         values, known = np.zeros((n, 4), dtype=np.float32), np.zeros(n, dtype=bool)
         values[: len(self._values)], known[: len(self._known)] = self._values, self._known
         self._values, self._known = values, known
+
+
+def _matrix(columns) -> np.ndarray:
+    """(n, 4) float32 of per-item count columns (None: 0)."""
+    return np.array([[float(v or 0.0) for v in column] for column in columns], dtype=np.float32).T

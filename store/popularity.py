@@ -136,12 +136,7 @@ class PopularityOps:
             keys=keys, args=[int(since), int(limit), uuid.uuid4().hex, int(counts_up_to)], client=self.fast)
         totals = (float(totals[0]), float(totals[1])) if None not in totals else None
         items = [text(i) for i in items]
-        counts = None
-        if len(columns) == len(self.COUNT_KINDS):
-            events, engaged, attributed, exposure, rewards = ([None if v is None else float(v) for v in column]
-                                                              for column in columns)
-            counted = [organic(n or 0.0, e or 0.0, a or 0.0) for n, e, a in zip(events, engaged, attributed)]
-            counts = ([n for n, _ in counted], [e for _, e in counted], exposure, rewards)
+        counts = _counted(*columns) if len(columns) == len(self.COUNT_KINDS) else None
         return ItemChanges(text(token), int(last or 0), int(float(trimmed_to or 0)), items, totals, counts)
 
     COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
@@ -268,17 +263,12 @@ class PopularityOps:
         live exposure and engagements over all items (None before the first), in one round trip."""
         pipe = self.fast.pipeline(transaction=False)
         if ids:
-            for kind in ("qn", "qe", "qa", "le", "lr"):
+            for kind in self.COUNT_KINDS:
                 pipe.zmscore(self._pkey(kind, "global"), ids)
         pipe.hmget(self._pkey("ltot", "global"), ["exposure", "rewards"])
         *columns, totals = pipe.execute()
-        events, engaged, attributed, exposure, rewards = columns or ([], [], [], [], [])
-        if any(attributed):
-            counted = [organic(float(n or 0.0), float(e or 0.0), float(a or 0.0))
-                       for n, e, a in zip(events, engaged, attributed)]
-            events, engaged = [n for n, _ in counted], [e for _, e in counted]
         totals = (float(totals[0]), float(totals[1])) if None not in totals else None
-        return events, engaged, exposure, rewards, totals
+        return (*_counted(*(columns or ([], [], [], [], []))), totals)
 
     @guarded_fast
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
@@ -321,6 +311,17 @@ class PopularityOps:
     @guarded_fast
     def top_trending(self, n: int, scope: str = "global") -> list[str]:
         return [text(m) for m in self.fast.zrevrange(self._pkey("trend", scope), 0, n - 1)]
+
+
+def _counted(events, engaged, attributed, exposure, rewards) -> tuple[list, list, list, list]:
+    """Per item (event, engaged, exposure, rewards) as floats (None where a set has none), the
+    engagements attributed to the service's slates left out (`organic`)."""
+    events, engaged, attributed, exposure, rewards = ([None if v is None else float(v) for v in column]
+                                                      for column in (events, engaged, attributed, exposure, rewards))
+    if any(attributed):
+        counted = [organic(n or 0.0, e or 0.0, a or 0.0) for n, e, a in zip(events, engaged, attributed)]
+        events, engaged = [n for n, _ in counted], [e for _, e in counted]
+    return events, engaged, exposure, rewards
 
 
 def organic(events: float, engaged: float, attributed: float) -> tuple[float, float]:
