@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from serving.metrics import BACKGROUND_FAILURES, ITEM_COUNTS_LOADS
 from store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ItemCounts:
         self.reread = 0  # items read one by one from Redis (for tests and benchmarks)
         self.loads = 0   # completed background loads
         self.failures = 0  # background loads that failed (logged)
+        self.discarded = 0  # background loads not merged: the catalog, the epoch or the change list moved on
 
     def read(self, catalog, rows: np.ndarray, ids: list[str]) -> tuple[np.ndarray, tuple[float, float] | None]:
         """(len(rows), 4) counts (events, engaged events, live exposure, live engagements) of
@@ -89,18 +91,29 @@ class ItemCounts:
             attributed = np.minimum(raw[:, 2], raw[:, 1])  # `store.popularity.organic`, for all rows
             loaded = np.column_stack([raw[:, 0] - attributed, raw[:, 1] - attributed, raw[:, 3], raw[:, 4]])
             with self._lock:
-                changes = self.store.item_changes(since, counts_up_to=0)
+                changes = self.store.item_changes(since, limit=self.store.CHANGES_KEPT, counts_up_to=0)  # all of them
                 if catalog is not self._catalog or epoch != self._epoch or changes.epoch != epoch \
-                        or changes.trimmed > since or len(changes.items) >= 50_000:
-                    return False  # started over meanwhile, or too much changed: the next read loads again
+                        or changes.trimmed > since:
+                    # Started over meanwhile (that reset has cleared the loader), or more changed during
+                    # the scan than the change list keeps: the next read starts another load.
+                    self.discarded += 1
+                    ITEM_COUNTS_LOADS.labels("discarded").inc()
+                    log.info("item counts load discarded (the catalog, the counts epoch or the change list "
+                             "moved on during the scan); the next read loads again")
+                    if self._catalog is catalog:
+                        self._loader = None
+                    return False
                 unknown = np.flatnonzero(~self._known[:n])
                 self._values[unknown] = loaded[unknown].astype(np.float32)
                 self._known[:n] = True
                 self._update(catalog, changes._replace(counts=None))  # forgotten: re-read when met
                 self.loads += 1
+                ITEM_COUNTS_LOADS.labels("merged").inc()
                 return True
         except Exception as exc:  # noqa: BLE001 - a background thread: logged and counted, never raised
             self.failures += 1
+            ITEM_COUNTS_LOADS.labels("failed").inc()
+            BACKGROUND_FAILURES.labels("item_counts_load").inc()
             log.warning("item counts not loaded (rows are read one by one until a later load): %r", exc)
             with self._lock:
                 if self._catalog is catalog:

@@ -8,7 +8,7 @@ Under gunicorn every worker is its own process: `banditrec serve` points
 What is measured: per-stage latency of /recommend (the request's lap timer) and per-route
 latency; decisions by strategy and arm; impressions, explored and fresh impressions (their
 shares are the ratios); rewards by outcome; events; Redis failures; failed background
-runs by task; plus, computed when
+runs by task; loads of the item-counts mirror by outcome; plus, computed when
 scraped, the model version, the reward-stream backlog after the model's cursor and the
 learn lag (age of the oldest reward not yet learned).
 """
@@ -50,6 +50,10 @@ REDIS_ERRORS = Counter("banditrec_redis_errors_total", "Redis calls that failed 
 BACKGROUND_FAILURES = Counter("banditrec_background_failures_total",
                               "Background runs that failed or were skipped (snapshot, adoption, rebuild, ...), by task",
                               ["task"])
+ITEM_COUNTS_LOADS = Counter("banditrec_item_counts_loads_total",
+                            "Background loads of every item's counts into a worker's mirror, by outcome "
+                            "(merged, discarded: the catalog or counts moved on during the scan, failed)",
+                            ["outcome"])
 MODEL_VERSION = Gauge("banditrec_served_model_version", "Model version served by this process",
                       multiprocess_mode="liveall")
 

@@ -139,6 +139,7 @@ class PopularityOps:
         counts = _counted(*columns) if len(columns) == len(self.COUNT_KINDS) else None
         return ItemChanges(text(token), int(last or 0), int(float(trimmed_to or 0)), items, totals, counts)
 
+    CHANGES_KEPT = CHANGES_KEPT
     COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
 
     def scan_counts(self, kind: str, chunk: int = 2_000):

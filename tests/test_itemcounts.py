@@ -173,3 +173,40 @@ def test_a_long_change_list_forgets_the_rows_instead(store):
     store.count_shown([(f"i{i}", 1, 1.0) for i in range(1100)])  # more than come along with the list
     _assert_exact(counts, store, catalog, rows)
     assert counts.reread == 1200 + 1100
+
+
+def test_a_load_overtaken_by_the_change_list_is_discarded_and_the_next_read_loads_again(store, monkeypatch):
+    catalog = _catalog(30)
+    _world(store, catalog)
+    counts = ItemCounts(store)
+    scan = store.scan_counts
+    overtaken = []
+
+    def scan_while_busy(kind, chunk=2_000):
+        if not overtaken:
+            overtaken.append(kind)
+            store.count_shown([(f"i{i}", 1, 1.0) for i in range(20)])
+        yield from scan(kind, chunk)
+
+    monkeypatch.setattr(store, "scan_counts", scan_while_busy)
+    monkeypatch.setattr(store, "item_changes", _trimming(store))
+    _assert_exact(counts, store, catalog, np.arange(3))
+    counts.wait(30)
+    assert counts.discarded == 1 and counts.loads == 0
+    _assert_exact(counts, store, catalog, np.arange(30))  # a second load started and merged
+    counts.wait(30)
+    assert counts.loads == 1
+    _assert_exact(counts, store, catalog, np.arange(30))
+
+
+def _trimming(store):
+    """item_changes as if the list had been trimmed past whatever changed since `since` (the real
+    list keeps the last 100,000 items), when a load merges (the only caller asking for no
+    counts); requests, reading often, keep up."""
+    changes = store.item_changes
+
+    def trimmed(since, limit=50_000, counts_up_to=1000):
+        got = changes(since, limit, counts_up_to)
+        overtaken = counts_up_to == 0 and got.seq > since
+        return got._replace(trimmed=got.seq) if overtaken else got
+    return trimmed
