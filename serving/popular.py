@@ -42,10 +42,25 @@ class PopularCache:
         self.ttl_s = ttl_s
         self.clock = clock
         self.feature_top = feature_top
-        self._lists: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._lists: dict[tuple[str, str], tuple[float, list[str], int]] = {}  # read at, ids, asked
         self._values: tuple[float, ItemSignals] | None = None
         self.counts = ItemCounts(store)
         self._lock = threading.Lock()
+        self.background = False  # `refresh()` runs on a thread: requests read what it last read
+
+    def _fresh(self, stamp: float) -> bool:
+        """Whether a value read at `stamp` serves as it is. With a background refresh, a request
+        re-reads inline only what that refresh has left stale for several periods (it failed)."""
+        return self.clock() - stamp <= (4 * self.ttl_s if self.background else self.ttl_s)
+
+    def refresh(self) -> None:
+        """Re-read the catalog-wide numbers and every list read so far (the service's background
+        task, every `ttl_s`: a re-read of 20,000 items' counts costs tens of ms at 1M items, too
+        much for the request that happens to find it stale)."""
+        self._values = None if self._values is None else (-math.inf, self._values[1])
+        self._signals()
+        for (kind, scope), (_, ids, asked) in list(self._lists.items()):
+            self._read_list(kind, scope, asked, stale=ids)
 
     def feature(self, ids: list[str]) -> np.ndarray:
         """Each item's long-term popularity now, 0..1: log(1 + score) relative to the most
@@ -90,7 +105,7 @@ class PopularCache:
         """Popularity, quality, the catalog's engagement share and the items by quality, re-read
         every `ttl_s` (and kept, stale, while Redis is away)."""
         cached = self._values
-        if cached is not None and self.clock() - cached[0] <= self.ttl_s:
+        if cached is not None and self._fresh(cached[0]):
             return cached[1]
         try:
             top = self.store.top_popular(self.feature_top, scope="global")
@@ -116,23 +131,22 @@ class PopularCache:
 
     def ids(self, kind: str, scope: str, n: int) -> list[str]:
         """Up to n item ids of a popularity list ("pop" long-term, "trend" decayed)."""
-        key = (kind, scope)
-        cached = self._lists.get(key)
-        if cached is None or self.clock() - cached[0] > self.ttl_s:
-            try:
-                if kind == "pop":
-                    ids = [item_id for item_id, _ in self.store.top_popular(n, scope=scope)]
-                else:
-                    ids = self.store.top_trending(n, scope=scope)
-            except StoreError:
-                ids = cached[1] if cached else []  # stale beats nothing while Redis is away
-                with self._lock:  # retry after a full ttl, not on every request
-                    self._lists[key] = (self.clock(), ids)
-                return ids[:n]
-            with self._lock:
-                self._lists[key] = (self.clock(), ids)
-            return ids[:n]
-        return cached[1][:n]
+        cached = self._lists.get((kind, scope))
+        if cached is not None and self._fresh(cached[0]) and cached[2] >= n:  # read for at least n
+            return cached[1][:n]
+        return self._read_list(kind, scope, n, stale=cached[1] if cached else [])[:n]
+
+    def _read_list(self, kind: str, scope: str, n: int, stale: list[str]) -> list[str]:
+        try:
+            if kind == "pop":
+                ids = [item_id for item_id, _ in self.store.top_popular(n, scope=scope)]
+            else:
+                ids = self.store.top_trending(n, scope=scope)
+        except StoreError:
+            ids = stale  # stale beats nothing while Redis is away; retried after a full ttl, not every request
+        with self._lock:
+            self._lists[(kind, scope)] = (self.clock(), ids, n)
+        return ids
 
     def clear(self) -> None:
         with self._lock:

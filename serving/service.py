@@ -131,6 +131,8 @@ class Service:
     def start_tasks(self) -> None:
         cfg = self.config
         self.popular.counts.start(self.catalog)  # the candidates' counts, mirrored in the background
+        self.popular.background = True  # popularity lists and catalog-wide numbers re-read off the request path
+        self.tasks.append(Periodic("popular", self.popular.ttl_s, self.popular.refresh).start())
         if self.learns:
             self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),
                                        lambda: self.learner.maybe_snapshot(cfg.snapshot)).start())
