@@ -23,12 +23,17 @@ from serving.stages import NO_LAPS, Laps
 @dataclass(frozen=True)
 class Candidates:
     """Catalog rows in retrieval order, their similarity to the user's query vector (None when
-    they did not come from it), and where they came from: personalized, cold_start (popularity
-    for users without enough history), popularity (the holdout's list) or apprentice."""
+    they did not come from it), where they came from: personalized, cold_start (popularity
+    for users without enough history), popularity (the holdout's list) or apprentice; and,
+    once `showable` has read them, the rows' item ids (read once per request, not per step)."""
 
     rows: np.ndarray
     sims: np.ndarray | None
     source: str
+    ids: list[str] | None = None
+
+    def item_ids(self, catalog: Catalog) -> list[str]:
+        return self.ids if self.ids is not None else catalog.ids.take(self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -65,9 +70,12 @@ def retrieve_baseline(ranking: Ranking, state: UserState, *, holdout: bool, base
 
 def showable(ranking: Ranking, found: Candidates, state: UserState, *, exclude: frozenset,
              context: dict) -> Candidates:
+    ids = found.item_ids(ranking.catalog)
     keep = allowed(ranking.catalog, found.rows, exclude=exclude, seen=state.seen, context=context,
-                   cfg=ranking.config.filters)
-    return Candidates(found.rows[keep], None if found.sims is None else found.sims[keep], found.source)
+                   cfg=ranking.config.filters, ids=ids)
+    kept = np.flatnonzero(keep)
+    return Candidates(found.rows[kept], None if found.sims is None else found.sims[kept], found.source,
+                      [ids[i] for i in kept.tolist()])
 
 
 def personal(catalog: Catalog, query: np.ndarray, cfg: Config,

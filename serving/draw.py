@@ -24,7 +24,7 @@ def decision_rng(event_id: str) -> np.random.Generator:
 def draw(ranking: Ranking, found: Candidates, scored: Scored, *, k: int, event_id: str,
          now: float) -> tuple[list[SlateItem], list | None]:
     """The slate and the logged first-position candidates (`logged_candidates`)."""
-    fresh = fresh_mask(ranking, found.rows, now)
+    fresh = fresh_mask(ranking, found.rows, now, found.item_ids(ranking.catalog))
     choices, first_probs = ranking.strategy.choose_slate(scored.scores, k, decision_rng(event_id),
                                                          rules=_rules(ranking, found.rows, fresh, scored))
     return (slate_items(ranking, found, scored, choices, fresh),
@@ -36,14 +36,15 @@ def in_order(ranking: Ranking, found: Candidates, scored: Scored, *, k: int,
     """A baseline's slate: its first k candidates as they are, each with probability 1."""
     choices = [Choice(i, 1.0, False) for i in range(min(k, len(found)))]
     first_probs = np.eye(1, len(found), 0).ravel() if len(found) else np.zeros(0)
-    return (slate_items(ranking, found, scored, choices, fresh_mask(ranking, found.rows, now)),
+    fresh = fresh_mask(ranking, found.rows, now, found.item_ids(ranking.catalog))
+    return (slate_items(ranking, found, scored, choices, fresh),
             logged_candidates(ranking, found, first_probs, choices))
 
 
 def slate_items(ranking: Ranking, found: Candidates, scored: Scored, choices: list[Choice],
                 fresh: np.ndarray) -> list[SlateItem]:
-    ids = ranking.catalog.ids
-    return [SlateItem(ids[found.rows[c.index]], position, round(float(scored.scores.mean[c.index]), 6) + 0.0,
+    ids = found.item_ids(ranking.catalog)
+    return [SlateItem(ids[c.index], position, round(float(scored.scores.mean[c.index]), 6) + 0.0,
                       c.probability, c.explored, bool(fresh[c.index]), scored.actions[c.index])
             for position, c in enumerate(choices, start=1)]
 
@@ -58,12 +59,13 @@ def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | N
     keep = np.argsort(-probs, kind="stable")[: cfg.max_candidates]
     if choices and choices[0].index not in keep:
         keep = np.append(keep[:-1], choices[0].index)
-    ids, rows, sims = ranking.catalog.ids, found.rows, found.sims
-    return [[ids[rows[i]], None if sims is None else round(float(sims[i]), 4), float(probs[i])] for i in keep]
+    ids, sims = found.item_ids(ranking.catalog), found.sims
+    return [[ids[i], None if sims is None else round(float(sims[i]), 4), float(probs[i])] for i in keep]
 
 
-def fresh_mask(ranking: Ranking, rows: np.ndarray, now: float) -> np.ndarray:
-    """Young items with few labelled impressions: the ones the boost is for."""
+def fresh_mask(ranking: Ranking, rows: np.ndarray, now: float, ids: list[str] | None = None) -> np.ndarray:
+    """Young items with few labelled impressions: the ones the boost is for (`ids`: the rows'
+    item ids, when the caller has them)."""
     cfg = ranking.config.fresh
     if not len(rows):
         return np.zeros(len(rows), dtype=bool)
@@ -72,7 +74,8 @@ def fresh_mask(ranking: Ranking, rows: np.ndarray, now: float) -> np.ndarray:
         return young & (cfg.min_impressions > 0)
     idx = np.flatnonzero(young)
     try:
-        counts = np.asarray(ranking.labelled([ranking.catalog.ids[rows[i]] for i in idx]))
+        young_ids = ranking.catalog.ids.take(rows[idx]) if ids is None else [ids[i] for i in idx.tolist()]
+        counts = np.asarray(ranking.labelled(young_ids))
     except StoreError:
         counts = np.zeros(len(idx))  # unknown while Redis is away: treat young items as unobserved
     young[idx] = counts < cfg.min_impressions

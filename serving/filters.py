@@ -9,16 +9,18 @@ from retrieval.catalog import Catalog
 
 
 def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: frozenset[str] | set[str],
-            context: dict, cfg: FiltersConfig) -> np.ndarray:
+            context: dict, cfg: FiltersConfig, ids: list[str] | None = None) -> np.ndarray:
     """Mask over `rows`: available (in stock, not deleted), not excluded by the request, not seen
     (consumed), not blocked by a rule. The one place that decides what may be shown: the
-    candidate sources skip unavailable rows only to fill their counts."""
+    candidate sources skip unavailable rows only to fill their counts. `ids`: the rows' item
+    ids, when the caller has them."""
     if not len(rows):
         return np.ones(0, dtype=bool)
     mask = catalog.available(rows)
     hidden = exclude | seen if seen else exclude
     if hidden:
-        mask &= np.fromiter((i not in hidden for i in catalog.ids.take(rows)), dtype=bool, count=len(rows))
+        ids = catalog.ids.take(rows) if ids is None else ids
+        mask &= np.fromiter((i not in hidden for i in ids), dtype=bool, count=len(rows))
     for rule in cfg.block:
         if rule.context in context and context[rule.context] == rule.value and \
                 type(context[rule.context]) is type(rule.value):

@@ -6,6 +6,7 @@ old shows everyone the same items until it is re-read (on real ratings, a qualit
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -66,7 +67,7 @@ class PopularCache:
         """Each item's long-term popularity now, 0..1: log(1 + score) relative to the most
         popular item's, from the top `feature_top` of the global ranking (0 below it)."""
         values = self._signals().popularity
-        return np.fromiter((values.get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
+        return np.fromiter(map(values.get, ids, itertools.repeat(0.0)), dtype=np.float64, count=len(ids))
 
     def quality(self, ids: list[str], rows: np.ndarray | None = None, catalog=None) -> np.ndarray:
         """Each item's quality now (`bandit.features.quality`: the share of its events that

@@ -30,7 +30,7 @@ def features(ranking: Ranking, found: Candidates, *, user: dict, context: dict, 
     catalog, rows = ranking.catalog, found.rows
     shared = shared_line(user, context, recent)
     live = catalog.vectors(rows) @ session if session is not None and len(rows) else None
-    ids = catalog.ids.take(rows)
+    ids = found.item_ids(catalog)
     pops, quality = (ranking.popular.feature(ids), ranking.popular.quality(ids, rows, catalog)) if ids \
         else (None, None)
     return shared, action_lines(catalog.lines, rows, found.sims, live, pops, quality)
