@@ -14,6 +14,7 @@ threads = _cfg.server.threads
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
+limit_request_line = 8190  # gunicorn's largest: a long id in the path gets the app's own 400, not a 414
 accesslog = os.environ.get("BANDITREC_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = "info"
@@ -21,10 +22,31 @@ control_socket_disable = True  # the default socket path is shared by every guni
 
 
 def post_fork(server, worker):
-    """Log as the config says (JSON lines by default), with each request's event_id."""
+    """Log as the config says (JSON lines by default), with each request's event_id; answer
+    what gunicorn rejects before the app sees it in the API's JSON, not an HTML page."""
+    from gunicorn import util
+
     from banditrec.logs import setup
 
     setup(_cfg.server.log_format)
+    util.write_error = write_json_error  # gunicorn's only writer of its own error pages
+
+
+_ERROR_CODES = {400: "invalid_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                431: "request_header_fields_too_large", 500: "internal", 501: "not_implemented"}
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """`gunicorn.util.write_error` (a request line too long, a malformed request ...) as JSON."""
+    import json
+
+    from gunicorn import util
+
+    body = json.dumps({"error": {"code": _ERROR_CODES.get(status_int, "http_error"),
+                                 "message": mesg or reason}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin1")
+    util.write_nonblock(sock, head + body)
 
 
 def post_worker_init(worker):
