@@ -59,15 +59,21 @@ class ServerConfig:
     max_k: int = 100
     learner: str = "auto"  # auto | inline | process | external
     api_key: str = field(default="", repr=False)  # required by admin routes when set; prefer $BANDITREC_API_KEY
+    read_key: str = field(default="", repr=False)  # with api_key set: also opens the read-only operations routes
     log_format: str = "json"  # json | text: how the served app logs (one JSON object per line, with event_id)
 
     def __post_init__(self):
         check_scalar(self.host, "server.host", str)
         check_scalar(self.api_key, "server.api_key", str)
         check_scalar(self.log_format, "server.log_format", str, choices=("json", "text"))
-        if self.api_key and (len(self.api_key) < 16 or not self.api_key.isprintable() or " " in self.api_key):
-            raise ConfigError("server.api_key must be at least 16 printable characters without spaces "
-                              "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        check_scalar(self.read_key, "server.read_key", str)
+        for name, key in (("api_key", self.api_key), ("read_key", self.read_key)):
+            if key and (len(key) < 16 or not key.isprintable() or " " in key or ":" in key):
+                raise ConfigError(f"server.{name} must be at least 16 printable characters without spaces or "
+                                  "colons (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        if self.read_key and not self.api_key:
+            raise ConfigError("server.read_key is a second key for the read-only routes beside server.api_key; "
+                              "set server.api_key too (without it every route is open)")
         check_scalar(self.port, "server.port", int, min=0, max=65535)
         check_scalar(self.workers, "server.workers", int, min=1, max=64)
         check_scalar(self.threads, "server.threads", int, min=1, max=64)
@@ -147,6 +153,7 @@ ENV_OVERRIDES = {
     "BANDITREC_WORKERS": ("server", "workers", int),
     "BANDITREC_LEARNER": ("server", "learner", str),
     "BANDITREC_API_KEY": ("server", "api_key", str),
+    "BANDITREC_READ_KEY": ("server", "read_key", str),
     "BANDITREC_DATA_DIR": ("data", "dir", str),
 }
 

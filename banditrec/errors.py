@@ -27,10 +27,14 @@ class InvalidRequest(BanditrecError):
 
 
 class Unauthorized(BanditrecError):
-    """An admin route called without the configured API key."""
+    """A guarded route called without a configured key; `basic`: a browser should ask for it."""
 
     status = 401
     code = "unauthorized"
+
+    def __init__(self, message: str, basic: bool = False):
+        super().__init__(message)
+        self.basic = basic
 
 
 class NotFound(BanditrecError):

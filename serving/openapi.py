@@ -26,7 +26,8 @@ ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
               "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
 
 _ERRORS = {"400": "the body or a parameter is invalid; the message names the field",
-           "401": "an admin route without the configured API key",
+           "401": "a guarded route without a configured key (admin routes: the API key; the dashboard, stats "
+                  "and experiments: it or the read key)",
            "404": "unknown event, item or route (a path id with a line break matches no route)",
            "405": "method not allowed on this path",
            "409": "the event_id was already used", "410": "the reward came after feedback.reward_wait_s",
@@ -53,6 +54,9 @@ def _obj(properties: dict, required=(), extra: bool = False) -> dict:
 
 def _body(schema: dict) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+READERS = [{"bearer": []}, {"apiKey": []}, {"basic": []}]  # the API key or the read key (Basic: as the password)
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, admin: bool = False,
@@ -169,13 +173,16 @@ def document(config: Config) -> dict:
                     "arms": _obj({"personalized": arm, "holdout": arm}, required=("personalized", "holdout")),
                     "lift": {"type": "object", "additionalProperties": lift}},
                    required=("experiment", "holdout_share", "arms", "lift"), extra=True)),
-        **_errors("503")})
+        **_errors("401", "503")})
+    experiments["security"] = READERS
     spec = _op("This document", _ok({"type": "object"}))
-    stats = _op("What the dashboard shows: per-arm totals and shares, latency percentiles, learning",
-                _ok(_obj({"arms": {"type": "object"}, "recommend_latency_ms": {"type": "object"},
-                          "requests": {"type": "integer"}}, required=("arms", "recommend_latency_ms"), extra=True)))
+    stats = _op("What the dashboard shows: per-arm totals and shares, latency percentiles, learning", {
+        **_ok(_obj({"arms": {"type": "object"}, "recommend_latency_ms": {"type": "object"},
+                    "requests": {"type": "integer"}}, required=("arms", "recommend_latency_ms"), extra=True)),
+        **_errors("401")})
+    stats["security"] = READERS
     page = {"summary": "The live dashboard (HTML)", "responses": {"200": {"description": "the page", "content": {
-        "text/html": {"schema": {"type": "string"}}}}}}
+        "text/html": {"schema": {"type": "string"}}}}, **_errors("401")}, "security": READERS}
     prometheus = {"summary": "Prometheus metrics (text exposition format)", "responses": {"200": {
         "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
     return {
@@ -191,5 +198,6 @@ def document(config: Config) -> dict:
         "components": {
             "schemas": {"Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
-                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "basic": {"type": "http", "scheme": "basic"}}},
     }

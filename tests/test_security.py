@@ -137,3 +137,50 @@ def test_hand_picked_bad_inputs_get_a_clear_json_4xx_and_store_nothing(app_clien
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
     assert _fingerprint(store) == before, "a rejected request changed what Redis holds"
     assert service.learner.learned == learned and len(service.catalog) == items
+
+
+READ_KEY = "r3ad-only-key-0123456789"
+READERS = ["/dashboard", "/stats", "/experiments"]
+
+
+@pytest.fixture
+def two_keys(build, open_service):
+    service = open_service(build(server={"api_key": KEY, "read_key": READ_KEY}))
+    return service, create_app(deps=service).test_client()
+
+
+def _basic(password: str) -> dict:
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(f"anyone:{password}".encode()).decode()}
+
+
+@pytest.mark.parametrize("path", READERS)
+def test_read_only_routes_need_either_key_and_ask_a_browser_for_it(two_keys, path):
+    _, client = two_keys
+    for headers in ({}, {"Authorization": "Bearer wrong-key-wrong-key"}, _basic("wrong-key-wrong-key"),
+                    {"Authorization": "Basic !!not-base64!!"}):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Basic")  # a browser prompts for the key
+    for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": READ_KEY}, _basic(READ_KEY), _basic(KEY)):
+        assert client.get(path, headers=headers).status_code == 200, headers
+
+
+def test_the_read_key_opens_no_admin_route(two_keys):
+    service, client = two_keys
+    for headers in ({"Authorization": f"Bearer {READ_KEY}"}, _basic(READ_KEY)):
+        response = client.put("/items/new-2", json={"category": "books"}, headers=headers)
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "new-2" not in service.catalog.row_of
+
+
+@pytest.mark.parametrize("path", READERS)
+def test_read_only_routes_are_open_without_an_api_key(app_client, path):
+    assert app_client.get(path).status_code == 200
+
+
+def test_a_read_key_alone_or_a_short_one_is_refused():
+    with pytest.raises(ConfigError, match="set server.api_key too"):
+        load_config(env={"BANDITREC_READ_KEY": READ_KEY})
+    with pytest.raises(ConfigError, match="server.read_key must be at least 16"):
+        load_config(env={"BANDITREC_API_KEY": KEY, "BANDITREC_READ_KEY": "short"})

@@ -25,7 +25,8 @@ def register(app: Flask, max_body_bytes: int) -> None:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
         response = as_json(exc.to_json(), exc.status)
         if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="banditrec admin"'
+            response.headers["WWW-Authenticate"] = 'Basic realm="banditrec", charset="UTF-8"' \
+                if getattr(exc, "basic", False) else 'Bearer realm="banditrec admin"'
         return response
 
     @app.errorhandler(HTTPException)

@@ -11,6 +11,7 @@ from banditrec.errors import BanditrecError, Unavailable
 from serving import metrics, status
 from serving.experiment import report as experiment_report
 from serving.openapi import document as openapi_document
+from web.auth import readers_only
 from web.body import as_json, service
 
 ops = Blueprint("ops", __name__)
@@ -28,17 +29,20 @@ def metrics_route():
 
 
 @ops.get("/stats")
+@readers_only
 def stats():
     return as_json(metrics.summary(service()))
 
 
 @ops.get("/dashboard")
+@readers_only
 def dashboard():
     return Response(resources.files("serving").joinpath("dashboard.html").read_text(encoding="utf-8"),
                     mimetype="text/html")
 
 
 @ops.get("/experiments")
+@readers_only
 def experiments():
     config = service().config.experiment
     try:
