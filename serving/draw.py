@@ -24,7 +24,7 @@ def decision_rng(event_id: str) -> np.random.Generator:
 def draw(ranking: Ranking, found: Candidates, scored: Scored, *, k: int, event_id: str,
          now: float) -> tuple[list[SlateItem], list | None]:
     """The slate and the logged first-position candidates (`logged_candidates`)."""
-    fresh = fresh_mask(ranking, found.rows, now, found.item_ids(ranking.catalog))
+    fresh = fresh_mask(ranking, found, now)
     choices, first_probs = ranking.strategy.choose_slate(scored.scores, k, decision_rng(event_id),
                                                          rules=_rules(ranking, found.rows, fresh, scored))
     return (slate_items(ranking, found, scored, choices, fresh),
@@ -36,7 +36,7 @@ def in_order(ranking: Ranking, found: Candidates, scored: Scored, *, k: int,
     """A baseline's slate: its first k candidates as they are, each with probability 1."""
     choices = [Choice(i, 1.0, False) for i in range(min(k, len(found)))]
     first_probs = np.eye(1, len(found), 0).ravel() if len(found) else np.zeros(0)
-    fresh = fresh_mask(ranking, found.rows, now, found.item_ids(ranking.catalog))
+    fresh = fresh_mask(ranking, found, now)
     return (slate_items(ranking, found, scored, choices, fresh),
             logged_candidates(ranking, found, first_probs, choices))
 
@@ -63,10 +63,9 @@ def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | N
     return [[ids[i], None if sims is None else round(float(sims[i]), 4), float(probs[i])] for i in keep]
 
 
-def fresh_mask(ranking: Ranking, rows: np.ndarray, now: float, ids: list[str] | None = None) -> np.ndarray:
-    """Young items with few labelled impressions: the ones the boost is for (`ids`: the rows'
-    item ids, when the caller has them)."""
-    cfg = ranking.config.fresh
+def fresh_mask(ranking: Ranking, found: Candidates, now: float) -> np.ndarray:
+    """Over the candidates: young items with few labelled impressions, the ones the boost is for."""
+    cfg, rows = ranking.config.fresh, found.rows
     if not len(rows):
         return np.zeros(len(rows), dtype=bool)
     young = ranking.catalog.published_at(rows) >= now - cfg.max_age_s
@@ -74,7 +73,8 @@ def fresh_mask(ranking: Ranking, rows: np.ndarray, now: float, ids: list[str] | 
         return young & (cfg.min_impressions > 0)
     idx = np.flatnonzero(young)
     try:
-        young_ids = ranking.catalog.ids.take(rows[idx]) if ids is None else [ids[i] for i in idx.tolist()]
+        ids = found.item_ids(ranking.catalog)
+        young_ids = [ids[i] for i in idx.tolist()]
         counts = np.asarray(ranking.labelled(young_ids))
     except StoreError:
         counts = np.zeros(len(idx))  # unknown while Redis is away: treat young items as unobserved

@@ -5,45 +5,76 @@ from __future__ import annotations
 import logging
 
 from banditrec.config import ENGAGED_TYPES, EVENT_TYPES
-from banditrec.errors import InvalidRequest
+from banditrec.errors import Conflict, InvalidRequest
 from retrieval.data import check_id, normalise_profile, segment_of
 from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, arm_of
-from serving.schema import parse_event
+from serving.schema import EventRequest, parse_event
 from serving.service import Service
 from serving.userstate import long_term_step
 from store import StoreError
+from store.once import Once
 
 log = logging.getLogger(__name__)
 
 
+EVENT_LEASE_S = 30.0  # how long one attempt at an event_id keeps a concurrent retry out (409)
+
+
 def record_event(service: Service, body) -> dict:
     """Record an interaction durably, then update the user's real-time state and the
-    popularity counters. 503 (StoreError) when it cannot be recorded."""
+    popularity counters. 503 (StoreError) when it cannot be recorded. With an `event_id`, a
+    retry does only the steps an earlier attempt did not (`store.once`); 409 while another
+    attempt of it is under way."""
     cfg = service.config
     req = parse_event(body, EVENT_TYPES)
     now = service.clock()
     ts = req.timestamp if req.timestamp is not None else now
     if ts > now + 300:
         raise InvalidRequest(f"timestamp {ts:.0f} is {ts - now:.0f} s in the future")
+    if req.event_id is None:
+        return _record(service, req, ts, now, None)
+    once = service.store.take_once(req.user_id, req.event_id, EVENT_LEASE_S, cfg.realtime.event_id_ttl_s)
+    if once is None:
+        raise Conflict(f"event {req.event_id!r} of user {req.user_id!r} is being recorded by another request; "
+                       "retry in a few seconds for its outcome")
+    try:
+        answer = _record(service, req, ts, now, once)
+    finally:
+        try:
+            service.store.release_once(once)
+        except StoreError as exc:  # the lease runs out by itself
+            log.warning("event %s of %s: lease not released (it expires in %.0f s): %s",
+                        req.event_id, req.user_id, EVENT_LEASE_S, exc)
+    return {**answer, "event_id": req.event_id, "duplicate": "stream" in once.done}
+
+
+def _record(service: Service, req: EventRequest, ts: float, now: float, once: Once | None) -> dict:
+    """The event's writes, in order, each skipped when `once` says an earlier attempt did it."""
+    cfg = service.config
+    done = once.done if once is not None else frozenset()
     catalog = service.catalog
     row = catalog.row_of.get(req.item_id)
     category = catalog.category(row) if row is not None else None
     event = {"user_id": req.user_id, "item_id": req.item_id, "type": req.type, "timestamp": ts}
     if req.value is not None:
         event["value"] = req.value
-    service.store.append_event(event, cfg.realtime.events_maxlen)  # the record, first
+    if "stream" not in done:
+        service.store.append_event(event, cfg.realtime.events_maxlen, once=once)  # the record, first
 
     weights = cfg.embedding.event_weights
     weight = weights[req.type] / max(weights.values())
     seen = (req.item_id, ts) if req.type in cfg.filters.seen_types else None
     active = cfg.inactive.after_s > 0 and now - ts <= cfg.inactive.after_s  # (again): no pre-generated slates
-    profile = service.store.record_user_event(
-        req.user_id, entry={"i": req.item_id, "t": req.type, "ts": ts, "c": category}, ts=ts,
-        recent_n=cfg.realtime.recent_n, recent_ttl_s=cfg.realtime.recent_ttl_s, seen=seen,
-        seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s, drop_pregen=active)
-    if row is not None and weight > 0:
+    if "user" in done:
+        profile = service.store.profiles([req.user_id])[0]
+    else:
+        profile = service.store.record_user_event(
+            req.user_id, entry={"i": req.item_id, "t": req.type, "ts": ts, "c": category}, ts=ts,
+            recent_n=cfg.realtime.recent_n, recent_ttl_s=cfg.realtime.recent_ttl_s, seen=seen,
+            seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s, drop_pregen=active, once=once)
+    if row is not None and weight > 0 and "vector" not in done:
         service.store.update_user_vector(req.user_id, catalog.space,
-                                         long_term_step(catalog.vector(row), weight, cfg.realtime))
+                                         long_term_step(catalog.vector(row), weight, cfg.realtime), once=once)
     scopes = ["global"]
     if category:
         scopes.append(f"cat:{category}")
@@ -52,17 +83,20 @@ def record_event(service: Service, body) -> dict:
         scopes.append(f"seg:{segment}")
     exp = cfg.experiment
     arm = arm_of(req.user_id, exp)
-    long_term = tuple(s for s in scopes if not s.startswith("cat:")) + ((HOLDOUT_SCOPE,) if arm == HOLDOUT else ())
-    service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
-                                cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None,
-                                long_term=long_term, engaged=req.type in ENGAGED_TYPES if row is not None else None,
-                                attribute=(req.user_id, cfg.feedback.attribution_s))
+    if "counts" not in done:
+        long_term = tuple(s for s in scopes if not s.startswith("cat:")) + ((HOLDOUT_SCOPE,) if arm == HOLDOUT else ())
+        service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
+                                    cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None,
+                                    long_term=long_term,
+                                    engaged=req.type in ENGAGED_TYPES if row is not None else None,
+                                    attribute=(req.user_id, cfg.feedback.attribution_s), once=once)
     purchase = req.type == "purchase"
-    try:  # the event is recorded: the experiment's counters are best effort
-        service.store.session_event(exp.salt, arm, req.user_id, ts, exp.session_gap_s,
-                                    (req.value or 0.0) if purchase else 0.0, purchase)
-    except StoreError as exc:
-        log.warning("event of %s recorded, session counters not updated: %s", req.user_id, exc)
+    if "session" not in done:
+        try:  # the event is recorded: the experiment's counters are best effort
+            service.store.session_event(exp.salt, arm, req.user_id, ts, exp.session_gap_s,
+                                        (req.value or 0.0) if purchase else 0.0, purchase, once=once)
+        except StoreError as exc:
+            log.warning("event of %s recorded, session counters not updated: %s", req.user_id, exc)
     return {"status": "recorded", "item_known": row is not None}
 
 

@@ -34,6 +34,9 @@ def feedback(service: Service, body) -> dict:
     for item_id in (*req.seen, *([req.item_id] if req.item_id else [])):
         if item_id not in decision.items:
             raise InvalidRequest(f"item_id {item_id!r} was not in the slate of event {req.event_id!r}")
+    if decision.test:  # test traffic: acknowledged, never recorded, counted or learned
+        return {"status": "accepted", "test": True,
+                **({"duplicate": False} if req.item_id is not None else {"seen": len(set(req.seen))})}
     ttl = cfg.reward_wait_s + cfg.expired_grace_s
     if req.item_id is None:
         service.store.mark_seen(req.event_id, list(req.seen), ttl)

@@ -30,7 +30,9 @@ _ERRORS = {"400": "the body or a parameter is invalid; the message names the fie
                   "and experiments: it or the read key)",
            "404": "unknown event, item or route (a path id with a line break matches no route)",
            "405": "method not allowed on this path",
-           "409": "the event_id was already used", "410": "the reward came after feedback.reward_wait_s",
+           "409": "the event_id was already used (/recommend), or another attempt at the same event is under "
+                  "way (/events)",
+           "410": "the reward came after feedback.reward_wait_s",
            "413": "the body is larger than server.max_body_bytes",
            "415": "the body is not application/json", "503": "Redis could not record it; retry"}
 
@@ -89,7 +91,7 @@ def document(config: Config) -> dict:
     recommend = _op("Rank items for a user; every item carries the probability it was drawn with", {
         **_ok(_obj({"event_id": EVENT_ID_SCHEMA, "model_version": {"type": "integer", "minimum": 0},
                     "arm": {"type": "string"}, "strategy": {"type": "string"},
-                    "items": {"type": "array", "items": recommend_item}},
+                    "items": {"type": "array", "items": recommend_item}, "test": {"type": "boolean"}},
                    required=("event_id", "model_version", "arm", "strategy", "items"))),
         **_errors(*body_errors, "409")},
         body=_obj({"user_id": ID,
@@ -100,12 +102,13 @@ def document(config: Config) -> dict:
                    "exclude": {"type": "array", "nullable": True, "maxItems": MAX_EXCLUDE, "items": ID},
                    "event_id": {**EVENT_ID_SCHEMA, "nullable": True},
                    "baseline": {"type": "array", "nullable": True, "maxItems": 1000, "items": ID},
-                   "explain": {"type": "boolean", "default": False}}, required=("user_id",)))
+                   "explain": {"type": "boolean", "default": False},
+                   "test": {"type": "boolean", "default": False}}, required=("user_id",)))
     feedback = _op("Report a reward for an item of a decision (recorded durably before the 200)", {
-        **_ok({"oneOf": [_obj({"status": {"type": "string", "enum": ["accepted"]}, "duplicate": {"type": "boolean"}},
-                              required=("status", "duplicate")),
-                         _obj({"status": {"type": "string", "enum": ["accepted"]}, "seen": {"type": "integer"}},
-                              required=("status", "seen"))]}),
+        **_ok({"oneOf": [_obj({"status": {"type": "string", "enum": ["accepted"]}, "duplicate": {"type": "boolean"},
+                               "test": {"type": "boolean"}}, required=("status", "duplicate")),
+                         _obj({"status": {"type": "string", "enum": ["accepted"]}, "seen": {"type": "integer"},
+                               "test": {"type": "boolean"}}, required=("status", "seen"))]}),
         **_errors(*body_errors, "404", "410", "503")},
         body={"anyOf": [
             _obj({"event_id": EVENT_ID_SCHEMA, "item_id": ID,
@@ -115,10 +118,12 @@ def document(config: Config) -> dict:
             _obj({"event_id": EVENT_ID_SCHEMA, "seen": {"type": "array", "minItems": 1, "maxItems": 10_000,
                                                         "items": ID}}, required=("event_id", "seen"))]})
     event = _op("Record an interaction not tied to a decision; updates the user's real-time state", {
-        **_ok(_obj({"status": {"type": "string", "enum": ["recorded"]}, "item_known": {"type": "boolean"}},
+        **_ok(_obj({"status": {"type": "string", "enum": ["recorded"]}, "item_known": {"type": "boolean"},
+                    "event_id": EVENT_ID_SCHEMA, "duplicate": {"type": "boolean"}},
                    required=("status", "item_known"))),
-        **_errors(*body_errors, "503")},
+        **_errors(*body_errors, "409", "503")},
         body=_obj({"user_id": ID, "item_id": ID, "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                   "event_id": {**EVENT_ID_SCHEMA, "nullable": True},
                    "timestamp": {**UNIX_TIME, "nullable": True},
                    "value": {"type": "number", "nullable": True, "minimum": 0, "maximum": 1e9}},
                   required=("user_id", "item_id", "type")))

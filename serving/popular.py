@@ -58,8 +58,7 @@ class PopularCache:
         """Re-read the catalog-wide numbers and every list read so far (the service's background
         task, every `ttl_s`: a re-read of 20,000 items' counts costs tens of ms at 1M items, too
         much for the request that happens to find it stale)."""
-        self._values = None if self._values is None else (-math.inf, self._values[1])
-        self._signals()
+        self._signals(force=True)
         for (kind, scope), (_, ids, asked) in list(self._lists.items()):
             self._read_list(kind, scope, asked, stale=ids)
 
@@ -102,11 +101,11 @@ class PopularCache:
         """The n items of highest quality (a candidate source: what those who meet it like)."""
         return self._signals().by_quality[:n]
 
-    def _signals(self) -> ItemSignals:
+    def _signals(self, force: bool = False) -> ItemSignals:
         """Popularity, quality, the catalog's engagement share and the items by quality, re-read
-        every `ttl_s` (and kept, stale, while Redis is away)."""
+        every `ttl_s` or when `force`d (and kept, stale, while Redis is away)."""
         cached = self._values
-        if cached is not None and self._fresh(cached[0]):
+        if not force and cached is not None and self._fresh(cached[0]):
             return cached[1]
         try:
             top = self.store.top_popular(self.feature_top, scope="global")

@@ -55,37 +55,40 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
             slate = decide(ranking, state, event_id=event_id, **ask)
     if slate.version is None:  # a pre-generated slate: scored by an earlier model of this line
         slate.version = service.learner.version
-    if slate.matched is not None:
+    if slate.matched is not None and not req.test:
         service.apprentice_match(slate.matched)
-    degraded = not log_decision(service, event_id, req.user_id, slate, now, arm) or degraded
+    degraded = not log_decision(service, event_id, req.user_id, slate, now, arm, test=req.test) or degraded
     laps("decision_log")
-    return response(event_id, slate.version, "degraded" if degraded else slate.source, slate, arm)
+    answer = response(event_id, slate.version, "degraded" if degraded else slate.source, slate, arm)
+    return {**answer, "test": True} if req.test else answer
 
 
 def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float,
-                 arm: str = TREATMENT) -> bool:
-    """Keep what learning needs when a reward arrives; False if Redis could not take it."""
+                 arm: str = TREATMENT, test: bool = False) -> bool:
+    """Keep what learning needs when a reward arrives; False if Redis could not take it. A
+    `test` decision is kept only so that its feedback is recognised: never closed (no default
+    rewards), not in the decision log, the experiment's counters or the items' exposure."""
     cfg = service.config.feedback
     decision = Decision(ts=now, user_id=user_id, shared=slate.shared, version=slate.version,
                         items={i.item_id: (i.position, i.probability, i.action) for i in slate.items},
                         strategy=service.strategy.name, source=slate.source, aggregation=cfg.aggregation,
                         importance_weighted=service.strategy.importance_weighted and slate.source != "apprentice",
-                        arm=arm, experiment=service.config.experiment.salt)
+                        arm=arm, experiment=service.config.experiment.salt, test=test)
     weights = service.popular.position_weights()  # what was shown counts for the items' live quality at once
     shown = [(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items]
     log_entry = None
-    if slate.candidates is not None:
+    if slate.candidates is not None and not test:
         log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.source,
                      "strategy": service.strategy.name, "version": slate.version,
                      "items": [[i.item_id, i.position, i.probability] for i in slate.items],
                      "candidates": slate.candidates}
     try:
         if not service.store.put_decision(event_id, decision.to_json(), cfg.reward_wait_s + cfg.expired_grace_s,
-                                          close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
+                                          close_at=None if test else now + cfg.reward_wait_s + cfg.close_delay_s,
                                           log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
-                                          arm=(service.config.experiment.salt, arm,
-                                               {"decisions": 1, "impressions": len(slate.items)}),
-                                          shown=shown):
+                                          arm=None if test else (service.config.experiment.salt, arm,
+                                                                 {"decisions": 1, "impressions": len(slate.items)}),
+                                          shown=() if test else shown):
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)

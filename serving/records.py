@@ -108,12 +108,16 @@ class Decision:
     importance_weighted: bool = True
     arm: str | None = None               # experiment arm
     experiment: str | None = None        # the experiment's salt when it was decided
+    test: bool = False                   # test traffic: its rewards are acknowledged, never learned or counted
 
     def to_json(self) -> dict:
-        return {"ts": self.ts, "user_id": self.user_id, "shared": self.shared, "version": self.version,
+        data = {"ts": self.ts, "user_id": self.user_id, "shared": self.shared, "version": self.version,
                 "strategy_name": self.strategy, "agg": self.aggregation, "iw": self.importance_weighted,
                 "strategy": self.source, "arm": self.arm, "exp": self.experiment,
                 "items": {item_id: list(value) for item_id, value in self.items.items()}}
+        if self.test:
+            data["test"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> "Decision":
@@ -121,7 +125,7 @@ class Decision:
                    items={item_id: tuple(value) for item_id, value in data["items"].items()},
                    strategy=data.get("strategy_name", ""), source=data.get("strategy", ""),
                    aggregation=data.get("agg", EARLIEST), importance_weighted=data.get("iw", True),
-                   arm=data.get("arm"), experiment=data.get("exp"))
+                   arm=data.get("arm"), experiment=data.get("exp"), test=data.get("test", False))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class RecommendRequest:
     event_id: str | None
     baseline: tuple[str, ...] | None = None
     explain: bool = False
+    test: bool = False  # test traffic (the dashboard's try-it panel): answered, not learned, not counted
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def parse_context(value) -> dict:
 
 def parse_recommend(body, max_k: int) -> RecommendRequest:
     body = _object(body, "recommend")
-    _unknown(body, {"user_id", "context", "k", "exclude", "event_id", "baseline", "explain"})
+    _unknown(body, {"user_id", "context", "k", "exclude", "event_id", "baseline", "explain", "test"})
     user_id = check_id(body.get("user_id"), "user_id")
     k = body.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int):
@@ -108,8 +109,11 @@ def parse_recommend(body, max_k: int) -> RecommendRequest:
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
         raise InvalidRequest(f"explain must be true or false, got {_short(explain)}")
+    test = body.get("test", False)
+    if not isinstance(test, bool):
+        raise InvalidRequest(f"test must be true or false, got {_short(test)}")
     return RecommendRequest(user_id, parse_context(body.get("context")), k, frozenset(exclude),
-                            _event_id(body.get("event_id"), required=False), baseline, explain)
+                            _event_id(body.get("event_id"), required=False), baseline, explain, test)
 
 
 def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackRequest:
@@ -137,7 +141,7 @@ def parse_feedback(body, reward_min: float, reward_max: float) -> FeedbackReques
     return FeedbackRequest(event_id, item_id, reward, tuple(seen or ()))
 
 
-EVENT_FIELDS = {"user_id", "item_id", "type", "timestamp", "value"}
+EVENT_FIELDS = {"user_id", "item_id", "type", "timestamp", "value", "event_id"}
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class EventRequest:
     type: str
     timestamp: float | None
     value: float | None
+    event_id: str | None = None  # the client's id of this event: a retry of it is recorded once
 
 
 def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
@@ -170,4 +175,4 @@ def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
             raise InvalidRequest(
                 f"value must be a number between 0 and 1e9 (a price, a dwell time), got {_short(value)}")
         value = float(value)
-    return EventRequest(user_id, item_id, kind, timestamp, value)
+    return EventRequest(user_id, item_id, kind, timestamp, value, _event_id(body.get("event_id"), required=False))

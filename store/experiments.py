@@ -4,6 +4,7 @@ each user's current session (for sessions, their length and revenue)."""
 from __future__ import annotations
 
 from store.base import guarded, text
+from store.once import Once, mark
 
 # KEYS[1]: the user's session hash. ARGV: ts, gap_s, revenue, purchase (0/1), ttl_ms.
 # Returns the changes to the arm's counters as strings (Lua numbers would be truncated):
@@ -61,15 +62,20 @@ class ExperimentOps:
 
     @guarded
     def session_event(self, salt: str, arm: str, user_id: str, ts: float, gap_s: float, revenue: float,
-                      purchase: bool) -> None:
-        """One event of a user: extends their session (or starts one) and counts it for the arm."""
+                      purchase: bool, once: Once | None = None) -> None:
+        """One event of a user: extends their session (or starts one) and counts it for the arm
+        (with `once`, the counting is marked done; the session itself is not: a retry after the
+        counting failed adds the event's revenue to the session once more, best effort)."""
         key = self.key("sess", salt, "{" + user_id + "}")
         new, dur, dur2, rev, rev2, converted = (float(x) for x in self._session(
             keys=[key], args=[repr(float(ts)), repr(float(gap_s)), repr(float(revenue)), int(purchase),
                               max(1, int(gap_s * 2000))]))
-        self.count_arm(salt, arm, {"events": 1, "sessions": new, "duration": dur, "duration_sq": dur2,
-                                   "revenue": rev, "revenue_sq": rev2, "converted_sessions": converted,
-                                   "purchases": int(purchase)})
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_arm_counts(pipe, salt, arm, {"events": 1, "sessions": new, "duration": dur, "duration_sq": dur2,
+                                                "revenue": rev, "revenue_sq": rev2, "converted_sessions": converted,
+                                                "purchases": int(purchase)})
+        mark(pipe, once, "session")
+        pipe.execute()
 
     @guarded
     def arm_counts(self, salt: str) -> dict[str, dict[str, float]]:

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from store.base import guarded, guarded_fast, in_pipeline, text
+from store.once import Once, mark
 
 _BUMP = """
 local x = tonumber(ARGV[2])
@@ -285,7 +286,8 @@ class PopularityOps:
     @guarded
     def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
                       keep: int, unschedule_user: str | None = None, long_term: tuple[str, ...] = (),
-                      engaged: bool | None = None, attribute: tuple[str, float] | None = None) -> None:
+                      engaged: bool | None = None, attribute: tuple[str, float] | None = None,
+                      once: Once | None = None) -> None:
         """Count one weighted event at time `ts` in each trending scope and in the `long_term`
         popularity scopes, and in the item's quality counts unless `engaged` is None (and, in
         the same round trip, take an active user off the pre-generated slates' refresh
@@ -307,6 +309,7 @@ class PopularityOps:
             self._touch(pipe, [item_id])
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
+        mark(pipe, once, "counts")
         pipe.execute()
 
     @guarded_fast

@@ -1,7 +1,7 @@
 """Every read and write banditrec makes to Redis. Nothing else talks to Redis.
 
 Keys all start with the configured prefix. Keys that are used together share a hash tag
-(`{user_id}` for a user's state, `{event_id}` for a decision and its feedback marks,
+(`{user_id}` for a user's state and the retry markers of its events, `{event_id}` for a decision and its feedback marks,
 `{model}` for snapshots), so the layout works on Redis Cluster. Reads and writes on the
 /recommend path use a client with a short timeout (`redis.request_timeout_ms`); after a
 failure the store fails fast for `redis.retry_after_s`. Failures surface as `StoreError`
@@ -17,6 +17,7 @@ import redis
 from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
+from store.once import _TAKE, OnceOps
 from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _SHOWN, _TOUCH, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
@@ -36,7 +37,7 @@ return 0
 __all__ = ["Store", "StoreError", "stream_id"]
 
 
-class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenOps, ExperimentOps):
+class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenOps, ExperimentOps, OnceOps):
     """Domain-level operations over a Redis client (and a fast one for the request path)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "br", *, fast: redis.Redis | None = None,
@@ -58,6 +59,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._set_max = client.register_script(_SET_MAX)
         self._aggregate = client.register_script(_AGGREGATE)
         self._session = client.register_script(_SESSION)
+        self._take_once = client.register_script(_TAKE)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

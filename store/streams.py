@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from store.base import guarded, guarded_fast, text
+from store.once import Once, mark
 
 
 class StreamOps:
@@ -44,10 +45,11 @@ class StreamOps:
     # -- user events (the input of the next full build) -----------------------------------
 
     @guarded
-    def append_event(self, event: dict, maxlen: int) -> str:
+    def append_event(self, event: dict, maxlen: int, once: Once | None = None) -> str:
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(self.key("events"), {"e": json.dumps(event)}, maxlen=maxlen, approximate=True)
         pipe.incr(self.key("events-added"))
+        mark(pipe, once, "stream")
         return text(pipe.execute()[0])
 
     @guarded

@@ -12,6 +12,7 @@ import numpy as np
 import redis
 
 from store.base import guarded, guarded_fast, in_pipeline, text
+from store.once import Once, mark
 
 PROFILE_FIELDS = ("age_group", "location", "signup_source")
 
@@ -105,7 +106,7 @@ class UserOps:
     @guarded
     def record_user_event(self, user_id: str, *, entry: dict, ts: float, recent_n: int, recent_ttl_s: float,
                           seen: tuple[str, float] | None, seen_max: int, seen_ttl_s: float,
-                          drop_pregen: bool = False) -> dict:
+                          drop_pregen: bool = False, once: Once | None = None) -> dict:
         """Apply one event to the user's state atomically: one more interaction, the last-event
         time (never moved back by a late event), the recent-events list, for consuming events
         the seen set, and (the user is active) no pre-generated slate. Returns the profile."""
@@ -124,11 +125,12 @@ class UserOps:
             pipe.zadd(key, {seen[0]: seen[1]})
             pipe.zremrangebyrank(key, 0, -seen_max - 1)
             pipe.pexpire(key, int(seen_ttl_s * 1000))
+        mark(pipe, once, "user")
         profile = pipe.execute()[0]
         return {f: text(v) for f, v in zip(PROFILE_FIELDS, profile) if v is not None}
 
     @guarded
-    def update_user_vector(self, user_id: str, space: str, step, retries: int = 20) -> bool:
+    def update_user_vector(self, user_id: str, space: str, step, retries: int = 20, once: Once | None = None) -> bool:
         """Replace the long-term vector of `space` by `step(old or None)` (None: leave it),
         in an optimistic transaction so that concurrent events do not overwrite each other."""
         key, field = self._ukey("user", user_id), f"vec:{space}"
@@ -142,6 +144,7 @@ class UserOps:
                         return False
                     pipe.multi()
                     pipe.hset(key, field, np.asarray(new, dtype=np.float32).tobytes())
+                    mark(pipe, once, "vector")
                     pipe.execute()
                     return True
                 except redis.WatchError:

@@ -1,12 +1,15 @@
 """The dashboard in a real browser: headless Chromium (Debian's `chromium` and
 `chromium-driver`, which `.ci/run` installs) driven by selenium, against the app served on a
 loopback port over a real Redis. It loads the live panels, asks for recommendations in the
-"try it" panel and clicks one, which must reach the service as a reward."""
+"try it" panel and clicks one, which must reach the service as a reward of test traffic (not
+learned, not counted); real traffic then shows in the live panels."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
+import urllib.request
 
 import pytest
 from werkzeug.serving import make_server
@@ -17,6 +20,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no Chromium/chromedriver on this machine (.ci/run "
                                                                    "installs Debian's chromium and chromium-driver)")
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 @pytest.fixture
@@ -69,14 +78,21 @@ def test_dashboard_shows_live_numbers_and_the_try_it_panel_sends_feedback(served
     assert all(0 < p <= 1 for p in probabilities)
     assert "event " in text("answer") and " · arm " in text("answer")
 
-    # clicking an item sends a reward the service learns from
-    learned = service.learner.learned
+    # clicking an item sends a reward; the panel's requests are test traffic: acknowledged,
+    # never learned, and out of the experiment's counters
+    learned, salt = service.learner.learned, service.config.experiment.salt
+    counted = service.store.arm_counts(salt)
     item = rows[0].get_attribute("data-item")
     rows[0].find_element(By.CLASS_NAME, "click-btn").click()
     wait.until(lambda _: "accepted" in text("feedback-status"))
-    assert item in text("feedback-status") and service.learner.learned == learned + 1
+    assert item in text("feedback-status") and "test traffic" in text("answer")
+    assert service.learner.learned == learned and service.store.arm_counts(salt) == counted
 
-    # the live panels follow: the click and the impressions show in the arm's CTR
+    # real traffic (not the panel's) shows in the live panels: the arm's impressions and CTR
+    decision = _post(f"{url}/recommend", {"user_id": "u3", "k": 5})
+    assert _post(f"{url}/feedback", {"event_id": decision["event_id"], "item_id": decision["items"][0]["item_id"],
+                                     "reward": 1})["status"] == "accepted"
+    assert service.learner.learned == learned + 1
     wait.until(lambda _: text("impr-personalized") != "0" or text("impr-holdout") != "0")
     wait.until(lambda _: "%" in text("ctr-personalized") + text("ctr-holdout"))
     wait.until(lambda _: text("p99").endswith(" ms"))
