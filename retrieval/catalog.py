@@ -65,6 +65,7 @@ class Catalog:
         self._fresh_rows = _Grow(np.zeros(0, dtype=np.int64))
         self.cursor = bundle.meta.get("catalog_cursor", "0-0") if bundle else "0-0"
         self._newest_base = self._newest_of_base(_NEWEST_KEPT)
+        self._centroids: dict[int, np.ndarray | bool] = {}  # category code -> mean unit vector (False: none)
 
     def __len__(self) -> int:
         """Number of live items."""
@@ -150,6 +151,21 @@ class Catalog:
         if not base.all():
             out[~base] = self._fresh_vectors.data[rows[~base] - self.n_base]
         return out
+
+    def category_centroid(self, category: str, sample: int = 10_000) -> np.ndarray | None:
+        """The mean unit vector of the category's items (of up to `sample` of them, evenly
+        spread over the rows; kept per catalog), None for a category without items."""
+        code = self._category_code.get(category)
+        if code is None:
+            return None
+        cached = self._centroids.get(code)
+        if cached is None:
+            rows = np.flatnonzero(self._category.view == code)
+            rows = rows[:: max(1, len(rows) // sample)] if len(rows) else rows
+            mean = self.vectors(rows).mean(axis=0) if len(rows) else None
+            norm = float(np.linalg.norm(mean)) if mean is not None else 0.0
+            cached = self._centroids[code] = (mean / norm).astype(np.float32) if norm > 0 else False
+        return None if cached is False else cached
 
     @property
     def space(self) -> str:

@@ -43,9 +43,10 @@ def retrieve(ranking: Ranking, state: UserState, query: np.ndarray | None, *, pr
              session_categories: Sequence[str], exclude: frozenset, context: dict,
              laps: Laps = NO_LAPS) -> Candidates:
     """The bandit's candidates, as they may be shown: personal from
-    `cold_start.min_interactions` interactions on (with a vector), else popularity."""
+    `cold_start.min_interactions` interactions on, or with onboarding preferences (with a
+    vector), else popularity."""
     cfg, catalog = ranking.config, ranking.catalog
-    if query is not None and state.n >= cfg.cold_start.min_interactions:
+    if query is not None and (state.n >= cfg.cold_start.min_interactions or state.preferences):
         rows, sims = personal(catalog, query, cfg, ranking.popular)
         found = Candidates(rows, sims, "personalized")
     else:

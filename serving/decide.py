@@ -20,7 +20,7 @@ from serving.ranking import Ranking
 from serving.records import SlateItem, UserState
 from serving.score import Scored, score_candidates
 from serving.stages import NO_LAPS, Laps
-from serving.userstate import query_vector, realtime_features, session_vector
+from serving.userstate import preference_taste, query_vector, realtime_features, session_vector
 
 
 @dataclass
@@ -54,8 +54,8 @@ def decide(ranking: Ranking, state: UserState, *, user_id: str, context: dict, k
     found = retrieve(ranking, state, query, profile=profile, session_categories=recent.get("cats", []),
                      exclude=exclude, context=context, laps=laps)
     laps("filter")
-    scored = score_candidates(ranking, found, user=_user(cfg, profile, state, user_id), context=context,
-                              recent=recent, session=session, laps=laps)
+    user = _user(cfg, ranking.catalog, profile, state, user_id)
+    scored = score_candidates(ranking, found, user=user, context=context, recent=recent, session=session, laps=laps)
     items, logged = draw(ranking, found, scored, k=k, event_id=event_id, now=now)
     items = _explained(ranking, scored, items) if explain else items
     laps("slate")
@@ -77,8 +77,8 @@ def decide_baseline(ranking: Ranking, state: UserState, *, user_id: str, context
     found = retrieve_baseline(ranking, state, holdout=holdout, baseline=baseline, profile=profile, exclude=exclude,
                               context=context, laps=laps)
     laps("filter")
-    scored = score_candidates(ranking, found, user=_user(cfg, profile, state, user_id), context=context,
-                              recent=recent, session=session, laps=laps)
+    user = _user(cfg, ranking.catalog, profile, state, user_id)
+    scored = score_candidates(ranking, found, user=user, context=context, recent=recent, session=session, laps=laps)
     items, logged = in_order(ranking, found, scored, k=k, now=now)
     items = _explained(ranking, scored, items) if explain else items
     matched = None if holdout else bool(len(found)) and int(np.argmax(scored.scores.mean)) == 0
@@ -86,9 +86,12 @@ def decide_baseline(ranking: Ranking, state: UserState, *, user_id: str, context
     return Slate(found.source, scored.shared, items, logged, ranking.version, matched)
 
 
-def _user(cfg, profile: dict, state: UserState, user_id: str) -> dict:
-    """The user as the shared features see them: profile, tastes, and the id if configured."""
-    user = {**profile, "taste": list(state.taste)}
+def _user(cfg, catalog, profile: dict, state: UserState, user_id: str) -> dict:
+    """The user as the shared features see them: profile, tastes (from the history, else from
+    the onboarding preferences), and the id if configured."""
+    taste = state.taste or (preference_taste(state.preferences, catalog, cfg.embedding.taste_categories)
+                            if state.preferences else ())
+    user = {**profile, "taste": list(taste)}
     if cfg.model.user_id_feature:
         user["user_id"] = user_id
     return user

@@ -8,9 +8,9 @@ from banditrec.config import ENGAGED_TYPES, EVENT_TYPES
 from banditrec.errors import Conflict, InvalidRequest
 from retrieval.data import check_id, normalise_profile, segment_of
 from serving.experiment import HOLDOUT, HOLDOUT_SCOPE, arm_of
-from serving.schema import EventRequest, parse_event
+from serving.schema import EventRequest, parse_event, parse_preferences
 from serving.service import Service
-from serving.userstate import long_term_step
+from serving.userstate import long_term_step, preference_vector
 from store import StoreError
 from store.once import Once
 
@@ -101,15 +101,25 @@ def _record(service: Service, req: EventRequest, ts: float, now: float, once: On
 
 
 def put_user(service: Service, user_id: str, body) -> dict:
-    """Store a user's profile (age_group, location, signup_source) for demographic cold start."""
+    """Store a user's profile (age_group, location, signup_source) for demographic cold start,
+    and their onboarding `preferences`: a user without a vector yet starts from theirs."""
     check_id(user_id, "user_id in the path")
     if isinstance(body, dict) and "user_id" in body and body["user_id"] != user_id:
         raise InvalidRequest(f"user_id in the body ({body['user_id']!r}) differs from the path ({user_id!r})")
     if isinstance(body, dict):
-        unknown = set(body) - {"user_id", "age_group", "location", "signup_source"}
+        unknown = set(body) - {"user_id", "age_group", "location", "signup_source", "preferences"}
         if unknown:
             raise InvalidRequest(f"unknown user field(s) {', '.join(sorted(unknown))}; "
-                                 "known: age_group, location, signup_source, user_id")
+                                 "known: age_group, location, preferences, signup_source, user_id")
     profile = normalise_profile(body)
-    service.store.put_profile(user_id, profile)
-    return {"user_id": user_id, "profile": profile}
+    preferences = parse_preferences(body["preferences"]) if body.get("preferences") is not None else None
+    service.store.put_profile(user_id, profile, preferences.to_json() if preferences is not None else None)
+    answer = {"user_id": user_id, "profile": profile}
+    if preferences is not None:
+        catalog = service.catalog
+        start = preference_vector(preferences, catalog)
+        if start is not None:  # the starting point of the long-term vector; the user's own events move it on
+            service.store.update_user_vector(user_id, catalog.space, lambda old: start if old is None else None)
+        answer["preferences"] = {**preferences.to_json(), "known_items": len(catalog.rows_for(preferences.named)),
+                                 "personal": start is not None}
+    return answer

@@ -10,7 +10,7 @@ from __future__ import annotations
 from banditrec import __version__
 from banditrec.config import EVENT_TYPES, Config
 from retrieval.data import MAX_ID_LENGTH, PROFILE_FIELDS
-from serving.schema import EVENT_ID, MAX_CONTEXT_KEYS, MAX_EXCLUDE
+from serving.schema import EVENT_ID, MAX_CONTEXT_KEYS, MAX_EXCLUDE, MAX_PREFERRED
 
 # printable text: no C0/C1 control characters (the service also refuses other non-printable
 # code points such as U+2028; the schema states the common case)
@@ -143,12 +143,18 @@ def document(config: Config) -> dict:
         **_ok(_obj({**changed, "deleted": {"type": "boolean"}}, required=("item_id", "deleted", "catalog_cursor"))),
         **_errors("400", "404", *admin_errors)}, admin=True, params=(_path_id("item_id"),))
     profile = _obj({f: {"type": "string", "maxLength": 64, "nullable": True} for f in PROFILE_FIELDS})
-    put_user = _op("Replace a user's profile (demographic segment for cold start)", {
-        **_ok(_obj({"user_id": {"type": "string"}, "profile": {"type": "object",
-                                                              "additionalProperties": {"type": "string"}}},
+    preferred = {"type": "array", "nullable": True, "maxItems": MAX_PREFERRED, "items": ID}
+    preferences = {**_obj({"liked_categories": {"type": "array", "nullable": True, "maxItems": MAX_PREFERRED,
+                                                "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+                           "liked_items": preferred, "disliked_items": preferred}), "nullable": True}
+    put_user = _op("Replace a user's profile (demographic segment for cold start) and onboarding preferences", {
+        **_ok(_obj({"user_id": {"type": "string"},
+                    "profile": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "preferences": {"type": "object"}},
                    required=("user_id", "profile"))),
         **_errors(*body_errors, "404", *admin_errors)},
-        body=_obj({"user_id": ID, **profile["properties"]}), admin=True, params=(_path_id("user_id"),))
+        body=_obj({"user_id": ID, **profile["properties"], "preferences": preferences}), admin=True,
+        params=(_path_id("user_id"),))
     rebuild = _op("Fold catalog changes into a new index version and serve it", {
         **_ok(_obj({"rebuilt": {"type": "boolean"}, "index_version": {"type": "string", "nullable": True}},
                    required=("rebuilt", "index_version"), extra=True)),

@@ -18,6 +18,39 @@ RESPONSE_KEYS = ("item_id", "position", "score", "probability", "explored", "fre
 
 
 @dataclass(frozen=True)
+class Preferences:
+    """What a user said at onboarding (`PUT /users/{id}` `preferences`): categories and items
+    they like, items they do not. Until their own history takes over, they give the user a
+    starting vector and tastes (`serving.userstate.preference_vector`, `preference_taste`).
+
+    >>> p = Preferences.from_json({"liked_categories": ["jazz"], "liked_items": ["i1"]})
+    >>> p.named, bool(p), bool(Preferences())
+    (frozenset({'i1'}), True, False)
+    """
+
+    liked_categories: tuple[str, ...] = ()
+    liked_items: tuple[str, ...] = ()
+    disliked_items: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.liked_categories or self.liked_items)
+
+    @property
+    def named(self) -> frozenset[str]:
+        """The items the user named: known to them, never recommended to them."""
+        return frozenset(self.liked_items) | frozenset(self.disliked_items)
+
+    def to_json(self) -> dict:
+        return {"liked_categories": list(self.liked_categories), "liked_items": list(self.liked_items),
+                "disliked_items": list(self.disliked_items)}
+
+    @classmethod
+    def from_json(cls, data: Mapping | None) -> "Preferences":
+        data = data or {}
+        return cls(*(tuple(data.get(name) or ()) for name in ("liked_categories", "liked_items", "disliked_items")))
+
+
+@dataclass(frozen=True)
 class UserState:
     """What the request path knows about a user (`store.user_state` reads it in one round trip):
     profile fields, a long-term vector per embedding space, top categories (`taste`), the
@@ -38,15 +71,17 @@ class UserState:
     recent: tuple[Mapping, ...] = ()
     seen: frozenset[str] = frozenset()
     known: bool = False  # the store had something on this user
+    preferences: Preferences = Preferences()
 
     @classmethod
     def from_json(cls, data: Mapping | None) -> "UserState":
         if not data:
             return cls()
+        preferences = Preferences.from_json(data.get("preferences"))
         return cls(profile=MappingProxyType(dict(data.get("profile") or {})),
                    vectors=MappingProxyType(dict(data.get("vectors") or {})), taste=tuple(data.get("taste") or ()),
                    n=int(data.get("n") or 0), last=data.get("last"), recent=tuple(data.get("recent") or ()),
-                   seen=frozenset(data.get("seen") or ()), known=True)
+                   seen=frozenset(data.get("seen") or ()) | preferences.named, known=True, preferences=preferences)
 
 
 @dataclass(frozen=True)

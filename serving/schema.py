@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from banditrec.errors import InvalidRequest
 from retrieval.data import check_id
+from serving.records import Preferences
 
 EVENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 MAX_CONTEXT_KEYS = 64
@@ -176,3 +177,28 @@ def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
                 f"value must be a number between 0 and 1e9 (a price, a dwell time), got {_short(value)}")
         value = float(value)
     return EventRequest(user_id, item_id, kind, timestamp, value, _event_id(body.get("event_id"), required=False))
+
+
+MAX_PREFERRED = 200  # ids or categories per list of a user's preferences
+PREFERENCE_LISTS = ("liked_categories", "liked_items", "disliked_items")
+
+
+def parse_preferences(value) -> Preferences:
+    """`preferences` of `PUT /users/{id}`: lists of liked categories, liked items, disliked items."""
+    body = _object(value, "preferences")
+    _unknown(body, set(PREFERENCE_LISTS))
+    lists = []
+    for name in PREFERENCE_LISTS:
+        entries = body.get(name)
+        entries = [] if entries is None else entries
+        if not isinstance(entries, list) or len(entries) > MAX_PREFERRED:
+            raise InvalidRequest(f"preferences.{name} must be a list of at most {MAX_PREFERRED}, got {_short(entries)}")
+        for entry in entries:
+            if name == "liked_categories":
+                if not isinstance(entry, str) or not entry or len(entry) > 256:
+                    raise InvalidRequest(f"each of preferences.liked_categories must be a category name (1-256 "
+                                         f"characters), got {_short(entry)}")
+            else:
+                check_id(entry, f"each of preferences.{name}")
+        lists.append(tuple(dict.fromkeys(entries)))  # each once, in the order given
+    return Preferences(*lists)

@@ -14,7 +14,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from banditrec.config import RealtimeConfig
-from serving.records import UserState
+from serving.records import Preferences, UserState
 
 
 class UserMemory:
@@ -79,14 +79,45 @@ _UNSET = object()
 def query_vector(state: UserState, catalog, now: float, cfg: RealtimeConfig,
                  weights: dict[str, float], session=_UNSET) -> np.ndarray | None:
     """Blend of session and long-term vectors (`session_weight`); either alone if the other is
-    missing. Pass `session` when it was computed already (None: there is none)."""
+    missing; without a long-term vector in this catalog's space, the onboarding preferences'.
+    Pass `session` when it was computed already (None: there is none)."""
     if session is _UNSET:
         session = session_vector(state, catalog, now, cfg, weights)
     long_term = long_term_vector(state, catalog.space)
+    if long_term is None and state.preferences:
+        long_term = preference_vector(state.preferences, catalog)
     if session is None or long_term is None:
         return session if session is not None else long_term
     w = cfg.session_weight
     return _unit(w * session + (1.0 - w) * long_term)
+
+
+DISLIKE_WEIGHT = 0.5  # how far disliked items push a preference vector away, relative to the liked ones
+
+
+def preference_vector(preferences: Preferences, catalog) -> np.ndarray | None:
+    """A starting vector from onboarding preferences: the mean of the liked items' vectors and
+    the liked categories' centroids, pushed away from the disliked items; None when nothing
+    liked is in the catalog."""
+    rows = catalog.rows_for(preferences.liked_items)
+    liked = [*catalog.vectors(rows)] if len(rows) else []
+    liked += [c for c in map(catalog.category_centroid, preferences.liked_categories) if c is not None]
+    if not liked:
+        return None
+    vector = np.mean(liked, axis=0)
+    disliked = catalog.rows_for(preferences.disliked_items)
+    if len(disliked):
+        vector = vector - DISLIKE_WEIGHT * catalog.vectors(disliked).mean(axis=0)
+    return _unit(vector.astype(np.float32))
+
+
+def preference_taste(preferences: Preferences, catalog, n: int) -> tuple[str, ...]:
+    """Up to n top categories from onboarding preferences: the liked categories, then the
+    liked items' categories by how many of them there are."""
+    rows = catalog.rows_for(preferences.liked_items)
+    counted = Counter(catalog.category(int(r)) for r in rows)
+    named = [c for c in preferences.liked_categories if catalog.code_of(c) is not None]
+    return tuple(dict.fromkeys([*named, *(c for c, _ in counted.most_common() if c)]))[:n]
 
 
 def realtime_features(state: UserState, now: float, cfg: RealtimeConfig) -> dict:

@@ -71,13 +71,14 @@ class UserOps:
         return [{f: text(v) for f, v in zip(PROFILE_FIELDS, values) if v is not None} for values in pipe.execute()]
 
     @guarded
-    def put_profile(self, user_id: str, profile: dict) -> None:
-        """Replace the user's profile fields (other state stays)."""
+    def put_profile(self, user_id: str, profile: dict, preferences: dict | None = None) -> None:
+        """Replace the user's profile fields and onboarding preferences (other state stays)."""
         key = self._ukey("user", user_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(key, *PROFILE_FIELDS)
-        if profile:
-            pipe.hset(key, mapping=profile)
+        pipe.hdel(key, *PROFILE_FIELDS, "prefs")
+        mapping = {**profile, **({"prefs": json.dumps(preferences)} if preferences else {})}
+        if mapping:
+            pipe.hset(key, mapping=mapping)
         pipe.execute()
 
     def user_state(self, user_id: str, fast: bool = True) -> dict | None:
@@ -163,6 +164,8 @@ def decode_user(raw: dict, recent: list, seen: list) -> dict:
             state["profile"][name] = text(value)
     if "taste" in fields:
         state["taste"] = json.loads(fields["taste"])
+    if "prefs" in fields:
+        state["preferences"] = json.loads(fields["prefs"])
     if "n" in fields:
         state["n"] = int(fields["n"])
     if "last" in fields:

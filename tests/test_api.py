@@ -37,7 +37,7 @@ BAD_RECOMMEND = [
      "event_id must be 1-128 characters of [A-Za-z0-9_.-], got 'bad id!'"),
     ({"user_id": "u1", "event_id": 7}, 400, "event_id must be 1-128 characters of [A-Za-z0-9_.-], got 7"),
     ({"user_id": "u1", "foo": 1}, 400,
-     "unknown field(s) foo; known: baseline, context, event_id, exclude, explain, k, user_id"),
+     "unknown field(s) foo; known: baseline, context, event_id, exclude, explain, k, test, user_id"),
 ]
 
 BAD_FEEDBACK = [
