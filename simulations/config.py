@@ -28,6 +28,7 @@ class WorldConfig:
     new_items_share: float = 0.0        # items held back at build time, arriving during the run
     high_appeal_share: float = 0.3      # of those, the share given a high hidden quality
     new_users_share: float = 0.0        # users without history or vector, arriving during the run
+    new_user_likes: int = 0             # true likes each arriving user states at onboarding (`preferences`)
     stock_outs_per_1000_rounds: float = 0.0
     drift: float = 0.0                  # how far tastes move over the run (0 = not at all, 1 = fully)
     position_decay: float = 0.85        # a click at position p is decay^(p-1) as likely (1 = no effect)
@@ -48,6 +49,7 @@ class WorldConfig:
                      "reward_delay_s"):
             check_scalar(getattr(self, name), f"world.{name}", float, min=0.0)
         check_scalar(self.seconds_per_round, "world.seconds_per_round", float, min=0.001)
+        check_scalar(self.new_user_likes, "world.new_user_likes", int, min=0, max=200)
         check_scalar(self.source, "world.source", str, choices=("generated", "movielens"))
         check_scalar(self.data_dir, "world.data_dir", str)
 

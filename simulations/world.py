@@ -25,7 +25,7 @@ from simulations.config import WorldConfig
 
 class SimWorld:
     def __init__(self, cfg: WorldConfig, seed: int, rounds: int, start: float = 1_764_200_000.0):
-        self.cfg, self.rounds, self.start = cfg, rounds, start
+        self.cfg, self.rounds, self.start, self.seed = cfg, rounds, start, seed
         rng = np.random.default_rng([seed, 99])
         self.truth = generate_world(n_items=cfg.n_items, n_users=cfg.n_users, n_categories=cfg.n_categories,
                                     seed=seed, now=start, mean_events_per_user=cfg.mean_events_per_user,
@@ -94,8 +94,21 @@ class SimWorld:
                 out.append(("stock_out", dict(self.truth.items[gone], in_stock=False)))
         for u in self._user_arrivals.get(round_, ()):
             self.active_users = np.append(self.active_users, u)
-            out.append(("user", self.truth.users[u]))
+            out.append(("user", self._onboarding(int(u))))
         return out
+
+    def _onboarding(self, user: int) -> dict:
+        """An arriving user's profile; with `new_user_likes`, also that many true likes as
+        onboarding preferences: drawn from the user's 4x as many best available items by
+        true click probability (out of context), by a random stream of their own (the
+        world's other draws are the same with and without them)."""
+        doc, n = self.truth.users[user], self.cfg.new_user_likes
+        if not n:
+            return doc
+        items = np.flatnonzero(self.available)
+        best = items[np.argsort(-self.click_probability(user, items, {}, self.current_round), kind="stable")[: 4 * n]]
+        liked = np.random.default_rng([self.seed, 7, user]).choice(best, size=min(n, len(best)), replace=False)
+        return {**doc, "preferences": {"liked_items": [f"i{i}" for i in sorted(liked.tolist())]}}
 
     def visit(self, rng: np.random.Generator, round_: int) -> tuple[int, dict]:
         user = int(rng.choice(self.active_users))

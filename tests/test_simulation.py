@@ -146,6 +146,30 @@ def test_stock_outs_happen_and_unavailable_items_earn_nothing():
     assert world.oracle(0, {"device": "mobile"}, 300, 999)[0].count(gone) == 0
 
 
+def test_arriving_users_name_true_likes_and_the_world_stays_the_same_otherwise():
+    from simulations.world import SimWorld
+
+    cfg = dataclasses.replace(TINY, new_users_share=0.5, stock_outs_per_1000_rounds=20.0)
+    plain, liking = SimWorld(cfg, seed=2, rounds=300), SimWorld(dataclasses.replace(cfg, new_user_likes=3), seed=2,
+                                                                 rounds=300)
+    arrivals = 0
+    for r in range(300):
+        without, with_likes = plain.changes(r), liking.changes(r)  # users arrive last in a round
+        assert [c[0] for c in without] == [c[0] for c in with_likes]  # the same arrivals and stock-outs
+        for (kind, doc), (_, liked_doc) in zip(without, with_likes):
+            if kind != "user":
+                assert doc == liked_doc
+                continue
+            arrivals += 1
+            assert "preferences" not in doc and {k: v for k, v in liked_doc.items() if k != "preferences"} == doc
+            liked = [int(i[1:]) for i in liked_doc["preferences"]["liked_items"]]
+            user = int(doc["user_id"][1:])
+            available = np.flatnonzero(liking.available)
+            p = liking.click_probability(user, available, {}, r)
+            assert len(liked) == 3 and set(liked) <= set(available[np.argsort(-p)[:12]].tolist())
+    assert arrivals == len(plain.new_users)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["churn", "drift"])
 def test_regret_is_never_negative_while_the_world_changes(embedded_redis, name):
