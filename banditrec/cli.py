@@ -199,7 +199,7 @@ def _simulate(config: Config, args) -> int:
     import dataclasses
 
     from simulations.config import load_scenario
-    from simulations.report import markdown, plot, summarize, write_csv
+    from simulations.report import markdown, plot, summarize, write_csv, write_runs
     from simulations.runner import run_all
 
     scenario = load_scenario(args.scenario)
@@ -236,10 +236,12 @@ def _simulate(config: Config, args) -> int:
     (out / "summary.md").write_text(text)
     every = min(scenario.run.report_every, max(1, scenario.run.rounds // 20))  # at least 20 points per run
     write_csv(results, out / "per_round.csv", every)
+    write_runs(results, out / "per_run.csv")
     if not args.no_plots:
         plot(results, out, scenario.name, every)
     print(text)
-    log.info("wrote %s (summary.md, per_round.csv%s)", out, "" if args.no_plots else ", regret.png, ctr.png, fresh.png")
+    log.info("wrote %s (summary.md, per_round.csv, per_run.csv%s)", out,
+             "" if args.no_plots else ", regret.png, ctr.png, fresh.png")
     return 0
 
 

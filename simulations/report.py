@@ -63,6 +63,17 @@ def markdown(summary: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_runs(results: list[RunResult], path: Path) -> None:
+    """One row per (policy, seed) with the summary's metrics, for paired comparisons across runs."""
+    keys = [key for key, _ in COLUMNS]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["policy", "seed", *keys])
+        for res in results:
+            metrics = per_run(res)
+            writer.writerow([res.policy, res.seed, *(round(float(metrics[key]), 6) for key in keys)])
+
+
 def write_csv(results: list[RunResult], path: Path, every: int) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)

@@ -91,6 +91,8 @@ def test_simulate_command_writes_its_reports(tmp_path, capsys):
         assert f"| {policy} |" in summary
     rows = (out / "per_round.csv").read_text().splitlines()
     assert rows[0].startswith("policy,seed,round,cumulative_regret") and len(rows) == 1 + 5 * 2 * 20  # 20 points each
+    runs = (out / "per_run.csv").read_text().splitlines()
+    assert runs[0].startswith("policy,seed,regret,ctr") and len(runs) == 1 + 5 * 2  # a row per policy and seed
     for name in ("regret.png", "ctr.png", "fresh.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cumulative regret" in capsys.readouterr().out
