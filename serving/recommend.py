@@ -74,21 +74,23 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                         strategy=service.strategy.name, source=slate.source, aggregation=cfg.aggregation,
                         importance_weighted=service.strategy.importance_weighted and slate.source != "apprentice",
                         arm=arm, experiment=service.config.experiment.salt, test=test)
-    weights = service.popular.position_weights()  # what was shown counts for the items' live quality at once
-    shown = [(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items]
-    log_entry = None
-    if slate.candidates is not None and not test:
-        log_entry = {"event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.source,
-                     "strategy": service.strategy.name, "version": slate.version,
-                     "items": [[i.item_id, i.position, i.probability] for i in slate.items],
-                     "candidates": slate.candidates}
+    wait = cfg.reward_wait_s + cfg.expired_grace_s
     try:
-        if not service.store.put_decision(event_id, decision.to_json(), cfg.reward_wait_s + cfg.expired_grace_s,
-                                          close_at=None if test else now + cfg.reward_wait_s + cfg.close_delay_s,
-                                          log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
-                                          arm=None if test else (service.config.experiment.salt, arm,
-                                                                 {"decisions": 1, "impressions": len(slate.items)}),
-                                          shown=() if test else shown):
+        if test:  # kept only so that its feedback is recognised
+            stored = service.store.put_decision(event_id, decision.to_json(), wait, close_at=None)
+        else:
+            weights = service.popular.position_weights()  # what was shown counts for the items' live quality at once
+            log_entry = None if slate.candidates is None else {
+                "event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.source,
+                "strategy": service.strategy.name, "version": slate.version,
+                "items": [[i.item_id, i.position, i.probability] for i in slate.items],
+                "candidates": slate.candidates}
+            stored = service.store.put_decision(
+                event_id, decision.to_json(), wait, close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
+                log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
+                arm=(service.config.experiment.salt, arm, {"decisions": 1, "impressions": len(slate.items)}),
+                shown=[(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items])
+        if not stored:
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)

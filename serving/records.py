@@ -7,7 +7,7 @@ apprentice, pregenerated) is the `source` (stored, and answered, as "strategy" o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
 
@@ -35,19 +35,23 @@ class Preferences:
     def __bool__(self) -> bool:
         return bool(self.liked_categories or self.liked_items)
 
+    @classmethod
+    def lists(cls) -> tuple[str, ...]:
+        """The names of the three lists, in order (the JSON keys as well)."""
+        return tuple(f.name for f in fields(cls))
+
     @property
     def named(self) -> frozenset[str]:
         """The items the user named: known to them, never recommended to them."""
         return frozenset(self.liked_items) | frozenset(self.disliked_items)
 
     def to_json(self) -> dict:
-        return {"liked_categories": list(self.liked_categories), "liked_items": list(self.liked_items),
-                "disliked_items": list(self.disliked_items)}
+        return {name: list(getattr(self, name)) for name in self.lists()}
 
     @classmethod
     def from_json(cls, data: Mapping | None) -> "Preferences":
         data = data or {}
-        return cls(*(tuple(data.get(name) or ()) for name in ("liked_categories", "liked_items", "disliked_items")))
+        return cls(*(tuple(data.get(name) or ()) for name in cls.lists()))
 
 
 @dataclass(frozen=True)

@@ -180,15 +180,14 @@ def parse_event(body, event_types: tuple[str, ...]) -> EventRequest:
 
 
 MAX_PREFERRED = 200  # ids or categories per list of a user's preferences
-PREFERENCE_LISTS = ("liked_categories", "liked_items", "disliked_items")
 
 
 def parse_preferences(value) -> Preferences:
     """`preferences` of `PUT /users/{id}`: lists of liked categories, liked items, disliked items."""
     body = _object(value, "preferences")
-    _unknown(body, set(PREFERENCE_LISTS))
+    _unknown(body, set(Preferences.lists()))
     lists = []
-    for name in PREFERENCE_LISTS:
+    for name in Preferences.lists():
         entries = body.get(name)
         entries = [] if entries is None else entries
         if not isinstance(entries, list) or len(entries) > MAX_PREFERRED:
