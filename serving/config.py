@@ -24,6 +24,7 @@ class RealtimeConfig:
     trending_keep: int = 10_000
     events_maxlen: int = 10_000_000
     event_id_ttl_s: float = 3600.0  # how long a retried event_id is recognised (a small hash per event_id)
+    exposure_flush_s: float = 1.0   # slates' exposure counted in batches this often (0: with each decision)
 
     def __post_init__(self):
         check_scalar(self.recent_n, "realtime.recent_n", int, min=1, max=10_000)
@@ -35,6 +36,7 @@ class RealtimeConfig:
         check_scalar(self.trending_keep, "realtime.trending_keep", int, min=10)
         check_scalar(self.events_maxlen, "realtime.events_maxlen", int, min=1000)
         check_scalar(self.event_id_ttl_s, "realtime.event_id_ttl_s", float, min=60.0, max=30 * 86400.0)
+        check_scalar(self.exposure_flush_s, "realtime.exposure_flush_s", float, min=0.0, max=60.0)
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,15 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                 "strategy": service.strategy.name, "version": slate.version,
                 "items": [[i.item_id, i.position, i.probability] for i in slate.items],
                 "candidates": slate.candidates}
+            shown = [(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items]
+            buffered = service.exposure.buffering  # counted with the next flush, not in this round trip
             stored = service.store.put_decision(
                 event_id, decision.to_json(), wait, close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
                 log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
                 arm=(service.config.experiment.salt, arm, {"decisions": 1, "impressions": len(slate.items)}),
-                shown=[(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items])
+                shown=() if buffered else shown)
+            if stored and buffered:
+                service.exposure.add(shown)
         if not stored:
             raise Conflict(f"event_id {event_id!r} was already used for another decision")
     except StoreError as exc:

@@ -25,6 +25,7 @@ from retrieval.catalog import Catalog
 from retrieval.columns import Strings
 from retrieval.embeddings import ItemEmbedder
 from serving.background import Periodic
+from serving.exposure import ExposureBuffer
 from serving.learner import Learner
 from serving.models import adopt_latest, make_learner
 from serving.popular import PopularCache
@@ -82,6 +83,7 @@ class Service:
     embedded: EmbeddedRedis | None = None
     owns_store: bool = False
     popular: PopularCache = None
+    exposure: ExposureBuffer = None
     users: UserMemory = field(default_factory=UserMemory)
     tasks: list[Periodic] = field(default_factory=list)
     clock: Callable[[], float] = time.time  # seconds; the simulator drives its own
@@ -108,6 +110,7 @@ class Service:
                       build=build)
         service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
                                        live_weight=config.model.quality_live_weight)
+        service.exposure = ExposureBuffer(store, config.realtime.exposure_flush_s)
         service.sync_catalog(force=True)
         replayed = learner.catch_up(max_entries=config.snapshot.startup_replay)
         if replayed:
@@ -133,6 +136,7 @@ class Service:
         self.popular.counts.start(self.catalog)  # the candidates' counts, mirrored in the background
         self.popular.background = True  # popularity lists and catalog-wide numbers re-read off the request path
         self.tasks.append(Periodic("popular", self.popular.ttl_s, self.popular.refresh).start())
+        self.start_exposure_flush()
         if self.learns:
             self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),
                                        lambda: self.learner.maybe_snapshot(cfg.snapshot)).start())
@@ -148,6 +152,12 @@ class Service:
             self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
                                        lambda: close_due(self)).start())
         self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model).start())
+
+    def start_exposure_flush(self) -> None:
+        """Count the slates' exposure in batches, off the request path (`serving.exposure`)."""
+        if self.config.realtime.exposure_flush_s > 0:
+            self.exposure.background = True
+            self.tasks.append(Periodic("exposure", self.config.realtime.exposure_flush_s, self.exposure.flush).start())
 
     def adopt_newer_model(self) -> bool:
         """Serve a snapshot newer than ours. When this process learns, only it writes learner
@@ -230,6 +240,10 @@ class Service:
         for task in self.tasks:
             task.stop()
         self.tasks.clear()
+        try:
+            self.exposure.flush()  # what the last second showed
+        except StoreError as exc:
+            log.warning("the last %d items' exposure not counted: %s", self.exposure.pending(), exc)
         if self.learns and save:
             try:
                 self.learner.catch_up()

@@ -102,14 +102,17 @@ _TOUCH = _TOUCH_BODY.replace("FIRST", "1").replace("STEP", "1") + "return seq\n"
 # KEYS: sequence, change list, trimmed-up-to; ARGV: item ids
 
 _SHOWN = """
-for i = 2, #ARGV, 3 do
+local p = tonumber(ARGV[2])
+for i = 3, 2 + 2 * p, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[5], 'n' .. ARGV[i], ARGV[i + 1])
+end
+for i = 3 + 2 * p, #ARGV, 2 do
   redis.call('ZINCRBY', KEYS[4], ARGV[i + 1], ARGV[i])
-  redis.call('HINCRBYFLOAT', KEYS[5], 'n' .. ARGV[i + 2], 1)
 end
 redis.call('HINCRBYFLOAT', KEYS[6], 'exposure', ARGV[1])
-""" + _TOUCH_BODY.replace("FIRST", "2").replace("STEP", "3") + "return 1\n"
+""" + _TOUCH_BODY.replace("FIRST", "3 + 2 * p").replace("STEP", "2") + "return 1\n"
 # KEYS: the touch's three, live exposure, position counts, live totals;
-# ARGV: total exposure, then (item_id, weight, position)...
+# ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then (item_id, weight)...
 
 
 class PopularityOps:
@@ -221,11 +224,21 @@ class PopularityOps:
         """Queue on `pipe` what the service showed, per slate item (item_id, position, exposure
         weight): the item's exposure and the position's impressions (`count_engaged` counts
         what was engaged with), in one command (a slate of 50 was 101 commands)."""
-        if not shown:
-            return
-        args = [repr(float(sum(weight for *_, weight in shown)))]
+        weights, positions = {}, {}
         for item_id, position, weight in shown:
-            args += [item_id, repr(float(weight)), int(position)]
+            weights[item_id] = weights.get(item_id, 0.0) + float(weight)
+            positions[int(position)] = positions.get(int(position), 0) + 1
+        self.queue_exposure(pipe, weights, positions)
+
+    def queue_exposure(self, pipe, weights: dict[str, float], positions: dict[int, float]) -> None:
+        """Queue summed exposure: weight per item, impressions per position (one script)."""
+        if not weights and not positions:
+            return
+        args = [repr(float(sum(weights.values()))), len(positions)]
+        for position, n in positions.items():
+            args += [int(position), repr(float(n))]
+        for item_id, weight in weights.items():
+            args += [item_id, repr(float(weight))]
         counts = [self._pkey(k, "global") for k in ("le", "lpos", "ltot")]
         in_pipeline(self._shown, pipe, [*self._change_keys(), *counts], args)
 
@@ -233,6 +246,13 @@ class PopularityOps:
     def count_shown(self, shown: list[tuple[str, int, float]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         self.queue_shown(pipe, shown)
+        pipe.execute()
+
+    @guarded
+    def count_exposure(self, weights: dict[str, float], positions: dict[int, float]) -> None:
+        """Summed exposure (`serving.exposure.ExposureBuffer`'s flush)."""
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_exposure(pipe, weights, positions)
         pipe.execute()
 
     def _attribute(self, pipe, side: str, user_id: str, item_id: str, ttl_s: float) -> None:
