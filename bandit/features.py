@@ -201,10 +201,11 @@ def action_lines(cached, rows, sims=None, live=None, pops=None, quality=None) ->
         return lines
     empty = [""] * len(rows)
     sim_tokens, live_tokens, pop_tokens = _similarity_tokens("Sim"), _similarity_tokens("Live"), _pop_tokens()
+    quality_tokens = _quality_tokens()
     s = [sim_tokens[i] for i in _steps(sims)] if sims is not None else empty
     lv = [live_tokens[i] for i in _steps(live)] if live is not None else empty
     p = [pop_tokens[i] if i > _STEPS else "" for i in _steps(pops)] if pops is not None else empty
-    q = [_quality_tokens()[i] for i in _steps(quality)] if quality is not None else empty
+    q = [quality_tokens[i] for i in _steps(quality)] if quality is not None else empty
     return [line + a + b + c + d for line, a, b, c, d in zip(lines, s, lv, p, q)]
 
 

@@ -41,6 +41,9 @@ class _Grow:
         return self.data[:n]
 
 
+_LISTS_KEPT = 64  # lists whose rows `rows_for_list` remembers
+
+
 class Catalog:
     """Item rows with their ids, cached VW text, stock, age, and a vector search."""
 
@@ -66,6 +69,8 @@ class Catalog:
         self.cursor = bundle.meta.get("catalog_cursor", "0-0") if bundle else "0-0"
         self._newest_base = self._newest_of_base(_NEWEST_KEPT)
         self._centroids: dict[int, np.ndarray | bool] = {}  # category code -> mean unit vector (False: none)
+        self.revision = 0  # one more with every upsert and delete
+        self._lists: dict[tuple[str, ...], tuple[int, np.ndarray]] = {}  # `rows_for_list`'s memory
 
     def __len__(self) -> int:
         """Number of live items."""
@@ -95,6 +100,7 @@ class Catalog:
             self._fresh_vectors.append(vector)
             self._fresh_rows.append(row)
             self.row_of[item["item_id"]] = row
+            self.revision += 1
             if cursor is not None:
                 self.cursor = cursor
             return row
@@ -105,6 +111,7 @@ class Catalog:
             row = self.row_of.pop(item_id, None)
             if row is not None:
                 self._live.data[row] = False
+            self.revision += 1
             if cursor is not None:
                 self.cursor = cursor
             return row is not None
@@ -228,3 +235,17 @@ class Catalog:
         """Rows of the given ids that exist (unknown ids are skipped)."""
         rows = self.row_of.get_many(list(item_ids))
         return rows[rows >= 0]
+
+    def rows_for_list(self, item_ids: list[str]) -> np.ndarray:
+        """`rows_for` of a list that comes back request after request (the popularity lists,
+        re-read every few seconds): remembered until the catalog changes. A read-only array."""
+        key, revision = tuple(item_ids), self.revision
+        known = self._lists.get(key)
+        if known is not None and known[0] == revision:
+            return known[1]
+        rows = self.rows_for(key)
+        rows.flags.writeable = False
+        if len(self._lists) >= _LISTS_KEPT:
+            self._lists = {}
+        self._lists[key] = (revision, rows)
+        return rows

@@ -91,7 +91,7 @@ def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
         return rows, sims
     ids = popular_cache.ids("pop", "global", n_popular) if n_popular else []
     ids += popular_cache.best(n_quality) if n_quality else []
-    extra = catalog.rows_for(ids)
+    extra = catalog.rows_for_list(ids)
     extra = _unique(extra[catalog.available(extra) & ~np.isin(extra, rows)]) if len(extra) else extra
     if not len(extra):
         return rows, sims
@@ -103,7 +103,7 @@ def holdout_rows(catalog: Catalog, popular_cache: PopularCache, cfg: Config) -> 
     """The A/B holdout's baseline: its own popularity list (the build's history and the
     holdout users' events, not the personalized arm's), then the newest items."""
     n = cfg.retrieval.n_candidates
-    rows = catalog.rows_for(popular_cache.ids("pop", HOLDOUT_SCOPE, n))
+    rows = catalog.rows_for_list(popular_cache.ids("pop", HOLDOUT_SCOPE, n))
     rows = rows[catalog.available(rows)] if len(rows) else rows
     newest = catalog.newest(max(0, n - len(rows)))
     return _unique(np.concatenate([rows, newest]) if len(rows) else newest)
@@ -124,7 +124,7 @@ def popular(catalog: Catalog, popular_cache: PopularCache, profile: dict | None,
                ("pop", "global", cs.global_share)]
     sources += [("trend", scope, cs.trending_share / len(trending)) for scope in trending]
     total = sum(share for *_, share in sources) or 1.0
-    lists = [catalog.rows_for(popular_cache.ids(kind, scope, int(np.ceil(n * share / total))))
+    lists = [catalog.rows_for_list(popular_cache.ids(kind, scope, int(np.ceil(n * share / total))))
              for kind, scope, share in sources if share > 0]
     rows = _interleave([r[catalog.available(r)] if len(r) else r for r in lists])
     newest = catalog.newest(cfg.retrieval.fresh_candidates + max(0, n - len(rows)))

@@ -346,3 +346,20 @@ def test_newest_beyond_the_built_rows_kept_sorted_is_still_right(monkeypatch, tm
     rows = rows[full.available(rows)]
     assert full.newest(30).tolist() == rows[np.argsort(-full.published_at(rows), kind="stable")][:30].tolist()
     bundle.index.close()
+
+
+def test_rows_of_a_recurring_list_are_remembered_until_the_catalog_changes():
+    catalog = Catalog(None, DIM, item_line)
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        catalog.upsert(_new_item(f"n{k}"), _unit(rng.normal(size=DIM)))
+    listed = ["n2", "later", "n0"]
+    first = catalog.rows_for_list(listed)
+    assert first.tolist() == catalog.rows_for(listed).tolist() == [2, 0]
+    assert catalog.rows_for_list(list(listed)) is first  # remembered
+    later = catalog.upsert(_new_item("later"), _unit(rng.normal(size=DIM)))
+    assert catalog.rows_for_list(listed).tolist() == [2, later, 0]  # an upsert is seen at once
+    catalog.delete("n0")
+    assert catalog.rows_for_list(listed).tolist() == [2, later]
+    with pytest.raises(ValueError):
+        first[0] = 7  # shared between requests: read-only
