@@ -24,7 +24,7 @@ class RealtimeConfig:
     trending_keep: int = 10_000
     events_maxlen: int = 10_000_000
     event_id_ttl_s: float = 3600.0  # how long a retried event_id is recognised (a small hash per event_id)
-    exposure_flush_s: float = 1.0   # slates' exposure counted in batches this often (0: with each decision)
+    exposure_flush_s: float = 0.0   # slates' exposure counted in batches this often (0: with each decision)
 
     def __post_init__(self):
         check_scalar(self.recent_n, "realtime.recent_n", int, min=1, max=10_000)

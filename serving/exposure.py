@@ -15,7 +15,13 @@ that much exposure. Nothing a client was told depends on it: decisions, rewards 
 are written before they are acknowledged, as before. A failed write is logged and counted
 and its sums are kept for the next attempt (up to `MAX_PENDING` items, then dropped,
 logged and counted). Without the background task (`start_threads=False`: tests, the
-simulator, scripts) or with `exposure_flush_s = 0`, every decision counts its slate at once.
+simulator, scripts) or with `exposure_flush_s = 0` (the default), every decision counts its
+slate at once.
+
+Measured at 1M items in-process (1000 candidates, epsilon-greedy): the median request fell
+by 2-3 ms, but p99 rose from ~23-25 to 28-42 ms: after a flush, the other requests re-read
+the batch's items' counts (`serving.itemcounts`), up to a thousand at a time. Off by default
+until a process applies its own batches to its mirror instead of re-reading them.
 """
 
 from __future__ import annotations

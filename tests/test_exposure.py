@@ -17,7 +17,7 @@ from store import StoreError
 
 @pytest.fixture
 def service(build, open_service):
-    return open_service(build())
+    return open_service(build(realtime={"exposure_flush_s": 1.0}))
 
 
 def _exposure(service) -> dict[str, float]:
@@ -49,6 +49,16 @@ def _grew(before: dict, after: dict) -> Counter:
 
 def _same(a: Counter, b: Counter) -> bool:
     return set(a) == set(b) and all(abs(a[k] - b[k]) < 1e-6 for k in a)
+
+
+def test_by_default_each_decision_counts_its_slate_at_once(build, open_service):
+    service = open_service(build())
+    service.start_exposure_flush()
+    assert not service.exposure.buffering
+    before, positions = _exposure(service), _positions(service)
+    weights, shown = _serve(service, 6)
+    assert _same(_grew(before, _exposure(service)), weights)
+    assert _same(_grew(positions, _positions(service)), shown)
 
 
 def test_without_a_background_flush_each_decision_counts_its_slate_at_once(service):
@@ -126,7 +136,7 @@ def test_sums_that_cannot_be_kept_are_dropped_and_counted(service, monkeypatch):
 
 
 def test_closing_the_service_counts_what_is_left(build, open_service):
-    service = open_service(build())
+    service = open_service(build(realtime={"exposure_flush_s": 1.0}))
     service.exposure.background = True
     before = _exposure(service)
     weights, _ = _serve(service, 5)
