@@ -39,7 +39,7 @@ def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000
             recommend(service, {"user_id": users[warm % len(users)], "k": k})
         service.popular.counts.start(service.catalog)  # as a started worker does ...
         service.popular.counts.wait()                  # ... and has done by the time traffic arrives
-        service.start_exposure_flush()                 # a worker counts its slates' exposure in batches
+        service.start_exposure_flush()                 # as a worker does (batches only if exposure_flush_s > 0)
         gc.collect()
         gc.freeze()  # as the gunicorn workers do after start-up
         for r, user in enumerate(users):

@@ -12,9 +12,11 @@ increment and enters the change list once.
 The price: other processes see this process's exposure up to `exposure_flush_s` late (a
 second's impressions, among an item's lifetime ones), and a worker that dies loses at most
 that much exposure. Nothing a client was told depends on it: decisions, rewards and events
-are written before they are acknowledged, as before. A failed write is logged and counted
-and its sums are kept for the next attempt (up to `MAX_PENDING` items, then dropped,
-logged and counted). Without the background task (`start_threads=False`: tests, the
+are written before they are acknowledged, as before. A failed write is logged and counted.
+Its sums are kept for the next attempt when nothing reached Redis (the breaker was open; up
+to `MAX_PENDING` items, then dropped, logged and counted), and dropped (logged, counted) after
+a timeout or a lost connection, which may come after Redis ran the script: exposure is
+under-counted then, never counted twice. Without the background task (`start_threads=False`: tests, the
 simulator, scripts) or with `exposure_flush_s = 0` (the default), every decision counts its
 slate at once.
 
@@ -80,8 +82,12 @@ class ExposureBuffer:
                 chunk = items[start:start + CHUNK]
                 self.store.count_exposure(dict(chunk), positions if start == 0 else {})
                 written = start + len(chunk)
-        except StoreError:
-            self._keep(items[written:], positions if written == 0 else Counter())
+        except StoreError as exc:
+            unwritten, unwritten_positions = items[written:], positions if written == 0 else Counter()
+            if exc.__cause__ is None:  # refused before anything was sent (the breaker is open): retried next time
+                self._keep(unwritten, unwritten_positions)
+            else:  # a timeout or a lost connection may come after Redis ran the script: never count twice
+                self._drop(unwritten)
             raise
         self.flushes += 1
         return written
@@ -89,10 +95,14 @@ class ExposureBuffer:
     def _keep(self, items: list[tuple[str, float]], positions: Counter) -> None:
         """Put unwritten sums back for the next flush, unless too many are waiting already."""
         with self._lock:
-            if len(self._weights) + len(items) > MAX_PENDING:
-                self.dropped += len(items)
-                BACKGROUND_FAILURES.labels("exposure_dropped").inc()
-                log.warning("exposure of %d items dropped: Redis has not taken it for a while", len(items))
+            if len(self._weights) + len(items) <= MAX_PENDING:
+                self._weights.update(dict(items))
+                self._positions.update(positions)
                 return
-            self._weights.update(dict(items))
-            self._positions.update(positions)
+        self._drop(items, "Redis has not taken it for a while")
+
+    def _drop(self, items: list[tuple[str, float]], why: str = "it may have been written already") -> None:
+        with self._lock:
+            self.dropped += len(items)
+        BACKGROUND_FAILURES.labels("exposure_dropped").inc()
+        log.warning("exposure of %d items dropped (%s)", len(items), why)

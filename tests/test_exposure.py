@@ -124,6 +124,26 @@ def test_a_failed_flush_keeps_the_sums_for_the_next_one(service, monkeypatch):
     assert _same(_grew(positions, _positions(service)), shown + more_shown)
 
 
+def test_a_flush_that_timed_out_is_not_written_again(service, monkeypatch):
+    """A timeout may come after Redis ran the script: those sums are dropped, never counted twice."""
+    service.exposure.background = True
+    before = _exposure(service)
+    weights, _ = _serve(service, 4)
+    real = service.store.count_exposure
+
+    def late(*args, **kwargs):
+        real(*args, **kwargs)  # Redis ran it ...
+        raise StoreError("redis unavailable: TimeoutError") from TimeoutError("... the answer came too late")
+
+    monkeypatch.setattr(service.store, "count_exposure", late)
+    with pytest.raises(StoreError):
+        service.exposure.flush()
+    monkeypatch.setattr(service.store, "count_exposure", real)
+    assert service.exposure.dropped == len(weights) and service.exposure.pending() == 0
+    service.exposure.flush()
+    assert _same(_grew(before, _exposure(service)), weights)  # once
+
+
 def test_sums_that_cannot_be_kept_are_dropped_and_counted(service, monkeypatch):
     monkeypatch.setattr(exposure_module, "MAX_PENDING", 2)
     service.exposure.background = True
