@@ -69,7 +69,7 @@ class ExposureBuffer:
 
     def flush(self) -> int:
         """Write what was added since the last flush; the number of items written. Raises
-        StoreError (the sums are kept for the next flush)."""
+        StoreError (the unwritten sums kept for the next flush, or dropped: see the module)."""
         with self._lock:
             weights, positions = self._weights, self._positions
             self._weights, self._positions = Counter(), Counter()
