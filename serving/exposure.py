@@ -21,9 +21,11 @@ simulator, scripts) or with `exposure_flush_s = 0` (the default), every decision
 slate at once.
 
 Measured at 1M items in-process (1000 candidates, epsilon-greedy): the median request fell
-by 2-3 ms, but p99 rose from ~23-25 to 28-42 ms: after a flush, the other requests re-read
-the batch's items' counts (`serving.itemcounts`), up to a thousand at a time. Off by default
-until a process applies its own batches to its mirror instead of re-reading them.
+by 2-3 ms, but p99 rose from ~23-25 to 28-42 ms, when every process re-read the batch's
+items' counts after a flush. Now that a flush is added to the other processes' counts from
+the exposure log (`serving.itemcounts`), p99 is still 25-34 ms against 20-21 ms at once
+(the flush's script holds Redis, and this process, for the batch's thousand-odd items):
+off by default.
 """
 
 from __future__ import annotations

@@ -2,14 +2,20 @@
 request, instead of five sorted-set lookups for each of ~1000 candidates on every request
 (3-5 ms a request at 1000 candidates).
 
-Every change of an item's counts in Redis puts the item on a change list
-(`store.item_changes`). A request reads the list since the one before (one round trip, with
-the live totals), forgets the rows that changed, and reads from Redis only the rows it does
-not know. A background load (`load`, started by the first read) fills in every row from a
-scan of the counts, so that at steady state a request re-reads only what changed since the
-last one. Rows are kept by catalog row in four float32 columns (16 MB at 1M items). A new
+Two logs in Redis say what changed, under one sequence number (`store.item_changes`): the
+change list names the items whose events, engagements or attributions changed, and the
+exposure log holds the exposure each slate (or each batch of slates) added, item by item. A
+request reads both since the one before (one round trip, with the live totals), takes in or
+forgets the rows the change list names, and adds the logged exposure to the rows it knows.
+Rows it does not know it reads from Redis (`store.counts_as_of`). A background load (`load`,
+started by the first read) fills in every row from a scan of the counts, so that at steady
+state a request reads only what changed since the last one.
+
+Every row remembers the sequence number it is exact as of, and logged exposure is added only
+to rows older than its entry: a row read after a slate was counted already holds it. Rows
+are kept by catalog row in four float32 columns and an int64 (24 MB at 1M items). A new
 catalog (an index swap), a new counts epoch (a build replaced the counts, or Redis lost
-them) or a change list this process fell behind starts over.
+them) or logs this process fell behind starts over.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class ItemCounts:
         self._seq = 0
         self._values = np.zeros((0, 4), dtype=np.float32)
         self._known = np.zeros(0, dtype=bool)
+        self._asof = np.zeros(0, dtype=np.int64)  # the sequence number each known row is exact as of
         self._loader: threading.Thread | None = None
         self.reread = 0  # items read one by one from Redis (for tests and benchmarks)
         self.loads = 0   # completed background loads
@@ -49,9 +56,10 @@ class ItemCounts:
         with self._lock:
             changes = self.store.item_changes(self._seq)
             epoch, seq, totals = changes.epoch, changes.seq, changes.totals
-            if catalog is not self._catalog or epoch != self._epoch or seq < self._seq or changes.trimmed > self._seq:
+            if catalog is not self._catalog or epoch != self._epoch or seq < self._seq \
+                    or changes.trimmed > self._seq or not changes.complete:
                 self._reset(catalog, len(catalog.ids), epoch)
-            elif changes.items:
+            else:
                 self._update(catalog, changes)
             self._seq = seq
             if self.preload and self._loader is None:
@@ -63,9 +71,10 @@ class ItemCounts:
             missing = np.flatnonzero(~self._known[rows])
             if len(missing):
                 missing = missing[np.unique(rows[missing], return_index=True)[1]]  # a row once
-                *columns, _ = self.store.item_counts([ids[i] for i in missing])
+                *columns, asof = self.store.counts_as_of([ids[i] for i in missing])
                 self._values[rows[missing]] = _matrix(columns)
                 self._known[rows[missing]] = True
+                self._asof[rows[missing]] = asof
                 self.reread += len(missing)
             return self._values[rows].astype(np.float64), totals
 
@@ -91,9 +100,10 @@ class ItemCounts:
             attributed = np.minimum(raw[:, 2], raw[:, 1])  # `store.popularity.organic`, for all rows
             loaded = np.column_stack([raw[:, 0] - attributed, raw[:, 1] - attributed, raw[:, 3], raw[:, 4]])
             with self._lock:
-                changes = self.store.item_changes(since, limit=self.store.CHANGES_KEPT, counts_up_to=0)  # all of them
+                changes = self.store.item_changes(since, limit=self.store.CHANGES_KEPT, counts_up_to=0,
+                                                  shown_limit=self.store.SHOWN_KEPT)  # all of them
                 if catalog is not self._catalog or epoch != self._epoch or changes.epoch != epoch \
-                        or changes.trimmed > since:
+                        or changes.trimmed > since or not changes.complete:
                     # Started over meanwhile (that reset has cleared the loader), or more changed during
                     # the scan than the change list keeps: the next read starts another load.
                     self.discarded += 1
@@ -106,7 +116,8 @@ class ItemCounts:
                 unknown = np.flatnonzero(~self._known[:n])
                 self._values[unknown] = loaded[unknown].astype(np.float32)
                 self._known[:n] = True
-                self._update(catalog, changes._replace(counts=None))  # forgotten: re-read when met
+                self._asof[unknown] = since  # exact as of any point of the scan, unless changed during it ...
+                self._forget(catalog, changes)  # ... and those are forgotten: re-read when met
                 self.loads += 1
                 ITEM_COUNTS_LOADS.labels("merged").inc()
                 return True
@@ -127,27 +138,51 @@ class ItemCounts:
             loader.join(timeout)
 
     def _update(self, catalog, changes) -> None:
-        """Take in the changed items' counts when they came along, else forget those rows."""
-        rows = catalog.row_of.get_many(changes.items)
-        ok = (rows >= 0) & (rows < len(self._known))
-        if changes.counts is None:
-            self._known[rows[ok]] = False
-            return
-        values = _matrix(changes.counts)
-        self._values[rows[ok]] = values[ok]
-        self._known[rows[ok]] = True
+        """Take in the changed items' counts when they came along (else forget those rows), then
+        add the logged exposure to the known rows older than its entry."""
+        if changes.items:
+            rows = catalog.row_of.get_many(changes.items)
+            ok = (rows >= 0) & (rows < len(self._known))
+            if changes.counts is None:
+                self._known[rows[ok]] = False
+            else:
+                self._values[rows[ok]] = _matrix(changes.counts)[ok]
+                self._known[rows[ok]] = True
+                self._asof[rows[ok]] = changes.seq
+        if changes.shown:
+            ids = [item_id for _, item_ids, _ in changes.shown for item_id in item_ids]
+            seqs = np.repeat([seq for seq, _, _ in changes.shown], [len(item_ids) for _, item_ids, _ in changes.shown])
+            weights = np.fromiter((w for _, _, ws in changes.shown for w in ws), dtype=np.float64, count=len(ids))
+            at = catalog.row_of.get_many(ids)
+            ok = (at >= 0) & (at < len(self._known))
+            at, seqs, weights = at[ok], seqs[ok], weights[ok]
+            ok = self._known[at] & (self._asof[at] < seqs)
+            np.add.at(self._values[:, 2], at[ok], weights[ok].astype(np.float32))
+
+    def _forget(self, catalog, changes) -> None:
+        """Forget the rows of every item changed (exposure included)."""
+        ids = changes.items + [item_id for _, item_ids, _ in changes.shown for item_id in item_ids]
+        self._known[_rows(catalog, ids, len(self._known))] = False
 
     def _reset(self, catalog, n: int, epoch: str) -> None:
         self._catalog, self._epoch = catalog, epoch
         self._values = np.zeros((n, 4), dtype=np.float32)
         self._known = np.zeros(n, dtype=bool)
+        self._asof = np.zeros(n, dtype=np.int64)
         self._loader = None  # a load of the old catalog or epoch is discarded at its merge
 
     def _grow(self, n: int) -> None:
         n = max(n, 2 * len(self._known))
-        values, known = np.zeros((n, 4), dtype=np.float32), np.zeros(n, dtype=bool)
-        values[: len(self._values)], known[: len(self._known)] = self._values, self._known
-        self._values, self._known = values, known
+        values, known, asof = np.zeros((n, 4), dtype=np.float32), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+        values[: len(self._values)], known[: len(self._known)], asof[: len(self._asof)] = \
+            self._values, self._known, self._asof
+        self._values, self._known, self._asof = values, known, asof
+
+
+def _rows(catalog, ids: list[str], n: int) -> np.ndarray:
+    """The catalog rows (below n) of those ids that have one."""
+    rows = catalog.row_of.get_many(ids)
+    return rows[(rows >= 0) & (rows < n)]
 
 
 def _matrix(columns) -> np.ndarray:

@@ -16,6 +16,7 @@ their exponentially decayed counts, without ever rewriting old scores.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from typing import NamedTuple
@@ -59,33 +60,53 @@ class ItemChanges(NamedTuple):
     items: list[str]
     totals: tuple[float, float] | None
     counts: tuple[list, list, list, list] | None  # as item_counts: events, engaged, exposure, rewards
+    shown: list[tuple[int, list[str], list[float]]] = []  # (seq, item ids, exposure added) per entry
+    complete: bool = True  # False: more changed than the limits let through
 
 
 _CHANGES = """
 redis.call('SET', KEYS[1], ARGV[3], 'NX')
 local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[4]) or '0'}
-local items = {}
+local items, shown = {}, {}
 if tonumber(ARGV[2]) > 0 then
   items = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
+  shown = redis.call('ZRANGEBYSCORE', KEYS[11], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[5])
 end
 out[4] = items
 out[5] = redis.call('HMGET', KEYS[5], 'exposure', 'rewards')
+out[6] = shown
 if #items > 0 and #items <= tonumber(ARGV[4]) then
-  for k = 6, 10 do out[k] = redis.call('ZMSCORE', KEYS[k], unpack(items)) end
+  for k = 6, 10 do out[k + 1] = redis.call('ZMSCORE', KEYS[k], unpack(items)) end
 end
 return out
-"""  # KEYS: epoch, sequence, change list, trimmed-up-to, live totals, the five counts;
-# ARGV: since, limit, a new epoch token (used when there is none), most items whose counts come along
+"""  # KEYS: epoch, sequence, change list, trimmed-up-to, live totals, the five counts, the exposure log;
+# ARGV: since, limit, a new epoch token (used when there is none), most items whose counts come along,
+# most exposure log entries
+
+_COUNTS = """
+local out = {redis.call('GET', KEYS[1]) or '0', redis.call('HMGET', KEYS[2], 'exposure', 'rewards')}
+if #ARGV > 0 then
+  for k = 3, 7 do
+    local column = {}
+    for s = 1, #ARGV, 1000 do
+      local part = redis.call('ZMSCORE', KEYS[k], unpack(ARGV, s, math.min(s + 999, #ARGV)))
+      for _, v in ipairs(part) do column[#column + 1] = v end
+    end
+    out[k] = column
+  end
+end
+return out
+"""  # KEYS: sequence, live totals, the five counts; ARGV: item ids. The counts as of a sequence number.
 
 CHANGES_KEPT = 100_000  # items in the change list; a reader further behind re-reads everything
 
-# Every change of an item's counts (qn qe qa le lr) is followed, in the same pipeline, by a
-# "touch": the item enters the change list with the next sequence number, so processes that
-# keep the counts can re-read just what changed (`item_changes`).
-_TOUCH_BODY = """
+# Every change of an item's counts but its exposure (qn qe qa lr) is followed, in the same
+# pipeline, by a "touch": the item enters the change list with the next sequence number, so
+# processes that keep the counts can re-read just what changed (`item_changes`).
+_TOUCH = """
 local seq = redis.call('INCR', KEYS[1])
 local args = {}
-for i = FIRST, #ARGV, STEP do
+for i = 1, #ARGV do
   args[#args + 1] = seq; args[#args + 1] = ARGV[i]
   if #args >= 1000 then redis.call('ZADD', KEYS[2], unpack(args)); args = {} end
 end
@@ -94,25 +115,49 @@ local over = redis.call('ZCARD', KEYS[2]) - KEPT
 if over > 1000 then
   local last = redis.call('ZRANGE', KEYS[2], over - 1, over - 1, 'WITHSCORES')
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
-  redis.call('SET', KEYS[3], last[2])
+  if tonumber(last[2]) > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[3], last[2]) end
 end
+return seq
 """.replace("KEPT", str(CHANGES_KEPT))
-
-_TOUCH = _TOUCH_BODY.replace("FIRST", "1").replace("STEP", "1") + "return seq\n"
 # KEYS: sequence, change list, trimmed-up-to; ARGV: item ids
 
+SHOWN_KEPT = 200_000  # item entries in the exposure log; a reader further behind re-reads everything
+
+# Exposure does not enter the change list: every slate would put ~50 items on it, and every
+# process would re-read their five counts on its next request. It goes to the exposure log
+# instead, one entry per call with the sequence number, the items and the exposure added,
+# so that a process keeping the counts adds it to the rows it knows (`serving.itemcounts`).
 _SHOWN = """
 local p = tonumber(ARGV[2])
 for i = 3, 2 + 2 * p, 2 do
-  redis.call('HINCRBYFLOAT', KEYS[5], 'n' .. ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBYFLOAT', KEYS[4], 'n' .. ARGV[i], ARGV[i + 1])
 end
-for i = 3 + 2 * p, #ARGV, 2 do
-  redis.call('ZINCRBY', KEYS[4], ARGV[i + 1], ARGV[i])
+redis.call('HINCRBYFLOAT', KEYS[5], 'exposure', ARGV[1])
+local payload = ARGV[3 + 2 * p]
+local shown = cjson.decode(payload)
+local ids, weights = shown[1], shown[2]
+if #ids == 0 then return 0 end
+for i = 1, #ids do
+  redis.call('ZINCRBY', KEYS[3], weights[i], ids[i])
 end
-redis.call('HINCRBYFLOAT', KEYS[6], 'exposure', ARGV[1])
-""" + _TOUCH_BODY.replace("FIRST", "3 + 2 * p").replace("STEP", "2") + "return 1\n"
-# KEYS: the touch's three, live exposure, position counts, live totals;
-# ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then (item_id, weight)...
+local seq = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[6], seq, seq .. ' ' .. #ids .. ' ' .. payload)
+local kept = redis.call('INCRBY', KEYS[7], #ids)
+if kept > KEPT then
+  local last = '0'
+  while kept > KEPT do
+    local oldest = redis.call('ZPOPMIN', KEYS[6])
+    if #oldest == 0 then redis.call('SET', KEYS[7], 0); break end
+    kept = redis.call('DECRBY', KEYS[7], tonumber(string.match(oldest[1], '^%d+ (%d+) ')))
+    last = oldest[2]
+  end
+  if tonumber(last) > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], last) end
+end
+return seq
+""".replace("KEPT", str(SHOWN_KEPT))
+# KEYS: sequence, trimmed-up-to, live exposure, position counts, live totals, the exposure log, its item
+# count; ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then
+# the JSON [[item_id, ...], [weight, ...]]
 
 
 class PopularityOps:
@@ -127,23 +172,39 @@ class PopularityOps:
         in_pipeline(self._touch_script, pipe, self._change_keys(), list(item_ids))
 
     @guarded_fast
-    def item_changes(self, since: int, limit: int = 50_000, counts_up_to: int = 1000) -> "ItemChanges":
+    def item_changes(self, since: int, limit: int = 50_000, counts_up_to: int = 1000,
+                     shown_limit: int = 20_000) -> "ItemChanges":
         """What a process that keeps item counts needs to stay exact, in one round trip (one
         Lua call): the counts' epoch (a new one after a build replaced them, or after Redis
-        lost them), the last sequence number, up to which changes were trimmed from the list,
-        the items changed after `since` (at most `limit`), the live totals (`item_counts`),
-        and, when at most `counts_up_to` items changed, their counts as `item_counts` gives
-        them (else None)."""
+        lost them), the last sequence number, up to which changes were trimmed from the lists,
+        the items changed after `since` (at most `limit`) but for their exposure, the live
+        totals (`item_counts`), when at most `counts_up_to` items changed their counts as
+        `item_counts` gives them (else None), and the exposure added after `since` (at most
+        `shown_limit` entries of the exposure log). `complete` is False when a limit cut the
+        items or the entries short."""
         keys = [self._pkey("qepoch", "global"), *self._change_keys(), self._pkey("ltot", "global"),
-                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS)]
-        token, last, trimmed_to, items, totals, *columns = self._changes(
-            keys=keys, args=[int(since), int(limit), uuid.uuid4().hex, int(counts_up_to)], client=self.fast)
+                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS), self._pkey("qshown", "global")]
+        token, last, trimmed_to, items, totals, shown, *columns = self._changes(
+            keys=keys, args=[int(since), int(limit), uuid.uuid4().hex, int(counts_up_to), int(shown_limit)],
+            client=self.fast)
         totals = (float(totals[0]), float(totals[1])) if None not in totals else None
         items = [text(i) for i in items]
         counts = _counted(*columns) if len(columns) == len(self.COUNT_KINDS) else None
-        return ItemChanges(text(token), int(last or 0), int(float(trimmed_to or 0)), items, totals, counts)
+        complete = not (limit and len(items) >= limit) and not (shown_limit and len(shown) >= shown_limit)
+        return ItemChanges(text(token), int(last or 0), int(float(trimmed_to or 0)), items, totals, counts,
+                           _exposure_log(shown), complete)
+
+    @guarded_fast
+    def counts_as_of(self, ids: list[str]) -> tuple[list, list, list, list, int]:
+        """`item_counts` without the totals, and the sequence number they are as of (every change
+        up to it is in them, none after it), in one round trip."""
+        keys = [self._change_keys()[0], self._pkey("ltot", "global"),
+                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS)]
+        seq, _, *columns = self._counts_script(keys=keys, args=list(ids), client=self.fast)
+        return (*_counted(*(columns or ([], [], [], [], []))), int(seq))
 
     CHANGES_KEPT = CHANGES_KEPT
+    SHOWN_KEPT = SHOWN_KEPT
     COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
 
     def scan_counts(self, kind: str, chunk: int = 2_000):
@@ -231,16 +292,17 @@ class PopularityOps:
         self.queue_exposure(pipe, weights, positions)
 
     def queue_exposure(self, pipe, weights: dict[str, float], positions: dict[int, float]) -> None:
-        """Queue summed exposure: weight per item, impressions per position (one script)."""
+        """Queue summed exposure: weight per item, impressions per position (one script, which
+        also appends the items and their weights to the exposure log)."""
         if not weights and not positions:
             return
         args = [repr(float(sum(weights.values()))), len(positions)]
         for position, n in positions.items():
             args += [int(position), repr(float(n))]
-        for item_id, weight in weights.items():
-            args += [item_id, repr(float(weight))]
-        counts = [self._pkey(k, "global") for k in ("le", "lpos", "ltot")]
-        in_pipeline(self._shown, pipe, [*self._change_keys(), *counts], args)
+        args.append(json.dumps([list(weights), [float(w) for w in weights.values()]], ensure_ascii=False))
+        keys = [self._change_keys()[0], self._change_keys()[2],
+                *(self._pkey(k, "global") for k in ("le", "lpos", "ltot", "qshown", "qshownn"))]
+        in_pipeline(self._shown, pipe, keys, args)
 
     @guarded
     def count_shown(self, shown: list[tuple[str, int, float]]) -> None:
@@ -357,3 +419,16 @@ def organic(events: float, engaged: float, attributed: float) -> tuple[float, fl
     """
     attributed = min(attributed, engaged)
     return events - attributed, engaged - attributed
+
+
+def _exposure_log(entries) -> list[tuple[int, list[str], list[float]]]:
+    """(seq, item ids, weights) of exposure log entries ("<seq> <n> <JSON [[ids], [weights]]>")."""
+    if not entries:
+        return []
+    seqs, payloads = [], []
+    for entry in entries:
+        seq, _, rest = entry.partition(b" ")
+        seqs.append(int(seq))
+        payloads.append(rest.partition(b" ")[2])
+    parsed = json.loads(b"[" + b",".join(payloads) + b"]")
+    return [(seq, ids, weights) for seq, (ids, weights) in zip(seqs, parsed)]

@@ -50,12 +50,29 @@ def test_kept_counts_follow_every_kind_of_change_and_reread_only_those(store):
     store.bump_trending(["global"], "i4", 3.0, engaged=True, attribute=("u1", 60), **CLICK)  # attributed
     store.bump_trending(["global"], "i10", 1.0, engaged=False, **CLICK)
     _assert_exact(counts, store, catalog, rows)
-    assert counts.reread == 25  # the changed items' counts came with the change list: none re-read
-    _assert_exact(counts, store, catalog, np.array([7, 7, 9]))  # i7 came along too; i9 is read, once
-    assert counts.reread == 26
+    assert counts.reread == 25  # the changed counts came with the change list or the exposure log: none re-read
+    _assert_exact(counts, store, catalog, np.array([7, 7, 9]))  # i7 and i9 were never known: read, once
+    assert counts.reread == 27
     store.put_quality({"i0": 1.0}, {"i0": 1.0})  # a build replaced the counts: all re-read
     _assert_exact(counts, store, catalog, rows)
-    assert counts.reread == 26 + 25
+    assert counts.reread == 27 + 25
+
+
+def test_exposure_counted_before_a_row_is_read_is_not_added_again(store, monkeypatch):
+    catalog = _catalog(10)
+    counts = ItemCounts(store, preload=False)
+    _assert_exact(counts, store, catalog, np.arange(5))
+    read = store.counts_as_of
+
+    def shown_then_read(ids):  # another process shows the item between the log read and the row read
+        store.count_shown([(ids[0], 1, 1.0), ("i1", 2, 0.5)])
+        return read(ids)
+
+    monkeypatch.setattr(store, "counts_as_of", shown_then_read)
+    counts.read(catalog, np.array([7]), ["i7"])
+    monkeypatch.setattr(store, "counts_as_of", read)
+    _assert_exact(counts, store, catalog, np.arange(10))  # i7 read with its exposure: not added again; i1 added
+    assert counts.reread == 5 + 1 + 4
 
 
 def test_a_new_catalog_or_a_lost_redis_starts_over(store):
@@ -112,7 +129,7 @@ def test_a_load_fills_every_row_and_then_only_changes_are_read(store):
     assert counts.reread == before
     store.count_shown([("i7", 2, 1.0)])
     _assert_exact(counts, store, catalog, np.arange(40))
-    assert counts.reread == before  # i7's counts came with the change list
+    assert counts.reread == before  # i7's exposure came with the exposure log
 
 
 def test_changes_made_while_loading_are_not_lost(store, monkeypatch):
@@ -123,10 +140,13 @@ def test_changes_made_while_loading_are_not_lost(store, monkeypatch):
     scan = store.scan_counts
 
     def scan_then_change(kind, chunk=2_000):
+        if kind == "qn":  # before the exposure is scanned
+            store.count_shown([("i12", 1, 1.0), ("i0", 2, 0.5)])
         yield from scan(kind, chunk)
         if kind == "lr":  # after the whole scan, before the merge
             store.count_engaged("i9", 1)
             store.bump_trending(["global"], "i10", 1.0, engaged=True, **CLICK)
+            store.count_shown([("i14", 1, 1.0), ("i0", 2, 0.5)])
 
     monkeypatch.setattr(store, "scan_counts", scan_then_change)
     assert counts.load(catalog, counts._epoch)
@@ -170,9 +190,33 @@ def test_a_long_change_list_forgets_the_rows_instead(store):
     counts = ItemCounts(store, preload=False)
     rows = np.arange(1200)
     _assert_exact(counts, store, catalog, rows)
-    store.count_shown([(f"i{i}", 1, 1.0) for i in range(1100)])  # more than come along with the list
+    for i in range(1100):  # more than come along with the list
+        store.count_engaged(f"i{i}", 1)
     _assert_exact(counts, store, catalog, rows)
     assert counts.reread == 1200 + 1100
+
+
+def test_a_large_batch_of_exposure_is_added_without_reading(store):
+    catalog = _catalog(1200)
+    counts = ItemCounts(store, preload=False)
+    rows = np.arange(1200)
+    _assert_exact(counts, store, catalog, rows)
+    store.count_exposure({f"i{i}": 0.5 + i % 3 for i in range(1100)}, {1: 1100.0})  # a batch (serving/exposure.py)
+    store.count_shown([(f"i{i}", 1, 1.0) for i in range(0, 1200, 7)])
+    _assert_exact(counts, store, catalog, rows)
+    assert counts.reread == 1200
+
+
+def test_a_reader_behind_the_exposure_log_starts_over(store, monkeypatch):
+    catalog = _catalog(20)
+    counts = ItemCounts(store, preload=False)
+    _assert_exact(counts, store, catalog, np.arange(20))
+    changes = store.item_changes
+    monkeypatch.setattr(store, "item_changes", lambda since, *a, **kw: changes(since, *a, **{**kw, "shown_limit": 2}))
+    for i in range(3):
+        store.count_shown([(f"i{i}", 1, 1.0)])
+    _assert_exact(counts, store, catalog, np.arange(20))  # more than the limit: everything re-read
+    assert counts.reread == 40
 
 
 def test_a_load_overtaken_by_the_change_list_is_discarded_and_the_next_read_loads_again(store, monkeypatch):
@@ -205,8 +249,8 @@ def _trimming(store):
     counts); requests, reading often, keep up."""
     changes = store.item_changes
 
-    def trimmed(since, limit=50_000, counts_up_to=1000):
-        got = changes(since, limit, counts_up_to)
+    def trimmed(since, limit=50_000, counts_up_to=1000, shown_limit=20_000):
+        got = changes(since, limit, counts_up_to, shown_limit)
         overtaken = counts_up_to == 0 and got.seq > since
         return got._replace(trimmed=got.seq) if overtaken else got
     return trimmed

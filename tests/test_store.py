@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import redis
 
+from banditrec.config import Config
 from store.redis_store import Store, StoreError
 
 
@@ -91,32 +92,51 @@ def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever
     assert sorted(store.quality_counts(10)) == [("a", 11.0, 3.0), ("b", 11.0, 3.0), ("c", 1.0, 1.0)]
 
 
-def test_every_change_of_item_counts_enters_the_change_list(store):
+def test_every_change_of_item_counts_enters_the_change_list_or_the_exposure_log(store):
     start = store.item_changes(0)
     assert (start.seq, start.trimmed, start.items, start.totals, start.counts) == (0, 0, [], None, None)
-    assert start.epoch
-    store.count_shown([("a", 1, 1.0), ("b", 2, 0.5)])
+    assert start.shown == []
+    assert start.epoch and start.complete
+    store.count_shown([("a", 1, 1.0), ("b", 2, 0.5), ("a", 3, 0.25)])
     shown = store.item_changes(start.seq)
-    assert sorted(shown.items) == ["a", "b"] and shown.seq > start.seq
+    assert shown.items == [] and shown.seq > start.seq  # exposure is logged, not listed
+    assert shown.shown == [(shown.seq, ["a", "b"], [1.25, 0.5])]
     store.count_engaged("b", 2, user_id="u1")
     store.bump_trending(["global"], "c", 1.0, ts=0.0, half_life_s=3600, keep=100, engaged=False)
     store.bump_trending(["global"], "d", 1.0, ts=0.0, half_life_s=3600, keep=100)  # trending only: no count
     later = store.item_changes(shown.seq)
-    assert later.epoch == start.epoch and sorted(later.items) == ["b", "c"] and later.totals == (1.5, 1.0)
+    assert later.epoch == start.epoch and sorted(later.items) == ["b", "c"] and later.totals == (1.75, 1.0)
+    assert later.shown == []
     zero = [[float(v or 0.0) for v in column] for column in store.item_counts(later.items)[:4]]
     assert [[float(v or 0.0) for v in column] for column in later.counts] == zero  # the counts come along
     assert store.item_changes(shown.seq, counts_up_to=1).counts is None  # ... only for a short list
     assert store.item_changes(later.seq).items == []
+    assert not store.item_changes(start.seq, limit=1).complete and not store.item_changes(0, shown_limit=1).complete
+    *_, exposure, _, asof = store.counts_as_of(["a", "b", "e"])
+    assert exposure == [1.25, 0.5, None] and asof == later.seq
     store.put_quality({"a": 3.0}, {"a": 1.0})  # a build replaced the counts: everything kept is stale
     assert store.item_changes(later.seq).epoch != start.epoch
 
 
-def test_the_change_list_is_trimmed_and_says_up_to_where(store, monkeypatch):
+def test_the_change_list_is_trimmed_and_says_up_to_where(store):
     for start in range(0, 101_500, 5_000):
-        store.count_shown([(f"i{n}", 1, 1.0) for n in range(start, min(start + 5_000, 101_500))])
+        pipe = store.client.pipeline(transaction=False)
+        store._touch(pipe, [f"i{n}" for n in range(start, min(start + 5_000, 101_500))])
+        pipe.execute()
     changes = store.item_changes(0, limit=200_000)
     assert len(changes.items) <= 100_000 and changes.trimmed > 0
     assert "i0" not in changes.items and "i101499" in changes.items
+
+
+def test_the_exposure_log_is_trimmed_and_says_up_to_where(store):
+    slates = [[(f"i{n}", 1, 1.0) for n in range(start, start + 10_000)] for start in range(0, 205_000, 10_000)]
+    for slate in slates:
+        store.count_shown(slate)
+    changes = store.item_changes(0, shown_limit=1000)
+    kept = sum(len(ids) for _, ids, _ in changes.shown)
+    assert 190_000 <= kept <= 200_000 and changes.trimmed == changes.shown[0][0] - 1
+    assert changes.shown[-1][1][-1] == "i209999" and changes.shown[0][1][0] != "i0"
+    assert store.item_counts(["i0"])[2] == [1.0]  # trimmed from the log, still counted
 
 
 def test_item_counts_carry_the_live_totals_over_all_items(store):
@@ -237,3 +257,9 @@ def test_snapshots_written_inline_by_an_older_release_still_load(store):
     store.client.set(store.key("model", "{model}", "latest"), 7)
     blob, meta = store.latest_snapshot()
     assert blob == b"old-model" and meta["replica_blobs"] == [b"old-r0"] and meta["cursor"] == "9-0"
+
+
+def test_the_embedded_server_persists_by_its_append_only_file_alone(embedded_redis):
+    client = embedded_redis.client(Config().redis)
+    config = {**client.config_get("save"), **client.config_get("appendonly")}
+    assert config == {"save": "", "appendonly": "yes"}  # no snapshot forks under load
