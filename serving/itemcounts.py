@@ -13,7 +13,9 @@ state a request reads only what changed since the last one.
 
 Every row remembers the sequence number it is exact as of, and logged exposure is added only
 to rows older than its entry: a row read after a slate was counted already holds it. Rows
-are kept by catalog row in four float32 columns and an int64 (24 MB at 1M items). A new
+are kept by catalog row: events, engaged events and live engagements in float32, live
+exposure, which grows by small additions, in float64, and the sequence number (28 MB at 1M
+items). A new
 catalog (an index swap), a new counts epoch (a build replaced the counts, or Redis lost
 them) or logs this process fell behind starts over.
 """
@@ -39,7 +41,8 @@ class ItemCounts:
         self._catalog = None
         self._epoch: str | None = None
         self._seq = 0
-        self._values = np.zeros((0, 4), dtype=np.float32)
+        self._values = np.zeros((0, 3), dtype=np.float32)  # events, engaged events, live engagements
+        self._exposure = np.zeros(0, dtype=np.float64)      # live exposure
         self._known = np.zeros(0, dtype=bool)
         self._asof = np.zeros(0, dtype=np.int64)  # the sequence number each known row is exact as of
         self._loader: threading.Thread | None = None
@@ -72,11 +75,12 @@ class ItemCounts:
             if len(missing):
                 missing = missing[np.unique(rows[missing], return_index=True)[1]]  # a row once
                 *columns, asof = self.store.counts_as_of([ids[i] for i in missing])
-                self._values[rows[missing]] = _matrix(columns)
+                self._set(rows[missing], _matrix(columns))
                 self._known[rows[missing]] = True
                 self._asof[rows[missing]] = asof
                 self.reread += len(missing)
-            return self._values[rows].astype(np.float64), totals
+            values = self._values[rows].astype(np.float64)
+            return np.column_stack([values[:, :2], self._exposure[rows], values[:, 2]]), totals
 
     def start(self, catalog) -> None:
         """Begin mirroring `catalog`'s counts now (the service's start-up), not at the first request."""
@@ -114,7 +118,7 @@ class ItemCounts:
                         self._loader = None
                     return False
                 unknown = np.flatnonzero(~self._known[:n])
-                self._values[unknown] = loaded[unknown].astype(np.float32)
+                self._set(unknown, loaded[unknown])
                 self._known[:n] = True
                 self._asof[unknown] = since  # exact as of any point of the scan, unless changed during it ...
                 self._forget(catalog, changes)  # ... and those are forgotten: re-read when met
@@ -146,7 +150,7 @@ class ItemCounts:
             if changes.counts is None:
                 self._known[rows[ok]] = False
             else:
-                self._values[rows[ok]] = _matrix(changes.counts)[ok]
+                self._set(rows[ok], _matrix(changes.counts)[ok])
                 self._known[rows[ok]] = True
                 self._asof[rows[ok]] = changes.seq
         if changes.shown:
@@ -157,7 +161,7 @@ class ItemCounts:
             ok = (at >= 0) & (at < len(self._known))
             at, seqs, weights = at[ok], seqs[ok], weights[ok]
             ok = self._known[at] & (self._asof[at] < seqs)
-            np.add.at(self._values[:, 2], at[ok], weights[ok].astype(np.float32))
+            np.add.at(self._exposure, at[ok], weights[ok])
 
     def _forget(self, catalog, changes) -> None:
         """Forget the rows of every item changed (exposure included)."""
@@ -166,17 +170,25 @@ class ItemCounts:
 
     def _reset(self, catalog, n: int, epoch: str) -> None:
         self._catalog, self._epoch = catalog, epoch
-        self._values = np.zeros((n, 4), dtype=np.float32)
+        self._values = np.zeros((n, 3), dtype=np.float32)
+        self._exposure = np.zeros(n, dtype=np.float64)
         self._known = np.zeros(n, dtype=bool)
         self._asof = np.zeros(n, dtype=np.int64)
         self._loader = None  # a load of the old catalog or epoch is discarded at its merge
 
     def _grow(self, n: int) -> None:
         n = max(n, 2 * len(self._known))
-        values, known, asof = np.zeros((n, 4), dtype=np.float32), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
-        values[: len(self._values)], known[: len(self._known)], asof[: len(self._asof)] = \
-            self._values, self._known, self._asof
-        self._values, self._known, self._asof = values, known, asof
+        def grown(array):
+            out = np.zeros((n, *array.shape[1:]), dtype=array.dtype)
+            out[: len(array)] = array
+            return out
+        self._values, self._exposure, self._known, self._asof = map(grown, (self._values, self._exposure,
+                                                                           self._known, self._asof))
+
+    def _set(self, rows: np.ndarray, matrix: np.ndarray) -> None:
+        """Rows' four counts (events, engaged events, live exposure, live engagements)."""
+        self._values[rows] = matrix[:, [0, 1, 3]]
+        self._exposure[rows] = matrix[:, 2]
 
 
 def _rows(catalog, ids: list[str], n: int) -> np.ndarray:
@@ -186,5 +198,5 @@ def _rows(catalog, ids: list[str], n: int) -> np.ndarray:
 
 
 def _matrix(columns) -> np.ndarray:
-    """(n, 4) float32 of per-item count columns (None: 0)."""
-    return np.array([[float(v or 0.0) for v in column] for column in columns], dtype=np.float32).T
+    """(n, 4) of per-item count columns (None: 0)."""
+    return np.array([[float(v or 0.0) for v in column] for column in columns], dtype=np.float64).T

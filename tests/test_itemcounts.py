@@ -254,3 +254,14 @@ def _trimming(store):
         overtaken = counts_up_to == 0 and got.seq > since
         return got._replace(trimmed=got.seq) if overtaken else got
     return trimmed
+
+
+def test_small_exposure_added_to_a_large_one_is_not_lost(store):
+    catalog = _catalog(3)
+    counts = ItemCounts(store, preload=False)
+    store.count_exposure({"i0": 3e7}, {1: 1.0})  # a long-lived top item: float32 steps by 2 here
+    counts.read(catalog, np.arange(3), catalog.ids.take(np.arange(3)))
+    for _ in range(20):
+        store.count_shown([("i0", 1, 0.25)])
+    got, _ = counts.read(catalog, np.array([0]), ["i0"])
+    assert got[0, 2] == 3e7 + 5.0 and counts.reread == 3
