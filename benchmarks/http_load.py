@@ -44,7 +44,8 @@ class Server:
     def __init__(self, bench: Bench, *, workers: int = 1, log_name: str = "serve", **sections):
         self.port = free_port()
         config = bench.directory / f"{log_name}.toml"
-        settings = _merge(bench.config_path, {"server": {"workers": workers, "port": self.port}, **sections})
+        server = {**sections.pop("server", {}), "workers": workers, "port": self.port}  # other server knobs kept
+        settings = _merge(bench.config_path, {"server": server, **sections})
         config.write_text(dump_toml(settings))
         self.log = bench.directory / f"{log_name}.log"
         env = {**bench.env(), "BANDITREC_CONFIG": str(config)}

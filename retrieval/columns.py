@@ -24,7 +24,11 @@ import numpy as np
 
 
 def _stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    return _hash_bytes(text.encode("utf-8"))
+
+
+def _hash_bytes(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -95,6 +99,14 @@ class Strings:
                                                                self._offsets_array[rows + 1].tolist())]
         return [self[r] for r in rows.tolist()]
 
+    def take_bytes(self, rows: np.ndarray) -> list[bytes]:
+        """`take` as UTF-8, not decoded (to compare with encoded strings)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and 0 <= rows.min() and rows.max() < self._n:
+            blob, offsets = self._blob, self._offsets_array
+            return [blob[a:b] for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
+        return [text.encode("utf-8") for text in self.take(rows)]
+
     def __iter__(self) -> Iterator[str]:
         return (self[r] for r in range(len(self)))
 
@@ -160,27 +172,28 @@ class IdMap:
 
     def get_many(self, item_ids: list[str]) -> np.ndarray:
         """Rows of many ids at once (-1 where unknown): the hashes searched in one numpy call,
-        each hit confirmed by its id; overlays, collisions and misses take the exact path."""
+        each hit confirmed by its id's bytes; overlays, collisions and misses take the exact path."""
         out = np.full(len(item_ids), -1, dtype=np.int64)
         if not item_ids:
             return out
-        hashes = np.fromiter((_stable_hash(i) for i in item_ids), dtype=np.uint64, count=len(item_ids))
+        encoded = [item_id.encode("utf-8") for item_id in item_ids]
+        hashes = np.fromiter(map(_hash_bytes, encoded), dtype=np.uint64, count=len(encoded))
         sorted_hashes, n = np.asarray(self._hashes), len(self._hashes)
-        at = np.minimum(np.searchsorted(sorted_hashes, hashes), max(n - 1, 0))
-        hit = np.flatnonzero(sorted_hashes[at] == hashes) if n else np.zeros(0, np.int64)
-        rows = np.asarray(self._order)[at[hit]] if len(hit) else np.zeros(0, np.int64)
-        for i, row, found in zip(hit.tolist(), rows.tolist(), self._ids.take(rows)):
-            if found == item_ids[i] and not self._collides(int(at[i])):
-                out[i] = row
-        for i, item_id in enumerate(item_ids):
-            if out[i] < 0 or item_id in self._changed:
-                row = self.get(item_id)
-                out[i] = -1 if row is None else row
+        if n:
+            at = np.minimum(np.searchsorted(sorted_hashes, hashes), n - 1)
+            shared = (at + 1 < n) & (sorted_hashes[np.minimum(at + 1, n - 1)] == hashes)  # a collision
+            hit = np.flatnonzero((sorted_hashes[at] == hashes) & ~shared)
+            rows = np.asarray(self._order)[at[hit]]
+            same = np.fromiter((found == encoded[i] for found, i in zip(self._ids.take_bytes(rows), hit.tolist())),
+                               dtype=bool, count=len(hit))
+            out[hit[same]] = rows[same]
+        exact = np.flatnonzero(out < 0).tolist()
+        if self._changed:
+            exact = sorted(set(exact).union(i for i, item_id in enumerate(item_ids) if item_id in self._changed))
+        for i in exact:
+            row = self.get(item_ids[i])
+            out[i] = -1 if row is None else row
         return out
-
-    def _collides(self, at: int) -> bool:
-        """Whether the hash at sorted position `at` is shared with the next one."""
-        return at + 1 < len(self._hash_view) and self._hash_view[at + 1] == self._hash_view[at]
 
     def get(self, item_id: str, default=None):
         if item_id in self._changed:

@@ -57,7 +57,7 @@ def test_id_map_changes_sit_on_top_of_the_built_rows(tmp_path):
 
 def test_a_hash_collision_is_resolved_by_comparing_the_ids(monkeypatch):
     ids = Strings.of(["a", "b", "c"])
-    monkeypatch.setattr(columns, "_stable_hash", lambda text: 7)  # every id collides
+    monkeypatch.setattr(columns, "_hash_bytes", lambda data: 7)  # every id collides
     row_of = IdMap(ids, np.array([7, 7, 7], np.uint64), np.array([0, 1, 2]))
     assert [row_of.get(i) for i in ("a", "b", "c", "d")] == [0, 1, 2, None]
 
@@ -89,7 +89,9 @@ def test_get_many_agrees_with_get_on_every_path(tmp_path, monkeypatch):
     asked = ["sku-1", "sku|2", "added", "dup", "", "nope", "ünï cödé", "x" * 300]
     assert row_of.get_many(asked).tolist() == [row_of.get(i, -1) for i in asked] == [42, -1, 43, 7, 2, -1, 1, 4]
     assert row_of.get_many([]).tolist() == []
-    monkeypatch.setattr(columns, "_stable_hash", lambda text: 7)  # every id collides
+    monkeypatch.setattr(columns, "_hash_bytes", lambda data: 7)  # every id collides
     colliding = IdMap(Strings.of(["a", "b", "c"]), np.array([7, 7, 7], np.uint64), np.array([0, 1, 2]))
     assert colliding.get_many(["c", "a", "d"]).tolist() == [2, 0, -1]
+    alone = IdMap(Strings.of(["a"]), np.array([7], np.uint64), np.array([0]))  # one id per hash: confirmed by bytes
+    assert alone.get_many(["z", "a"]).tolist() == [-1, 0]
     assert IdMap.of(Strings.of(["a", "b"])).get_many(["b", "z"]).tolist() == [1, -1]
