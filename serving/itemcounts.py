@@ -145,8 +145,7 @@ class ItemCounts:
         """Take in the changed items' counts when they came along (else forget those rows), then
         add the logged exposure to the known rows older than its entry."""
         if changes.items:
-            rows = catalog.row_of.get_many(changes.items)
-            ok = (rows >= 0) & (rows < len(self._known))
+            rows, ok = _located(catalog, changes.items, len(self._known))
             if changes.counts is None:
                 self._known[rows[ok]] = False
             else:
@@ -154,19 +153,16 @@ class ItemCounts:
                 self._known[rows[ok]] = True
                 self._asof[rows[ok]] = changes.seq
         if changes.shown:
-            ids = [item_id for _, item_ids, _ in changes.shown for item_id in item_ids]
-            seqs = np.repeat([seq for seq, _, _ in changes.shown], [len(item_ids) for _, item_ids, _ in changes.shown])
-            weights = np.fromiter((w for _, _, ws in changes.shown for w in ws), dtype=np.float64, count=len(ids))
-            at = catalog.row_of.get_many(ids)
-            ok = (at >= 0) & (at < len(self._known))
+            ids, seqs, weights = _flat(changes.shown)
+            at, ok = _located(catalog, ids, len(self._known))
             at, seqs, weights = at[ok], seqs[ok], weights[ok]
             ok = self._known[at] & (self._asof[at] < seqs)
             np.add.at(self._exposure, at[ok], weights[ok])
 
     def _forget(self, catalog, changes) -> None:
         """Forget the rows of every item changed (exposure included)."""
-        ids = changes.items + [item_id for _, item_ids, _ in changes.shown for item_id in item_ids]
-        self._known[_rows(catalog, ids, len(self._known))] = False
+        rows, ok = _located(catalog, changes.items + _flat(changes.shown)[0], len(self._known))
+        self._known[rows[ok]] = False
 
     def _reset(self, catalog, n: int, epoch: str) -> None:
         self._catalog, self._epoch = catalog, epoch
@@ -191,10 +187,19 @@ class ItemCounts:
         self._exposure[rows] = matrix[:, 2]
 
 
-def _rows(catalog, ids: list[str], n: int) -> np.ndarray:
-    """The catalog rows (below n) of those ids that have one."""
+def _located(catalog, ids: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The catalog rows of `ids` (-1: none), and which of them are rows below n."""
     rows = catalog.row_of.get_many(ids)
-    return rows[(rows >= 0) & (rows < n)]
+    return rows, (rows >= 0) & (rows < n)
+
+
+def _flat(shown) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Exposure log entries (seq, ids, weights) as one list of ids and arrays of seqs and weights."""
+    ids = [item_id for _, item_ids, _ in shown for item_id in item_ids]
+    sizes = [len(item_ids) for _, item_ids, _ in shown]
+    seqs = np.repeat(np.array([seq for seq, _, _ in shown], dtype=np.int64), sizes)
+    weights = np.fromiter((w for _, _, ws in shown for w in ws), dtype=np.float64, count=len(ids))
+    return ids, seqs, weights
 
 
 def _matrix(columns) -> np.ndarray:

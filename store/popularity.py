@@ -198,10 +198,16 @@ class PopularityOps:
     def counts_as_of(self, ids: list[str]) -> tuple[list, list, list, list, int]:
         """`item_counts` without the totals, and the sequence number they are as of (every change
         up to it is in them, none after it), in one round trip."""
+        *columns, _, seq = self._counts(ids)
+        return (*columns, seq)
+
+    def _counts(self, ids: list[str]) -> tuple[list, list, list, list, tuple[float, float] | None, int]:
+        """`item_counts` and the sequence number, in one Lua call (atomic)."""
         keys = [self._change_keys()[0], self._pkey("ltot", "global"),
                 *(self._pkey(kind, "global") for kind in self.COUNT_KINDS)]
-        seq, _, *columns = self._counts_script(keys=keys, args=list(ids), client=self.fast)
-        return (*_counted(*(columns or ([], [], [], [], []))), int(seq))
+        seq, totals, *columns = self._counts_script(keys=keys, args=list(ids), client=self.fast)
+        totals = (float(totals[0]), float(totals[1])) if None not in totals else None
+        return (*_counted(*(columns or ([], [], [], [], []))), totals, int(seq))
 
     CHANGES_KEPT = CHANGES_KEPT
     SHOWN_KEPT = SHOWN_KEPT
@@ -300,8 +306,8 @@ class PopularityOps:
         for position, n in positions.items():
             args += [int(position), repr(float(n))]
         args.append(json.dumps([list(weights), [float(w) for w in weights.values()]], ensure_ascii=False))
-        keys = [self._change_keys()[0], self._change_keys()[2],
-                *(self._pkey(k, "global") for k in ("le", "lpos", "ltot", "qshown", "qshownn"))]
+        seq, _, trimmed = self._change_keys()
+        keys = [seq, trimmed, *(self._pkey(k, "global") for k in ("le", "lpos", "ltot", "qshown", "qshownn"))]
         in_pipeline(self._shown, pipe, keys, args)
 
     @guarded
@@ -345,14 +351,8 @@ class PopularityOps:
         """Per item: events and engaged events (those attributed to the service's slates left
         out), live exposure and live engagements (None where there are none); and the totals of
         live exposure and engagements over all items (None before the first), in one round trip."""
-        pipe = self.fast.pipeline(transaction=False)
-        if ids:
-            for kind in self.COUNT_KINDS:
-                pipe.zmscore(self._pkey(kind, "global"), ids)
-        pipe.hmget(self._pkey("ltot", "global"), ["exposure", "rewards"])
-        *columns, totals = pipe.execute()
-        totals = (float(totals[0]), float(totals[1])) if None not in totals else None
-        return (*_counted(*(columns or ([], [], [], [], []))), totals)
+        *counts, _ = self._counts(ids)
+        return tuple(counts)
 
     @guarded_fast
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
