@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 
 from serving.metrics import BACKGROUND_FAILURES
@@ -13,10 +14,14 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Runs `task()` every `interval_s` until `stop()`."""
+    """Runs `task()` every `interval_s` until `stop()`; with `jitter`, each wait is drawn
+    within +/- that share of it, so that processes started together drift apart instead of
+    all running the task (and its Redis reads) at the same moments."""
 
-    def __init__(self, name: str, interval_s: float, task):
+    def __init__(self, name: str, interval_s: float, task, jitter: float = 0.0):
         self.name, self.interval_s, self.task = name, interval_s, task
+        self.jitter = jitter
+        self._random = random.Random()  # seeded from the OS: each process its own draws
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"banditrec-{name}", daemon=True)
 
@@ -25,7 +30,7 @@ class Periodic:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.wait(self.interval_s * (1.0 + self.jitter * self._random.uniform(-1.0, 1.0))):
             try:
                 self.task()
             except StoreError as exc:  # Redis away: try again next time, keep serving

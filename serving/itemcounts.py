@@ -46,6 +46,7 @@ class ItemCounts:
         self._known = np.zeros(0, dtype=bool)
         self._asof = np.zeros(0, dtype=np.int64)  # the sequence number each known row is exact as of
         self._loader: threading.Thread | None = None
+        self._loaded = False  # a load has filled in every row of this catalog and epoch
         self.reread = 0  # items read one by one from Redis (for tests and benchmarks)
         self.loads = 0   # completed background loads
         self.failures = 0  # background loads that failed (logged)
@@ -122,6 +123,7 @@ class ItemCounts:
                 self._known[:n] = True
                 self._asof[unknown] = since  # exact as of any point of the scan, unless changed during it ...
                 self._forget(catalog, changes)  # ... and those are forgotten: re-read when met
+                self._loaded = True
                 self.loads += 1
                 ITEM_COUNTS_LOADS.labels("merged").inc()
                 return True
@@ -134,6 +136,32 @@ class ItemCounts:
                 if self._catalog is catalog:
                     self._loader = None  # the next read tries again
             return False
+
+    def tops(self, n: int, live: bool = True):
+        """From this copy, what `store.quality_columns(n)` and `store.live_columns(n)` read in
+        Redis (`serving.popular`'s catalog-wide signals, every `ttl_s`): the ids, events and
+        engaged events of the n items with most events, and (`live`) the ids, live exposure and
+        live engagements of the n items with most live exposure, in numpy over the catalog's
+        rows instead of ~40,000 items read from Redis (~100 ms of Redis and 60 ms of Python at
+        1M items, with every request waiting behind it). None until a load has filled in every
+        row. A row changed since and not met by a request since counts as last known; equal
+        counts are ordered by row (Redis orders them by id), and an item none of whose events
+        is left once the attributed ones are taken out is not among the items with most events
+        (Redis ranks the raw count). Raises StoreError while Redis is away."""
+        catalog = self._catalog
+        if catalog is None or not self._loaded:
+            return None
+        self.read(catalog, np.zeros(0, dtype=np.int64), [])  # take in what changed
+        with self._lock:
+            if self._catalog is not catalog or not self._loaded:
+                return None
+            m = min(len(catalog.ids), len(self._known))
+            events, engaged, rewards = self._values[:m].astype(np.float64).T
+            exposure = self._exposure[:m].copy()
+        own = _top(events, n)
+        shown = _top(exposure, n) if live else own[:0]
+        return (catalog.ids.take(own), events[own], engaged[own],
+                catalog.ids.take(shown), exposure[shown], rewards[shown])
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the background load (if any) is done."""
@@ -171,6 +199,7 @@ class ItemCounts:
         self._known = np.zeros(n, dtype=bool)
         self._asof = np.zeros(n, dtype=np.int64)
         self._loader = None  # a load of the old catalog or epoch is discarded at its merge
+        self._loaded = False
 
     def _grow(self, n: int) -> None:
         n = max(n, 2 * len(self._known))
@@ -185,6 +214,14 @@ class ItemCounts:
         """Rows' four counts (events, engaged events, live exposure, live engagements)."""
         self._values[rows] = matrix[:, [0, 1, 3]]
         self._exposure[rows] = matrix[:, 2]
+
+
+def _top(values: np.ndarray, n: int) -> np.ndarray:
+    """The rows of the n highest values above 0, highest first (a sorted set's top n)."""
+    rows = np.flatnonzero(values > 0)
+    if len(rows) > n:
+        rows = rows[np.argpartition(-values[rows], n - 1)[:n]]
+    return rows[np.argsort(-values[rows], kind="stable")]
 
 
 def _located(catalog, ids: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -57,7 +57,11 @@ class PopularCache:
     def refresh(self) -> None:
         """Re-read the catalog-wide numbers and every list read so far (the service's background
         task, every `ttl_s`: a re-read of 20,000 items' counts costs tens of ms at 1M items, too
-        much for the request that happens to find it stale)."""
+        much for the request that happens to find it stale). The quality side comes from this
+        process's copy of the counts once it is loaded (`ItemCounts.tops`), the popularity list
+        from Redis in chunks (`store.popularity.TOP_CHUNK`): at 1M items, read whole from Redis by every
+        worker at once, it held Redis and the GIL long enough to put ~150 ms on the requests
+        meanwhile."""
         self._signals(force=True)
         for (kind, scope), (_, ids, asked) in list(self._lists.items()):
             self._read_list(kind, scope, asked, stale=ids)
@@ -111,18 +115,28 @@ class PopularCache:
             top = self.store.top_popular(self.feature_top, scope="global")
             scale = math.log1p(top[0][1]) if top and top[0][1] > 0 else 1.0
             popularity = {item_id: math.log1p(max(score, 0.0)) / scale for item_id, score in top}
-            counts = self.store.quality_counts(self.feature_top)
-            events = sum(n for _, n, _ in counts)
-            share = sum(e for _, _, e in counts) / events if events > 0 else 0.0
-            own = {item_id: (n, e) for item_id, n, e in counts}
-            live = {i: (x, r) for i, x, r in self.store.live_counts(self.feature_top)} if self.live_weight > 0 else {}
-            ids = [*own, *(i for i in live if i not in own)]  # items shown without events start from the share
-            n_events, engaged = np.array([own.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
-            exposure, rewards = np.array([live.get(i, (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2).T
+            tops = self.counts.tops(self.feature_top, live=self.live_weight > 0)  # this process's copy, once loaded
+            if tops is None:
+                own, n_events, engaged = self.store.quality_columns(self.feature_top)
+                shown, exposed, rewarded = self.store.live_columns(self.feature_top) if self.live_weight > 0 else \
+                    ([], np.zeros(0), np.zeros(0))
+            else:
+                own, n_events, engaged, shown, exposed, rewarded = tops
+            events = n_events.sum()
+            share = float(engaged.sum() / events) if events > 0 else 0.0
+            at = {item_id: k for k, item_id in enumerate(own)}
+            where = np.fromiter((at.get(item_id, -1) for item_id in shown), dtype=np.int64, count=len(shown))
+            extra = np.flatnonzero(where < 0)  # items shown without events start from the share
+            where[extra] = len(own) + np.arange(len(extra))
+            ids = [*own, *(shown[k] for k in extra)]
+            n_events, engaged = (np.concatenate([column, np.zeros(len(extra))]) for column in (n_events, engaged))
+            exposure, rewards = np.zeros(len(ids)), np.zeros(len(ids))
+            exposure[where], rewards[where] = exposed, rewarded
             factor = live_factor(rewards, exposure, share)
             pooled = live_quality(engaged, n_events, rewards, exposure, share, self.live_weight, factor)
             quality = dict(zip(ids, pooled.tolist()))
-            values = ItemSignals(popularity, quality, share, sorted(quality, key=quality.__getitem__, reverse=True),
+            best_first = [ids[k] for k in np.argsort(-pooled, kind="stable")]
+            values = ItemSignals(popularity, quality, share, best_first,
                                  factor, position_weights(*self.store.position_counts()))
         except StoreError:
             values = cached[1] if cached else ItemSignals()

@@ -135,7 +135,7 @@ class Service:
         cfg = self.config
         self.popular.counts.start(self.catalog)  # the candidates' counts, mirrored in the background
         self.popular.background = True  # popularity lists and catalog-wide numbers re-read off the request path
-        self.tasks.append(Periodic("popular", self.popular.ttl_s, self.popular.refresh).start())
+        self.tasks.append(Periodic("popular", self.popular.ttl_s, self.popular.refresh, jitter=0.2).start())
         self.start_exposure_flush()
         if self.learns:
             self.tasks.append(Periodic("snapshot", min(1.0, cfg.snapshot.interval_s),

@@ -160,6 +160,22 @@ return seq
 # the JSON [[item_id, ...], [weight, ...]]
 
 
+# KEYS[1]: a global sorted set of per-item counts, KEYS[2..]: other such sets; ARGV: start, stop
+# (ranks, highest score first). Returns the ranked slice's members, then their scores, then each
+# other set's score of them ('0' where it has none), as strings (Lua numbers would be truncated).
+_TOP_WITH = """
+local top = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')
+local out = {}
+for i = 1, #top, 2 do out[#out + 1] = top[i] end
+for i = 2, #top, 2 do out[#out + 1] = top[i] end
+for k = 2, #KEYS do
+  for i = 1, #top, 2 do out[#out + 1] = redis.call('ZSCORE', KEYS[k], top[i]) or '0' end
+end
+return out
+"""
+TOP_CHUNK = 1_000  # items per command of a long top list: Redis serves others between chunks (20,000 at once: ~20 ms)
+
+
 class PopularityOps:
     def _pkey(self, kind: str, scope: str) -> str:
         return self.key(kind, "{" + scope + "}")
@@ -257,26 +273,42 @@ class PopularityOps:
         self._replace(self._pkey("qe", "global"), engaged)
         self.client.set(self._pkey("qepoch", "global"), uuid.uuid4().hex)  # every kept count is stale
 
-    def _top_with(self, ranked: str, others: tuple[str, ...], n: int) -> list[tuple[str, float, list[float]]]:
-        """(item_id, score, its scores in `others`) of the n items with the highest scores in
-        `ranked` (global sorted sets of per-item counts; 0 where another set has none)."""
-        top = [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey(ranked, "global"), 0, n - 1,
-                                                                   withscores=True)]
-        if not top:
-            return []
-        pipe = self.fast.pipeline(transaction=False)
-        for other in others:
-            pipe.zmscore(self._pkey(other, "global"), [item_id for item_id, _ in top])
-        columns = pipe.execute()
-        return [(item_id, score, [float(column[r] or 0.0) for column in columns])
-                for r, (item_id, score) in enumerate(top)]
+    def _top_columns(self, ranked: str, others: tuple[str, ...], n: int,
+                     scope: str = "global") -> tuple[list[str], np.ndarray]:
+        """The ids of the n items with the highest scores in `ranked`, and (n, 1 + len(others))
+        of their scores there and in `others`, read `TOP_CHUNK` ranks per command (one Lua call
+        each), so that a read of 20,000 items never holds Redis for long. An item that moves
+        across a chunk boundary meanwhile is kept once (it may then be missed instead)."""
+        keys = [self._pkey(ranked, scope), *(self._pkey(kind, "global") for kind in others)]
+        ids: list[str] = []
+        parts = []
+        for start in range(0, n, TOP_CHUNK):
+            stop = min(n, start + TOP_CHUNK) - 1
+            flat = self._top_with_script(keys=keys, args=[start, stop], client=self.fast)
+            m = len(flat) // (len(keys) + 1)  # ids, then a column of scores per key
+            ids += [text(x) for x in flat[:m]]
+            parts.append(np.array(flat[m:], dtype=bytes).astype(np.float64).reshape(len(keys), m).T)
+            if m < stop - start + 1:
+                break
+        scores = np.concatenate(parts) if parts else np.zeros((0, len(keys)))
+        if len(set(ids)) < len(ids):
+            seen: set[str] = set()
+            first = [i for i, item_id in enumerate(ids) if not (item_id in seen or seen.add(item_id))]
+            ids, scores = [ids[i] for i in first], scores[first]
+        return ids, scores
 
-    @guarded_fast
     def quality_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, events, engaged events) of the n items with most events, the events
         attributed to the service's slates left out (`count_engaged`, `bump_trending(attribute=...)`)."""
-        return [(item_id, *organic(n_events, engaged, attributed))
-                for item_id, n_events, (engaged, attributed) in self._top_with("qn", ("qe", "qa"), n)]
+        ids, events, engaged = self.quality_columns(n)
+        return list(zip(ids, events.tolist(), engaged.tolist()))
+
+    @guarded_fast
+    def quality_columns(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """`quality_counts` as the ids and two arrays."""
+        ids, scores = self._top_columns("qn", ("qe", "qa"), n)
+        attributed = np.minimum(scores[:, 2], scores[:, 1])  # `organic`, for all of them
+        return ids, scores[:, 0] - attributed, scores[:, 1] - attributed
 
     @guarded
     def position_counts(self) -> tuple[dict[int, float], dict[int, float]]:
@@ -354,16 +386,22 @@ class PopularityOps:
         *counts, _ = self._counts(ids)
         return tuple(counts)
 
-    @guarded_fast
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, exposure, rewards) of the n items with most position-weighted labelled
         impressions (`count_shown`, `count_engaged`)."""
-        return [(item_id, exposure, rewards) for item_id, exposure, (rewards,) in self._top_with("le", ("lr",), n)]
+        ids, exposure, rewards = self.live_columns(n)
+        return list(zip(ids, exposure.tolist(), rewards.tolist()))
+
+    @guarded_fast
+    def live_columns(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """`live_counts` as the ids and two arrays."""
+        ids, scores = self._top_columns("le", ("lr",), n)
+        return ids, scores[:, 0], scores[:, 1]
 
     @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:
-        return [(text(m), float(s)) for m, s in self.fast.zrevrange(self._pkey("pop", scope), 0, n - 1,
-                                                                   withscores=True)]
+        ids, scores = self._top_columns("pop", (), n, scope)
+        return list(zip(ids, scores[:, 0].tolist()))
 
     @guarded
     def bump_trending(self, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,

@@ -18,7 +18,7 @@ from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
 from store.once import _TAKE, OnceOps
-from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOUCH, PopularityOps
+from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_WITH, _TOUCH, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
@@ -54,6 +54,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._touch_script = client.register_script(_TOUCH)
         self._changes = client.register_script(_CHANGES)
         self._counts_script = client.register_script(_COUNTS)
+        self._top_with_script = client.register_script(_TOP_WITH)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._put = client.register_script(_PUT)

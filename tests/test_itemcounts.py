@@ -265,3 +265,29 @@ def test_small_exposure_added_to_a_large_one_is_not_lost(store):
         store.count_shown([("i0", 1, 0.25)])
     got, _ = counts.read(catalog, np.array([0]), ["i0"])
     assert got[0, 2] == 3e7 + 5.0 and counts.reread == 3
+
+
+def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_redis(store):
+    catalog = _catalog(40)
+    _world(store, catalog)
+    from_redis, from_copy = PopularCache(store), PopularCache(store)
+    from_copy.counts.preload = False
+    assert from_copy.counts.tops(20) is None  # nothing loaded yet: the signals are read from Redis
+    from_copy.counts.read(catalog, np.array([0]), ["i0"])
+    assert from_copy.counts.load(catalog, from_copy.counts._epoch)
+    store.count_shown([("i7", 2, 1.0), ("i8", 1, 0.25), ("i39", 4, 0.7)])  # changes after the load
+    store.count_engaged("i7", 1)
+    store.bump_trending(["global"], "i9", 1.0, engaged=True, **CLICK)
+    for top in (40, 2):  # every item, and a top shorter than the lists (no ties at its end)
+        from_redis.feature_top = from_copy.feature_top = top
+        want, got = from_redis._signals(force=True), from_copy._signals(force=True)
+        ids, *_ = from_copy.counts.tops(top)
+        redis_ids = [i for i, n, _ in store.quality_counts(top) if n > 0]  # (i3's one event was attributed)
+        assert sorted(ids) == sorted(redis_ids[:top]) and len(ids) == min(top, 22)
+        assert got.quality.keys() == want.quality.keys()  # (i3 is among the items shown)
+        np.testing.assert_allclose([got.quality[i] for i in want.quality], list(want.quality.values()), rtol=1e-6)
+        assert [got.quality[i] for i in got.by_quality] == [got.quality[i] for i in want.by_quality]  # (ties aside)
+        assert got.share == pytest.approx(want.share) and got.factor == pytest.approx(want.factor)
+    store.put_quality({"i1": 5.0}, {"i1": 5.0})  # a build replaced the counts: the copy starts over ...
+    assert from_copy.counts.tops(5) is None  # ... and until it is loaded again, Redis is read
+    assert from_copy._signals(force=True).by_quality == from_redis._signals(force=True).by_quality

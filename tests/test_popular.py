@@ -57,3 +57,28 @@ def test_with_a_background_refresh_requests_read_what_it_read_last(store):
     store.put_popularity({"d": 9.0})
     clock.now += 4 * 30 + 1  # the refresh has not run for four periods (it fails): re-read inline
     assert cache.ids("pop", "global", 1) == ["d"]
+
+
+def test_a_periodic_task_with_jitter_waits_within_its_share_of_the_interval():
+    import random
+
+    from serving.background import Periodic
+
+    waits = []
+
+    class Stop:
+        def wait(self, timeout):
+            waits.append(timeout)
+            return len(waits) > 200
+
+    runs = []
+    task = Periodic("t", 30.0, lambda: runs.append(1), jitter=0.2)
+    task._stop, task._random = Stop(), random.Random(0)
+    task._run()
+    assert len(runs) == 200 and min(waits) >= 24.0 and max(waits) <= 36.0
+    assert max(waits) - min(waits) > 10.0  # drawn across the range, not one fixed wait
+    plain = Periodic("t", 30.0, lambda: None)
+    plain._stop = Stop()
+    waits.clear()
+    plain._run()
+    assert set(waits) == {30.0}

@@ -75,6 +75,25 @@ def test_quality_counts_are_replaced_by_a_build_and_counted_up_by_events(store):
     assert store.quality_counts(10) == []
 
 
+def test_long_top_lists_are_read_in_chunks_with_the_same_result(store, monkeypatch):
+    import store.popularity as popularity
+
+    events = {f"i{n}": float(100 - n) for n in range(23)}
+    engaged = {f"i{n}": float(n % 4) for n in range(0, 23, 2)}
+    store.put_popularity({f"p{n}": n + 0.5 for n in range(17)})
+    store.put_quality(events, engaged)
+    whole = store.top_popular(50), store.quality_counts(50), store.quality_counts(7)
+    calls = []
+    script = store._top_with_script
+    monkeypatch.setattr(store, "_top_with_script", lambda **kw: calls.append(kw["args"]) or script(**kw))
+    monkeypatch.setattr(popularity, "TOP_CHUNK", 5)
+    assert (store.top_popular(50), store.quality_counts(50), store.quality_counts(7)) == whole
+    assert calls[:4] == [[0, 4], [5, 9], [10, 14], [15, 19]]  # 17 items: the fourth chunk is short, the last
+    assert len(calls) == 4 + 5 + 2
+    assert whole[1] == [(f"i{n}", 100.0 - n, float(n % 4) if n % 2 == 0 else 0.0) for n in range(23)]
+    assert whole[0][0] == ("p16", 16.5) and len(whole[0]) == 17
+
+
 def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever_comes_first(store):
     click = dict(ts=0.0, half_life_s=86400.0, keep=100, engaged=True)
     store.put_quality({"a": 10.0, "b": 10.0}, {"a": 2.0, "b": 2.0})
