@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("version", nargs="?", type=int, help="with rollback: the version to go back to")
     model.set_defaults(func=_model)
 
+    canary = sub.add_parser("canary", parents=[common],
+                            help="canary rollout of a model snapshot: start, status, promote, abort")
+    canary.add_argument("action", choices=["start", "status", "promote", "abort"])
+    canary.add_argument("version", nargs="?", type=int, help="with start: the snapshot to try (`banditrec model list`)")
+    canary.add_argument("--share", type=float, help="with start: share of the bandit's users (default: canary.share)")
+    canary.add_argument("--json", action="store_true", help="with status: the same JSON as GET /experiments' canary")
+    canary.set_defaults(func=_canary)
+
     dead = sub.add_parser("dead-letters", parents=[common],
                           help="rewards set aside because they could not be learned, with the error")
     dead.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -311,9 +319,63 @@ def _model(config: Config, args) -> int:
                   f"switch to it within {min(5.0, config.snapshot.interval_s):g} s.")
             return 0
         for meta in store.list_snapshots():
-            origin = f"\trollback of v{meta['from_version']}" if meta.get("origin") == "rollback" else ""
+            origin = f"\t{meta['origin']} of v{meta['from_version']}" if meta.get("origin") in ("rollback", "canary") \
+                else ""
             print(f"v{meta['version']}\tcreated_at={meta['created_at']:.0f}\tlearned={meta.get('learned', 0)}"
                   f"\tt={meta.get('t', 0)}\treplicas={meta.get('replicas', 0)}\tcursor={meta['cursor']}{origin}")
+        return 0
+
+
+def _canary(config: Config, args) -> int:
+    import json
+
+    from serving import canary
+    from store.canary import RUNNING, CanaryExists
+
+    def fail(message: str) -> int:
+        print(f"banditrec canary {args.action}: {message}", file=sys.stderr)
+        return 2
+
+    switch = f"Running services switch within {config.canary.check_s:g} s."
+    with _store(config) as store:
+        record = store.canary()
+        if args.action == "start":
+            if args.version is None:
+                return fail("name the VERSION to try (see `banditrec model list`)")
+            share = config.canary.share if args.share is None else args.share
+            if not 0.0 < share <= 0.5:
+                return fail(f"--share must be in (0, 0.5], got {share:g}")
+            try:
+                record = store.start_canary(args.version, share)
+            except KeyError:
+                return fail(f"no snapshot v{args.version} (see `banditrec model list`)")
+            except CanaryExists as exc:
+                return fail(str(exc))
+            print(f"canary {record['id']}: model v{args.version} for {share:.1%} of the bandit's users. {switch}")
+            return 0
+        if args.action == "status":
+            result = canary.report(record, store.arm_counts(canary.experiment_of(record["id"])) if record else {},
+                                   config.canary)
+            if args.json:
+                print(json.dumps(result, indent=2))
+            elif result is None:
+                print("no canary was started (`banditrec canary start VERSION`)")
+            else:
+                print(canary.format_report(result))
+            return 0
+        if record is None or record["status"] not in (RUNNING, "promote_failed"):
+            return fail("no canary is running")
+        if args.action == "abort":
+            if not canary.abort(store, record, "by hand (banditrec canary abort)"):
+                return fail("it ended meanwhile (see `banditrec canary status`)")
+            print(f"canary {record['id']} aborted: every user gets the current model. {switch}")
+            return 0
+        version = canary.promote(store, record, config.snapshot.keep, "by hand (banditrec canary promote)")
+        if version is None:
+            return fail("it ended meanwhile (see `banditrec canary status`)")
+        print(f"canary {record['id']} promoted: v{version} = v{record['version']}, learning on from its cursor "
+              f"(the rewards since are learned). Running services switch within "
+              f"{min(5.0, config.snapshot.interval_s):g} s.")
         return 0
 
 

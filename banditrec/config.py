@@ -31,6 +31,7 @@ from retrieval.config import (  # noqa: F401 (re-exported: the whole config is i
 )
 from serving.config import (  # noqa: F401
     BlockRule,
+    CanaryConfig,
     ColdStartConfig,
     DiversityConfig,
     ExperimentConfig,
@@ -128,6 +129,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """A copy with some fields changed: `cfg.replace(server={"port": 0})`."""

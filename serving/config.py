@@ -222,6 +222,28 @@ class ExperimentConfig:
 
 
 @dataclass(frozen=True)
+class CanaryConfig:
+    """Canary rollout of a model snapshot (`banditrec canary start VERSION`): the share of the
+    bandit's users it gets unless `--share` says otherwise, how often each serving process
+    re-reads it, and the automatic rule (`serving.canary`): once both arms have
+    `min_decisions` decisions, abort when the canary's CTR is worse with 95 % confidence,
+    promote when it is not worse than `max_loss` (relative) with 95 % confidence."""
+
+    share: float = 0.1
+    check_s: float = 5.0
+    auto: bool = False
+    min_decisions: int = 2000
+    max_loss: float = 0.02
+
+    def __post_init__(self):
+        check_scalar(self.share, "canary.share", float, min=0.0, max=0.5, min_exclusive=True)
+        check_scalar(self.check_s, "canary.check_s", float, min=0.1)
+        check_scalar(self.auto, "canary.auto", bool)
+        check_scalar(self.min_decisions, "canary.min_decisions", int, min=1)
+        check_scalar(self.max_loss, "canary.max_loss", float, min=0.0, max=1.0, max_exclusive=True)
+
+
+@dataclass(frozen=True)
 class SnapshotConfig:
     """Model snapshots: written every `interval_s` or `every_n_updates`, and on shutdown."""
 

@@ -13,6 +13,7 @@ import logging
 
 from banditrec.errors import Gone, InvalidRequest, NotFound
 from banditrec.logs import bind_event
+from serving.canary import experiment_of
 from serving.experiment import TREATMENT
 from serving.records import EARLIEST, Decision, RewardEntry
 from serving.schema import parse_feedback
@@ -60,6 +61,9 @@ def feedback(service: Service, body) -> dict:
             if service.store.first_click(req.event_id, req.item_id, ttl):
                 service.store.count_arm(decision.experiment or service.config.experiment.salt,
                                         decision.arm or TREATMENT, {"clicks": 1, "reward": req.reward})
+                if decision.canary:  # and in the canary's comparison
+                    service.store.count_arm(experiment_of(decision.canary[0]), decision.canary[1],
+                                            {"clicks": 1, "reward": req.reward})
                 service.store.count_engaged(req.item_id, decision.items[req.item_id][0],  # its live quality, at once
                                             user_id=decision.user_id or None, attribution_ttl_s=cfg.attribution_s)
         except StoreError as exc:

@@ -179,11 +179,19 @@ def document(config: Config) -> dict:
         "lift": {"type": "number"}, "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2,
                                              "maxItems": 2}, "p_value": {"type": "number", "nullable": True}}}
     arm = {"type": "object", "additionalProperties": {"type": "number", "nullable": True}}
-    experiments = _op("The A/B holdout: per-arm counts and rates, and the lift with 95 % intervals", {
+    canary = {**_obj({
+        "id": {"type": "string"}, "version": {"type": "integer"}, "share": {"type": "number"},
+        "status": {"type": "string", "enum": ["running", "promoting", "promote_failed", "promoted", "aborted"]},
+        "arms": _obj({"canary": arm, "current": arm}, required=("canary", "current")),
+        "lift": {"type": "object", "additionalProperties": lift},
+        "verdict": {"type": "string", "nullable": True, "enum": ["promote", "abort", "wait", None]}},
+        required=("id", "version", "share", "status", "arms", "lift", "verdict"), extra=True), "nullable": True}
+    experiments = _op("The A/B holdout: per-arm counts and rates, and the lift with 95 % intervals; the last "
+                      "canary against the current model (null if none was started)", {
         **_ok(_obj({"experiment": {"type": "string"}, "holdout_share": {"type": "number"},
                     "arms": _obj({"personalized": arm, "holdout": arm}, required=("personalized", "holdout")),
-                    "lift": {"type": "object", "additionalProperties": lift}},
-                   required=("experiment", "holdout_share", "arms", "lift"), extra=True)),
+                    "lift": {"type": "object", "additionalProperties": lift}, "canary": canary},
+                   required=("experiment", "holdout_share", "arms", "lift", "canary"), extra=True)),
         **_errors("401", "503")})
     experiments["security"] = READERS
     spec = _op("This document", _ok({"type": "object"}))

@@ -9,6 +9,7 @@ import uuid
 from banditrec.errors import Conflict
 from banditrec.logs import bind_event
 from serving import pregen
+from serving.canary import CANARY, CURRENT, experiment_of, in_canary
 from serving.decide import Slate, decide, decide_baseline
 from serving.experiment import HOLDOUT, TREATMENT, arm_of
 from serving.records import Decision, UserState
@@ -42,11 +43,14 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
     laps("user_state")
 
     arm = arm_of(req.user_id, cfg.experiment)
+    held = service.canary.held if arm == TREATMENT and cfg.learning.mode != "apprentice" else None
+    canary = None if held is None else (held.record["id"], CANARY if in_canary(req.user_id, held.record) else CURRENT)
     slate = None
-    if not degraded and arm != HOLDOUT and pregen.is_inactive(state, now, cfg):
+    if not degraded and arm != HOLDOUT and (canary is None or canary[1] == CURRENT) \
+            and pregen.is_inactive(state, now, cfg):
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
-        ranking = service.ranking(catalog)
+        ranking = service.ranking(catalog, held.learner if canary and canary[1] == CANARY else None)
         ask = dict(user_id=req.user_id, context=req.context, k=req.k, exclude=req.exclude, now=now, explain=req.explain,
                    laps=laps)
         if arm == HOLDOUT or cfg.learning.mode == "apprentice":
@@ -57,23 +61,26 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
         slate.version = service.learner.version
     if slate.matched is not None and not req.test:
         service.apprentice_match(slate.matched)
-    degraded = not log_decision(service, event_id, req.user_id, slate, now, arm, test=req.test) or degraded
+    degraded = not log_decision(service, event_id, req.user_id, slate, now, arm, test=req.test,
+                                canary=canary) or degraded
     laps("decision_log")
-    answer = response(event_id, slate.version, "degraded" if degraded else slate.source, slate, arm)
+    answer = response(event_id, slate.version, "degraded" if degraded else slate.source, slate,
+                      CANARY if canary and canary[1] == CANARY else arm)
     return {**answer, "test": True} if req.test else answer
 
 
 def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float,
-                 arm: str = TREATMENT, test: bool = False) -> bool:
+                 arm: str = TREATMENT, test: bool = False, canary: tuple[str, str] | None = None) -> bool:
     """Keep what learning needs when a reward arrives; False if Redis could not take it. A
     `test` decision is kept only so that its feedback is recognised: never closed (no default
-    rewards), not in the decision log, the experiment's counters or the items' exposure."""
+    rewards), not in the decision log, the experiment's counters or the items' exposure. While
+    a canary runs, `canary` is (its id, the arm: canary or current), counted in its experiment."""
     cfg = service.config.feedback
     decision = Decision(ts=now, user_id=user_id, shared=slate.shared, version=slate.version,
                         items={i.item_id: (i.position, i.probability, i.action) for i in slate.items},
                         strategy=service.strategy.name, source=slate.source, aggregation=cfg.aggregation,
                         importance_weighted=service.strategy.importance_weighted and slate.source != "apprentice",
-                        arm=arm, experiment=service.config.experiment.salt, test=test)
+                        arm=arm, experiment=service.config.experiment.salt, test=test, canary=canary)
     wait = cfg.reward_wait_s + cfg.expired_grace_s
     try:
         if test:  # kept only so that its feedback is recognised
@@ -90,7 +97,8 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
             stored = service.store.put_decision(
                 event_id, decision.to_json(), wait, close_at=now + cfg.reward_wait_s + cfg.close_delay_s,
                 log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
-                arm=(service.config.experiment.salt, arm, {"decisions": 1, "impressions": len(slate.items)}),
+                arm=[(salt, name, {"decisions": 1, "impressions": len(slate.items)})
+                     for salt, name in _arms(service, arm, canary)],
                 shown=() if buffered else shown)
             if stored and buffered:
                 service.exposure.add(shown)
@@ -100,6 +108,12 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
         log.warning("decision %s not logged, feedback for it will be refused: %s", event_id, exc)
         return False
     return True
+
+
+def _arms(service: Service, arm: str, canary: tuple[str, str] | None) -> list[tuple[str, str]]:
+    """(experiment, arm) pairs a decision is counted in: the A/B holdout's, and a canary's."""
+    main = (service.config.experiment.salt, arm)
+    return [main] if canary is None else [main, (experiment_of(canary[0]), canary[1])]
 
 
 def response(event_id: str, version: int, source: str, slate: Slate, arm: str = TREATMENT) -> dict:

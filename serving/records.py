@@ -148,6 +148,7 @@ class Decision:
     arm: str | None = None               # experiment arm
     experiment: str | None = None        # the experiment's salt when it was decided
     test: bool = False                   # test traffic: its rewards are acknowledged, never learned or counted
+    canary: tuple[str, str] | None = None  # while a canary ran: (its id, "canary" or "current")
 
     def to_json(self) -> dict:
         data = {"ts": self.ts, "user_id": self.user_id, "shared": self.shared, "version": self.version,
@@ -156,6 +157,8 @@ class Decision:
                 "items": {item_id: list(value) for item_id, value in self.items.items()}}
         if self.test:
             data["test"] = True
+        if self.canary:
+            data["canary"] = list(self.canary)
         return data
 
     @classmethod
@@ -164,7 +167,8 @@ class Decision:
                    items={item_id: tuple(value) for item_id, value in data["items"].items()},
                    strategy=data.get("strategy_name", ""), source=data.get("strategy", ""),
                    aggregation=data.get("agg", EARLIEST), importance_weighted=data.get("iw", True),
-                   arm=data.get("arm"), experiment=data.get("exp"), test=data.get("test", False))
+                   arm=data.get("arm"), experiment=data.get("exp"), test=data.get("test", False),
+                   canary=tuple(data["canary"]) if data.get("canary") else None)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from retrieval.catalog import Catalog
 from retrieval.columns import Strings
 from retrieval.embeddings import ItemEmbedder
 from serving.background import Periodic
+from serving.canary import CanaryWatch
 from serving.exposure import ExposureBuffer
 from serving.learner import Learner
 from serving.models import adopt_latest, make_learner
@@ -84,6 +85,7 @@ class Service:
     owns_store: bool = False
     popular: PopularCache = None
     exposure: ExposureBuffer = None
+    canary: CanaryWatch = None
     users: UserMemory = field(default_factory=UserMemory)
     tasks: list[Periodic] = field(default_factory=list)
     clock: Callable[[], float] = time.time  # seconds; the simulator drives its own
@@ -111,6 +113,7 @@ class Service:
         service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
                                        live_weight=config.model.quality_live_weight)
         service.exposure = ExposureBuffer(store, config.realtime.exposure_flush_s)
+        service.canary = CanaryWatch(service._canary_learner)
         service.sync_catalog(force=True)
         replayed = learner.catch_up(max_entries=config.snapshot.startup_replay)
         if replayed:
@@ -152,6 +155,11 @@ class Service:
             self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
                                        lambda: close_due(self)).start())
         self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model).start())
+        try:  # a canary running now is served from the first request
+            self.watch_canary()
+        except StoreError as exc:
+            log.warning("canary not read yet (retried every %g s): %s", cfg.canary.check_s, exc)
+        self.tasks.append(Periodic("canary", cfg.canary.check_s, self.watch_canary).start())
 
     def start_exposure_flush(self) -> None:
         """Count the slates' exposure in batches, off the request path (`serving.exposure`)."""
@@ -167,10 +175,20 @@ class Service:
         snapshot. Requests in flight finish on the model they hold."""
         return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns)
 
-    def ranking(self, catalog: Catalog | None = None) -> Ranking:
+    def watch_canary(self) -> None:
+        """Serve the canary that is running (`serving.canary`), and apply its automatic rule."""
+        self.canary.sync(self.store, self.config.canary, self.config.snapshot.keep)
+
+    def _canary_learner(self, snapshot) -> Learner:
+        learner = make_learner(self.config, self.store, self.strategy, snapshot)
+        learner.enabled = False  # a canary's model serves as it is
+        return learner
+
+    def ranking(self, catalog: Catalog | None = None, learner: Learner | None = None) -> Ranking:
         """What a decision reads, as it is now: the learner's model, replicas and version are
-        read once (`adopt` swaps them), the strategy taken at the model's step."""
-        learner = self.learner
+        read once (`adopt` swaps them), the strategy taken at the model's step. With `learner`
+        (a canary's), its model instead."""
+        learner = learner if learner is not None else self.learner
         model, replicas, version, total = learner.model, learner.replicas, learner.version, learner.total
         return Ranking(self.config, catalog if catalog is not None else self.catalog, self.popular,
                        self.strategy.at_step(total), model, replicas, version, self.store.labelled)

@@ -42,12 +42,12 @@ class DecisionOps:
     @guarded_fast
     def put_decision(self, event_id: str, decision: dict, ttl_s: float, close_at: float | None = None,
                      log_entry: dict | None = None, log_maxlen: int = 100_000,
-                     arm: tuple[str, str, dict] | None = None,
+                     arm: tuple[str, str, dict] | list[tuple[str, str, dict]] | None = None,
                      shown: list[tuple[str, int, float]] = ()) -> bool:
         """Store a decision unless the event_id exists already; False on a clash (request timeout).
         With `close_at`, the decision is also queued to be closed (default rewards) then; with
         `log_entry`, it is appended to the decision log (for off-policy evaluation); with `arm`
-        (salt, arm, counters), the experiment's counters of that arm are incremented; `shown`
+        (salt, arm, counters), or a list of them, the experiment's counters of that arm are incremented; `shown`
         (item_id, position, exposure weight) is counted as the items' live exposure."""
         pipe = self.fast.pipeline(transaction=False)
         pipe.set(self._ekey("dec", event_id), json.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
@@ -58,8 +58,8 @@ class DecisionOps:
             pipe = self.fast.pipeline(transaction=False)
             if log_entry is not None:
                 pipe.xadd(self.key("decisions"), {"d": json.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
-            if arm is not None:
-                self.queue_arm_counts(pipe, *arm)
+            for one in [arm] if isinstance(arm, tuple) else arm or ():
+                self.queue_arm_counts(pipe, *one)
             if shown:
                 self.queue_shown(pipe, shown)
             try:  # the decision is stored: the log and counters are not worth a degraded answer

@@ -15,6 +15,9 @@ import uuid
 import redis
 
 from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
+from store.canary import _END as _CANARY_END
+from store.canary import _START as _CANARY_START
+from store.canary import CanaryOps
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
 from store.once import _TAKE, OnceOps
@@ -37,7 +40,8 @@ return 0
 __all__ = ["Store", "StoreError", "stream_id"]
 
 
-class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenOps, ExperimentOps, OnceOps):
+class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryOps, PregenOps, ExperimentOps,
+            OnceOps):
     """Domain-level operations over a Redis client (and a fast one for the request path)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "br", *, fast: redis.Redis | None = None,
@@ -62,6 +66,8 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, PregenO
         self._aggregate = client.register_script(_AGGREGATE)
         self._session = client.register_script(_SESSION)
         self._take_once = client.register_script(_TAKE)
+        self._canary_start = client.register_script(_CANARY_START)
+        self._canary_end = client.register_script(_CANARY_END)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

@@ -77,6 +77,14 @@ def store(redis_url):
         client.close()
 
 
+def url_of(store) -> str:
+    """The URL of the Redis a test store talks to, for a CLI run in the test (`REDIS_URL`)."""
+    kwargs = store.client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
 def make_config(tmp_path, **sections) -> Config:
     """Test config: data in tmp_path, a small index, snapshots, rebuilds and pre-generated
     slates only when a test asks for them."""

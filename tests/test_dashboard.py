@@ -97,3 +97,10 @@ def test_dashboard_shows_live_numbers_and_the_try_it_panel_sends_feedback(served
     wait.until(lambda _: "%" in text("ctr-personalized") + text("ctr-holdout"))
     wait.until(lambda _: text("p99").endswith(" ms"))
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-ctr polyline")
+
+    # a canary shows beside the current model, with the rule's verdict
+    assert "no canary" in text("canary")
+    version = service.learner.snapshot(service.config.snapshot.keep)
+    service.store.start_canary(version, 0.5)
+    wait.until(lambda _: "running" in text("canary"))
+    assert text("canary-model") == f"v{version}" and "the rule says: wait" in text("canary-verdict")

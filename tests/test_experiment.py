@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import NOW
+from conftest import NOW, url_of
 
 from app import create_app
 from banditrec.build import run_build
@@ -106,16 +106,11 @@ def test_banditrec_report_prints_the_experiment(ab, capsys, tmp_path, monkeypatc
     config = tmp_path / "report.toml"
     config.write_text(f'[experiment]\nholdout_share = 0.5\nsalt = "t1"\n[redis]\nprefix = "{service.store.prefix}"\n'
                       f'[data]\ndir = "{tmp_path / "data"}"\n')
-    monkeypatch.setenv("REDIS_URL", _url(service))  # the test's Redis, whichever backend this run uses
+    monkeypatch.setenv("REDIS_URL", url_of(service.store))  # the test's Redis, whichever backend this run uses
     assert main(["report", "--config", str(config), "--json"]) == 0
     assert '"decisions": 1' in capsys.readouterr().out
 
 
-def _url(service) -> str:
-    kwargs = service.store.client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
 
 
 def test_hostile_numbers_give_a_finite_inconclusive_lift_rather_than_an_error():

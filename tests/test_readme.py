@@ -127,6 +127,7 @@ EXERCISED = {
     "banditrec report": ("tests/test_experiment.py", 'main(["report"'),
     "banditrec learn": ("tests/test_faults.py", '"learn"'),
     "banditrec model": ("tests/test_learner.py", 'main(["model"'),
+    "banditrec canary": ("tests/test_canary.py", 'cli("canary", "start", str(old), "--share"'),
     "benchmarks/run_all.py": ("tests/test_benchmarks.py", "benchmarks/run_all.py"),
     "benchmarks.soak": ("tests/test_benchmarks.py", '"benchmarks.soak"'),
     "benchmarks.snapshot_stall": ("tests/test_benchmarks.py", '"benchmarks.snapshot_stall"'),

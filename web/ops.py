@@ -9,6 +9,8 @@ from flask import Blueprint, Response
 
 from banditrec.errors import BanditrecError, Unavailable
 from serving import metrics, status
+from serving.canary import experiment_of
+from serving.canary import report as canary_report
 from serving.experiment import report as experiment_report
 from serving.openapi import document as openapi_document
 from web.auth import readers_only
@@ -44,12 +46,15 @@ def dashboard():
 @ops.get("/experiments")
 @readers_only
 def experiments():
-    config = service().config.experiment
+    config = service().config
+    store = service().store
     try:
-        counts = service().store.arm_counts(config.salt)
+        counts = store.arm_counts(config.experiment.salt)
+        record = store.canary()
+        canary = canary_report(record, store.arm_counts(experiment_of(record["id"])) if record else {}, config.canary)
     except BanditrecError as exc:
         raise Unavailable(f"experiment counters unavailable: {exc.message}") from None
-    return as_json(experiment_report(counts, config))
+    return as_json({**experiment_report(counts, config.experiment), "canary": canary})
 
 
 @ops.get("/openapi.json")

@@ -1,0 +1,202 @@
+"""Canary rollout of a model: a candidate snapshot served to a share of users beside the
+current model, compared with it, then promoted (everyone gets it) or aborted.
+
+Who is in the canary: among the users the bandit serves (not the A/B holdout), those whose
+hash of ("canary-<id>", user_id) falls below its share; a new canary draws new users. Their
+decisions are scored by the canary's model, logged with their probabilities like every other
+(so the learner learns from them), answered with `"arm": "canary"`, and counted in the
+canary's own experiment (`canary-<id>`: arms "canary" and "current"; the other users the
+bandit serves meanwhile are "current"). The canary's model serves as it is: it does not learn
+while it is a canary; promoted, it becomes a new snapshot (origin "canary") from which the
+learner goes on, learning the rewards since its cursor.
+
+The comparison is CTR (clicks per impression) and reward per decision, with the relative lift
+of the canary over the current model and a 95 % interval (`serving.experiment`). The
+automatic rule (`canary.auto`), once both arms have `canary.min_decisions` decisions: abort
+when the canary is worse with confidence (the interval of its CTR lift lies below 0), promote
+when it is not worse with confidence (the interval lies above -`canary.max_loss`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from banditrec.config import CanaryConfig
+from serving.experiment import _NORMAL, _ratio_lift, arm_summary
+from serving.learner import Learner
+from store.canary import RUNNING
+
+log = logging.getLogger(__name__)
+
+CANARY, CURRENT = "canary", "current"
+
+
+def experiment_of(canary_id: str) -> str:
+    """The name under which a canary's arms are counted."""
+    return f"canary-{canary_id}"
+
+
+def in_canary(user_id: str, record: dict) -> bool:
+    """Whether the user is in the canary: deterministic in (canary id, user_id).
+
+    >>> record = {"id": "ab12", "share": 0.5}
+    >>> in_canary("u1", record) == in_canary("u1", record)
+    True
+    >>> in_canary("u1", {"id": "ab12", "share": 0.0})
+    False
+    """
+    digest = hashlib.blake2b(f"{experiment_of(record['id'])}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < record["share"]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A running canary as one process serves it: its record and its model (a learner that
+    does not learn)."""
+
+    record: dict
+    learner: Learner
+
+
+def report(record: dict | None, counts: dict[str, dict[str, float]], cfg: CanaryConfig) -> dict | None:
+    """The canary against the current model: each arm's counts and rates, the canary's lift
+    with a 95 % interval, and what the automatic rule says (`verdict`)."""
+    if record is None:
+        return None
+    z = _NORMAL.inv_cdf(0.975)
+    c, k = counts.get(CANARY, {}), counts.get(CURRENT, {})
+    g = lambda arm, name: arm.get(name, 0.0)  # noqa: E731
+    lift = {"ctr": _ratio_lift((g(c, "clicks"), g(c, "impressions")), (g(k, "clicks"), g(k, "impressions")), z)}
+    out = {key: record[key] for key in ("id", "version", "share", "status", "started_at", "ended_at", "reason",
+                                        "promoted_as")}
+    arms = {CANARY: arm_summary(c), CURRENT: arm_summary(k)}
+    for arm, raw in ((CANARY, c), (CURRENT, k)):
+        arms[arm]["reward_per_decision"] = g(raw, "reward") / g(raw, "decisions") if g(raw, "decisions") else None
+    return {**out, "experiment": experiment_of(record["id"]), "arms": arms, "lift": lift,
+            "lift_is": "canary / current - 1, with a 95 % confidence interval; null until both arms have clicks",
+            "verdict": verdict(arms, cfg) if record["status"] == RUNNING else None,
+            "rule": {"auto": cfg.auto, "min_decisions": cfg.min_decisions, "max_loss": cfg.max_loss}}
+
+
+def verdict(arms: dict, cfg: CanaryConfig) -> str:
+    """"promote", "abort" or "wait" (too few decisions, or not yet sure either way), from the
+    CTR lift's 95 % interval; an arm without clicks counts half a click (else a canary that
+    nobody clicks could never be judged worse)."""
+    canary, current = arms[CANARY], arms[CURRENT]
+    if min(canary["decisions"], current["decisions"]) < cfg.min_decisions:
+        return "wait"
+    ctr = _ratio_lift((max(canary["clicks"], 0.5), canary["impressions"]),
+                      (max(current["clicks"], 0.5), current["impressions"]), _NORMAL.inv_cdf(0.975))
+    if ctr is None:
+        return "wait"
+    low, high = ctr["ci95"]
+    if high < 0:
+        return "abort"
+    if low > -cfg.max_loss:
+        return "promote"
+    return "wait"
+
+
+def promote(store, record: dict, keep: int, reason: str) -> int | None:
+    """Make the canary's model the current one: a new snapshot (origin "canary") with the
+    canary's model and its cursor. The snapshot's version, or None if the canary was no longer
+    running (ended by someone else). A failure after the canary was marked promoted leaves it
+    "promote_failed", with its model kept, for another `promote`."""
+    snapshot = store.canary_model(record)
+    if snapshot is None:
+        return None
+    if not store.end_canary(record["id"], "promoting", reason, from_statuses=(RUNNING, "promote_failed")):
+        return None
+    blob, meta = snapshot
+    replicas = meta.pop("replica_blobs")
+    meta = {key: value for key, value in meta.items() if key not in ("version", "created_at", "replicas")}
+    try:
+        version = store.put_snapshot(blob, {**meta, "origin": "canary", "from_version": record["version"]},
+                                     keep, replicas)
+    except Exception as exc:
+        store.end_canary(record["id"], "promote_failed", f"{reason}; the snapshot was not written: {exc}",
+                         from_statuses=("promoting",))
+        raise
+    store.end_canary(record["id"], "promoted", reason, from_statuses=("promoting",), promoted_as=version)
+    store.drop_canary_model(record["id"])
+    return version
+
+
+def abort(store, record: dict, reason: str) -> bool:
+    """Stop serving the canary; True if this call stopped it."""
+    if not store.end_canary(record["id"], "aborted", reason, from_statuses=(RUNNING, "promote_failed")):
+        return False
+    store.drop_canary_model(record["id"])
+    return True
+
+
+def apply_rule(store, record: dict, cfg: CanaryConfig, keep: int) -> str | None:
+    """The automatic rule on a running canary: "promoted" or "aborted" if this call ended it."""
+    result = report(record, store.arm_counts(experiment_of(record["id"])), cfg)
+    decided = result["verdict"]
+    c, k = result["arms"][CANARY], result["arms"][CURRENT]
+    why = (f"automatic: {c['clicks']} clicks in {c['impressions']} impressions against {k['clicks']} in "
+           f"{k['impressions']}, after {c['decisions']} / {k['decisions']} decisions")
+    if decided == "abort" and abort(store, record, why):
+        log.warning("canary %s (model v%d) aborted: %s", record["id"], record["version"], why)
+        return "aborted"
+    if decided == "promote":
+        version = promote(store, record, keep, why)
+        if version is not None:
+            log.info("canary %s (model v%d) promoted as v%d: %s", record["id"], record["version"], version, why)
+            return "promoted"
+    return None
+
+
+class CanaryWatch:
+    """What one serving process holds of the canary: re-read every `canary.check_s` (a
+    canary started, ended or replaced), and, with `canary.auto`, the rule applied."""
+
+    def __init__(self, load_learner):
+        self.load_learner = load_learner  # (blob, meta) -> a Learner that serves it
+        self.held: Held | None = None
+
+    def sync(self, store, cfg: CanaryConfig, keep: int) -> None:
+        """(A `Periodic` task: a failure is logged and counted there.)"""
+        record = store.canary()
+        if record is not None and record["status"] == RUNNING and cfg.auto and apply_rule(store, record, cfg, keep):
+            record = store.canary()
+        if record is None or record["status"] != RUNNING:
+            if self.held is not None:
+                log.info("canary %s ended (%s): every user gets the current model", self.held.record["id"],
+                         record["status"] if record else "gone")
+            self.held = None
+            return
+        if self.held is None or self.held.record["id"] != record["id"]:
+            snapshot = store.canary_model(record)
+            if snapshot is None:
+                return  # ended while we read it
+            self.held = Held(record, self.load_learner(snapshot))
+            log.info("serving canary %s: model v%d to %.1f%% of users", record["id"], record["version"],
+                     100 * record["share"])
+
+
+def format_report(result: dict) -> str:
+    """`report` as text (`banditrec canary status`)."""
+    def fmt(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    arms, ctr = result["arms"], result["lift"]["ctr"]
+    lines = [f"canary {result['id']}: model v{result['version']} for {result['share']:.1%} of the bandit's users, "
+             f"{result['status']}" + (f" ({result['reason']})" if result["reason"] else "")
+             + (f", now v{result['promoted_as']}" if result["promoted_as"] else ""), "",
+             "| | canary | current |", "| --- | --- | --- |"]
+    for label, key in (("decisions", "decisions"), ("impressions", "impressions"), ("clicks", "clicks"),
+                       ("CTR", "ctr"), ("reward per decision", "reward_per_decision")):
+        lines.append(f"| {label} | {fmt(arms[CANARY][key])} | {fmt(arms[CURRENT][key])} |")
+    lines.append("")
+    lines.append("CTR lift: n/a (both arms need clicks)" if ctr is None else
+                 f"CTR lift: {ctr['lift']:+.1%} ({ctr['ci95'][0]:+.1%} to {ctr['ci95'][1]:+.1%}, 95 % CI)")
+    if result["verdict"]:
+        rule = result["rule"]
+        auto = "yes" if rule["auto"] else "no, canary.auto is off"
+        lines.append(f"the rule says: {result['verdict']} (min_decisions {rule['min_decisions']}, max_loss "
+                     f"{rule['max_loss']:g}; applied on its own: {auto})")
+    return "\n".join(lines)
