@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     canary.add_argument("version", nargs="?", type=int, help="with start: the snapshot to try (`banditrec model list`)")
     canary.add_argument("--share", type=float, help="with start: share of the bandit's users (default: canary.share)")
     canary.add_argument("--json", action="store_true", help="with status: the same JSON as GET /experiments' canary")
+    canary.add_argument("--gate", action="store_true",
+                        help="with start: evaluate the snapshot off-policy on the decisions logged since it was "
+                             "written; do not start it if it is worse than the logged policy with confidence")
     canary.set_defaults(func=_canary)
 
     dead = sub.add_parser("dead-letters", parents=[common],
@@ -346,6 +349,11 @@ def _canary(config: Config, args) -> int:
             if not 0.0 < share <= 0.5:
                 return fail(f"--share must be in (0, 0.5], got {share:g}")
             try:
+                if args.gate:
+                    passed, text = _canary_gate(config, store, args.version)
+                    print(text)
+                    if not passed:
+                        return fail("not started: the off-policy estimate says no (see above)")
                 record = store.start_canary(args.version, share)
             except KeyError:
                 return fail(f"no snapshot v{args.version} (see `banditrec model list`)")
@@ -377,6 +385,29 @@ def _canary(config: Config, args) -> int:
               f"(the rewards since are learned). Running services switch within "
               f"{min(5.0, config.snapshot.interval_s):g} s.")
         return 0
+
+
+GATE_MIN_DECISIONS = 100  # settled decisions logged after the candidate was written, to judge it off-policy
+
+
+def _canary_gate(config: Config, store, version: int) -> tuple[bool, str]:
+    """(passed, what it found) of `banditrec canary start --gate`: the snapshot, frozen as a
+    canary serves it, replayed on the settled decisions logged after it was written (ones it
+    never learned), against the policy that logged them (`evaluation.replay.gate`)."""
+    from evaluation.log import settled
+    from evaluation.replay import estimate, gate, replay, table
+
+    snapshot = store.get_snapshot(version)
+    if snapshot is None:
+        raise KeyError(version)
+    blob, meta = snapshot
+    decisions = [d for d in settled(config, store) if d.ts > meta["created_at"]]
+    if len(decisions) < GATE_MIN_DECISIONS:
+        return False, (f"only {len(decisions)} settled decisions were logged after v{version} was written; the "
+                       f"gate needs {GATE_MIN_DECISIONS} (start without --gate to try it on users directly)")
+    estimates = estimate(replay(decisions, config, snapshot=(blob, meta["replica_blobs"])))
+    passed, verdict = gate(estimates)
+    return passed, table(estimates, len(decisions)) + "\n" + verdict
 
 
 def _dead_letters(config: Config, args) -> int:

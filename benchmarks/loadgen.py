@@ -4,8 +4,8 @@
 
 Requests are scheduled at a fixed rate whatever the server does, and each one's latency is
 measured from its scheduled time (so a slow server is not hidden by a waiting client).
-Every `--feedback-every`-th request is a POST /feedback for the first item of an earlier
-recommendation, every `--events-every`-th (if set) a POST /events (a view or click of a
+Every `--feedback-every`-th request is a POST /feedback for the first item of the latest
+recommendation not yet rewarded, every `--events-every`-th (if set) a POST /events (a view or click of a
 recently recommended item by a random user); the rest are POST /recommend for a random demo
 user. Prints one JSON line:
 achieved rate, latency percentiles per route, error counts.
@@ -72,7 +72,8 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
         try:
             if feedback_every and n % feedback_every == feedback_every - 1 and slates:
                 route = "feedback"
-                event_id, item_id = slates.popleft()
+                event_id, item_id = slates.pop()  # the newest: the oldest of 1000 is ~60 s old at 20 req/s,
+                # past feedback.reward_wait_s (the soak's 410s were that, not the server)
                 status, _ = await conn.request("/feedback", {"event_id": event_id, "item_id": item_id,
                                                              "reward": float(rng.random() < 0.2)})
             elif events_every and n % events_every == events_every - 1 and slates:

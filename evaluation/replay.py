@@ -38,14 +38,23 @@ def _onehot(n: int, i: int) -> np.ndarray:
     return out
 
 
-def replay(decisions: list[LoggedDecision], candidate: Config, *, ignore: str | None = None) -> dict:
-    """Target distributions and reward predictions of every policy on every decision."""
+def replay(decisions: list[LoggedDecision], candidate: Config, *, ignore: str | None = None,
+           snapshot: tuple[bytes, list[bytes]] | None = None) -> dict:
+    """Target distributions and reward predictions of every policy on every decision. With
+    `snapshot` (a model blob and its replicas' blobs), the candidate is that model as it is,
+    learning nothing (a canary serves its model so: `banditrec canary start --gate`)."""
     if not decisions:
         raise EvaluationError("the log is empty: nothing to evaluate")
     args = candidate.model.vw_args() + (f" --ignore {ignore}" if ignore else "")
-    model = VWModel(args)
     strategy = STRATEGIES[candidate.exploration.strategy](candidate.exploration.selected)
-    replicas = Replicas([VWModel(args) for _ in range(strategy.replicas)]) if strategy.replicas else None
+    if snapshot is None:
+        model = VWModel(args)
+        replicas = Replicas([VWModel(args) for _ in range(strategy.replicas)]) if strategy.replicas else None
+    else:
+        blob, replica_blobs = snapshot
+        model = VWModel(args, blob=blob)
+        blobs = (list(replica_blobs) + [blob] * strategy.replicas)[: strategy.replicas]  # as `make_learner`
+        replicas = Replicas.from_blobs(args, blobs) if strategy.replicas else None
     rewarded: Counter = Counter()
     dists = {policy: [] for policy in POLICIES}
     hats = []
@@ -58,12 +67,12 @@ def replay(decisions: list[LoggedDecision], candidate: Config, *, ignore: str | 
         dists["popularity"].append(_onehot(n, int(np.argmax([rewarded[i] for i in decision.item_ids]))))
         dists["uniform"].append(np.full(n, 1.0 / n))
         hats.append(scores.mean)
-        # then learn it, as the service would have
-        p = max(decision.logged_p, candidate.feedback.clip_p) if strategy.importance_weighted else 1.0
-        model.learn(decision.shared, decision.actions[decision.chosen], decision.reward, p)
-        if replicas is not None:
-            replicas.learn(decision.shared, decision.actions[decision.chosen], decision.reward, p,
-                           replica_seed(decision.event_id, decision.item_ids[decision.chosen]))
+        if snapshot is None:  # then learn it, as the service would have
+            p = max(decision.logged_p, candidate.feedback.clip_p) if strategy.importance_weighted else 1.0
+            model.learn(decision.shared, decision.actions[decision.chosen], decision.reward, p)
+            if replicas is not None:
+                replicas.learn(decision.shared, decision.actions[decision.chosen], decision.reward, p,
+                               replica_seed(decision.event_id, decision.item_ids[decision.chosen]))
         if decision.reward > 0:
             rewarded[decision.item_ids[decision.chosen]] += decision.reward
     model.close()
@@ -101,6 +110,16 @@ def importance(decisions: list[LoggedDecision], candidate: Config, base: dict) -
         without = estimate(replay(decisions, candidate, ignore=space[0]))["candidate"]["snips"].value
         rows.append((space, without, full - without))
     return sorted(rows, key=lambda row: -row[2])
+
+
+def gate(estimates: dict[str, dict[str, Estimate]]) -> tuple[bool, str]:
+    """Whether a candidate may start as a canary: not when its doubly robust estimate is worse
+    than the logged policy's with confidence (its interval's top below the logged value)."""
+    candidate, logged = estimates["candidate"]["dr"], estimates["logged"]["dr"]
+    worse = candidate.high < logged.value
+    verdict = "worse than" if worse else "not worse than"
+    return not worse, (f"off-policy (DR): the candidate {candidate.value:.4f} [{candidate.low:.4f}, "
+                       f"{candidate.high:.4f}] per decision, {verdict} the logged policy's {logged.value:.4f}")
 
 
 def table(estimates: dict[str, dict[str, Estimate]], n: int) -> str:

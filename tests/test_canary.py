@@ -10,9 +10,10 @@ from conftest import url_of
 
 from app import create_app
 from banditrec.cli import main
-from banditrec.config import CanaryConfig
+from banditrec.config import CanaryConfig, to_dict
 from serving.canary import CANARY, CURRENT, experiment_of, in_canary, verdict
 from serving.experiment import HOLDOUT, TREATMENT, arm_of, arm_summary
+from simulations.tune import dump_toml
 
 USERS = [f"u{i}" for i in range(60)]
 
@@ -193,3 +194,47 @@ def test_rollbacks_and_pruning_leave_a_running_canary_alone_and_the_canary_burie
     assert cli("model", "list") == 0
     listed = capsys.readouterr().out
     assert f"canary of v{old}" in listed and f"rollback of v{target}" in listed
+
+
+def test_the_gate_compares_the_candidate_with_the_logged_policy():
+    from evaluation.estimators import Estimate
+    from evaluation.replay import gate
+
+    def estimates(candidate: tuple[float, float, float], logged: float) -> dict:
+        value, low, high = candidate
+        return {"candidate": {"dr": Estimate("dr", value, low, high, 100.0, 500)},
+                "logged": {"dr": Estimate("dr", logged, logged - 0.01, logged + 0.01, 500.0, 500)}}
+
+    assert gate(estimates((0.10, 0.05, 0.15), 0.12))[0]  # unsure: it may start
+    passed, text = gate(estimates((0.05, 0.02, 0.08), 0.12))
+    assert not passed and "worse than the logged policy's 0.1200" in text
+    assert gate(estimates((0.20, 0.15, 0.25), 0.12))[0]
+
+
+def test_start_with_the_gate_replays_the_snapshot_on_the_decisions_logged_since(build, open_service, tmp_path,
+                                                                               monkeypatch, capsys):
+    import time
+
+    import evaluation.replay
+
+    config = build(feedback={"reward_wait_s": 1.0, "close_delay_s": 0.0})
+    service = open_service(config)
+    client = create_app(deps=service).test_client()
+    version = service.learner.snapshot(config.snapshot.keep)
+    path = tmp_path / "cli.toml"
+    path.write_text(dump_toml(to_dict(config.replace(redis={"url": "", "prefix": service.store.prefix}))))
+    monkeypatch.setenv("REDIS_URL", url_of(service.store))
+    cli = lambda *args: main([*args, "--config", str(path)])  # noqa: E731
+    assert cli("canary", "start", str(version), "--gate") == 2  # nothing logged since it was written
+    assert "only 0 settled decisions" in capsys.readouterr().out and service.store.canary() is None
+    liked = lambda body: sum(map(ord, body["items"][0]["item_id"])) % 3 == 0  # noqa: E731 (a taste of items)
+    _visit(client, [f"g{i}" for i in range(150)], click=liked)
+    time.sleep(1.5)  # every decision settled (its reward wait is 1 s)
+    with monkeypatch.context() as patched:  # a verdict against it: not started
+        patched.setattr(evaluation.replay, "gate", lambda estimates: (False, "it is worse"))
+        assert cli("canary", "start", str(version), "--gate") == 2
+        assert "it is worse" in capsys.readouterr().out and service.store.canary() is None
+    assert cli("canary", "start", str(version), "--gate") == 0  # the model that logged them: not worse
+    out = capsys.readouterr().out
+    assert "150 logged decisions" in out and "not worse than the logged policy" in out
+    assert service.store.canary()["version"] == version
