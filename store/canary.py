@@ -60,16 +60,17 @@ class CanaryOps:
         replicas = meta.pop("replica_blobs")
         canary_id = secrets.token_hex(4)
         parts = [self._ckey(canary_id, f"p{i}") for i in range(1 + len(replicas))]
+        self.client.hset(self._ckey("models"), canary_id, len(parts))  # first: a start cut short is cleaned up later
         for key, part in zip(parts, (blob, *replicas)):  # one command each: Redis serves others in between
             self.client.set(key, zlib.compress(part, 1))
         record = {"id": canary_id, "version": int(version), "share": repr(float(share)), "status": RUNNING,
                   "started_at": repr(time.time()), "parts": len(parts), "meta": json.dumps(meta)}
         if not self._canary_start(keys=[self._ckey()], args=[x for kv in record.items() for x in kv]):
-            self.client.unlink(*parts)
+            self.drop_canary_model(canary_id)
             raise CanaryExists("a canary is running: promote or abort it first (`banditrec canary status`)")
-        for old in self.client.hkeys(self._ckey("models")):  # an earlier canary's, if its end did not drop it
-            self.drop_canary_model(text(old))
-        self.client.hset(self._ckey("models"), canary_id, len(parts))
+        for old in self.client.hkeys(self._ckey("models")):  # ended canaries' copies, if their end did not drop them
+            if text(old) != canary_id:
+                self.drop_canary_model(text(old))
         return self.canary()
 
     @guarded

@@ -238,3 +238,20 @@ def test_start_with_the_gate_replays_the_snapshot_on_the_decisions_logged_since(
     out = capsys.readouterr().out
     assert "150 logged decisions" in out and "not worse than the logged policy" in out
     assert service.store.canary()["version"] == version
+
+
+def test_a_start_cut_short_leaves_nothing_behind_after_the_next_start(store):
+    from bandit.vw import VWModel
+
+    model = VWModel("--cb_adf --quiet")
+    version = store.put_snapshot(model.to_bytes(), {"cursor": "0-0", "t": 0}, keep=5)
+    model.close()
+    orphan = store._ckey("dead1", "p0")  # a start that died after copying its model, before its record
+    store.client.hset(store._ckey("models"), "dead1", 1)
+    store.client.set(orphan, b"x")
+    first = store.start_canary(version, 0.1)
+    assert not store.client.exists(orphan) and store.client.hkeys(store._ckey("models")) == [first["id"].encode()]
+    with pytest.raises(Exception, match="is running"):
+        store.start_canary(version, 0.1)
+    assert store.client.hkeys(store._ckey("models")) == [first["id"].encode()]  # the refused one's copy is gone
+    assert store.canary_model(first)[1]["version"] == version
