@@ -81,6 +81,9 @@ def test_serve_as_the_readme_says_then_restart(tmp_path):
     try:
         status, health = _call(port, "GET", "/health")
         assert status == 200 and health["items"] == 1500
+        environ = (Path("/proc") / str(health["pid"]) / "environ").read_bytes().split(b"\0")
+        assert any(v.startswith(b"MALLOC_ARENA_MAX=") for v in environ)  # the workers' allocator settings
+        assert any(v.startswith(b"MALLOC_MMAP_THRESHOLD_=") for v in environ)
         status, rec = _call(port, "POST", "/recommend", {"user_id": "u7", "context": {"device": "mobile"}, "k": 5})
         assert status == 200 and rec["strategy"] == "personalized" and len(rec["items"]) == 5
         chosen = rec["items"][0]["item_id"]
