@@ -19,12 +19,11 @@ when it is not worse with confidence (the interval lies above -`canary.max_loss`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
 from banditrec.config import CanaryConfig
-from serving.experiment import _NORMAL, _ratio_lift, arm_summary
+from serving.experiment import _NORMAL, _ratio_lift, arm_summary, in_share
 from serving.learner import Learner
 from store.canary import RUNNING
 
@@ -47,8 +46,7 @@ def in_canary(user_id: str, record: dict) -> bool:
     >>> in_canary("u1", {"id": "ab12", "share": 0.0})
     False
     """
-    digest = hashlib.blake2b(f"{experiment_of(record['id'])}\x1f{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < record["share"]
+    return in_share(experiment_of(record["id"]), user_id, record["share"])
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,13 @@ def arm_of(user_id: str, cfg: ExperimentConfig) -> str:
     """
     if cfg.holdout_share <= 0:
         return TREATMENT
-    digest = hashlib.blake2b(f"{cfg.salt}\x1f{user_id}".encode(), digest_size=8).digest()
-    return HOLDOUT if int.from_bytes(digest, "little") / 2**64 < cfg.holdout_share else TREATMENT
+    return HOLDOUT if in_share(cfg.salt, user_id, cfg.holdout_share) else TREATMENT
+
+
+def in_share(salt: str, user_id: str, share: float) -> bool:
+    """Whether a hash of (salt, user_id) falls below `share`: the same user, the same answer."""
+    digest = hashlib.blake2b(f"{salt}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < share
 
 
 def _rate(x: float, n: float) -> float | None:
