@@ -333,7 +333,7 @@ def _canary(config: Config, args) -> int:
     import json
 
     from serving import canary
-    from store.canary import RUNNING, CanaryExists
+    from store.canary import PROMOTING, PROMOTING_STALE_S, CanaryExists
 
     def fail(message: str) -> int:
         print(f"banditrec canary {args.action}: {message}", file=sys.stderr)
@@ -371,7 +371,10 @@ def _canary(config: Config, args) -> int:
             else:
                 print(canary.format_report(result))
             return 0
-        if record is None or record["status"] not in (RUNNING, "promote_failed"):
+        if record is not None and record["status"] == PROMOTING and not canary.endable(record, time.time()):
+            return fail(f"canary {record['id']} is being promoted (since {time.time() - record['ended_at']:.0f} s); "
+                        f"if the process promoting it died, run this again once {PROMOTING_STALE_S:.0f} s have passed")
+        if not canary.endable(record, time.time()):
             return fail("no canary is running")
         if args.action == "abort":
             if not canary.abort(store, record, "by hand (banditrec canary abort)"):

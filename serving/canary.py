@@ -20,12 +20,13 @@ when it is not worse with confidence (the interval lies above -`canary.max_loss`
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from banditrec.config import CanaryConfig
 from serving.experiment import _NORMAL, _ratio_lift, arm_summary, in_share
 from serving.learner import Learner
-from store.canary import RUNNING
+from store.canary import PROMOTING, PROMOTING_STALE_S, RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,29 @@ def verdict(arms: dict, cfg: CanaryConfig) -> str:
     return "wait"
 
 
+# What `promote` and `abort` may end a canary from: a promotion that failed may be retried or
+# given up, and one left "promoting" by a process that died (started over PROMOTING_STALE_S ago)
+# may be taken over; one under way is left to finish.
+ENDABLE = (RUNNING, "promote_failed", PROMOTING)
+
+
+def endable(record: dict | None, now: float) -> bool:
+    """Whether `promote` or `abort` may end this canary now."""
+    if record is None or record["status"] not in ENDABLE:
+        return False
+    return record["status"] != PROMOTING or (record["ended_at"] or 0.0) < now - PROMOTING_STALE_S
+
+
 def promote(store, record: dict, keep: int, reason: str) -> int | None:
     """Make the canary's model the current one: a new snapshot (origin "canary") with the
     canary's model and its cursor. The snapshot's version, or None if the canary was no longer
-    running (ended by someone else). A failure after the canary was marked promoted leaves it
-    "promote_failed", with its model kept, for another `promote`."""
+    running (ended by someone else, or being promoted). A failure after the canary was marked
+    promoting leaves it "promote_failed", with its model kept, for another `promote`."""
     snapshot = store.canary_model(record)
     if snapshot is None:
         return None
-    if not store.end_canary(record["id"], "promoting", reason, from_statuses=(RUNNING, "promote_failed")):
+    if not store.end_canary(record["id"], PROMOTING, reason, from_statuses=ENDABLE,
+                            stale_before=time.time() - PROMOTING_STALE_S):
         return None
     blob, meta = snapshot
     replicas = meta.pop("replica_blobs")
@@ -115,16 +130,17 @@ def promote(store, record: dict, keep: int, reason: str) -> int | None:
                                      keep, replicas)
     except Exception as exc:
         store.end_canary(record["id"], "promote_failed", f"{reason}; the snapshot was not written: {exc}",
-                         from_statuses=("promoting",))
+                         from_statuses=(PROMOTING,))
         raise
-    store.end_canary(record["id"], "promoted", reason, from_statuses=("promoting",), promoted_as=version)
+    store.end_canary(record["id"], "promoted", reason, from_statuses=(PROMOTING,), promoted_as=version)
     store.drop_canary_model(record["id"])
     return version
 
 
 def abort(store, record: dict, reason: str) -> bool:
     """Stop serving the canary; True if this call stopped it."""
-    if not store.end_canary(record["id"], "aborted", reason, from_statuses=(RUNNING, "promote_failed")):
+    if not store.end_canary(record["id"], "aborted", reason, from_statuses=ENDABLE,
+                            stale_before=time.time() - PROMOTING_STALE_S):
         return False
     store.drop_canary_model(record["id"])
     return True

@@ -27,18 +27,23 @@ return 1
 """
 
 # KEYS[1]: the record. ARGV: id, the statuses it may end from (comma-separated), the new status,
-# then field/value pairs to set. 1 if this call ended it, 0 if not (another id, or not in one of
-# those statuses: someone else ended it first).
+# a time ('' for none: a "promoting" record may be taken over only if it entered that status
+# before it), then field/value pairs to set. 1 if this call ended it, 0 if not (another id, or
+# not in one of those statuses: someone else ended it first, or a promotion is under way).
 _END = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] or not status then return 0 end
 if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+if status == 'promoting' and ARGV[4] ~= '' and
+        tonumber(redis.call('HGET', KEYS[1], 'ended_at') or '0') >= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3])
-if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 return 1
 """
 
 RUNNING = "running"
+PROMOTING = "promoting"
+PROMOTING_STALE_S = 300.0  # a promotion not finished by then is taken to have died with its process
 
 
 class CanaryExists(RuntimeError):
@@ -100,12 +105,15 @@ class CanaryOps:
 
     @guarded
     def end_canary(self, canary_id: str, status: str, reason: str, *, from_statuses: tuple[str, ...] = (RUNNING,),
-                   **fields) -> bool:
+                   stale_before: float | None = None, **fields) -> bool:
         """End the canary `canary_id` with `status` ("promoted", "aborted", ...) if it is in one
-        of `from_statuses`; True if this call ended it."""
+        of `from_statuses`; True if this call ended it. With `stale_before`, a "promoting"
+        record among them is taken over only if its promotion started before that time (its
+        process died; one that is still at work is left to finish)."""
         values = {"ended_at": repr(time.time()), "reason": reason, **{k: str(v) for k, v in fields.items()}}
-        return bool(self._canary_end(keys=[self._ckey()], args=[canary_id, ",".join(from_statuses), status,
-                                                               *(x for kv in values.items() for x in kv)]))
+        return bool(self._canary_end(keys=[self._ckey()], args=[
+            canary_id, ",".join(from_statuses), status, "" if stale_before is None else repr(stale_before),
+            *(x for kv in values.items() for x in kv)]))
 
     @guarded
     def drop_canary_model(self, canary_id: str) -> None:

@@ -4,6 +4,8 @@ rollbacks and snapshot pruning."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from conftest import url_of
@@ -14,6 +16,7 @@ from banditrec.config import CanaryConfig, to_dict
 from serving.canary import CANARY, CURRENT, experiment_of, in_canary, verdict
 from serving.experiment import HOLDOUT, TREATMENT, arm_of, arm_summary
 from simulations.tune import dump_toml
+from store.canary import PROMOTING, PROMOTING_STALE_S
 
 USERS = [f"u{i}" for i in range(60)]
 
@@ -140,6 +143,25 @@ def test_abort_sends_everyone_back_to_the_current_model(deployment, capsys):
     bodies = _visit(client, USERS[:20], click=lambda body: False)
     assert CANARY not in bodies and {b["model_version"] for b in bodies[TREATMENT]} == {current}
     assert client.get("/experiments").get_json()["canary"]["status"] == "aborted"
+
+
+@pytest.mark.parametrize("action, ends", [("promote", "promoted"), ("abort", "aborted")])
+def test_a_promotion_whose_process_died_is_taken_over_only_once_it_is_stale(deployment, capsys, action, ends):
+    service, client, cli, old, current = deployment
+    assert cli("canary", "start", str(old)) == 0
+    record = service.store.canary()
+    # a process marked it promoting and died before it wrote the snapshot
+    assert service.store.end_canary(record["id"], PROMOTING, "by hand")
+    capsys.readouterr()
+    assert cli("canary", action) == 2  # under way, as far as anyone can tell: left to finish
+    assert "is being promoted" in capsys.readouterr().err
+    assert service.store.canary()["status"] == PROMOTING and service.store.latest_version() == current
+    service.store.client.hset(service.store._ckey(), "ended_at", repr(time.time() - PROMOTING_STALE_S - 1))
+    assert cli("canary", action) == 0
+    record = service.store.canary()
+    assert record["status"] == ends and service.store.canary_model(record) is None
+    assert service.store.latest_version() == (current + 1 if ends == "promoted" else current)
+    assert cli("canary", action) == 2  # ended once
 
 
 @pytest.mark.parametrize("canary_clicks, ends", [(False, "aborted"), (True, "promoted")])
