@@ -39,6 +39,7 @@ from retrieval.embeddings import _unit_rows, fit_item_embeddings
 from simulations.ratings import item_record, load_movielens, movielens_dir
 
 KS = (10, 50)
+ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_764_200_000
 
 
@@ -122,7 +123,7 @@ def _memory_mb(field: str) -> int:
 
 def _cost_in_child(encoder: str, n_items: int) -> dict:
     done = subprocess.run([sys.executable, "-m", "benchmarks.placement", "--cost-only", encoder,
-                           "--build-items", str(n_items)], capture_output=True, text=True, check=True)
+                           "--build-items", str(n_items)], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
