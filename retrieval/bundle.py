@@ -9,7 +9,7 @@
         ids.hash.npy, ids.order.npy  item id -> row
         lines.bin, lines.off.npy   each item's cached Vowpal Wabbit feature text, in row order
         attrs.npz      in_stock, published_at, category code per row; category names
-        embedder.npz   the fitted content projection + ridge map, for items added later
+        embedder.npz   content encoder (tfidf or minilm), fitted projection + ridge map, for items added later
         items.jsonl    the catalog as built (input of the next rebuild)
         meta.json      version, embedding space, sizes, build time, catalog stream cursor
 """

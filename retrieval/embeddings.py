@@ -2,7 +2,9 @@
 
 An item vector is the normalised blend of
   - a content part: hashed TF-IDF of category, title, description and attributes,
-    projected by a truncated SVD fitted on the catalog;
+    projected by a truncated SVD fitted on the catalog (`embedding.text_encoder = "tfidf"`),
+    or the item's text as a sentence model embeds it (`retrieval/text.py`), projected on the
+    catalog's principal axes (`"minilm"`);
   - a collaborative part: truncated SVD of the time-decayed, event-weighted item x user
     matrix. Items without interactions get it predicted from their content by a ridge map
     fitted on items that have both, so a new item lands near similar items.
@@ -21,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import svds
 
-from retrieval.config import EVENT_TYPES, EmbeddingConfig
+from retrieval.config import EVENT_TYPES, MINILM_DIM, TEXT_ENCODERS, EmbeddingConfig
 from retrieval.data import Interactions
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -73,22 +75,33 @@ def _truncated_svd(m, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 @dataclass
 class ItemEmbedder:
-    """Turns an item record into its vector: the fitted content projection + ridge map."""
+    """Turns an item record into its vector: the fitted content projection + ridge map.
+    The content part comes from `encoder`: "tfidf" uses `idf` and `components`, "minilm" the
+    sentence model's vectors minus `text_mean`, projected by `text_map`."""
 
     buckets: int
-    idf: np.ndarray          # (buckets,)
-    components: np.ndarray   # (buckets, content_dim)
+    idf: np.ndarray          # (buckets,); empty for "minilm"
+    components: np.ndarray   # (buckets, content_dim); (0, content_dim) for "minilm"
     ridge_map: np.ndarray    # (content_dim, collab_dim)
     content_weight: float
+    encoder: str = "tfidf"
+    text_mean: np.ndarray | None = None  # (384,) "minilm": the catalog's mean sentence vector
+    text_map: np.ndarray | None = None   # (384, content_dim) "minilm": its principal axes
 
     def __post_init__(self):
+        if self.encoder not in TEXT_ENCODERS:
+            raise ValueError(f"encoder == {self.encoder!r}, must be one of {', '.join(map(repr, TEXT_ENCODERS))}")
         # scipy's sparse @ dense copies a dense operand that is not C-ordered on every call
         # (an SVD's transposed factor is F-ordered): 0.5 ms per item embedded at 16k buckets
         self.components = np.ascontiguousarray(self.components)
 
     @property
+    def content_dim(self) -> int:
+        return self.ridge_map.shape[0]
+
+    @property
     def dim(self) -> int:
-        return self.components.shape[1] + self.ridge_map.shape[1]
+        return self.ridge_map.shape[0] + self.ridge_map.shape[1]
 
     def tfidf(self, items: list[dict]) -> sparse.csr_matrix:
         rows, cols, vals = [], [], []
@@ -103,14 +116,20 @@ class ItemEmbedder:
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
         return sparse.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ m
 
-    def content(self, items: list[dict]) -> np.ndarray:
+    def content(self, items: list[dict], progress: bool = False) -> np.ndarray:
+        """Unit content vectors (n x content_dim); zero rows for items without any content."""
+        if self.encoder == "minilm":
+            return _project(sentence_vectors(items, progress), self.text_mean, self.text_map)
         # same dtype on both sides: a float64 x float32 product copies all of `components` per call
         m = self.tfidf(items).astype(self.components.dtype)
         return _unit_rows(np.asarray(m @ self.components, dtype=np.float64))
 
-    def embed(self, items: list[dict], collab: np.ndarray | None = None) -> np.ndarray:
+    def embed(self, items: list[dict], collab: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
         """Vectors for `items`; rows of `collab` that are all zero are predicted from content."""
-        content = self.content(items)
+        return self.assemble(items, self.content(items, progress), collab)
+
+    def assemble(self, items: list[dict], content: np.ndarray, collab: np.ndarray | None = None) -> np.ndarray:
+        """Item vectors from their content part (`content(items)`) and collaborative part."""
         if collab is None:
             collab = np.zeros((len(items), self.ridge_map.shape[1]))
         collab = _unit_rows(np.asarray(collab, dtype=np.float64))
@@ -126,22 +145,61 @@ class ItemEmbedder:
 
     @classmethod
     def untrained(cls, cfg: EmbeddingConfig, seed: int = 0) -> "ItemEmbedder":
-        """Before any build: a seeded random projection of the hashed tokens (it preserves
-        cosine similarity roughly) and no collaborative part."""
+        """Before any build: a seeded random projection of the hashed tokens (or of the sentence
+        vectors; either preserves cosine similarity roughly) and no collaborative part."""
         rng = np.random.default_rng(seed)
+        ridge = np.zeros((cfg.content_dim, cfg.collab_dim))
+        if cfg.text_encoder == "minilm":
+            text_map = rng.normal(size=(MINILM_DIM, cfg.content_dim)) / np.sqrt(cfg.content_dim)
+            return cls(cfg.text_buckets, np.zeros(0), np.zeros((0, cfg.content_dim), np.float32), ridge,
+                       cfg.content_weight, "minilm", np.zeros(MINILM_DIM), text_map)
         components = rng.normal(size=(cfg.text_buckets, cfg.content_dim)) / np.sqrt(cfg.content_dim)
-        return cls(cfg.text_buckets, np.ones(cfg.text_buckets), components.astype(np.float32),
-                   np.zeros((cfg.content_dim, cfg.collab_dim)), cfg.content_weight)
+        return cls(cfg.text_buckets, np.ones(cfg.text_buckets), components.astype(np.float32), ridge,
+                   cfg.content_weight)
 
     def save(self, path: str | Path) -> None:
+        text = {"text_mean": self.text_mean, "text_map": self.text_map} if self.encoder == "minilm" else {}
         np.savez(path, buckets=self.buckets, idf=self.idf, components=self.components,
-                 ridge_map=self.ridge_map, content_weight=self.content_weight)
+                 ridge_map=self.ridge_map, content_weight=self.content_weight, encoder=self.encoder, **text)
 
     @classmethod
     def load(cls, path: str | Path) -> "ItemEmbedder":
         with np.load(path) as z:
+            encoder = str(z["encoder"]) if "encoder" in z else "tfidf"  # (saved before the encoder choice)
+            if encoder == "minilm":
+                from retrieval.text import require_text_extra
+
+                require_text_extra(f"{path} (built with embedding.text_encoder = \"minilm\")")
+            text = (z["text_mean"], z["text_map"]) if encoder == "minilm" else (None, None)
             return cls(int(z["buckets"]), z["idf"], z["components"], z["ridge_map"],
-                       float(z["content_weight"]))
+                       float(z["content_weight"]), encoder, *text)
+
+
+def sentence_vectors(items: list[dict], progress: bool = False) -> np.ndarray:
+    """(n, 384) sentence-model vectors of the items' text (`retrieval/text.py`); zero rows for no text."""
+    from retrieval import text  # the optional extra's seam: loads the model on first use
+
+    return text.encode([text.item_text(item) for item in items], progress=progress)
+
+
+def _project(sentences: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Unit rows of (sentences - mean) @ axes; items without text stay zero."""
+    out = _unit_rows((np.asarray(sentences, dtype=np.float64) - mean) @ axes)
+    out[~sentences.any(axis=1)] = 0.0
+    return out
+
+
+def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and the top-k principal axes (d, k) of the rows of `x` (zero rows ignored)."""
+    x = np.asarray(x[x.any(axis=1)], dtype=np.float64)
+    if len(x) == 0:
+        return np.zeros(x.shape[1]), np.zeros((x.shape[1], k))
+    mean = x.mean(axis=0)
+    centred = x - mean
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, np.argsort(-values, kind="stable")[:k]]
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(k)] < 0, -1.0, 1.0)  # a fixed sign per axis
+    return mean, axes
 
 
 def decayed_weights(log: Interactions, cfg: EmbeddingConfig, now: float) -> np.ndarray:
@@ -162,25 +220,36 @@ def interaction_matrix(log: Interactions, item_index: dict[str, int], cfg: Embed
 
 
 def fit_item_embeddings(items: list[dict], log: Interactions, cfg: EmbeddingConfig, now: float,
-                        seed: int = 0) -> tuple[ItemEmbedder, np.ndarray, sparse.csr_matrix]:
+                        seed: int = 0, progress: bool = False) -> tuple[ItemEmbedder, np.ndarray, sparse.csr_matrix]:
     """Fit the content projection, the collaborative factors and the ridge map.
 
     Returns the embedder (for items added later), the item vectors (n_items x dim, float32)
-    and the item x user engagement matrix (used for user vectors and popularity).
+    and the item x user engagement matrix (used for user vectors and popularity). `progress`
+    shows a bar while a sentence model encodes the catalog.
     """
     n = len(items)
-    # Content: TF-IDF over hashed tokens, projected by an SVD fitted on a sample.
-    probe = ItemEmbedder(cfg.text_buckets, np.ones(cfg.text_buckets), np.zeros((cfg.text_buckets, cfg.content_dim)),
-                         np.zeros((cfg.content_dim, cfg.collab_dim)), cfg.content_weight)
-    raw = probe.tfidf(items)
-    df = np.bincount(raw.indices, minlength=cfg.text_buckets)
-    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
-    probe.idf = idf
-    x = probe.tfidf(items)
     rng = np.random.default_rng(seed)
-    sample = x if n <= cfg.fit_sample else x[np.sort(rng.choice(n, cfg.fit_sample, replace=False))]
-    _, _, vt = _truncated_svd(sample, cfg.content_dim, seed)
-    content = _unit_rows(np.asarray(x @ vt.T))
+    if cfg.text_encoder == "minilm":
+        # Content: sentence vectors, projected on the principal axes of a sample.
+        sentences = sentence_vectors(items, progress)
+        sample = sentences if n <= cfg.fit_sample else sentences[np.sort(rng.choice(n, cfg.fit_sample, replace=False))]
+        text_mean, text_map = _principal_axes(sample, cfg.content_dim)
+        content = _project(sentences, text_mean, text_map)
+        idf, components = np.zeros(0), np.zeros((0, cfg.content_dim), np.float32)
+    else:
+        # Content: TF-IDF over hashed tokens, projected by an SVD fitted on a sample.
+        probe = ItemEmbedder(cfg.text_buckets, np.ones(cfg.text_buckets),
+                             np.zeros((cfg.text_buckets, cfg.content_dim)),
+                             np.zeros((cfg.content_dim, cfg.collab_dim)), cfg.content_weight)
+        raw = probe.tfidf(items)
+        df = np.bincount(raw.indices, minlength=cfg.text_buckets)
+        idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+        probe.idf = idf
+        x = probe.tfidf(items)
+        sample = x if n <= cfg.fit_sample else x[np.sort(rng.choice(n, cfg.fit_sample, replace=False))]
+        _, _, vt = _truncated_svd(sample, cfg.content_dim, seed)
+        content = _unit_rows(np.asarray(x @ vt.T))
+        components, text_mean, text_map = vt.T.astype(np.float32), None, None
 
     # Collaborative: SVD of log(1 + engagement).
     item_index = {item["item_id"]: r for r, item in enumerate(items)}
@@ -195,8 +264,11 @@ def fit_item_embeddings(items: list[dict], log: Interactions, cfg: EmbeddingConf
     c, f = content[has], collab[has]
     ridge = np.linalg.solve(c.T @ c + cfg.ridge * np.eye(cfg.content_dim), c.T @ f) if has.any() \
         else np.zeros((cfg.content_dim, cfg.collab_dim))
-    embedder = ItemEmbedder(cfg.text_buckets, idf, vt.T.astype(np.float32), ridge, cfg.content_weight)
-    return embedder, embedder.embed(items, collab), engagement
+    embedder = ItemEmbedder(cfg.text_buckets, idf, components, ridge, cfg.content_weight, cfg.text_encoder,
+                            text_mean, text_map)
+    # (tfidf: embedded as items added later are, with the stored float32 projection)
+    vectors = embedder.assemble(items, content, collab) if text_map is not None else embedder.embed(items, collab)
+    return embedder, vectors, engagement
 
 
 def user_vectors(engagement: sparse.csr_matrix, item_vectors: np.ndarray) -> np.ndarray:

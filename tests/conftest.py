@@ -12,6 +12,7 @@ file named after the behaviour; modules not listed have doctests of their own):
     bandit/vw.py, bandit/features.py        test_strategies.py (second half), test_vw_fast_path.py
     retrieval/index.py, catalog.py, bundle  test_index.py, test_catalog_changes.py
     retrieval/data.py, embeddings.py, demo  test_embeddings.py, test_demo.py
+    retrieval/text.py (the minilm encoder)  test_text_embeddings.py
     store/                                  test_store.py, test_faults.py, test_cluster.py, test_degraded.py
     serving/decide, candidates, score, draw test_api.py, test_filters.py, test_realtime.py
     serving/records.py                      test_records.py

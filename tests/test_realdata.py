@@ -216,3 +216,18 @@ def test_personal_replay_learns_on_a_tiny_file(tiny):
         assert 0.0 < last <= discount(10).sum() and 0.0 < whole <= discount(10).sum()
     assert personal_replay.replay(200, seed=1, rank=3, every=50, data=str(tiny)) == \
         personal_replay.replay(200, seed=1, rank=3, every=50, data=str(tiny))
+
+
+def test_placement_benchmark_runs_both_encoders_on_a_tiny_file(tiny, capsys):
+    """`benchmarks.placement`: overlaps are shares, the same seeds give the same numbers, and the
+    cost rows come from child processes (tiny sizes: nothing here is timed)."""
+    from benchmarks import placement
+
+    result = placement.placement(seeds=2, min_ratings=10, data=str(tiny))
+    assert set(result) == {"tfidf", "minilm", "random"}
+    assert all(0.0 <= x <= 1.0 and len(v) == 2 for by_k in result.values() for v in by_k.values() for x in v)
+    assert placement.placement(seeds=2, min_ratings=10, data=str(tiny)) == result
+    placement.main(["--seeds", "1", "--min-ratings", "10", "--data", str(tiny), "--build-items", "300",
+                    "--model-items", "100"])
+    out = capsys.readouterr().out
+    assert "| tfidf | 300 |" in out and "| minilm | 100 |" in out and "| random |" in out

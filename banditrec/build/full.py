@@ -67,7 +67,7 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
 
     t1 = time.perf_counter()
     embedder, vectors, engagement = fit_item_embeddings(items, events, config.embedding, now,
-                                                        seed=config.index.build_seed)
+                                                        seed=config.index.build_seed, progress=progress)
     log.info("embedded %d items (dim %d) in %.1f s", len(items), vectors.shape[1], time.perf_counter() - t1)
 
     t2 = time.perf_counter()

@@ -46,14 +46,16 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
         embedder, space = ItemEmbedder.untrained(config.embedding), UNTRAINED
         prior = np.zeros(0)
     rows = {item["item_id"]: r for r, item in enumerate(items)}
-    extra: dict[str, tuple[dict, np.ndarray]] = {}
+    extra: dict[str, tuple[dict, np.ndarray | None]] = {}
     for _, item, vector, vspace in changes:
         rows.pop(item["item_id"], None)
         extra.pop(item["item_id"], None)
-        if not item.get("deleted"):
-            if vector is None or vspace != space:  # embedded while another space was served
-                vector = embedder.embed([item])[0]
-            extra[item["item_id"]] = (item, vector)
+        if not item.get("deleted"):  # a vector embedded while another space was served is embedded again
+            extra[item["item_id"]] = (item, vector if vector is not None and vspace == space else None)
+    again = [item_id for item_id, (_, vector) in extra.items() if vector is None]
+    if again:  # in one batch: a sentence model encodes a batch far faster than one item at a time
+        for item_id, vector in zip(again, embedder.embed([extra[i][0] for i in again], progress=progress)):
+            extra[item_id] = (extra[item_id][0], vector)
     kept = sorted(rows.values())
     items = [items[r] for r in kept] + [item for item, _ in extra.values()]
     if not items:
