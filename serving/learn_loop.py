@@ -29,6 +29,7 @@ import time
 
 from bandit.strategies import STRATEGIES
 from banditrec.config import Config
+from serving import heap
 from serving.background import Periodic
 from serving.models import adopt_latest, make_learner
 from serving.rewards import close_due
@@ -109,6 +110,8 @@ class LearnerProcess:
             refitter = self.refitter(self.config, self.store, self.clock)
             refit = Periodic("refit", self.config.index.refit_check_s,
                              lambda: refitter() if self._held.is_set() else None).start()
+        trim = Periodic("heap-trim", self.config.server.heap_trim_s, heap.trim, jitter=0.2).start() \
+            if self.config.server.heap_trim_s > 0 and heap.available() else None
         try:
             while not stop.is_set():
                 if parent is not None and os.getppid() != parent:
@@ -133,8 +136,9 @@ class LearnerProcess:
                 self.learner.snapshot(self.config.snapshot.keep)
         finally:
             stop.set()
-            if refit is not None:
-                refit.stop()
+            for task in (refit, trim):
+                if task is not None:
+                    task.stop()
             if self._held.is_set():
                 try:
                     self.store.release_lock(LOCK, self._token)

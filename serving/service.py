@@ -24,6 +24,7 @@ from retrieval.bundle import current_path, load_bundle
 from retrieval.catalog import Catalog
 from retrieval.columns import Strings
 from retrieval.embeddings import ItemEmbedder
+from serving import heap
 from serving.background import Periodic
 from serving.canary import CanaryWatch
 from serving.exposure import ExposureBuffer
@@ -160,6 +161,8 @@ class Service:
         except StoreError as exc:
             log.warning("canary not read yet (retried every %g s): %s", cfg.canary.check_s, exc)
         self.tasks.append(Periodic("canary", cfg.canary.check_s, self.watch_canary).start())
+        if cfg.server.heap_trim_s > 0 and heap.available():
+            self.tasks.append(Periodic("heap-trim", cfg.server.heap_trim_s, heap.trim, jitter=0.2).start())
 
     def start_exposure_flush(self) -> None:
         """Count the slates' exposure in batches, off the request path (`serving.exposure`)."""
