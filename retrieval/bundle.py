@@ -8,7 +8,8 @@
         ids.bin, ids.off.npy       item ids in row order (retrieval/columns.py)
         ids.hash.npy, ids.order.npy  item id -> row
         lines.bin, lines.off.npy   each item's cached Vowpal Wabbit feature text, in row order
-        attrs.npz      in_stock, published_at, category code per row; category names
+        in_stock.npy, published_at.npy, category.npy, popularity.npy   per row
+        categories.json            category names, by code
         embedder.npz   content encoder (tfidf or minilm), fitted projection + ridge map, for items added later
         items.jsonl    the catalog as built (input of the next rebuild)
         meta.json      version, embedding space, sizes, build time, catalog stream cursor
@@ -94,10 +95,13 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     IdMap.write(ids, tmp)
     Strings.write(lines, tmp, "lines")
     names, codes = np.unique(np.array([i.get("category", "") for i in items], dtype=object), return_inverse=True)
-    np.savez(tmp / "attrs.npz", in_stock=np.array([i["in_stock"] for i in items], dtype=bool),
-             published_at=np.array([i["published_at"] for i in items], dtype=np.int64),
-             category=codes.astype(np.int32), category_names=np.array([str(n) for n in names], dtype=str),
-             popularity=np.zeros(len(items)) if popularity is None else np.asarray(popularity, dtype=np.float64))
+    columns = {"in_stock": np.array([i["in_stock"] for i in items], dtype=bool),
+               "published_at": np.array([i["published_at"] for i in items], dtype=np.int64),
+               "category": codes.astype(np.int32),
+               "popularity": np.zeros(len(items)) if popularity is None else np.asarray(popularity, dtype=np.float64)}
+    for column, values in columns.items():  # one file each, memory-mapped by the workers: shared, not copied
+        np.save(tmp / f"{column}.npy", values)
+    (tmp / "categories.json").write_text(json.dumps([str(n) for n in names], ensure_ascii=False))
     embedder.save(tmp / "embedder.npz")
     with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
         for item in items:
@@ -131,16 +135,28 @@ def load_bundle(path: Path, search_k: int, exact_below: int = 0, kind: str = "iv
         ids, lines = Strings.of(_read_lines(path / "ids.txt")), Strings.of(_read_lines(path / "lines.txt"))
         row_of = IdMap.of(ids)
     vectors = np.load(path / "vectors.npy", mmap_mode="r")
-    with np.load(path / "attrs.npz") as attrs:
-        in_stock, published_at = attrs["in_stock"], attrs["published_at"]
-        category, category_names = attrs["category"], [str(n) for n in attrs["category_names"]]
-        popularity = attrs["popularity"] if "popularity" in attrs else np.zeros(len(in_stock))
+    in_stock, published_at, category, category_names, popularity = read_attributes(path)
     if not (len(ids) == len(lines) == len(vectors) == len(in_stock) == meta["n_items"]):
         raise ValueError(f"index version {path} is inconsistent: {meta['n_items']} items in meta.json, "
                          f"{len(ids)} ids, {len(lines)} lines, {len(vectors)} vectors")
     index = VectorIndex(path, meta["dim"], search_k, vectors, exact_below, kind)
     return Bundle(path, meta, ids, lines, row_of, vectors, in_stock, published_at, category, category_names, popularity,
                   ItemEmbedder.load(path / "embedder.npz"), index)
+
+
+def read_attributes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(in_stock, published_at, category code, category names, popularity) per row of a
+    version, the arrays memory-mapped (read-only)."""
+    if (path / "categories.json").exists():
+        def column(name):
+            return np.load(path / f"{name}.npy", mmap_mode="r")
+
+        names = json.loads((path / "categories.json").read_text(encoding="utf-8"))
+        return column("in_stock"), column("published_at"), column("category"), names, column("popularity")
+    with np.load(path / "attrs.npz") as attrs:  # written by a release before 2026-12-04: read into memory
+        popularity = attrs["popularity"] if "popularity" in attrs else np.zeros(len(attrs["in_stock"]))
+        return (attrs["in_stock"], attrs["published_at"], attrs["category"],
+                [str(n) for n in attrs["category_names"]], popularity)
 
 
 def read_items(path: Path) -> list[dict]:

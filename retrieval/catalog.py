@@ -41,6 +41,38 @@ class _Grow:
         return self.data[:n]
 
 
+class _Column:
+    """A value per row: the version's rows, read-only (memory-mapped: one copy shared by the
+    workers, never written), then the rows appended since, in a growing array of its own."""
+
+    def __init__(self, base: np.ndarray):
+        self.base = np.asarray(base)
+        self.tail = _Grow(np.zeros((0, *self.base.shape[1:]), dtype=self.base.dtype))
+
+    def append(self, value) -> None:
+        self.tail.append(value)
+
+    def __getitem__(self, rows):
+        """The values of a row (an int) or of rows (an int array)."""
+        n, tail = len(self.base), self.tail.data  # the tail read once: a concurrent append may replace it
+        if np.ndim(rows) == 0:
+            return self.base[rows] if rows < n else tail[rows - n]
+        rows = np.asarray(rows)
+        if not len(rows) or rows.max() < n:
+            return self.base[rows]
+        out = np.empty(len(rows), dtype=self.base.dtype)
+        built = rows < n
+        out[built] = self.base[rows[built]]
+        out[~built] = tail[rows[~built] - n]
+        return out
+
+    @property
+    def view(self) -> np.ndarray:
+        """Every row's value (a new array once rows were appended)."""
+        tail = self.tail.view
+        return np.concatenate([self.base, tail]) if len(tail) else self.base
+
+
 _LISTS_KEPT = 64  # lists whose rows `rows_for_list` remembers
 
 
@@ -59,11 +91,11 @@ class Catalog:
         self.lines = bundle.lines.fork() if bundle else Strings.of([])
         self.row_of = bundle.row_of.fork(self.ids) if bundle else IdMap.of(self.ids)
         self._live = _Grow(np.ones(n, dtype=bool))
-        self._in_stock = _Grow(bundle.in_stock if bundle else np.zeros(0, bool))
-        self._published = _Grow(bundle.published_at if bundle else np.zeros(0, np.int64))
+        self._in_stock = _Column(bundle.in_stock if bundle else np.zeros(0, bool))
+        self._published = _Column(bundle.published_at if bundle else np.zeros(0, np.int64))
         self.category_names: list[str] = list(bundle.category_names) if bundle else []
         self._category_code = {name: code for code, name in enumerate(self.category_names)}
-        self._category = _Grow(bundle.category if bundle else np.zeros(0, np.int32))
+        self._category = _Column(bundle.category if bundle else np.zeros(0, np.int32))
         self._fresh_vectors = _Grow(np.zeros((0, dim), dtype=np.float32))
         self._fresh_rows = _Grow(np.zeros(0, dtype=np.int64))
         self.cursor = bundle.meta.get("catalog_cursor", "0-0") if bundle else "0-0"
@@ -134,10 +166,10 @@ class Catalog:
         return code
 
     def category_codes(self, rows: np.ndarray) -> np.ndarray:
-        return self._category.data[rows]
+        return self._category[rows]
 
     def category(self, row: int) -> str:
-        return self.category_names[int(self._category.data[row])]
+        return self.category_names[int(self._category[row])]
 
     def code_of(self, category: str) -> int | None:
         return self._category_code.get(category)
@@ -181,10 +213,10 @@ class Catalog:
 
     def available(self, rows: np.ndarray) -> np.ndarray:
         """Mask of rows that may be recommended (live and in stock)."""
-        return self._live.data[rows] & self._in_stock.data[rows]
+        return self._live.data[rows] & self._in_stock[rows]
 
     def published_at(self, rows: np.ndarray) -> np.ndarray:
-        return self._published.data[rows]
+        return self._published[rows]
 
     def search(self, query: np.ndarray, n: int, n_fresh: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and cosine similarities of the nearest available items, nearest first:
@@ -214,18 +246,18 @@ class Catalog:
     def newest(self, n: int) -> np.ndarray:
         """Up to `n` available rows, most recently published first (fresh buffer included)."""
         fresh = self._fresh_rows.view
-        fresh = fresh[np.argsort(-self._published.data[fresh], kind="stable")]
+        fresh = fresh[np.argsort(-self._published[fresh], kind="stable")]
         want = 4 * n + 64
         base = self._newest_base if want <= len(self._newest_base) or len(self._newest_base) == self.n_base \
             else self._newest_of_base(want)
         rows = np.concatenate([fresh, base[:want]])
         rows = rows[self.available(rows)]
-        merged = rows[np.argsort(-self._published.data[rows], kind="stable")]
+        merged = rows[np.argsort(-self._published[rows], kind="stable")]
         return merged[:n]
 
     def _newest_of_base(self, n: int) -> np.ndarray:
         """The n most recently published built rows, newest first (ties: lower row first)."""
-        published = self._published.data[: self.n_base]
+        published = self._published.base
         if n >= self.n_base:
             return np.argsort(-published, kind="stable")
         top = np.argpartition(-published, n - 1)[:n]

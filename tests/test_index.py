@@ -163,6 +163,38 @@ def test_bundle_round_trips(tmp_path, shop):
     bundle.index.close()
 
 
+def test_per_row_attributes_are_mapped_read_only_and_appends_leave_them_alone(tmp_path, shop):
+    items, vectors, lines, embedder = shop
+    bundle = load_bundle(_write(tmp_path, shop), search_k=-1)
+    for column in (bundle.in_stock, bundle.published_at, bundle.category, bundle.popularity):
+        assert not column.flags.writeable  # the file's pages, one copy for every worker, not a copy each
+    catalog = Catalog(bundle, DIM, item_line)
+    row = catalog.upsert(_new_item("new-1", published_at=NOW + 5, in_stock=False, category="hats"), vectors[0])
+    rows = np.array([3, row, 0, 10])
+    np.testing.assert_array_equal(catalog.published_at(rows), [items[3]["published_at"], NOW + 5,
+                                                               items[0]["published_at"], items[10]["published_at"]])
+    assert catalog.available(rows).tolist() == [items[3]["in_stock"], False, items[0]["in_stock"], False]
+    assert catalog.category(row) == "hats" and catalog.category(3) == items[3]["category"]
+    assert catalog._published.base is not None and len(catalog._published.base) == len(items)  # not regrown
+    bundle.index.close()
+
+
+def test_a_version_written_before_the_attribute_files_still_loads(tmp_path, shop):
+    items, vectors, lines, embedder = shop
+    path = _write(tmp_path, shop)
+    names = json.loads((path / "categories.json").read_text())
+    np.savez(path / "attrs.npz", **{c: np.load(path / f"{c}.npy") for c in ("in_stock", "published_at", "category")},
+             category_names=np.array(names, dtype=str))  # as releases before 2026-12-04 wrote them, no popularity
+    for name in ("in_stock", "published_at", "category", "popularity"):
+        (path / f"{name}.npy").unlink()
+    (path / "categories.json").unlink()
+    bundle = load_bundle(path, search_k=-1)
+    np.testing.assert_array_equal(bundle.in_stock, [i["in_stock"] for i in items])
+    assert [bundle.category_names[c] for c in bundle.category[:20]] == [i["category"] for i in items[:20]]
+    assert not bundle.popularity.any()
+    bundle.index.close()
+
+
 def test_each_write_bumps_the_version_and_moves_current(tmp_path, shop):
     first = _write(tmp_path, shop)
     second = _write(tmp_path, shop)

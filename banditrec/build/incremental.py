@@ -12,7 +12,7 @@ import numpy as np
 from bandit.features import item_line
 from banditrec.build.lock import BuildLock
 from banditrec.config import Config
-from retrieval.bundle import current_path, read_items, read_meta, write_bundle
+from retrieval.bundle import current_path, read_attributes, read_items, read_meta, write_bundle
 from retrieval.catalog import UNTRAINED
 from retrieval.embeddings import ItemEmbedder
 from store import Store
@@ -36,8 +36,7 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
         return None
     if current is not None:
         items = read_items(current)
-        with np.load(current / "attrs.npz") as attrs:
-            prior = attrs["popularity"] if "popularity" in attrs else np.zeros(len(items))
+        prior = np.array(read_attributes(current)[4])
         vectors = np.load(current / "vectors.npy")
         embedder = ItemEmbedder.load(current / "embedder.npz")
         space = meta.get("space", current.name)
