@@ -34,6 +34,19 @@ _FAST = hasattr(vowpalwabbit.Workspace, "_parse") and _pylibvw is not None and a
     hasattr(_pylibvw.vw, name) for name in ("predict_multi", "learn_multi", "_finish_example_multi_ex"))
 
 
+# Memory. VW keeps every example it ever parsed in a pool for reuse, and starts the pool at
+# `--ring_size` (256) examples: ~8 MB of heap per Workspace before it scores anything, and a
+# pool as large as the largest call after it (1001 examples, ~24 MB, for 1000 candidates). A
+# worker holds the model and its bootstrap replicas (9 Workspaces by default) and makes a new
+# set at every snapshot it adopts. So the pool starts small, and a model scores its candidates
+# SCORE_CHUNK at a time: a --cb_adf score depends on the shared features and that action's
+# only, so the scores are the same (tests/test_vw_fast_path.py), and smaller calls are faster
+# too. Measured (3 Workspaces, 180 scorings of 1000 candidates): heap +97 MB -> +14 MB,
+# 1.14 -> 0.69 ms per call.
+RUNTIME_ARGS = "--ring_size 16"  # not saved in the model: given at every start
+SCORE_CHUNK = 128
+
+
 def _predict(ws, lines: list[str], fast: bool = True) -> np.ndarray:
     """Parse, predict, always finish (unfinished examples leak memory). For `--cb_adf` the
     result is a score (cost) per action line, in input order. The caller holds the lock."""
@@ -98,20 +111,24 @@ class VWModel(_Locked):
         self.args = args
         self._lock = threading.Lock()
         if blob is None:
-            self._ws = vowpalwabbit.Workspace(args)
+            self._ws = vowpalwabbit.Workspace(f"{args} {RUNTIME_ARGS}")
         else:  # a saved model restores its own reductions and interactions
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "model.vw")
                 with open(path, "wb") as fh:
                     fh.write(blob)
-                self._ws = vowpalwabbit.Workspace(f"-i {path} --quiet")
+                self._ws = vowpalwabbit.Workspace(f"-i {path} --quiet {RUNTIME_ARGS}")
 
     def predict(self, shared: str, actions: list[str]) -> np.ndarray:
         """Expected reward of each action, in input order."""
         if not actions:
             return np.empty(0)
         with self._lock:
-            return -_predict(self._workspace(), [shared, *actions])
+            ws = self._workspace()
+            if len(actions) <= SCORE_CHUNK:
+                return -_predict(ws, [shared, *actions])
+            return -np.concatenate([_predict(ws, [shared, *actions[i:i + SCORE_CHUNK]])
+                                    for i in range(0, len(actions), SCORE_CHUNK)])
 
     def learn(self, shared: str, action: str, reward: float, probability: float) -> None:
         """Importance-weighted update toward `reward` for the action chosen with `probability`."""

@@ -56,3 +56,26 @@ def test_fast_path_gives_the_explorers_pmf_in_action_order():
         assert abs(a.sum() - 1) < 1e-6 and int(np.argmax(a)) == 3
     finally:
         ws.finish()
+
+
+@pytest.mark.parametrize("cb_type", ["mtr", "dr", "ips"])
+def test_a_model_scores_many_candidates_in_chunks_exactly_as_in_one_call(cb_type):
+    rng = np.random.default_rng(5)
+    args = ARGS.replace("--cb_type mtr", f"--cb_type {cb_type}")
+    model = vw.VWModel(args)
+    try:
+        n = 3 * vw.SCORE_CHUNK + 17
+        actions = _actions(rng, n)
+        for _ in range(300):
+            model.learn(SHARED, actions[int(rng.integers(n))], float(rng.random() < 0.3), float(rng.uniform(0.05, 1)))
+        loaded = vw.VWModel(args, blob=model.to_bytes())
+        try:
+            chunked = model.predict(SHARED, actions)
+            whole = -vw._predict(model._ws, [SHARED, *actions])  # one call over every candidate
+            assert len(chunked) == n and np.ptp(chunked) > 0
+            np.testing.assert_array_equal(chunked, whole)
+            np.testing.assert_array_equal(loaded.predict(SHARED, actions), whole)
+        finally:
+            loaded.close()
+    finally:
+        model.close()
