@@ -21,6 +21,21 @@ loglevel = "info"
 control_socket_disable = True  # the default socket path is shared by every gunicorn of this user
 
 
+# Imported once in the master before the workers fork: their code and objects are then shared
+# copy-on-write by the workers instead of private to each. Libraries only: the app's own modules
+# create the Prometheus metrics, whose values must be made in each worker.
+PRELOAD = ("numpy", "scipy.sparse", "flask", "redis", "vowpalwabbit", "prometheus_client")
+
+
+def on_starting(server):
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # the master's objects stay out of the workers' collections, which would write to their pages
+
+
 def post_fork(server, worker):
     """Log as the config says (JSON lines by default), with each request's event_id; answer
     what gunicorn rejects before the app sees it in the API's JSON, not an HTML page."""
