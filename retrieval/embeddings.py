@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import svds
 
-from retrieval.config import EVENT_TYPES, MINILM_DIM, TEXT_ENCODERS, EmbeddingConfig
+from retrieval.config import EVENT_TYPES, MINILM_DIM, TEXT_ENCODERS, EmbeddingConfig, require_text_extra
 from retrieval.data import Interactions
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -167,8 +167,6 @@ class ItemEmbedder:
         with np.load(path) as z:
             encoder = str(z["encoder"]) if "encoder" in z else "tfidf"  # (saved before the encoder choice)
             if encoder == "minilm":
-                from retrieval.text import require_text_extra
-
                 require_text_extra(f"{path} (built with embedding.text_encoder = \"minilm\")")
             text = (z["text_mean"], z["text_map"]) if encoder == "minilm" else (None, None)
             return cls(int(z["buckets"]), z["idf"], z["components"], z["ridge_map"],
