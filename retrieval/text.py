@@ -9,8 +9,9 @@ machine are comparable with another's.
 
 A sentence's vector is the mean of the model's last hidden state over its real tokens (at most
 256 word pieces, sentence-transformers' limit for this model), L2-normalised: 384 numbers. The
-model loads on first use, once per process and again in a forked child (about 1 s, ~200 MB of
-resident memory), never at import; texts are encoded in batches of similar length.
+model loads on first use, once per process and again in a forked child (0.23 s and +206-208 MB
+of resident memory for a process's first item: `benchmarks/placement.py`), never at import;
+texts are encoded in batches of similar length.
 
 >>> item_text({"category": "shoes", "title": "Red boot", "attributes": {"waterproof": True, "size": 42}})
 'Red boot. shoes. size: 42, waterproof.'
