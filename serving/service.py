@@ -70,8 +70,8 @@ def current_catalog(config: Config, store: Store) -> Catalog:
     """The catalog as it is now: the current index version and every change made through the
     API since it was built."""
     catalog = load_catalog(config)
-    for sid, item, vector, space in store.iter_items(catalog.cursor):
-        catalog.apply(sid, item, vector, space)
+    for changes in store.item_batches(catalog.cursor):
+        catalog.apply(changes)  # re-embedded in one batch per 10,000 changes
     return catalog
 
 
@@ -212,8 +212,8 @@ class Service:
         with self._sync_lock:
             self._synced_at = now
             catalog = self.catalog
-            for sid, item, vector, space in self.store.iter_items(catalog.cursor, fast=True):
-                catalog.apply(sid, item, vector, space)
+            for changes in self.store.item_batches(catalog.cursor, fast=True):
+                catalog.apply(changes)  # re-embedded in one batch per 10,000 changes
 
     def reload(self) -> bool:
         """Swap in the index version that CURRENT names, if it is not the one served. Requests

