@@ -51,12 +51,22 @@ def targets(stage: dict, web: dict, fb: dict, rc: dict) -> str:
                         eg["p99"] <= 20))
     if th:
         rows.append(row("/recommend over HTTP, Thompson, p99", "<= 35 ms", f"{th['p99']:.1f} ms", th["p99"] <= 35))
+    two = web.get("one_client_2w", {}).get("epsilon_greedy")
+    if two:
+        rows.append(row("/recommend over HTTP, epsilon-greedy, 2 workers + learner, p50", "<= 10 ms",
+                        f"{two['p50']:.1f} ms", two["p50"] <= 10))
+        rows.append(row("/recommend over HTTP, epsilon-greedy, 2 workers + learner, p99", "<= 20 ms",
+                        f"{two['p99']:.1f} ms", two["p99"] <= 20))
     best = max(ok_rates) if ok_rates else 0
     rows.append(row("sustained load, 2 workers, p99 <= 50 ms", ">= 200 req/s", f"{best:.0f} req/s", best >= 200))
     rows.append(row("rewards learned", ">= 2000 / s", f"{fb_best} / s", fb_best >= 2000))
     rows.append(row("lag 200 -> learned, p99", "<= 1 s", f"{fb_p99:.0f} ms", fb_p99 <= 1000))
     rows.append(row(f"recall@1000 at the configured settings ({rc['kind']}, {rc['items']} items)", ">= 0.95",
                     f"{configured['recall@1000']:.3f}", configured["recall@1000"] >= 0.95))
+    warm = web["memory"].get("workers_after_warmup")
+    if warm:
+        most = max(m["private"] for m in warm.values())
+        rows.append(row("private memory per worker after the warm-up", "<= 100 MB", f"{most} MB", most <= 100))
     if growth:
         worst = max(growth.values())
         anon = max(web["memory"]["soak"]["anon_growth_pct"].values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,3 +43,18 @@ def test_soak_and_snapshot_stall_scripts_run(tmp_path):
                            env=env, capture_output=True, text=True, timeout=300)
     assert stall.returncode == 0, stall.stderr[-4000:]
     assert "| staged parts, compressed (now) | write |" in stall.stdout
+
+
+@pytest.mark.slow
+def test_worker_memory_script_reads_every_worker_at_every_stage(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.worker_memory", "--items", "2000", "--users", "200",
+                           "--warmup-s", "2", "--step-s", "3", "--candidates", "100", "--dir", str(tmp_path / "bench")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[0])
+    stages = ("after start", "after warm-up", "after the step")
+    assert all(len(result[s]) == 2 for s in stages)  # both workers, each read at each stage
+    assert all(0 < m["private"] <= m["rss"] for s in stages for m in result[s].values())
+    assert not result["step"]["errors"] and result["learner"]["rss"] > 0
+    assert "| worker |" in done.stdout

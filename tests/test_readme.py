@@ -131,6 +131,7 @@ EXERCISED = {
     "benchmarks/run_all.py": ("tests/test_benchmarks.py", "benchmarks/run_all.py"),
     "benchmarks.soak": ("tests/test_benchmarks.py", '"benchmarks.soak"'),
     "benchmarks.snapshot_stall": ("tests/test_benchmarks.py", '"benchmarks.snapshot_stall"'),
+    "benchmarks.worker_memory": ("tests/test_benchmarks.py", '"benchmarks.worker_memory"'),
     "benchmarks.realdata": ("tests/test_realdata.py", "realdata.main(["),
     "benchmarks.placement": ("tests/test_realdata.py", "placement.main(["),
     "curl": ("tests/test_readme.py", "def test_readme_curl_examples_work"),
