@@ -15,6 +15,8 @@ import ctypes
 import ctypes.util
 import logging
 
+from serving.background import Periodic
+
 log = logging.getLogger(__name__)
 
 _UNRESOLVED = object()
@@ -44,3 +46,11 @@ def trim() -> bool:
     go of the GIL meanwhile: the other threads run Python, not malloc.)"""
     function = _resolve()
     return bool(function(0)) if function is not None else False
+
+
+def trim_every(interval_s: float):
+    """A started `Periodic` that trims every `interval_s` (jittered), or None when that is 0 or
+    this C library cannot (`server.heap_trim_s`)."""
+    if interval_s <= 0 or not available():
+        return None
+    return Periodic("heap-trim", interval_s, trim, jitter=0.2).start()

@@ -110,8 +110,7 @@ class LearnerProcess:
             refitter = self.refitter(self.config, self.store, self.clock)
             refit = Periodic("refit", self.config.index.refit_check_s,
                              lambda: refitter() if self._held.is_set() else None).start()
-        trim = Periodic("heap-trim", self.config.server.heap_trim_s, heap.trim, jitter=0.2).start() \
-            if self.config.server.heap_trim_s > 0 and heap.available() else None
+        trim = heap.trim_every(self.config.server.heap_trim_s)
         try:
             while not stop.is_set():
                 if parent is not None and os.getppid() != parent:

@@ -161,8 +161,9 @@ class Service:
         except StoreError as exc:
             log.warning("canary not read yet (retried every %g s): %s", cfg.canary.check_s, exc)
         self.tasks.append(Periodic("canary", cfg.canary.check_s, self.watch_canary).start())
-        if cfg.server.heap_trim_s > 0 and heap.available():
-            self.tasks.append(Periodic("heap-trim", cfg.server.heap_trim_s, heap.trim, jitter=0.2).start())
+        trimmer = heap.trim_every(cfg.server.heap_trim_s)
+        if trimmer is not None:
+            self.tasks.append(trimmer)
 
     def start_exposure_flush(self) -> None:
         """Count the slates' exposure in batches, off the request path (`serving.exposure`)."""
