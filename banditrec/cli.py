@@ -1,6 +1,6 @@
 """The `banditrec` command: the argument parser and one function per command (build, serve,
-learn, simulate, tune, export, evaluate, model, report); `serve`'s process supervision is
-`banditrec.supervisor`."""
+learn, simulate, tune, export, evaluate, model, config, dead-letters, report); `canary` is
+`banditrec.canary_cli`, `serve`'s process supervision `banditrec.supervisor`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from banditrec import canary_cli
 from banditrec.config import Config, load_config
 from banditrec.errors import BanditrecError
 from banditrec.logs import setup as setup_logging
@@ -104,16 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("version", nargs="?", type=int, help="with rollback: the version to go back to")
     model.set_defaults(func=_model)
 
-    canary = sub.add_parser("canary", parents=[common],
-                            help="canary rollout of a model snapshot: start, status, promote, abort")
-    canary.add_argument("action", choices=["start", "status", "promote", "abort"])
-    canary.add_argument("version", nargs="?", type=int, help="with start: the snapshot to try (`banditrec model list`)")
-    canary.add_argument("--share", type=float, help="with start: share of the bandit's users (default: canary.share)")
-    canary.add_argument("--json", action="store_true", help="with status: the same JSON as GET /experiments' canary")
-    canary.add_argument("--gate", action="store_true",
-                        help="with start: evaluate the snapshot off-policy on the decisions logged since it was "
-                             "written; do not start it if it is worse than the logged policy with confidence")
-    canary.set_defaults(func=_canary)
+    canary_cli.add_parser(sub, common)
+
+    conf = sub.add_parser("config", parents=[common],
+                          help="show the config in effect (file, environment and a promoted exploration), or drop "
+                               "a promoted exploration")
+    conf.add_argument("action", choices=["show", "clear-live"])
+    conf.set_defaults(func=_config_command)
 
     dead = sub.add_parser("dead-letters", parents=[common],
                           help="rewards set aside because they could not be learned, with the error")
@@ -140,18 +137,11 @@ def _config(args) -> Config:
     return load_config(args.config, env)
 
 
-@contextmanager
 def _store(config: Config):
     """A Store for the command's duration; its client (and an embedded server it started) closed after."""
-    from store import open_store
+    from store import store_session
 
-    store, embedded = open_store(config.redis, config.data.path)
-    try:
-        yield store
-    finally:
-        store.close()
-        if embedded is not None:
-            embedded.close()
+    return store_session(config.redis, config.data.path)
 
 
 def _build(config: Config, args) -> int:
@@ -258,8 +248,8 @@ def _simulate(config: Config, args) -> int:
 
 
 def _tune(config: Config, args) -> int:
-    from banditrec.config import to_dict
-    from simulations.tune import changed_settings, dump_toml, load_space, table, tune
+    from banditrec.config import dump_toml, to_dict
+    from simulations.tune import changed_settings, load_space, table, tune
 
     result = tune(load_space(args.space), config, jobs=args.jobs, redis_url=config.redis.url or None)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -330,88 +320,30 @@ def _model(config: Config, args) -> int:
         return 0
 
 
-def _canary(config: Config, args) -> int:
-    import json
+def _config_command(config: Config, args) -> int:
+    """`banditrec config show`: the config in effect as TOML (keys masked), with the exploration
+    a canary promoted where it applies; `clear-live`: drop that promotion."""
+    import re
 
-    from serving import canary
-    from store.canary import PROMOTING, PROMOTING_STALE_S, CanaryExists
+    from banditrec.config import dump_toml, to_dict
+    from serving.live import describe, effective
 
-    def fail(message: str) -> int:
-        print(f"banditrec canary {args.action}: {message}", file=sys.stderr)
-        return 2
-
-    switch = f"Running services switch within {config.canary.check_s:g} s."
     with _store(config) as store:
-        record = store.canary()
-        if args.action == "start":
-            if args.version is None:
-                return fail("name the VERSION to try (see `banditrec model list`)")
-            share = config.canary.share if args.share is None else args.share
-            if not 0.0 < share <= 0.5:
-                return fail(f"--share must be in (0, 0.5], got {share:g}")
-            try:
-                if args.gate:
-                    passed, text = _canary_gate(config, store, args.version)
-                    print(text)
-                    if not passed:
-                        return fail("not started: the off-policy estimate says no (see above)")
-                record = store.start_canary(args.version, share)
-            except KeyError:
-                return fail(f"no snapshot v{args.version} (see `banditrec model list`)")
-            except CanaryExists as exc:
-                return fail(str(exc))
-            print(f"canary {record['id']}: model v{args.version} for {share:.1%} of the bandit's users. {switch}")
+        if args.action == "clear-live":
+            dropped = store.clear_live_exploration()
+            print("dropped the promoted exploration: running services go back to their config file's within "
+                  f"{config.canary.check_s:g} s" if dropped else "no exploration was promoted")
             return 0
-        if args.action == "status":
-            result = canary.report(record, store.arm_counts(canary.experiment_of(record["id"])) if record else {},
-                                   config.canary)
-            if args.json:
-                print(json.dumps(result, indent=2))
-            elif result is None:
-                print("no canary was started (`banditrec canary start VERSION`)")
-            else:
-                print(canary.format_report(result))
-            return 0
-        if record is not None and record["status"] == PROMOTING and not canary.endable(record, time.time()):
-            return fail(f"canary {record['id']} is being promoted (since {time.time() - record['ended_at']:.0f} s); "
-                        f"if the process promoting it died, run this again once {PROMOTING_STALE_S:.0f} s have passed")
-        if not canary.endable(record, time.time()):
-            return fail("no canary is running")
-        if args.action == "abort":
-            if not canary.abort(store, record, "by hand (banditrec canary abort)"):
-                return fail("it ended meanwhile (see `banditrec canary status`)")
-            print(f"canary {record['id']} aborted: every user gets the current model. {switch}")
-            return 0
-        version = canary.promote(store, record, config.snapshot.keep, "by hand (banditrec canary promote)")
-        if version is None:
-            return fail("it ended meanwhile (see `banditrec canary status`)")
-        print(f"canary {record['id']} promoted: v{version} = v{record['version']}, learning on from its cursor "
-              f"(the rewards since are learned). Running services switch within "
-              f"{min(5.0, config.snapshot.interval_s):g} s.")
-        return 0
-
-
-GATE_MIN_DECISIONS = 100  # settled decisions logged after the candidate was written, to judge it off-policy
-
-
-def _canary_gate(config: Config, store, version: int) -> tuple[bool, str]:
-    """(passed, what it found) of `banditrec canary start --gate`: the snapshot, frozen as a
-    canary serves it, replayed on the settled decisions logged after it was written (ones it
-    never learned), against the policy that logged them (`evaluation.replay.gate`)."""
-    from evaluation.log import settled
-    from evaluation.replay import estimate, gate, replay, table
-
-    snapshot = store.get_snapshot(version)
-    if snapshot is None:
-        raise KeyError(version)
-    blob, meta = snapshot
-    decisions = [d for d in settled(config, store) if d.ts > meta["created_at"]]
-    if len(decisions) < GATE_MIN_DECISIONS:
-        return False, (f"only {len(decisions)} settled decisions were logged after v{version} was written; the "
-                       f"gate needs {GATE_MIN_DECISIONS} (start without --gate to try it on users directly)")
-    estimates = estimate(replay(decisions, config, snapshot=(blob, meta["replica_blobs"])))
-    passed, verdict = gate(estimates)
-    return passed, table(estimates, len(decisions)) + "\n" + verdict
+        live = store.live_exploration()
+    exploring = effective(config.exploration, live)
+    data = to_dict(config.replace(exploration=to_dict(exploring.config)))
+    for key in ("api_key", "read_key"):
+        data["server"][key] = "***" if data["server"][key] else ""
+    data["redis"]["url"] = re.sub(r"//[^@/]*@", "//***@", data["redis"]["url"])
+    source = args.config or os.environ.get("BANDITREC_CONFIG") or "the defaults only"
+    print(f"# the config in effect: {source}, the environment, and the live exploration\n"
+          f"# {describe(exploring, live)}\n" + dump_toml(data))
+    return 0
 
 
 def _dead_letters(config: Config, args) -> int:

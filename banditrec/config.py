@@ -196,7 +196,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{name}] must be a table, got {value!r}")
         if name == "exploration":
-            sections[name] = _exploration(value)
+            sections[name] = exploration_from_dict(value)
         else:
             sections[name] = _build(classes[name], value, name)
     return Config(**sections)
@@ -247,7 +247,8 @@ def _build(cls, values: Mapping[str, Any], section: str):
     return cls(**kwargs)
 
 
-def _exploration(values: Mapping[str, Any]) -> ExplorationConfig:
+def exploration_from_dict(values: Mapping[str, Any]) -> ExplorationConfig:
+    """An `[exploration]` section (as TOML or `to_dict` gives it), validated."""
     settings = {}
     strategy = values.get("strategy", ExplorationConfig.strategy)
     for key, value in values.items():
@@ -267,3 +268,34 @@ def _deep_merge(base: dict, extra: Mapping) -> None:
             _deep_merge(base[key], value)
         else:
             base[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def dump_toml(data: dict) -> str:
+    """Our config dicts as TOML (tables of scalars, lists and inline tables)."""
+    out: list[str] = []
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        raise TypeError(v)
+
+    def table_(prefix, node):
+        scalars = {k: v for k, v in node.items() if not (isinstance(v, dict) and k not in ("event_weights",))}
+        nested = {k: v for k, v in node.items() if k not in scalars}
+        if prefix:
+            out.append(f"[{prefix}]")
+        out.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        out.append("")
+        for k, v in nested.items():
+            table_(f"{prefix}.{k}" if prefix else k, v)
+
+    table_("", data)
+    return "\n".join(out).strip() + "\n"

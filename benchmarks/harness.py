@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banditrec.config import Config, load_config
-from simulations.tune import dump_toml
+from banditrec.config import Config, dump_toml, load_config
 from store import connect
 
 ROOT = Path(__file__).resolve().parent.parent

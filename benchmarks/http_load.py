@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from banditrec.config import dump_toml
 from benchmarks.harness import ROOT, Bench, bench_for, parser_for, percentiles, user_ids
-from simulations.tune import dump_toml
 
 
 def free_port() -> int:

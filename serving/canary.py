@@ -1,5 +1,7 @@
-"""Canary rollout of a model: a candidate snapshot served to a share of users beside the
-current model, compared with it, then promoted (everyone gets it) or aborted.
+"""Canary rollout: a candidate served to a share of users beside the current model, compared
+with it, then promoted (everyone gets it) or aborted. The candidate is a model snapshot, or an
+exploration config (`[exploration]`: the strategy and its settings) served with the current
+model, which learns from every user's rewards as usual.
 
 Who is in the canary: among the users the bandit serves (not the A/B holdout), those whose
 hash of ("canary-<id>", user_id) falls below its share; a new canary draws new users. Their
@@ -8,7 +10,8 @@ decisions are scored by the canary's model, logged with their probabilities like
 canary's own experiment (`canary-<id>`: arms "canary" and "current"; the other users the
 bandit serves meanwhile are "current"). The canary's model serves as it is: it does not learn
 while it is a canary; promoted, it becomes a new snapshot (origin "canary") from which the
-learner goes on, learning the rewards since its cursor.
+learner goes on, learning the rewards since its cursor. A promoted exploration becomes the live
+exploration (`serving.live`): every serving process and the learner switch to it.
 
 The comparison is CTR (clicks per impression) and reward per decision, with the relative lift
 of the canary over the current model and a 95 % interval (`serving.experiment`). The
@@ -23,10 +26,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from banditrec.config import CanaryConfig
+from bandit.strategies import Strategy
+from banditrec.config import CanaryConfig, Config, exploration_from_dict
 from serving.experiment import _NORMAL, _ratio_lift, arm_summary, in_share
 from serving.learner import Learner
-from store.canary import PROMOTING, PROMOTING_STALE_S, RUNNING
+from serving.live import section, strategy_of
+from store.canary import EXPLORATION, PROMOTING, PROMOTING_STALE_S, RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,31 @@ def in_canary(user_id: str, record: dict) -> bool:
 
 @dataclass(frozen=True)
 class Held:
-    """A running canary as one process serves it: its record and its model (a learner that
-    does not learn)."""
+    """A running canary as one process serves it: its record, and its model (a learner that
+    does not learn) or, for an exploration canary, its strategy (with the current model)."""
 
     record: dict
-    learner: Learner
+    learner: Learner | None = None
+    strategy: Strategy | None = None
+
+    @property
+    def replicas(self) -> int:
+        """Bootstrap replicas the current model must keep for this canary's strategy."""
+        return self.strategy.replicas if self.strategy is not None else 0
+
+
+def exploration_strategy(record: dict | None) -> Strategy | None:
+    """A running exploration canary's strategy; None for anything else."""
+    if record is None or record["status"] != RUNNING or record["kind"] != EXPLORATION:
+        return None
+    return strategy_of(exploration_from_dict(record["exploration"]))
+
+
+def candidate(record: dict) -> str:
+    """What a canary tries, in words: "model v12" or "exploration thompson"."""
+    if record["kind"] == EXPLORATION:
+        return f"exploration {record['exploration']['strategy']} (with the current model)"
+    return f"model v{record['version']}"
 
 
 def report(record: dict | None, counts: dict[str, dict[str, float]], cfg: CanaryConfig) -> dict | None:
@@ -68,12 +93,13 @@ def report(record: dict | None, counts: dict[str, dict[str, float]], cfg: Canary
     c, k = counts.get(CANARY, {}), counts.get(CURRENT, {})
     g = lambda arm, name: arm.get(name, 0.0)  # noqa: E731
     lift = {"ctr": _ratio_lift((g(c, "clicks"), g(c, "impressions")), (g(k, "clicks"), g(k, "impressions")), z)}
-    out = {key: record[key] for key in ("id", "version", "share", "status", "started_at", "ended_at", "reason",
-                                        "promoted_as")}
+    out = {key: record[key] for key in ("id", "kind", "version", "exploration", "share", "status", "started_at",
+                                        "ended_at", "reason", "promoted_as")}
     arms = {CANARY: arm_summary(c), CURRENT: arm_summary(k)}
     for arm, raw in ((CANARY, c), (CURRENT, k)):
         arms[arm]["reward_per_decision"] = g(raw, "reward") / g(raw, "decisions") if g(raw, "decisions") else None
-    return {**out, "experiment": experiment_of(record["id"]), "arms": arms, "lift": lift,
+    return {**out, "candidate": candidate(record), "experiment": experiment_of(record["id"]), "arms": arms,
+            "lift": lift,
             "lift_is": "canary / current - 1, with a 95 % confidence interval; null until both arms have clicks",
             "verdict": verdict(arms, cfg) if record["status"] == RUNNING else None,
             "rule": {"auto": cfg.auto, "min_decisions": cfg.min_decisions, "max_loss": cfg.max_loss}}
@@ -111,30 +137,55 @@ def endable(record: dict | None, now: float) -> bool:
     return record["status"] != PROMOTING or (record["ended_at"] or 0.0) < now - PROMOTING_STALE_S
 
 
-def promote(store, record: dict, keep: int, reason: str) -> int | None:
-    """Make the canary's model the current one: a new snapshot (origin "canary") with the
-    canary's model and its cursor. The snapshot's version, or None if the canary was no longer
-    running (ended by someone else, or being promoted). A failure after the canary was marked
-    promoting leaves it "promote_failed", with its model kept, for another `promote`."""
+def promote(store, record: dict, config: Config, reason: str) -> str | None:
+    """Make the canary the current: a model canary's model becomes a new snapshot (origin
+    "canary") with its cursor; an exploration canary's exploration becomes the live one
+    (`serving.live`, over this config file's `[exploration]`). What it became ("v13", "the
+    live exploration"), or None if the canary was no longer running (ended by someone else,
+    or being promoted). A failure after the canary was marked promoting leaves it
+    "promote_failed", with its model kept, for another `promote`."""
+    if record["kind"] == EXPLORATION:
+        return _promote_exploration(store, record, config, reason)
     snapshot = store.canary_model(record)
     if snapshot is None:
         return None
-    if not store.end_canary(record["id"], PROMOTING, reason, from_statuses=ENDABLE,
-                            stale_before=time.time() - PROMOTING_STALE_S):
+    if not _start_promoting(store, record, reason):
         return None
     blob, meta = snapshot
     replicas = meta.pop("replica_blobs")
     meta = {key: value for key, value in meta.items() if key not in ("version", "created_at", "replicas")}
     try:
         version = store.put_snapshot(blob, {**meta, "origin": "canary", "from_version": record["version"]},
-                                     keep, replicas)
+                                     config.snapshot.keep, replicas)
     except Exception as exc:
-        store.end_canary(record["id"], "promote_failed", f"{reason}; the snapshot was not written: {exc}",
-                         from_statuses=(PROMOTING,))
+        _promote_failed(store, record, reason, exc)
         raise
     store.end_canary(record["id"], "promoted", reason, from_statuses=(PROMOTING,), promoted_as=version)
     store.drop_canary_model(record["id"])
-    return version
+    return f"v{version}"
+
+
+def _promote_exploration(store, record: dict, config: Config, reason: str) -> str | None:
+    if not _start_promoting(store, record, reason):
+        return None
+    try:
+        store.set_live_exploration({"exploration": record["exploration"], "base": section(config.exploration),
+                                    "canary": record["id"], "at": time.time()})
+    except Exception as exc:
+        _promote_failed(store, record, reason, exc)
+        raise
+    store.end_canary(record["id"], "promoted", reason, from_statuses=(PROMOTING,))
+    return "the live exploration"
+
+
+def _start_promoting(store, record: dict, reason: str) -> bool:
+    return store.end_canary(record["id"], PROMOTING, reason, from_statuses=ENDABLE,
+                            stale_before=time.time() - PROMOTING_STALE_S)
+
+
+def _promote_failed(store, record: dict, reason: str, exc: Exception) -> None:
+    store.end_canary(record["id"], "promote_failed", f"{reason}; it was not written: {exc}",
+                     from_statuses=(PROMOTING,))
 
 
 def abort(store, record: dict, reason: str) -> bool:
@@ -146,20 +197,20 @@ def abort(store, record: dict, reason: str) -> bool:
     return True
 
 
-def apply_rule(store, record: dict, cfg: CanaryConfig, keep: int) -> str | None:
+def apply_rule(store, record: dict, config: Config) -> str | None:
     """The automatic rule on a running canary: "promoted" or "aborted" if this call ended it."""
-    result = report(record, store.arm_counts(experiment_of(record["id"])), cfg)
+    result = report(record, store.arm_counts(experiment_of(record["id"])), config.canary)
     decided = result["verdict"]
     c, k = result["arms"][CANARY], result["arms"][CURRENT]
     why = (f"automatic: {c['clicks']} clicks in {c['impressions']} impressions against {k['clicks']} in "
            f"{k['impressions']}, after {c['decisions']} / {k['decisions']} decisions")
     if decided == "abort" and abort(store, record, why):
-        log.warning("canary %s (model v%d) aborted: %s", record["id"], record["version"], why)
+        log.warning("canary %s (%s) aborted: %s", record["id"], candidate(record), why)
         return "aborted"
     if decided == "promote":
-        version = promote(store, record, keep, why)
-        if version is not None:
-            log.info("canary %s (model v%d) promoted as v%d: %s", record["id"], record["version"], version, why)
+        became = promote(store, record, config, why)
+        if became is not None:
+            log.info("canary %s (%s) promoted as %s: %s", record["id"], candidate(record), became, why)
             return "promoted"
     return None
 
@@ -172,24 +223,31 @@ class CanaryWatch:
         self.load_learner = load_learner  # (blob, meta) -> a Learner that serves it
         self.held: Held | None = None
 
-    def sync(self, store, cfg: CanaryConfig, keep: int) -> None:
-        """(A `Periodic` task: a failure is logged and counted there.)"""
+    def sync(self, store, config: Config) -> bool:
+        """True if what this process serves changed. (A `Periodic` task: a failure is logged and
+        counted there.)"""
         record = store.canary()
-        if record is not None and record["status"] == RUNNING and cfg.auto and apply_rule(store, record, cfg, keep):
+        if record is not None and record["status"] == RUNNING and config.canary.auto and \
+                apply_rule(store, record, config):
             record = store.canary()
         if record is None or record["status"] != RUNNING:
             if self.held is not None:
                 log.info("canary %s ended (%s): every user gets the current model", self.held.record["id"],
                          record["status"] if record else "gone")
-            self.held = None
-            return
-        if self.held is None or self.held.record["id"] != record["id"]:
+                self.held = None
+                return True
+            return False
+        if self.held is not None and self.held.record["id"] == record["id"]:
+            return False
+        if record["kind"] == EXPLORATION:
+            self.held = Held(record, strategy=exploration_strategy(record))
+        else:
             snapshot = store.canary_model(record)
             if snapshot is None:
-                return  # ended while we read it
-            self.held = Held(record, self.load_learner(snapshot))
-            log.info("serving canary %s: model v%d to %.1f%% of users", record["id"], record["version"],
-                     100 * record["share"])
+                return False  # ended while we read it
+            self.held = Held(record, learner=self.load_learner(snapshot))
+        log.info("serving canary %s: %s to %.1f%% of users", record["id"], candidate(record), 100 * record["share"])
+        return True
 
 
 def format_report(result: dict) -> str:
@@ -198,7 +256,7 @@ def format_report(result: dict) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
     arms, ctr = result["arms"], result["lift"]["ctr"]
-    lines = [f"canary {result['id']}: model v{result['version']} for {result['share']:.1%} of the bandit's users, "
+    lines = [f"canary {result['id']}: {candidate(result)} for {result['share']:.1%} of the bandit's users, "
              f"{result['status']}" + (f" ({result['reason']})" if result["reason"] else "")
              + (f", now v{result['promoted_as']}" if result["promoted_as"] else ""), "",
              "| | canary | current |", "| --- | --- | --- |"]

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bandit.strategies import Strategy
 from serving.candidates import retrieve, retrieve_baseline
 from serving.draw import draw, in_order
 from serving.ranking import Ranking
@@ -27,8 +28,9 @@ from serving.userstate import preference_taste, query_vector, realtime_features,
 class Slate:
     """A decided slate: where its candidates came from (`source`: the response's "strategy"),
     the shared features, its items, the first position's distribution for the decision log
-    ([item_id, similarity, probability] each), the model version that scored it, and in
-    apprentice mode whether the model's first choice was the baseline's (`matched`)."""
+    ([item_id, similarity, probability] each), the model version that scored it, in
+    apprentice mode whether the model's first choice was the baseline's (`matched`), and the
+    exploration strategy that drew it (None for a pre-generated slate: the service's)."""
 
     source: str
     shared: str
@@ -36,6 +38,7 @@ class Slate:
     candidates: list | None = None
     version: int | None = None
     matched: bool | None = None
+    strategy: Strategy | None = None
 
     def to_json(self) -> dict:  # what a pre-generated slate keeps ("path": the stored name of `source`)
         return {"path": self.source, "shared": self.shared, "items": [item.to_json() for item in self.items]}
@@ -59,7 +62,7 @@ def decide(ranking: Ranking, state: UserState, *, user_id: str, context: dict, k
     items, logged = draw(ranking, found, scored, k=k, event_id=event_id, now=now)
     items = _explained(ranking, scored, items) if explain else items
     laps("slate")
-    return Slate(found.source, scored.shared, items, logged, ranking.version)
+    return Slate(found.source, scored.shared, items, logged, ranking.version, strategy=ranking.strategy)
 
 
 def decide_baseline(ranking: Ranking, state: UserState, *, user_id: str, context: dict, k: int,
@@ -83,7 +86,7 @@ def decide_baseline(ranking: Ranking, state: UserState, *, user_id: str, context
     items = _explained(ranking, scored, items) if explain else items
     matched = None if holdout else bool(len(found)) and int(np.argmax(scored.scores.mean)) == 0
     laps("slate")
-    return Slate(found.source, scored.shared, items, logged, ranking.version, matched)
+    return Slate(found.source, scored.shared, items, logged, ranking.version, matched, ranking.strategy)
 
 
 def _user(cfg, catalog, profile: dict, state: UserState, user_id: str) -> dict:

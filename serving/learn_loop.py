@@ -27,10 +27,11 @@ import os
 import threading
 import time
 
-from bandit.strategies import STRATEGIES
 from banditrec.config import Config
 from serving import heap
 from serving.background import Periodic
+from serving.canary import exploration_strategy
+from serving.live import LiveExploration
 from serving.models import adopt_latest, make_learner
 from serving.rewards import close_due
 from store import Store, StoreError
@@ -47,8 +48,10 @@ class LearnerProcess:
     def __init__(self, config: Config, store: Store, clock=time.time, refitter=None):
         """`refitter(config, store, clock)` makes the embeddings' refit (None: no refits)."""
         self.config, self.store, self.clock, self.refitter = config, store, clock, refitter
-        self.strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
+        self.exploring = LiveExploration(config.exploration)
+        self.strategy, self.replicas = self.exploring.now.strategy, self.exploring.now.strategy.replicas
         self.learner = make_learner(config, store, self.strategy, store.latest_snapshot(), learns=True)
+        self._followed_at = -float("inf")
         self._token: str | None = None
         self._held = threading.Event()  # set while the lock is ours (the heartbeat clears it on loss)
 
@@ -56,6 +59,8 @@ class LearnerProcess:
         """Adopt a newer snapshot written elsewhere, close due decisions, learn what is new (at
         most about `max_entries` stream entries), snapshot when due; wait up to `block_ms` for
         new rewards when there was nothing to do. Returns the reward entries handled."""
+        if time.monotonic() - self._followed_at >= self.config.canary.check_s:
+            self.follow()
         self.adopt_newer()
         handled = close_due(self)
         handled += self.learner.catch_up(max_entries=max_entries)
@@ -71,7 +76,18 @@ class LearnerProcess:
 
     def adopt_newer(self) -> bool:
         """Continue from a snapshot newer than ours (a rollback, or a previous learner's last one)."""
-        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=True)
+        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=True, replicas=self.replicas)
+
+    def follow(self) -> None:
+        """Train the bootstrap replicas the served strategies need: the live exploration's
+        (`serving.live`), or a running exploration canary's if it needs more."""
+        self._followed_at = time.monotonic()
+        if self.exploring.follow(self.store):
+            self.strategy = self.exploring.now.strategy
+        canary = exploration_strategy(self.store.canary())
+        self.replicas = max(self.strategy.replicas, canary.replicas if canary is not None else 0)
+        if self.learner.resize_replicas(self.replicas, self.config.model.vw_args()):
+            log.info("learning %d bootstrap replicas", self.replicas)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """Renew the lock every second; clear `_held` when it is lost (expired, taken over)."""

@@ -137,6 +137,22 @@ class Learner:
         if self.since_snapshot:
             self.snapshot(cfg.keep)
 
+    def resize_replicas(self, n: int, args: str) -> bool:
+        """Keep `n` bootstrap replicas (a strategy that needs more was switched to, or an
+        exploration canary that needs them started or ended); True if the count changed. New
+        ones start as copies of the model and diverge as they learn (each reward Poisson(1)
+        times, the first replicas' draws unchanged). Dropped ones are not closed here: requests
+        in flight may still be scoring with them."""
+        with self._lock:
+            models = list(self.replicas.models) if self.replicas is not None else []
+            if n == len(models):
+                return False
+            if n > len(models):
+                copy = self.model.to_bytes()
+                models += [VWModel(args, blob=copy) for _ in range(n - len(models))]
+            self.replicas = Replicas(models[:n]) if n else None
+            return True
+
     def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict) -> None:
         """Continue from a snapshot written elsewhere (a rollback): its model, cursor and count.
         The old model is not closed here: requests in flight may still be scoring with it; it

@@ -29,31 +29,35 @@ def fresh_model(cfg: ModelConfig) -> VWModel:
     return model
 
 
-def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, learns: bool = False) -> Learner:
-    """A learner for `strategy` from a snapshot (or a fresh model). A strategy that needs more
-    bootstrap replicas than the snapshot has starts the missing ones as copies of the model,
-    so switching strategies never throws away what was learned. It learns when the serving
-    process learns inline or `learns` (the separate learner); else it only serves."""
+def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, learns: bool = False,
+                 replicas: int | None = None) -> Learner:
+    """A learner for `strategy` from a snapshot (or a fresh model), with `replicas` bootstrap
+    replicas (default: as many as the strategy needs; more while an exploration canary needs
+    them). Replicas the snapshot lacks start as copies of the model, so switching strategies
+    never throws away what was learned. It learns when the serving process learns inline or
+    `learns` (the separate learner); else it only serves."""
     args = config.model.vw_args()
     if snapshot is None:
         model, meta = fresh_model(config.model), {"cursor": "0-0", "version": 0, "t": 0, "replica_blobs": []}
     else:
         blob, meta = snapshot
         model = VWModel(args, blob=blob)
-    replicas = None
-    if strategy.replicas:
-        blobs = list(meta.get("replica_blobs", []))[: strategy.replicas]
-        if len(blobs) < strategy.replicas:
+    n = strategy.replicas if replicas is None else replicas
+    kept = None
+    if n:
+        blobs = list(meta.get("replica_blobs", []))[:n]
+        if len(blobs) < n:
             copy = model.to_bytes()
-            blobs += [copy] * (strategy.replicas - len(blobs))
-        replicas = Replicas.from_blobs(args, blobs)
+            blobs += [copy] * (n - len(blobs))
+        kept = Replicas.from_blobs(args, blobs)
     return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
-                   total=meta.get("t", 0), replicas=replicas, importance_weighted=strategy.importance_weighted,
+                   total=meta.get("t", 0), replicas=kept, importance_weighted=strategy.importance_weighted,
                    enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline),
                    position_bias=config.model.position_bias)
 
 
-def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool) -> bool:
+def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool,
+                 replicas: int | None = None) -> bool:
     """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
     the separate learner's, a rollback, a previous learner's last one)."""
     if store.latest_version() <= learner.version:
@@ -61,7 +65,7 @@ def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Lear
     snapshot = store.latest_snapshot()
     if snapshot is None or snapshot[1]["version"] <= learner.version:
         return False
-    fresh = make_learner(config, store, strategy, snapshot, learns=learns)
+    fresh = make_learner(config, store, strategy, snapshot, learns=learns, replicas=replicas)
     learner.adopt(fresh.model, fresh.replicas, snapshot[1])
     origin = snapshot[1].get("origin", "learner")
     if origin == "rollback":

@@ -160,7 +160,9 @@ def document(config: Config) -> dict:
                    required=("rebuilt", "index_version"), extra=True)),
         **_errors(*admin_errors)}, admin=True)
     learning = _op("Is it learning: mode, strategy, model version, counts", _ok(_obj({
-        "mode": {"type": "string"}, "strategy": {"type": "string"}, "model_version": {"type": "integer"},
+        "mode": {"type": "string"}, "strategy": {"type": "string"},
+        "exploration_from": {"type": "string", "description": "\"file\", or \"canary <id>\" when a canary's "
+                             "exploration was promoted"}, "model_version": {"type": "integer"},
         "learned_total": {"type": "integer"}, "learned_here": {"type": "integer"},
         "dead_letters": {"type": "integer", "nullable": True, "description": "rewards that could not be learned"},
         "waiting": _obj({"decisions": {"type": "integer", "nullable": True},
@@ -180,12 +182,18 @@ def document(config: Config) -> dict:
                                              "maxItems": 2}, "p_value": {"type": "number", "nullable": True}}}
     arm = {"type": "object", "additionalProperties": {"type": "number", "nullable": True}}
     canary = {**_obj({
-        "id": {"type": "string"}, "version": {"type": "integer"}, "share": {"type": "number"},
+        "id": {"type": "string"}, "kind": {"type": "string", "enum": ["model", "exploration"]},
+        "version": {"type": "integer", "description": "the canary's model, or (kind exploration) the model "
+                    "version when it started"},
+        "exploration": {"type": "object", "nullable": True, "description": "kind exploration: the [exploration] "
+                        "section it tries"},
+        "candidate": {"type": "string"}, "share": {"type": "number"},
         "status": {"type": "string", "enum": ["running", "promoting", "promote_failed", "promoted", "aborted"]},
         "arms": _obj({"canary": arm, "current": arm}, required=("canary", "current")),
         "lift": {"type": "object", "additionalProperties": lift},
         "verdict": {"type": "string", "nullable": True, "enum": ["promote", "abort", "wait", None]}},
-        required=("id", "version", "share", "status", "arms", "lift", "verdict"), extra=True), "nullable": True}
+        required=("id", "kind", "version", "share", "status", "arms", "lift", "verdict"), extra=True),
+        "nullable": True}
     experiments = _op("The A/B holdout: per-arm counts and rates, and the lift with 95 % intervals; the last "
                       "canary against the current model (null if none was started)", {
         **_ok(_obj({"experiment": {"type": "string"}, "holdout_share": {"type": "number"},

@@ -50,7 +50,7 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
             and pregen.is_inactive(state, now, cfg):
         slate = pregen.cached_slate(service, catalog, req, state, now)
     if slate is None:
-        ranking = service.ranking(catalog, held.learner if canary and canary[1] == CANARY else None)
+        ranking = service.ranking(catalog, held if canary and canary[1] == CANARY else None)
         ask = dict(user_id=req.user_id, context=req.context, k=req.k, exclude=req.exclude, now=now, explain=req.explain,
                    laps=laps)
         if arm == HOLDOUT or cfg.learning.mode == "apprentice":
@@ -76,10 +76,11 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
     rewards), not in the decision log, the experiment's counters or the items' exposure. While
     a canary runs, `canary` is (its id, the arm: canary or current), counted in its experiment."""
     cfg = service.config.feedback
+    strategy = slate.strategy or service.strategy  # the one that drew it (a canary's, the live one)
     decision = Decision(ts=now, user_id=user_id, shared=slate.shared, version=slate.version,
                         items={i.item_id: (i.position, i.probability, i.action) for i in slate.items},
-                        strategy=service.strategy.name, source=slate.source, aggregation=cfg.aggregation,
-                        importance_weighted=service.strategy.importance_weighted and slate.source != "apprentice",
+                        strategy=strategy.name, source=slate.source, aggregation=cfg.aggregation,
+                        importance_weighted=strategy.importance_weighted and slate.source != "apprentice",
                         arm=arm, experiment=service.config.experiment.salt, test=test, canary=canary)
     wait = cfg.reward_wait_s + cfg.expired_grace_s
     try:
@@ -89,7 +90,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
             weights = service.popular.position_weights()  # what was shown counts for the items' live quality at once
             log_entry = None if slate.candidates is None else {
                 "event_id": event_id, "ts": now, "shared": slate.shared, "path": slate.source,
-                "strategy": service.strategy.name, "version": slate.version,
+                "strategy": strategy.name, "version": slate.version,
                 "items": [[i.item_id, i.position, i.probability] for i in slate.items],
                 "candidates": slate.candidates}
             shown = [(i.item_id, i.position, weights.get(i.position, 1.0)) for i in slate.items]

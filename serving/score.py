@@ -12,6 +12,7 @@ import numpy as np
 from bandit.features import action_lines, shared_line
 from bandit.scoring import score
 from bandit.strategies import Scores
+from bandit.vw import Replicas
 from serving.candidates import Candidates
 from serving.ranking import Ranking
 from serving.stages import NO_LAPS, Laps
@@ -40,7 +41,8 @@ def score_candidates(ranking: Ranking, found: Candidates, *, user: dict, context
                      session: np.ndarray | None, laps: Laps = NO_LAPS) -> Scored:
     shared, actions = features(ranking, found, user=user, context=context, recent=recent, session=session)
     laps("features")
-    strategy = ranking.strategy
-    scores = score(ranking.model, ranking.replicas if strategy.replicas else None, shared, actions, strategy.top_m,
-                   lap=laps)
+    strategy, replicas = ranking.strategy, ranking.replicas
+    if replicas is not None and len(replicas) > strategy.replicas:  # kept for an exploration canary that needs more
+        replicas = Replicas(replicas.models[: strategy.replicas]) if strategy.replicas else None
+    scores = score(ranking.model, replicas, shared, actions, strategy.top_m, lap=laps)
     return Scored(shared, actions, scores)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bandit.features import item_line, strip_popularity
-from bandit.strategies import STRATEGIES, Strategy
+from bandit.strategies import Strategy
 from bandit.vw import VWModel
 from banditrec.config import Config
 from banditrec.errors import Unavailable
@@ -26,9 +26,10 @@ from retrieval.columns import Strings
 from retrieval.embeddings import ItemEmbedder
 from serving import heap
 from serving.background import Periodic
-from serving.canary import CanaryWatch
+from serving.canary import CanaryWatch, Held
 from serving.exposure import ExposureBuffer
 from serving.learner import Learner
+from serving.live import LiveExploration
 from serving.models import adopt_latest, make_learner
 from serving.popular import PopularCache
 from serving.pregen import refresh_due
@@ -87,6 +88,7 @@ class Service:
     popular: PopularCache = None
     exposure: ExposureBuffer = None
     canary: CanaryWatch = None
+    exploring: LiveExploration = None  # the file's exploration, or a promoted canary's (`strategy` follows it)
     users: UserMemory = field(default_factory=UserMemory)
     tasks: list[Periodic] = field(default_factory=list)
     clock: Callable[[], float] = time.time  # seconds; the simulator drives its own
@@ -107,10 +109,15 @@ class Service:
         if store is None:
             store, embedded = open_store(config.redis, config.data.path)
         catalog = load_catalog(config)
-        strategy = STRATEGIES[config.exploration.strategy](config.exploration.selected)
+        exploring = LiveExploration(config.exploration)
+        try:  # a promoted exploration applies from the first request
+            exploring.follow(store)
+        except StoreError as exc:
+            log.warning("the live exploration not read yet (retried every %g s): %s", config.canary.check_s, exc)
+        strategy = exploring.now.strategy
         learner = make_learner(config, store, strategy, store.latest_snapshot())
         service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store,
-                      build=build)
+                      build=build, exploring=exploring)
         service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
                                        live_weight=config.model.quality_live_weight)
         service.exposure = ExposureBuffer(store, config.realtime.exposure_flush_s)
@@ -177,25 +184,40 @@ class Service:
         or a build's warm start; it is adopted, and learning goes on from its cursor (until
         then the learner writes no snapshot over it). With a separate learner, its newest
         snapshot. Requests in flight finish on the model they hold."""
-        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns)
+        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns,
+                            replicas=self.replicas_needed())
 
     def watch_canary(self) -> None:
-        """Serve the canary that is running (`serving.canary`), and apply its automatic rule."""
-        self.canary.sync(self.store, self.config.canary, self.config.snapshot.keep)
+        """Follow the live exploration (`serving.live`), serve the canary that is running
+        (`serving.canary`) and apply its automatic rule; then keep as many bootstrap replicas
+        as the strategies served need."""
+        if self.exploring.follow(self.store):
+            self.strategy = self.exploring.now.strategy
+            if self.canary.held is not None and self.canary.held.learner is not None:
+                self.canary.held = None  # a model canary's replicas were made for the old strategy: load it again
+        self.canary.sync(self.store, self.config)
+        self.learner.resize_replicas(self.replicas_needed(), self.config.model.vw_args())
+
+    def replicas_needed(self) -> int:
+        """Bootstrap replicas the current model keeps: the strategy's, or a running
+        exploration canary's if it needs more."""
+        held = self.canary.held if self.canary is not None else None
+        return max(self.strategy.replicas, held.replicas if held is not None else 0)
 
     def _canary_learner(self, snapshot) -> Learner:
         learner = make_learner(self.config, self.store, self.strategy, snapshot)
         learner.enabled = False  # a canary's model serves as it is
         return learner
 
-    def ranking(self, catalog: Catalog | None = None, learner: Learner | None = None) -> Ranking:
+    def ranking(self, catalog: Catalog | None = None, canary: Held | None = None) -> Ranking:
         """What a decision reads, as it is now: the learner's model, replicas and version are
-        read once (`adopt` swaps them), the strategy taken at the model's step. With `learner`
-        (a canary's), its model instead."""
-        learner = learner if learner is not None else self.learner
+        read once (`adopt` swaps them), the strategy taken at the model's step. With `canary`
+        (for a user in it), its model or its strategy instead."""
+        learner = canary.learner if canary is not None and canary.learner is not None else self.learner
+        strategy = canary.strategy if canary is not None and canary.strategy is not None else self.strategy
         model, replicas, version, total = learner.model, learner.replicas, learner.version, learner.total
         return Ranking(self.config, catalog if catalog is not None else self.catalog, self.popular,
-                       self.strategy.at_step(total), model, replicas, version, self.store.labelled)
+                       strategy.at_step(total), model, replicas, version, self.store.labelled)
 
     def apprentice_match(self, matched: bool) -> None:
         """Apprentice mode: count whether the model's first choice matched the baseline's."""

@@ -174,34 +174,3 @@ def changed_settings(new: dict, old: dict) -> dict:
         elif old.get(key) != value:
             out[key] = value
     return out
-
-
-def dump_toml(data: dict) -> str:
-    """Our config dicts as TOML (tables of scalars, lists and inline tables)."""
-    out: list[str] = []
-
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        raise TypeError(v)
-
-    def table_(prefix, node):
-        scalars = {k: v for k, v in node.items() if not (isinstance(v, dict) and k not in ("event_weights",))}
-        nested = {k: v for k, v in node.items() if k not in scalars}
-        if prefix:
-            out.append(f"[{prefix}]")
-        out.extend(f"{k} = {value(v)}" for k, v in scalars.items())
-        out.append("")
-        for k, v in nested.items():
-            table_(f"{prefix}.{k}" if prefix else k, v)
-
-    table_("", data)
-    return "\n".join(out).strip() + "\n"

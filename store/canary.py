@@ -1,12 +1,14 @@
-"""The canary's record and model: one candidate model snapshot served to a share of users
-beside the current model, until it is promoted or aborted.
+"""The canary's record and model: one candidate served to a share of users beside the current
+model, until it is promoted or aborted. The candidate is a model snapshot (kind "model") or an
+exploration config served with the current model (kind "exploration").
 
-The record is a small hash (`model:{model}:canary`: id, version, share, status, times, the
-snapshot's meta) and the model a copy of the snapshot's parts (`...:canary:<id>:p<i>`), so
-that pruning old versions (`snapshot.keep`) or a rollback never takes a running canary's model
-away. A canary starts only when none is running and ends once: both are compare-and-set
-scripts on the record, so that of several workers applying the automatic rule at the same
-moment, one ends it and the others see it ended.
+The record is a small hash (`model:{model}:canary`: id, kind, version, share, status, times,
+the snapshot's meta or the exploration section) and a model canary's model a copy of the
+snapshot's parts (`...:canary:<id>:p<i>`), so that pruning old versions (`snapshot.keep`) or
+a rollback never takes a running canary's model away. A canary starts only when none is
+running and ends once: both are compare-and-set scripts on the record, so that of several
+workers applying the automatic rule at the same moment, one ends it and the others see it
+ended.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 return 1
 """
 
+MODEL, EXPLORATION = "model", "exploration"  # what a canary tries: a snapshot, or an exploration config
 RUNNING = "running"
 PROMOTING = "promoting"
 PROMOTING_STALE_S = 300.0  # a promotion not finished by then is taken to have died with its process
@@ -55,21 +58,26 @@ class CanaryOps:
         return self._mkey("canary", *parts)
 
     @guarded
-    def start_canary(self, version: int, share: float) -> dict:
-        """Start serving snapshot `version` to `share` of users as the canary; its record.
-        Raises KeyError (no such snapshot) or CanaryExists."""
-        snapshot = self.get_snapshot(version)
-        if snapshot is None:
-            raise KeyError(version)
-        blob, meta = snapshot
-        replicas = meta.pop("replica_blobs")
+    def start_canary(self, version: int | None, share: float, *, exploration: dict | None = None) -> dict:
+        """Start serving snapshot `version` to `share` of users as the canary, or (with
+        `exploration`, an `[exploration]` section as the config file writes it) that exploration
+        with the current model; its record. Raises KeyError (no such snapshot) or CanaryExists."""
         canary_id = secrets.token_hex(4)
-        parts = [self._ckey(canary_id, f"p{i}") for i in range(1 + len(replicas))]
-        self.client.hset(self._ckey("models"), canary_id, len(parts))  # first: a start cut short is cleaned up later
-        for key, part in zip(parts, (blob, *replicas)):  # one command each: Redis serves others in between
-            self.client.set(key, zlib.compress(part, 1))
-        record = {"id": canary_id, "version": int(version), "share": repr(float(share)), "status": RUNNING,
-                  "started_at": repr(time.time()), "parts": len(parts), "meta": json.dumps(meta)}
+        if exploration is not None:  # nothing to copy: the current model serves it
+            parts, meta, kind, version = [], {}, EXPLORATION, self.latest_version()
+        else:
+            snapshot = self.get_snapshot(version)
+            if snapshot is None:
+                raise KeyError(version)
+            blob, meta = snapshot
+            replicas = meta.pop("replica_blobs")
+            parts, kind = [self._ckey(canary_id, f"p{i}") for i in range(1 + len(replicas))], MODEL
+            self.client.hset(self._ckey("models"), canary_id, len(parts))  # first: a start cut short is cleaned up
+            for key, part in zip(parts, (blob, *replicas)):  # one command each: Redis serves others in between
+                self.client.set(key, zlib.compress(part, 1))
+        record = {"id": canary_id, "kind": kind, "version": int(version), "share": repr(float(share)),
+                  "status": RUNNING, "started_at": repr(time.time()), "parts": len(parts), "meta": json.dumps(meta),
+                  "exploration": json.dumps(exploration)}
         if not self._canary_start(keys=[self._ckey()], args=[x for kv in record.items() for x in kv]):
             self.drop_canary_model(canary_id)
             raise CanaryExists("a canary is running: promote or abort it first (`banditrec canary status`)")
@@ -84,7 +92,8 @@ class CanaryOps:
         raw = {text(k): text(v) for k, v in self.client.hgetall(self._ckey()).items()}
         if not raw:
             return None
-        return {"id": raw["id"], "version": int(raw["version"]), "share": float(raw["share"]),
+        return {"id": raw["id"], "kind": raw.get("kind", MODEL), "version": int(raw["version"]),
+                "exploration": json.loads(raw.get("exploration", "null")), "share": float(raw["share"]),
                 "status": raw["status"], "started_at": float(raw["started_at"]),
                 "ended_at": float(raw["ended_at"]) if "ended_at" in raw else None,
                 "reason": raw.get("reason", ""), "promoted_as": int(raw["promoted_as"]) if "promoted_as" in raw

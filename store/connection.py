@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -129,3 +130,16 @@ def open_store(cfg: RedisConfig, data_dir: Path):
     url = cfg.url or embedded.url
     fast = make_client(url, cfg, cfg.request_timeout_ms)
     return Store(client, cfg.prefix, fast=fast, retry_after_s=cfg.retry_after_s), embedded
+
+
+@contextmanager
+def store_session(cfg: RedisConfig, data_dir: Path):
+    """A Store for a command's duration (`open_store`); its clients, and an embedded server it
+    started, closed after."""
+    store, embedded = open_store(cfg, data_dir)
+    try:
+        yield store
+    finally:
+        store.close()
+        if embedded is not None:
+            embedded.close()

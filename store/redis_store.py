@@ -20,6 +20,7 @@ from store.canary import _START as _CANARY_START
 from store.canary import CanaryOps
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
+from store.live import LiveOps
 from store.once import _TAKE, OnceOps
 from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_WITH, _TOUCH, PopularityOps
 from store.pregen import PregenOps
@@ -40,8 +41,8 @@ return 0
 __all__ = ["Store", "StoreError", "stream_id"]
 
 
-class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryOps, PregenOps, ExperimentOps,
-            OnceOps):
+class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryOps, LiveOps, PregenOps,
+            ExperimentOps, OnceOps):
     """Domain-level operations over a Redis client (and a fast one for the request path)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "br", *, fast: redis.Redis | None = None,

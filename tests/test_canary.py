@@ -12,10 +12,9 @@ from conftest import url_of
 
 from app import create_app
 from banditrec.cli import main
-from banditrec.config import CanaryConfig, to_dict
+from banditrec.config import CanaryConfig, dump_toml, to_dict
 from serving.canary import CANARY, CURRENT, experiment_of, in_canary, verdict
 from serving.experiment import HOLDOUT, TREATMENT, arm_of, arm_summary
-from simulations.tune import dump_toml
 from store.canary import PROMOTING, PROMOTING_STALE_S
 
 USERS = [f"u{i}" for i in range(60)]

@@ -11,11 +11,10 @@ import vowpalwabbit  # VW's own DSJson parser checks the export; the service onl
 
 from app import create_app
 from banditrec.cli import main
-from banditrec.config import to_dict
+from banditrec.config import dump_toml, to_dict
 from evaluation.estimators import EvaluationError
 from evaluation.log import _namespaces, from_store, read_dsjson, to_dsjson, write_dsjson
 from evaluation.replay import POLICIES, estimate, replay
-from simulations.tune import dump_toml
 
 DEVICES = ("mobile", "desktop", "tablet")
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from banditrec.cli import main
-from banditrec.config import Config, from_dict, to_dict
+from banditrec.config import Config, dump_toml, from_dict, to_dict
 from banditrec.errors import ConfigError
 from simulations.config import WorldConfig, load_scenario, scenarios
 from simulations.runner import run_one
-from simulations.tune import apply, candidates, dump_toml
+from simulations.tune import apply, candidates
 
 TINY = WorldConfig(n_items=300, n_users=100, n_categories=5, mean_events_per_user=20.0)
 
