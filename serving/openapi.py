@@ -162,7 +162,8 @@ def document(config: Config) -> dict:
     learning = _op("Is it learning: mode, strategy, model version, counts", _ok(_obj({
         "mode": {"type": "string"}, "strategy": {"type": "string"},
         "exploration_from": {"type": "string", "description": "\"file\", or \"canary <id>\" when a canary's "
-                             "exploration was promoted"}, "model_version": {"type": "integer"},
+                             "exploration was promoted"}, "pid": {"type": "integer"},
+        "model_version": {"type": "integer"},
         "learned_total": {"type": "integer"}, "learned_here": {"type": "integer"},
         "dead_letters": {"type": "integer", "nullable": True, "description": "rewards that could not be learned"},
         "waiting": _obj({"decisions": {"type": "integer", "nullable": True},

@@ -22,6 +22,7 @@ def learning(service: Service) -> dict:
     due_in = None if first_due is None else round(max(0.0, first_due - service.clock()), 1)
     return {"mode": config.learning.mode, "strategy": service.strategy.name,
             "exploration_from": service.exploring.now.source,  # "file", or "canary <id>" (promoted)
+            "pid": os.getpid(),  # what this process holds: learned_here, exploration_from
             "model_version": service.learner.version, "learned_total": service.learner.total,
             "learned_here": service.learner.learned, "dead_letters": dead,
             "waiting": {"decisions": waiting, "next_learned_in_s": due_in,

@@ -114,3 +114,57 @@ def test_rewards_sent_to_any_worker_change_what_every_worker_serves(tmp_path):
     while any(os.path.exists(f"/proc/{pid}") for pid in learners) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in learners), "the learner outlived the service"
+
+
+@pytest.mark.slow
+def test_an_exploration_canary_reaches_the_learner_and_once_promoted_every_worker(tmp_path, store, monkeypatch):
+    from conftest import url_of
+
+    from banditrec.cli import main
+
+    (tmp_path / "config.toml").write_text(CONFIG + f'[redis]\nurl = "{url_of(store)}"\nprefix = "{store.prefix}"\n'
+                                          '[canary]\ncheck_s = 0.5\nshare = 0.5\n'
+                                          '[exploration]\nstrategy = "epsilon_greedy"\n')
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text('[exploration]\nstrategy = "thompson"\n[exploration.thompson]\nreplicas = 3\n')
+    monkeypatch.setenv("REDIS_URL", url_of(store))
+    monkeypatch.delenv("BANDITREC_REDIS_PREFIX", raising=False)
+    cli = lambda *args: main([*args, "--config", str(tmp_path / "config.toml")])  # noqa: E731
+    port = _free_port()
+    served = Served(tmp_path, port, extra=["--workers", "2"])
+    try:
+        deadline, workers = time.monotonic() + 120, {}
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers.update(_pids_and_versions(port, tries=20))
+        assert len(workers) == 2, f"expected answers from 2 workers, got {workers}"
+        assert cli("canary", "start", "--exploration", str(candidate)) == 0
+        canary_id = store.canary()["id"]
+
+        # the learner trains the candidate's 3 replicas: its snapshots carry them
+        deadline, arms, r = time.monotonic() + 60, set(), 0
+        while time.monotonic() < deadline:
+            r += 1
+            status, rec = _call(port, "POST", "/recommend", {"user_id": f"x{r}", "k": 3})
+            assert status == 200
+            arms.add(rec["arm"])
+            assert _call(port, "POST", "/feedback", {"event_id": rec["event_id"], "reward": 1.0,
+                                                     "item_id": rec["items"][0]["item_id"]})[0] == 200
+            if "canary" in arms and any(m.get("replicas") == 3 for m in store.list_snapshots()):
+                break
+        assert "canary" in arms and any(m.get("replicas") == 3 for m in store.list_snapshots()), \
+            (arms, store.list_snapshots())
+        logged = {e["strategy"] for _, e in store.read_decision_log()}
+        assert logged == {"epsilon_greedy", "thompson"}
+
+        # promoted: both workers serve it (each says so in /learning, with its pid)
+        assert cli("canary", "promote") == 0
+        deadline, switched = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and set(switched) != set(workers):
+            status, learning = _call(port, "GET", "/learning")
+            assert status == 200
+            if learning["exploration_from"] == f"canary {canary_id}":
+                switched[learning["pid"]] = learning["strategy"]
+        assert set(switched) == set(workers) and set(switched.values()) == {"thompson"}, (switched, workers)
+        assert served.stop() == 0
+    finally:
+        served.kill()
