@@ -223,9 +223,9 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class CanaryConfig:
-    """Canary rollout of a model snapshot (`banditrec canary start VERSION`): the share of the
-    bandit's users it gets unless `--share` says otherwise, how often each serving process
-    re-reads it, and the automatic rule (`serving.canary`): once both arms have
+    """Canary rollout of a model snapshot or an exploration config (`banditrec canary start`):
+    the share of the bandit's users it gets unless `--share` says otherwise, how often each
+    serving process and the learner re-read it and the live exploration, and the automatic rule (`serving.canary`): once both arms have
     `min_decisions` decisions, abort when the canary's CTR is worse with 95 % confidence,
     promote when it is not worse than `max_loss` (relative) with 95 % confidence."""
 
