@@ -140,7 +140,8 @@ def endable(record: dict | None, now: float) -> bool:
 def promote(store, record: dict, config: Config, reason: str) -> str | None:
     """Make the canary the current: a model canary's model becomes a new snapshot (origin
     "canary") with its cursor; an exploration canary's exploration becomes the live one
-    (`serving.live`, over this config file's `[exploration]`). What it became ("v13", "the
+    (`serving.live`), over the `[exploration]` of the serving processes' config file (as the
+    first of them to serve the canary noted it; else this config's). What it became ("v13", "the
     live exploration"), or None if the canary was no longer running (ended by someone else,
     or being promoted). A failure after the canary was marked promoting leaves it
     "promote_failed", with its model kept, for another `promote`."""
@@ -168,9 +169,10 @@ def promote(store, record: dict, config: Config, reason: str) -> str | None:
 def _promote_exploration(store, record: dict, config: Config, reason: str) -> str | None:
     if not _start_promoting(store, record, reason):
         return None
+    base = record["base"] or section(config.exploration)  # the serving processes' file, as one of them noted it
     try:
-        store.set_live_exploration({"exploration": record["exploration"], "base": section(config.exploration),
-                                    "canary": record["id"], "at": time.time()})
+        store.set_live_exploration({"exploration": record["exploration"], "base": base, "canary": record["id"],
+                                    "at": time.time()})
     except Exception as exc:
         _promote_failed(store, record, reason, exc)
         raise
@@ -241,6 +243,8 @@ class CanaryWatch:
             return False
         if record["kind"] == EXPLORATION:
             self.held = Held(record, strategy=exploration_strategy(record))
+            if record["base"] is None:
+                store.note_canary_base(record["id"], section(config.exploration))
         else:
             snapshot = store.canary_model(record)
             if snapshot is None:

@@ -225,9 +225,10 @@ class ExperimentConfig:
 class CanaryConfig:
     """Canary rollout of a model snapshot or an exploration config (`banditrec canary start`):
     the share of the bandit's users it gets unless `--share` says otherwise, how often each
-    serving process and the learner re-read it and the live exploration, and the automatic rule (`serving.canary`): once both arms have
-    `min_decisions` decisions, abort when the canary's CTR is worse with 95 % confidence,
-    promote when it is not worse than `max_loss` (relative) with 95 % confidence."""
+    serving process and the learner re-read it and the live exploration, and the automatic
+    rule (`serving.canary`): once both arms have `min_decisions` decisions, abort when the
+    canary's CTR is worse with 95 % confidence, promote when it is not worse than `max_loss`
+    (relative) with 95 % confidence."""
 
     share: float = 0.1
     check_s: float = 5.0

@@ -44,6 +44,12 @@ return 1
 """
 
 MODEL, EXPLORATION = "model", "exploration"  # what a canary tries: a snapshot, or an exploration config
+# KEYS[1]: the record. ARGV: id, the serving config's [exploration] (JSON). Kept if none was yet.
+_BASE = """
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 0 end
+return redis.call('HSETNX', KEYS[1], 'base', ARGV[2])
+"""
+
 RUNNING = "running"
 PROMOTING = "promoting"
 PROMOTING_STALE_S = 300.0  # a promotion not finished by then is taken to have died with its process
@@ -93,11 +99,19 @@ class CanaryOps:
         if not raw:
             return None
         return {"id": raw["id"], "kind": raw.get("kind", MODEL), "version": int(raw["version"]),
-                "exploration": json.loads(raw.get("exploration", "null")), "share": float(raw["share"]),
+                "exploration": json.loads(raw.get("exploration", "null")), "base": json.loads(raw.get("base", "null")),
+                "share": float(raw["share"]),
                 "status": raw["status"], "started_at": float(raw["started_at"]),
                 "ended_at": float(raw["ended_at"]) if "ended_at" in raw else None,
                 "reason": raw.get("reason", ""), "promoted_as": int(raw["promoted_as"]) if "promoted_as" in raw
                 else None, "parts": int(raw["parts"]), "meta": json.loads(raw["meta"])}
+
+    @guarded
+    def note_canary_base(self, canary_id: str, base: dict) -> None:
+        """An exploration canary's users get it instead of `base`, the serving processes'
+        config file's [exploration]: what a promotion applies over (the first process to note
+        it wins)."""
+        self._canary_base(keys=[self._ckey()], args=[canary_id, json.dumps(base, sort_keys=True)])
 
     @guarded
     def canary_model(self, record: dict) -> tuple[bytes, dict] | None:

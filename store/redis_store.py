@@ -15,6 +15,7 @@ import uuid
 import redis
 
 from store.base import Breaker, StoreError, chunks, guarded, stream_id, text
+from store.canary import _BASE as _CANARY_BASE
 from store.canary import _END as _CANARY_END
 from store.canary import _START as _CANARY_START
 from store.canary import CanaryOps
@@ -69,6 +70,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
         self._take_once = client.register_script(_TAKE)
         self._canary_start = client.register_script(_CANARY_START)
         self._canary_end = client.register_script(_CANARY_END)
+        self._canary_base = client.register_script(_CANARY_BASE)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

@@ -123,6 +123,19 @@ def test_promoted_it_becomes_the_live_exploration_everywhere_until_the_file_chan
     learner.close()
 
 
+def test_a_promotion_from_a_cli_with_another_config_applies_over_what_the_servers_run(deployment, tmp_path):
+    service, client, cli, candidate = deployment
+    other = tmp_path / "other.toml"  # the operator's shell: another [exploration] (the same Redis)
+    other.write_text(f'[redis]\nprefix = "{service.store.prefix}"\n[exploration.epsilon_greedy]\nepsilon = 0.3\n')
+    assert main(["canary", "start", "--exploration", str(candidate), "--config", str(other)]) == 0
+    service.watch_canary()  # a serving process notes what its users get otherwise
+    assert service.store.canary()["base"] == section(service.config.exploration)
+    assert main(["canary", "promote", "--config", str(other)]) == 0
+    assert service.store.live_exploration()["base"] == section(service.config.exploration)
+    service.watch_canary()
+    assert service.strategy.name == "thompson"
+
+
 def test_aborted_everyone_keeps_the_current_exploration(deployment, capsys):
     service, client, cli, candidate = deployment
     assert cli("canary", "start", "--exploration", str(candidate)) == 0
