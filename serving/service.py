@@ -118,6 +118,7 @@ class Service:
         learner = make_learner(config, store, strategy, store.latest_snapshot())
         service = cls(config, store, catalog, strategy, learner, embedded=embedded, owns_store=owns_store,
                       build=build, exploring=exploring)
+        service.users = UserMemory(config.server.user_cache_mb)
         service.popular = PopularCache(store, clock=lambda: service.clock(),  # ages on the service's clock
                                        live_weight=config.model.quality_live_weight)
         service.exposure = ExposureBuffer(store, config.realtime.exposure_flush_s)

@@ -16,26 +16,50 @@ import numpy as np
 from banditrec.config import RealtimeConfig
 from serving.records import Preferences, UserState
 
+# What a kept state costs in Python objects, roughly (tracemalloc, states as `store.user_state`
+# parses them): ~2 KB for the profile, tastes and counts, ~0.5 KB per vector, ~0.3 KB per recent
+# event, ~0.1 KB per seen item. A user with 50 recent events and 1000 seen items: ~120 KB.
+STATE_BYTES, VECTOR_BYTES, RECENT_BYTES, SEEN_BYTES = 2048, 512, 300, 100
+
+
+def state_bytes(state: UserState) -> int:
+    """About how much memory `state` holds."""
+    return (STATE_BYTES + VECTOR_BYTES * len(state.vectors) + RECENT_BYTES * len(state.recent)
+            + SEEN_BYTES * len(state.seen))
+
 
 class UserMemory:
-    """The last state seen of the most recent users, to serve them personally while Redis is away."""
+    """The last state seen of the most recent users, to serve them personally while Redis is
+    away: at most `budget_mb` of them (`state_bytes`), the least recently seen dropped first.
+    A bound in bytes, not in users: 10,000 users with long histories held over 1 GB."""
 
-    def __init__(self, size: int = 10_000):
-        self.size = size
-        self._states: OrderedDict[str, UserState] = OrderedDict()
+    def __init__(self, budget_mb: float = 8.0):
+        self.budget = int(budget_mb * 1024 * 1024)
+        self._states: OrderedDict[str, tuple[UserState, int]] = OrderedDict()
+        self.bytes = 0
         self._lock = threading.Lock()
 
     def put(self, user_id: str, state: UserState) -> None:
         if not state.known:
             return
+        size = state_bytes(state)
         with self._lock:
-            self._states[user_id] = state
-            self._states.move_to_end(user_id)
-            while len(self._states) > self.size:
-                self._states.popitem(last=False)
+            old = self._states.pop(user_id, None)
+            if old is not None:
+                self.bytes -= old[1]
+            if size > self.budget:
+                return
+            self._states[user_id] = (state, size)
+            self.bytes += size
+            while self.bytes > self.budget:
+                self.bytes -= self._states.popitem(last=False)[1][1]
 
     def get(self, user_id: str) -> UserState:
-        return self._states.get(user_id) or UserState()
+        kept = self._states.get(user_id)
+        return kept[0] if kept is not None else UserState()
+
+    def __len__(self) -> int:
+        return len(self._states)
 
 
 def _unit(v: np.ndarray | None) -> np.ndarray | None:
