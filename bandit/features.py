@@ -155,18 +155,11 @@ _STEPS = 10_000  # similarities are features at 4 decimals, in [-1, 1]
 
 
 @functools.cache
-def _similarity_tokens(namespace: str, feature: str = "s") -> list[str]:
-    """" |Sim s:0.8300"-style suffixes for every value in [-1, 1] at 4 decimals: formatting 2000
-    floats per request cost more than the rest of building the candidates' lines."""
-    return [f" |{namespace} {feature}:{i / _STEPS:.4f}" for i in range(-_STEPS, _STEPS + 1)]
-
-
-def _pop_tokens() -> list[str]:
-    return _similarity_tokens("Pop", "p")
-
-
-def _quality_tokens() -> list[str]:
-    return _similarity_tokens("Q", "q")
+def _decimals() -> list[str]:
+    """"0.8300"-style text of every value in [-1, 1] at 4 decimals, by step: formatting 4000
+    floats per request cost more than the rest of building the candidates' lines. One table for
+    every feature (~1.3 MB per process; one per feature held ~5.5 MB)."""
+    return [f"{i / _STEPS:.4f}" for i in range(-_STEPS, _STEPS + 1)]
 
 
 def _steps(values) -> list[int]:
@@ -179,10 +172,11 @@ def action_line(cached_item_line: str, sim: float | None, live: float | None = N
     """An item's full action line for one request: cached features + the similarity of the
     item to the user's query vector (`Sim`) and to the live session alone (`Live`) + its
     popularity now (`Pop`, left out at 0) + its quality now (`Q`)."""
-    line = cached_item_line if sim is None else cached_item_line + _similarity_tokens("Sim")[_step(sim)]
-    line = line if live is None else line + _similarity_tokens("Live")[_step(live)]
-    line = line + _pop_tokens()[_step(pop)] if pop > 0 else line
-    return line if quality is None else line + _quality_tokens()[_step(quality)]
+    text = _decimals()
+    line = cached_item_line if sim is None else f"{cached_item_line} |Sim s:{text[_step(sim)]}"
+    line = line if live is None else f"{line} |Live s:{text[_step(live)]}"
+    line = f"{line} |Pop p:{text[_step(pop)]}" if pop > 0 else line
+    return line if quality is None else f"{line} |Q q:{text[_step(quality)]}"
 
 
 def _step(value: float) -> int:
@@ -194,19 +188,27 @@ def _step(value: float) -> int:
 
 def action_lines(cached, rows, sims=None, live=None, pops=None, quality=None) -> list[str]:
     """`action_line` for many rows at once (the request path's loop over candidates); `cached`
-    is a list of item lines by row, or anything with `take(rows)` (the catalog's mapped lines)."""
+    is a list of item lines by row, or anything with `take(rows)` (the catalog's mapped lines).
+    Each line is built by one f-string (one new string per candidate, not one per feature)."""
     rows = rows.tolist() if hasattr(rows, "tolist") else list(rows)
     lines = cached.take(rows) if hasattr(cached, "take") else [cached[r] for r in rows]
     if sims is None and live is None and pops is None and quality is None:
         return lines
-    empty = [""] * len(rows)
-    sim_tokens, live_tokens, pop_tokens = _similarity_tokens("Sim"), _similarity_tokens("Live"), _pop_tokens()
-    quality_tokens = _quality_tokens()
-    s = [sim_tokens[i] for i in _steps(sims)] if sims is not None else empty
-    lv = [live_tokens[i] for i in _steps(live)] if live is not None else empty
-    p = [pop_tokens[i] if i > _STEPS else "" for i in _steps(pops)] if pops is not None else empty
-    q = [quality_tokens[i] for i in _steps(quality)] if quality is not None else empty
-    return [line + a + b + c + d for line, a, b, c, d in zip(lines, s, lv, p, q)]
+    text = _decimals()
+    if sims is not None and quality is not None and pops is not None:  # the request path's shapes
+        s, q, p = [text[i] for i in _steps(sims)], [text[i] for i in _steps(quality)], _steps(pops)
+        if live is not None:
+            lv = [text[i] for i in _steps(live)]
+            return [f"{line} |Sim s:{a} |Live s:{b} |Pop p:{text[c]} |Q q:{d}" if c > _STEPS else
+                    f"{line} |Sim s:{a} |Live s:{b} |Q q:{d}" for line, a, b, c, d in zip(lines, s, lv, p, q)]
+        return [f"{line} |Sim s:{a} |Pop p:{text[c]} |Q q:{d}" if c > _STEPS else f"{line} |Sim s:{a} |Q q:{d}"
+                for line, a, c, d in zip(lines, s, p, q)]
+    for values, label, positive in ((sims, " |Sim s:", False), (live, " |Live s:", False), (pops, " |Pop p:", True),
+                                    (quality, " |Q q:", False)):
+        if values is not None:  # any other shape: a feature at a time
+            lines = [line + label + text[i] if i > _STEPS or not positive else line
+                     for line, i in zip(lines, _steps(values))]
+    return lines
 
 
 def prior_examples(similarity: float, popularity: float, quality: float = 0.0, session: float = 0.0,

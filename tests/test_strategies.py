@@ -416,6 +416,34 @@ def test_action_lines_is_action_line_for_many_rows():
     assert action_lines(cached, rows, sims, None, pops) == [action_line(cached[r], float(s), pop=float(p))
                                                             for r, s, p in zip(rows, sims, pops)]
     assert action_lines(cached, rows, None, None, pops)[2] == "|Item id=i4 |Pop p:1.0000"
+
+
+@pytest.mark.parametrize("shape", range(16))
+def test_action_lines_write_every_feature_at_four_decimals_in_every_shape(shape):
+    """Each of the 16 combinations of features present, with values outside [-1, 1], NaN, halves
+    between steps and popularity at 0: the same text as each value formatted on its own."""
+    rng = np.random.default_rng(shape)
+    n = 200
+    cached = [f"|Item id=i{r}" for r in range(n)]
+    rows = rng.permutation(n)
+    values = [rng.uniform(-1.2, 1.2, n) for _ in range(4)]
+    values[0][:3] = [np.nan, 0.00005, -0.00015]  # NaN counts as 0; halves round to even
+    values[2] = np.where(rng.random(n) < 0.3, 0.0, np.abs(values[2]))  # popularity 0: left out
+    given = [v if shape >> k & 1 else None for k, v in enumerate(values)]
+
+    def text(v):
+        v = 0.0 if np.isnan(v) else min(1.0, max(-1.0, float(v)))
+        return f"{float(np.rint(v * 10_000)) / 10_000:.4f}"
+
+    expected = []
+    for j, r in enumerate(rows):
+        line = cached[r]
+        for k, label in enumerate((" |Sim s:", " |Live s:", " |Pop p:", " |Q q:")):
+            v = given[k]
+            if v is not None and not (k == 2 and np.rint(np.nan_to_num(v[j]) * 10_000) <= 0):
+                line += label + text(v[j])
+        expected.append(line)
+    assert action_lines(cached, rows, *given) == expected
     assert shared_line(None, {}) == "shared |User anonymous"
 
 
