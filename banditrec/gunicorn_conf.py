@@ -22,9 +22,11 @@ control_socket_disable = True  # the default socket path is shared by every guni
 
 
 # Imported once in the master before the workers fork: their code and objects are then shared
-# copy-on-write by the workers instead of private to each. Libraries only: the app's own modules
-# create the Prometheus metrics, whose values must be made in each worker.
-PRELOAD = ("numpy", "scipy.sparse", "flask", "redis", "vowpalwabbit", "prometheus_client")
+# copy-on-write by the workers instead of private to each. The libraries, then the app's modules
+# (`app` imports them all; importing does no work: the app is made in each worker). Those create
+# the Prometheus metrics; prometheus_client gives each worker its own values at its first write
+# (it notices the new pid), and the master's own zero-valued live gauge is dropped below.
+PRELOAD = ("numpy", "scipy.sparse", "flask", "redis", "vowpalwabbit", "prometheus_client", "app")
 
 
 def on_starting(server):
@@ -32,6 +34,10 @@ def on_starting(server):
 
     for name in PRELOAD:
         importlib.import_module(name)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # no series of the master's pid in /metrics
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
     gc.collect()
     gc.freeze()  # the master's objects stay out of the workers' collections, which would write to their pages
 
