@@ -143,12 +143,16 @@ def _ok(step: dict) -> bool:
 
 
 def memory_mb(pid: int) -> dict:
-    """RSS, and the private part of it (what the process does not share with the others)."""
+    """RSS; the private part of it (what no other process maps: its own memory, and the pages of
+    mapped files only it has touched so far); its own part (the private pages it wrote: heap and
+    anonymous memory, not clean pages of mapped files, which are page cache that the other
+    workers share as soon as they touch them too); and its anonymous part."""
     fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         name, value = line.split(":", 1)
         fields[name] = int(value.split()[0]) / 1024
     return {"rss": round(fields["Rss"]), "private": round(fields["Private_Clean"] + fields["Private_Dirty"]),
+            "own": round(fields["Private_Dirty"]),
             "anon": round(fields["Anonymous"])}
 
 
@@ -253,13 +257,14 @@ def report(results: dict, candidates: int = 1000) -> str:
     if mem:
         lines += ["", "Per worker (MB; \"anon\" is heap memory, the rest of RSS is mostly the memory-mapped index "
                       "files, shared by the workers and paged in as queries reach them):", "",
-                  "| worker | RSS after start | private | RSS after warm-up | private | anon |" +
+                  "| worker | RSS after start | private | RSS after warm-up | private | own | anon |" +
                   (" RSS after soak | private | anon | RSS growth | anon growth |" if "soak" in mem else ""),
-                  "| --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- | --- |" if "soak" in mem else "")]
+                  "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- | --- |" if "soak" in mem
+                                                                    else "")]
         for pid, start in mem["workers_after_start"].items():
             warm = mem["workers_after_warmup"][pid]
             row = (f"| {pid} | {start['rss']} | {start['private']} | {warm['rss']} | {warm['private']} | "
-                   f"{warm['anon']} |")
+                   f"{warm.get('own', '–')} | {warm['anon']} |")
             if "soak" in mem:
                 after = mem["soak"]["after"][pid]
                 row += (f" {after['rss']} | {after['private']} | {after['anon']} | "

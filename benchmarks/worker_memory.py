@@ -42,10 +42,11 @@ def run(bench: Bench, *, warmup_s: float = 20, warmup_rate: float = 50, step_s: 
 
 def report(r: dict) -> str:
     stages = [s for s in r if s.startswith("after")]
-    lines = ["| worker | " + " | ".join(f"{s}: RSS / private / anon MB" for s in stages) + " |",
+    lines = ["| worker | " + " | ".join(f"{s}: RSS / private / own / anon MB" for s in stages) + " |",
              "| --- " * (1 + len(stages)) + "|"]
     for pid in r[stages[0]]:
-        cells = [f"{r[s][pid]['rss']} / {r[s][pid]['private']} / {r[s][pid]['anon']}" for s in stages]
+        cells = [f"{r[s][pid]['rss']} / {r[s][pid]['private']} / {r[s][pid]['own']} / {r[s][pid]['anon']}"
+                 for s in stages]
         lines.append(f"| {pid} | " + " | ".join(cells) + " |")
     step = r["step"]
     lines += ["", f"Step: {step['seconds']:g} s at {step['rate']:g} req/s, /recommend p50 {step['recommend_p50']} ms, "
