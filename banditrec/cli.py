@@ -182,6 +182,7 @@ def _learn(config: Config, args) -> int:
 
     from banditrec.build import Refitter
     from serving.learn_loop import LearnerProcess
+    from serving.metrics import serves_no_requests
 
     if config.server.learns_inline:
         print("banditrec learn: this deployment learns in its serving process (server.workers = 1, "
@@ -192,6 +193,7 @@ def _learn(config: Config, args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     parent = os.environ.get("BANDITREC_LEARNER_PARENT")
+    serves_no_requests()
     with _store(config) as store:
         LearnerProcess(config, store, refitter=Refitter).run(stop, parent=int(parent) if parent else None)
     return 0

@@ -34,10 +34,9 @@ def on_starting(server):
 
     for name in PRELOAD:
         importlib.import_module(name)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # no series of the master's pid in /metrics
-        from prometheus_client import multiprocess
+    from serving.metrics import serves_no_requests  # (imported with `app` just now)
 
-        multiprocess.mark_process_dead(os.getpid())
+    serves_no_requests()  # no series of the master's pid in /metrics
     gc.collect()
     gc.freeze()  # the master's objects stay out of the workers' collections, which would write to their pages
 

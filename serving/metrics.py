@@ -70,6 +70,15 @@ def observe_recommend(body: dict, laps: Laps) -> None:
     MODEL_VERSION.set(body.get("model_version") or 0)
 
 
+def serves_no_requests() -> None:
+    """For a process that serves no requests (gunicorn's master, the separate learner): drop the
+    live gauges' file that importing this module made under its pid, so that
+    `banditrec_served_model_version` has a series per serving worker and none at 0 for it. Its
+    values are only ever made again by a process of another pid (a forked worker)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
+
+
 def observe_request(route: str, status: int, seconds: float) -> None:
     REQUEST.labels(route, f"{status // 100}xx").observe(seconds)
 
