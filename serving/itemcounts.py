@@ -44,7 +44,10 @@ class ItemCounts:
         self._values = np.zeros((0, 3), dtype=np.float32)  # events, engaged events, live engagements
         self._exposure = np.zeros(0, dtype=np.float64)      # live exposure
         self._known = np.zeros(0, dtype=bool)
-        self._asof = np.zeros(0, dtype=np.int64)  # the sequence number each known row is exact as of
+        # The sequence number each known row is exact as of, less `_base` (the sequence at the last
+        # reset): 4 bytes a row instead of 8. A reset comes before it could overflow (`_SPAN`).
+        self._asof = np.zeros(0, dtype=np.uint32)
+        self._base = 0
         self._loader: threading.Thread | None = None
         self._loaded = False  # a load has filled in every row of this catalog and epoch
         self.reread = 0  # items read one by one from Redis (for tests and benchmarks)
@@ -61,8 +64,8 @@ class ItemCounts:
             changes = self.store.item_changes(self._seq)
             epoch, seq, totals = changes.epoch, changes.seq, changes.totals
             if catalog is not self._catalog or epoch != self._epoch or seq < self._seq \
-                    or changes.trimmed > self._seq or not changes.complete:
-                self._reset(catalog, len(catalog.ids), epoch)
+                    or changes.trimmed > self._seq or not changes.complete or seq - self._base >= _SPAN:
+                self._reset(catalog, len(catalog.ids), epoch, base=seq)
             else:
                 self._update(catalog, changes)
             self._seq = seq
@@ -78,7 +81,7 @@ class ItemCounts:
                 *columns, asof = self.store.counts_as_of([ids[i] for i in missing])
                 self._set(rows[missing], _matrix(columns))
                 self._known[rows[missing]] = True
-                self._asof[rows[missing]] = asof
+                self._asof[rows[missing]] = asof - self._base
                 self.reread += len(missing)
             values = self._values[rows].astype(np.float64)
             return np.column_stack([values[:, :2], self._exposure[rows], values[:, 2]]), totals
@@ -93,6 +96,7 @@ class ItemCounts:
     def load(self, catalog, epoch: str) -> bool:
         """Fill in every row of `catalog` from a scan of the counts; True when merged. Changes
         made during the scan are forgotten again at the merge (they are on the change list)."""
+        base = self._base  # a reset after this (for any reason) discards this load at its merge
         try:
             since = self.store.item_changes(0, limit=0).seq
             n = len(catalog.ids)
@@ -108,7 +112,7 @@ class ItemCounts:
                 changes = self.store.item_changes(since, limit=self.store.CHANGES_KEPT, counts_up_to=0,
                                                   shown_limit=self.store.SHOWN_KEPT)  # all of them
                 if catalog is not self._catalog or epoch != self._epoch or changes.epoch != epoch \
-                        or changes.trimmed > since or not changes.complete:
+                        or changes.trimmed > since or not changes.complete or base != self._base:
                     # Started over meanwhile (that reset has cleared the loader), or more changed during
                     # the scan than the change list keeps: the next read starts another load.
                     self.discarded += 1
@@ -121,7 +125,7 @@ class ItemCounts:
                 unknown = np.flatnonzero(~self._known[:n])
                 self._set(unknown, loaded[unknown])
                 self._known[:n] = True
-                self._asof[unknown] = since  # exact as of any point of the scan, unless changed during it ...
+                self._asof[unknown] = since - base  # exact as of any point of the scan, unless changed during it ...
                 self._forget(catalog, changes)  # ... and those are forgotten: re-read when met
                 self._loaded = True
                 self.loads += 1
@@ -179,12 +183,12 @@ class ItemCounts:
             else:
                 self._set(rows[ok], _matrix(changes.counts)[ok])
                 self._known[rows[ok]] = True
-                self._asof[rows[ok]] = changes.seq
+                self._asof[rows[ok]] = changes.seq - self._base
         if changes.shown:
             ids, seqs, weights = _flat(changes.shown)
             at, ok = _located(catalog, ids, len(self._known))
             at, seqs, weights = at[ok], seqs[ok], weights[ok]
-            ok = self._known[at] & (self._asof[at] < seqs)
+            ok = self._known[at] & (self._asof[at].astype(np.int64) < seqs - self._base)
             np.add.at(self._exposure, at[ok], weights[ok])
 
     def _forget(self, catalog, changes) -> None:
@@ -192,12 +196,12 @@ class ItemCounts:
         rows, ok = _located(catalog, changes.items + _flat(changes.shown)[0], len(self._known))
         self._known[rows[ok]] = False
 
-    def _reset(self, catalog, n: int, epoch: str) -> None:
-        self._catalog, self._epoch = catalog, epoch
+    def _reset(self, catalog, n: int, epoch: str, base: int) -> None:
+        self._catalog, self._epoch, self._base = catalog, epoch, base
         self._values = np.zeros((n, 3), dtype=np.float32)
         self._exposure = np.zeros(n, dtype=np.float64)
         self._known = np.zeros(n, dtype=bool)
-        self._asof = np.zeros(n, dtype=np.int64)
+        self._asof = np.zeros(n, dtype=np.uint32)
         self._loader = None  # a load of the old catalog or epoch is discarded at its merge
         self._loaded = False
 
@@ -214,6 +218,9 @@ class ItemCounts:
         """Rows' four counts (events, engaged events, live exposure, live engagements)."""
         self._values[rows] = matrix[:, [0, 1, 3]]
         self._exposure[rows] = matrix[:, 2]
+
+
+_SPAN = 2 ** 31  # sequence numbers a mirror spans before it starts over (half of uint32's range: room to spare)
 
 
 def _top(values: np.ndarray, n: int) -> np.ndarray:

@@ -291,3 +291,38 @@ def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_red
     store.put_quality({"i1": 5.0}, {"i1": 5.0})  # a build replaced the counts: the copy starts over ...
     assert from_copy.counts.tops(5) is None  # ... and until it is loaded again, Redis is read
     assert from_copy._signals(force=True).by_quality == from_redis._signals(force=True).by_quality
+
+
+def test_the_sequence_kept_per_row_starts_over_before_it_could_overflow(store, monkeypatch):
+    """Rows keep the change sequence they are exact as of in 4 bytes, relative to the sequence
+    at the last start-over: once the sequence has moved `_SPAN` past it, the copy starts over
+    (here after a few changes) and stays exact; a load begun before a start-over is discarded."""
+    import serving.itemcounts
+
+    monkeypatch.setattr(serving.itemcounts, "_SPAN", 3)
+    catalog = _catalog(30)
+    _world(store, catalog)
+    counts = ItemCounts(store, preload=False)
+    rows = np.arange(30)
+    _assert_exact(counts, store, catalog, rows)
+    first_base, read = counts._base, counts.reread
+    for i in range(6):  # each a change of the sequence: past _SPAN
+        store.count_shown([(f"i{i}", 1, 1.0)])
+        store.bump_trending(["global"], f"i{i + 10}", 1.0, engaged=True, **CLICK)
+        _assert_exact(counts, store, catalog, rows)
+    assert counts._base > first_base and counts.reread > read  # started over at least once, and re-read
+    assert counts._asof.dtype == np.uint32 and int(counts._asof.max()) < 3
+    scan = store.scan_counts
+
+    def starting_over_meanwhile(kind):  # the sequence moves past _SPAN while the load scans
+        for i in range(4):
+            store.count_shown([(f"i{i}", 1, 1.0)])
+        counts.read(catalog, np.array([0]), ["i0"])
+        return scan(kind)
+
+    monkeypatch.setattr(store, "scan_counts", starting_over_meanwhile)
+    base = counts._base
+    assert not counts.load(catalog, counts._epoch) and counts.discarded == 1 and counts._base != base
+    monkeypatch.setattr(store, "scan_counts", scan)
+    assert counts.load(catalog, counts._epoch)  # a load within one span merges
+    _assert_exact(counts, store, catalog, rows)
