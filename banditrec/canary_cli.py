@@ -70,7 +70,7 @@ def run(config: Config, args) -> int:
             if args.exploration is not None:
                 tried = read_exploration(args.exploration)
                 live = effective(config.exploration, store.live_exploration())
-                if section(tried) == section(live.config):
+                if tried.strategy == live.config.strategy and tried.selected == live.config.selected:
                     return fail(f"{args.exploration} says what every user gets already ({live.source}'s exploration)")
                 exploration = section(tried)
             try:

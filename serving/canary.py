@@ -64,15 +64,16 @@ class Held:
     learner: Learner | None = None
     strategy: Strategy | None = None
 
-    @property
-    def replicas(self) -> int:
-        """Bootstrap replicas the current model must keep for this canary's strategy."""
-        return self.strategy.replicas if self.strategy is not None else 0
+
+# An exploration canary in these statuses may still become the live exploration: the current
+# model keeps the bootstrap replicas it needs (a promotion under way, or failed and retried, must
+# not find them dropped).
+PENDING = (RUNNING, PROMOTING, "promote_failed")
 
 
-def exploration_strategy(record: dict | None) -> Strategy | None:
-    """A running exploration canary's strategy; None for anything else."""
-    if record is None or record["status"] != RUNNING or record["kind"] != EXPLORATION:
+def exploration_strategy(record: dict | None, statuses: tuple[str, ...] = (RUNNING,)) -> Strategy | None:
+    """An exploration canary's strategy if it is in one of `statuses`; None for anything else."""
+    if record is None or record["status"] not in statuses or record["kind"] != EXPLORATION:
         return None
     return strategy_of(exploration_from_dict(record["exploration"]))
 
@@ -169,7 +170,8 @@ def promote(store, record: dict, config: Config, reason: str) -> str | None:
 def _promote_exploration(store, record: dict, config: Config, reason: str) -> str | None:
     if not _start_promoting(store, record, reason):
         return None
-    base = record["base"] or section(config.exploration)  # the serving processes' file, as one of them noted it
+    now = store.canary()  # a process may have noted the base since `record` was read
+    base = (now if now is not None and now["id"] == record["id"] else record)["base"] or section(config.exploration)
     try:
         store.set_live_exploration({"exploration": record["exploration"], "base": base, "canary": record["id"],
                                     "at": time.time()})
@@ -191,11 +193,15 @@ def _promote_failed(store, record: dict, reason: str, exc: Exception) -> None:
 
 
 def abort(store, record: dict, reason: str) -> bool:
-    """Stop serving the canary; True if this call stopped it."""
+    """Stop serving the canary; True if this call stopped it. An exploration canary whose
+    promotion failed halfway (the live exploration written, the record not ended) is taken
+    out of the live exploration too."""
     if not store.end_canary(record["id"], "aborted", reason, from_statuses=ENDABLE,
                             stale_before=time.time() - PROMOTING_STALE_S):
         return False
     store.drop_canary_model(record["id"])
+    if record["kind"] == EXPLORATION:
+        store.clear_live_exploration(canary_id=record["id"])
     return True
 
 
@@ -224,14 +230,21 @@ class CanaryWatch:
     def __init__(self, load_learner):
         self.load_learner = load_learner  # (blob, meta) -> a Learner that serves it
         self.held: Held | None = None
+        self.record: dict | None = None  # as last read
 
-    def sync(self, store, config: Config) -> bool:
-        """True if what this process serves changed. (A `Periodic` task: a failure is logged and
-        counted there.)"""
-        record = store.canary()
+    def replicas(self) -> int:
+        """Bootstrap replicas an exploration canary running (or being promoted) needs."""
+        pending = exploration_strategy(self.record, PENDING)
+        return pending.replicas if pending is not None else 0
+
+    def sync(self, store, config: Config, grow=None) -> bool:
+        """True if what this process serves changed. `grow(n)` is called before an exploration
+        canary is served: the current model must have its replicas first. (A `Periodic` task: a
+        failure is logged and counted there.)"""
+        record = self.record = store.canary()
         if record is not None and record["status"] == RUNNING and config.canary.auto and \
                 apply_rule(store, record, config):
-            record = store.canary()
+            record = self.record = store.canary()
         if record is None or record["status"] != RUNNING:
             if self.held is not None:
                 log.info("canary %s ended (%s): every user gets the current model", self.held.record["id"],
@@ -239,12 +252,15 @@ class CanaryWatch:
                 self.held = None
                 return True
             return False
+        if record["kind"] == EXPLORATION and record["base"] is None:  # until one process has noted it
+            store.note_canary_base(record["id"], section(config.exploration))
         if self.held is not None and self.held.record["id"] == record["id"]:
             return False
         if record["kind"] == EXPLORATION:
-            self.held = Held(record, strategy=exploration_strategy(record))
-            if record["base"] is None:
-                store.note_canary_base(record["id"], section(config.exploration))
+            strategy = exploration_strategy(record)
+            if grow is not None:
+                grow(strategy.replicas)
+            self.held = Held(record, strategy=strategy)
         else:
             snapshot = store.canary_model(record)
             if snapshot is None:

@@ -38,10 +38,11 @@ class Slate:
     candidates: list | None = None
     version: int | None = None
     matched: bool | None = None
-    strategy: Strategy | None = None
+    strategy: Strategy | type[Strategy] | None = None  # (a pre-generated slate's: its class, by name)
 
     def to_json(self) -> dict:  # what a pre-generated slate keeps ("path": the stored name of `source`)
-        return {"path": self.source, "shared": self.shared, "items": [item.to_json() for item in self.items]}
+        out = {"path": self.source, "shared": self.shared, "items": [item.to_json() for item in self.items]}
+        return out if self.strategy is None else {**out, "strategy_name": self.strategy.name}
 
 
 def decide(ranking: Ranking, state: UserState, *, user_id: str, context: dict, k: int, exclude: frozenset,

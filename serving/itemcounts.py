@@ -81,7 +81,7 @@ class ItemCounts:
                 *columns, asof = self.store.counts_as_of([ids[i] for i in missing])
                 self._set(rows[missing], _matrix(columns))
                 self._known[rows[missing]] = True
-                self._asof[rows[missing]] = asof - self._base
+                self._asof[rows[missing]] = max(asof - self._base, 0)  # behind only if Redis went back: reset next
                 self.reread += len(missing)
             values = self._values[rows].astype(np.float64)
             return np.column_stack([values[:, :2], self._exposure[rows], values[:, 2]]), totals
@@ -119,7 +119,7 @@ class ItemCounts:
                     ITEM_COUNTS_LOADS.labels("discarded").inc()
                     log.info("item counts load discarded (the catalog, the counts epoch or the change list "
                              "moved on during the scan); the next read loads again")
-                    if self._catalog is catalog:
+                    if self._loader is threading.current_thread():  # (not a newer load already under way)
                         self._loader = None
                     return False
                 unknown = np.flatnonzero(~self._known[:n])
@@ -137,7 +137,7 @@ class ItemCounts:
             BACKGROUND_FAILURES.labels("item_counts_load").inc()
             log.warning("item counts not loaded (rows are read one by one until a later load): %r", exc)
             with self._lock:
-                if self._catalog is catalog:
+                if self._loader is threading.current_thread():
                     self._loader = None  # the next read tries again
             return False
 

@@ -30,7 +30,7 @@ import time
 from banditrec.config import Config
 from serving import heap
 from serving.background import Periodic
-from serving.canary import exploration_strategy
+from serving.canary import PENDING, exploration_strategy
 from serving.live import LiveExploration
 from serving.models import adopt_latest, make_learner
 from serving.rewards import close_due
@@ -76,15 +76,17 @@ class LearnerProcess:
 
     def adopt_newer(self) -> bool:
         """Continue from a snapshot newer than ours (a rollback, or a previous learner's last one)."""
-        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=True, replicas=self.replicas)
+        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=True,
+                            needed=lambda: self.replicas)
 
     def follow(self) -> None:
         """Train the bootstrap replicas the served strategies need: the live exploration's
         (`serving.live`), or a running exploration canary's if it needs more."""
         self._followed_at = time.monotonic()
+        record = self.store.canary()  # first: a promotion writes the live exploration before it ends the canary
         if self.exploring.follow(self.store):
             self.strategy = self.exploring.now.strategy
-        canary = exploration_strategy(self.store.canary())
+        canary = exploration_strategy(record, PENDING)
         self.replicas = max(self.strategy.replicas, canary.replicas if canary is not None else 0)
         if self.learner.resize_replicas(self.replicas, self.config.model.vw_args()):
             log.info("learning %d bootstrap replicas", self.replicas)

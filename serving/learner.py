@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from bandit.features import at_position
 from bandit.vw import Replicas, VWModel, replica_seed
@@ -25,6 +26,17 @@ from store import Store
 log = logging.getLogger(__name__)
 
 MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
+
+
+def _fitted(replicas: Replicas | None, n: int, model: VWModel, args: str) -> Replicas | None:
+    """`replicas` cut or padded to `n` (new ones: copies of `model`); None for 0."""
+    models = list(replicas.models) if replicas is not None else []
+    if len(models) == n:
+        return replicas
+    if n > len(models):
+        copy = model.to_bytes()
+        models += [VWModel(args, blob=copy) for _ in range(n - len(models))]
+    return Replicas(models[:n]) if n else None
 
 
 class Learner:
@@ -137,27 +149,29 @@ class Learner:
         if self.since_snapshot:
             self.snapshot(cfg.keep)
 
-    def resize_replicas(self, n: int, args: str) -> bool:
+    def resize_replicas(self, n: int, args: str, *, grow_only: bool = False) -> bool:
         """Keep `n` bootstrap replicas (a strategy that needs more was switched to, or an
-        exploration canary that needs them started or ended); True if the count changed. New
-        ones start as copies of the model and diverge as they learn (each reward Poisson(1)
-        times, the first replicas' draws unchanged). Dropped ones are not closed here: requests
-        in flight may still be scoring with them."""
+        exploration canary that needs them started or ended; with `grow_only`, at least `n`);
+        True if the count changed. New ones start as copies of the model and diverge as they
+        learn (each reward Poisson(1) times, the first replicas' draws unchanged). Dropped ones
+        are not closed here: requests in flight may still be scoring with them."""
         with self._lock:
-            models = list(self.replicas.models) if self.replicas is not None else []
-            if n == len(models):
+            have = len(self.replicas) if self.replicas is not None else 0
+            if n == have or (grow_only and n < have):
                 return False
-            if n > len(models):
-                copy = self.model.to_bytes()
-                models += [VWModel(args, blob=copy) for _ in range(n - len(models))]
-            self.replicas = Replicas(models[:n]) if n else None
+            self.replicas = _fitted(self.replicas, n, self.model, args)
             return True
 
-    def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict) -> None:
+    def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict, *,
+              needed: Callable[[], int] | None = None, args: str = "") -> None:
         """Continue from a snapshot written elsewhere (a rollback): its model, cursor and count.
-        The old model is not closed here: requests in flight may still be scoring with it; it
-        is freed when the last of them lets go of it."""
+        With `needed`, the replicas are fitted, under the lock, to as many as it says now (the
+        count may have changed while the snapshot was being loaded). The old model is not closed
+        here: requests in flight may still be scoring with it; it is freed when the last of them
+        lets go of it."""
         with self._lock:
+            if needed is not None:
+                replicas = _fitted(replicas, needed(), model, args)
             self.model, self.replicas = model, replicas
             self.cursor, self.version, self.total = meta["cursor"], meta["version"], meta.get("t", 0)
             self.since_snapshot = 0

@@ -3,19 +3,21 @@ promoted (`store.live`), which every serving process and the learner apply withi
 `canary.check_s`, across hosts, without a restart.
 
 A promoted exploration keeps the file's section it was promoted over (`base`). It applies
-while a process's file still says that; once the file's section is edited, the file wins (the
-newer decision), so a promotion never silently outlives a deliberate change of the file.
+while a process's file still says that (the same strategy, with the same settings; values
+compared as numbers, so `0` and `0.0` agree, and the other strategies' settings do not matter):
+once the file's strategy or its settings are edited, the file wins (the newer decision), so a
+promotion never silently outlives a deliberate change of the file.
 `banditrec config show` says which applies; `banditrec config clear-live` drops a promotion.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 from bandit.strategies import STRATEGIES, Strategy
 from banditrec.config import ExplorationConfig, exploration_from_dict, to_dict
+from banditrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,16 @@ def section(cfg: ExplorationConfig) -> dict:
     return to_dict(cfg)
 
 
-def _same(a: dict, b: dict) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+def _same(a: ExplorationConfig, b: ExplorationConfig) -> bool:
+    """The same strategy with the same settings (the dataclasses' equality: 0 == 0.0)."""
+    return a.strategy == b.strategy and a.selected == b.selected
+
+
+def _applies(live: dict, file_cfg: ExplorationConfig) -> bool:
+    try:
+        return _same(exploration_from_dict(live["base"]), file_cfg)
+    except (ConfigError, KeyError, TypeError):  # written by a release that knew other settings
+        return False
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class Exploring:
 
 def effective(file_cfg: ExplorationConfig, live: dict | None) -> Exploring:
     """The file's exploration, or the promoted one if it was promoted over what the file says."""
-    if live is None or not _same(live["base"], section(file_cfg)):
+    if live is None or not _applies(live, file_cfg):
         return Exploring.of(file_cfg)
     return Exploring.of(exploration_from_dict(live["exploration"]), f"canary {live['canary']}")
 
@@ -78,7 +88,7 @@ class LiveExploration:
         """Re-read the promoted exploration; True if what this process serves changed."""
         live = store.live_exploration()
         found = effective(self.file, live)
-        if _same(section(found.config), section(self.now.config)) and found.source == self.now.source:
+        if found.config == self.now.config and found.source == self.now.source:
             return False
         log.info("now serving %s", describe(found, live))
         self.now = found

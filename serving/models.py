@@ -5,6 +5,7 @@ snapshot (or a fresh model) for a strategy, and adopting a newer snapshot writte
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from bandit.features import prior_examples
 from bandit.strategies import Strategy
@@ -57,16 +58,18 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
 
 
 def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool,
-                 replicas: int | None = None) -> bool:
+                 needed: Callable[[], int] | None = None) -> bool:
     """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
-    the separate learner's, a rollback, a previous learner's last one)."""
+    the separate learner's, a rollback, a previous learner's last one). `needed()`: how many
+    bootstrap replicas to keep (default: the strategy's), asked again when the new model goes in."""
     if store.latest_version() <= learner.version:
         return False
     snapshot = store.latest_snapshot()
     if snapshot is None or snapshot[1]["version"] <= learner.version:
         return False
-    fresh = make_learner(config, store, strategy, snapshot, learns=learns, replicas=replicas)
-    learner.adopt(fresh.model, fresh.replicas, snapshot[1])
+    fresh = make_learner(config, store, strategy, snapshot, learns=learns,
+                         replicas=needed() if needed is not None else None)
+    learner.adopt(fresh.model, fresh.replicas, snapshot[1], needed=needed, args=config.model.vw_args())
     origin = snapshot[1].get("origin", "learner")
     if origin == "rollback":
         log.info("now at model v%d (rolled back to v%s)", snapshot[1]["version"], snapshot[1].get("from_version"))

@@ -13,6 +13,7 @@ import logging
 import random
 import uuid
 
+from bandit.strategies import STRATEGIES
 from serving.decide import Slate, decide, decide_baseline
 from serving.filters import allowed
 from serving.records import SlateItem, UserState
@@ -48,7 +49,8 @@ def cached_slate(service, catalog, req, state: UserState, now: float) -> Slate |
         return None
     ok = allowed(catalog, rows, exclude=req.exclude, seen=state.seen, context=req.context,
                  cfg=service.config.filters)
-    return Slate("pregenerated", cached["shared"], items) if ok.all() else None
+    drawn_by = STRATEGIES.get(cached.get("strategy_name", ""))  # logged as drawn (older slates: the service's)
+    return Slate("pregenerated", cached["shared"], items, strategy=drawn_by) if ok.all() else None
 
 
 def generate(service, user_id: str, state: UserState, context: dict, now: float) -> None:

@@ -186,24 +186,32 @@ class Service:
         then the learner writes no snapshot over it). With a separate learner, its newest
         snapshot. Requests in flight finish on the model they hold."""
         return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns,
-                            replicas=self.replicas_needed())
+                            needed=self.replicas_needed)
 
     def watch_canary(self) -> None:
-        """Follow the live exploration (`serving.live`), serve the canary that is running
-        (`serving.canary`) and apply its automatic rule; then keep as many bootstrap replicas
-        as the strategies served need."""
-        if self.exploring.follow(self.store):
-            self.strategy = self.exploring.now.strategy
-            if self.canary.held is not None and self.canary.held.learner is not None:
-                self.canary.held = None  # a model canary's replicas were made for the old strategy: load it again
-        self.canary.sync(self.store, self.config)
-        self.learner.resize_replicas(self.replicas_needed(), self.config.model.vw_args())
+        """Serve the canary that is running (`serving.canary`) and apply its automatic rule, then
+        follow the live exploration (`serving.live`): in that order, since a promotion writes
+        the live exploration before it ends the canary. A strategy is served only once the
+        current model has the bootstrap replicas it needs; replicas no longer needed are
+        dropped at the end."""
+        try:
+            self.canary.sync(self.store, self.config, grow=self._grow_replicas)
+            if self.exploring.follow(self.store):
+                self._grow_replicas(self.exploring.now.strategy.replicas)
+                self.strategy = self.exploring.now.strategy
+                if self.canary.held is not None and self.canary.held.learner is not None:
+                    self.canary.held = None  # a model canary's replicas were made for the old strategy: load it again
+                    self.canary.sync(self.store, self.config, grow=self._grow_replicas)
+        finally:
+            self.learner.resize_replicas(self.replicas_needed(), self.config.model.vw_args())
+
+    def _grow_replicas(self, n: int) -> None:
+        self.learner.resize_replicas(n, self.config.model.vw_args(), grow_only=True)
 
     def replicas_needed(self) -> int:
-        """Bootstrap replicas the current model keeps: the strategy's, or a running
-        exploration canary's if it needs more."""
-        held = self.canary.held if self.canary is not None else None
-        return max(self.strategy.replicas, held.replicas if held is not None else 0)
+        """Bootstrap replicas the current model keeps: the strategy's, or an exploration
+        canary's (running, or being promoted) if it needs more."""
+        return max(self.strategy.replicas, self.canary.replicas() if self.canary is not None else 0)
 
     def _canary_learner(self, snapshot) -> Learner:
         learner = make_learner(self.config, self.store, self.strategy, snapshot)

@@ -14,6 +14,13 @@ import json
 
 from store.base import guarded
 
+# KEYS[1]: the live exploration. ARGV[1]: a canary id. Deleted only if it is that canary's.
+_CLEAR_IF = """
+local value = redis.call('GET', KEYS[1])
+if value and cjson.decode(value)['canary'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class LiveOps:
     def _live_key(self) -> str:
@@ -30,6 +37,9 @@ class LiveOps:
         self.client.set(self._live_key(), json.dumps(value, sort_keys=True))
 
     @guarded
-    def clear_live_exploration(self) -> bool:
-        """Drop the promoted exploration (every process goes back to its file's); True if one was set."""
-        return bool(self.client.delete(self._live_key()))
+    def clear_live_exploration(self, canary_id: str | None = None) -> bool:
+        """Drop the promoted exploration (every process goes back to its file's); with
+        `canary_id`, only if it is that canary's. True if one was dropped."""
+        if canary_id is None:
+            return bool(self.client.delete(self._live_key()))
+        return bool(self._live_clear(keys=[self._live_key()], args=[canary_id]))

@@ -21,6 +21,7 @@ from store.canary import _START as _CANARY_START
 from store.canary import CanaryOps
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
+from store.live import _CLEAR_IF as _LIVE_CLEAR
 from store.live import LiveOps
 from store.once import _TAKE, OnceOps
 from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_WITH, _TOUCH, PopularityOps
@@ -71,6 +72,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
         self._canary_start = client.register_script(_CANARY_START)
         self._canary_end = client.register_script(_CANARY_END)
         self._canary_base = client.register_script(_CANARY_BASE)
+        self._live_clear = client.register_script(_LIVE_CLEAR)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

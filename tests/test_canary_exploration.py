@@ -154,10 +154,68 @@ def test_the_automatic_rule_promotes_an_exploration_canary_that_is_not_worse(dep
     assert cli("canary", "start", "--exploration", str(candidate)) == 0
     service.watch_canary()
     _visit(client, [f"auto{i}" for i in range(400)], click=lambda body: True)
+    trained = service.learner.replicas.models  # the replicas that learned during the canary
     service.watch_canary()  # the rule promotes it, and the same watch switches to it
     assert service.store.canary()["status"] == "promoted" and service.store.live_exploration() is not None
+    assert service.strategy.name == "thompson" and service.learner.replicas.models == trained  # kept, not remade
+
+
+def test_a_strategy_is_served_only_once_its_replicas_are_there(deployment, monkeypatch):
+    service, client, cli, candidate = deployment
+    seen = []  # at every change of the replicas: their count before, and what was served then
+    resize = service.learner.resize_replicas
+
+    def watched(n, args, **kw):
+        held = service.canary.held
+        seen.append((len(service.learner.replicas or ()), service.strategy.name,
+                     held.strategy.name if held is not None else None))
+        return resize(n, args, **kw)
+
+    monkeypatch.setattr(service.learner, "resize_replicas", watched)
+    assert cli("canary", "start", "--exploration", str(candidate)) == 0
     service.watch_canary()
-    assert service.strategy.name == "thompson"
+    assert seen[0] == (0, "epsilon_greedy", None)  # grown before the canary's Thompson was served
+    assert cli("canary", "promote") == 0
+    service.watch_canary()
+    assert service.strategy.name == "thompson" and len(service.learner.replicas) == 4
+    assert all(count == 4 for count, strategy, held in seen if "thompson" in (strategy, held))
+
+
+def test_a_snapshot_adopted_during_the_canary_keeps_the_replicas_it_needs(deployment):
+    service, client, cli, candidate = deployment
+    assert cli("canary", "start", "--exploration", str(candidate)) == 0
+    service.watch_canary()
+    blob = service.learner.model.to_bytes()
+    service.store.put_snapshot(blob, {"cursor": service.learner.cursor, "t": service.learner.total}, 5)  # none
+    assert service.adopt_newer_model() and len(service.learner.replicas) == 4
+
+
+def test_an_abort_after_a_promotion_that_failed_halfway_takes_it_out_of_the_live_exploration(deployment):
+    service, client, cli, candidate = deployment
+    assert cli("canary", "start", "--exploration", str(candidate)) == 0
+    record = service.store.canary()
+    # a promotion wrote the live exploration, then Redis went away before the record was ended
+    service.store.set_live_exploration({"exploration": record["exploration"], "canary": record["id"], "at": 0.0,
+                                        "base": section(service.config.exploration)})
+    assert service.store.end_canary(record["id"], "promote_failed", "by hand", from_statuses=("running",))
+    assert cli("canary", "abort") == 0
+    assert service.store.live_exploration() is None
+    service.watch_canary()
+    assert service.strategy.name == "epsilon_greedy"
+
+
+def test_a_promotion_applies_over_the_same_settings_written_another_way():
+    from banditrec.config import exploration_from_dict
+
+    base = {"strategy": "epsilon_greedy", "epsilon_greedy": {"epsilon": 0}}  # an int in one file ...
+    live = {"exploration": {"strategy": "thompson"}, "base": base, "canary": "c1"}
+    same = exploration_from_dict({"strategy": "epsilon_greedy", "epsilon_greedy": {"epsilon": 0.0}})  # ... a float
+    assert effective(same, live).source == "canary c1"
+    other = exploration_from_dict({"strategy": "epsilon_greedy", "epsilon_greedy": {"epsilon": 0.1}})
+    assert effective(other, live).source == "file"
+    unrelated = exploration_from_dict({"strategy": "epsilon_greedy", "epsilon_greedy": {"epsilon": 0},
+                                       "thompson": {"replicas": 16}})  # another strategy's settings
+    assert effective(unrelated, live).source == "canary c1"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -87,3 +87,20 @@ def test_a_user_called_due_cannot_touch_the_refresh_schedule(build, open_service
     for user in ("due", "{due}", "pregen-due"):
         client.post("/events", json={"user_id": user, "item_id": "i1", "type": "view"})
     assert refresh_due(service) == 2
+
+
+def test_a_pre_generated_slate_is_logged_with_the_strategy_that_drew_it(build, open_service, store):
+    """Drawn by Thompson, served after the process switched to epsilon-greedy: its decision and
+    the reward's importance weighting follow Thompson's, not the service's strategy now."""
+    from bandit.strategies import STRATEGIES
+
+    service = open_service(build(inactive=INACTIVE))
+    client = create_app(deps=service).test_client()
+    client.post("/recommend", json={"user_id": "u3", "k": 5})
+    refresh_due(service)
+    assert store.get_pregen("u3")["strategy_name"] == service.strategy.name == "thompson"
+    service.strategy = STRATEGIES["epsilon_greedy"](service.config.exploration.settings["epsilon_greedy"])
+    served = client.post("/recommend", json={"user_id": "u3", "k": 5}).get_json()
+    assert served["strategy"] == "pregenerated"
+    decision, _ = store.feedback_state(served["event_id"], served["items"][0]["item_id"])
+    assert decision["strategy_name"] == "thompson"  # (what learning reads with the reward)
