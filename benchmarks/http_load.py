@@ -19,11 +19,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,19 @@ class Server:
                         f"BANDITREC_LEARNER_PARENT={self.proc.pid}\x00".encode() in environ:
                     return int(entry.name)
         return None
+
+    def wait_counts_loaded(self, workers: int, timeout_s: float = 180.0) -> float:
+        """Until every worker has merged its background load of the item counts (~7 s of CPU at
+        1M items, competing with the requests of a fresh worker); the seconds waited."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            merged = re.search(r'^banditrec_item_counts_loads_total\{outcome="merged"\} (\S+)$', text, re.M)
+            if merged and float(merged.group(1)) >= workers:
+                return time.monotonic() - start
+            time.sleep(0.5)
+        raise RuntimeError(f"the workers' item counts were not loaded within {timeout_s:g} s")
 
     def worker_pids(self, tries: int = 40) -> set[int]:
         pids = set()
@@ -186,6 +201,7 @@ def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, 
         server = Server(bench, workers=1, log_name=f"serve-{strategy}", retrieval=retrieval,
                         exploration={"strategy": strategy}, inactive={"after_s": 0.0})
         try:
+            server.wait_counts_loaded(1)  # measured after start-up, as on 2 workers below
             one_client(server, users[:100])  # warm-up
             lat = one_client(server, users[100:])
             results["one_client"][strategy] = dict(zip(("p50", "p99"), percentiles(lat)))
