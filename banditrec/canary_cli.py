@@ -49,7 +49,7 @@ def read_exploration(path: Path) -> ExplorationConfig:
 
 def run(config: Config, args) -> int:
     from serving import canary
-    from serving.live import effective, section
+    from serving.live import effective, same_exploration, section
     from store import store_session
     from store.canary import PROMOTING, PROMOTING_STALE_S, CanaryExists
 
@@ -70,7 +70,7 @@ def run(config: Config, args) -> int:
             if args.exploration is not None:
                 tried = read_exploration(args.exploration)
                 live = effective(config.exploration, store.live_exploration())
-                if tried.strategy == live.config.strategy and tried.selected == live.config.selected:
+                if same_exploration(tried, live.config):
                     return fail(f"{args.exploration} says what every user gets already ({live.source}'s exploration)")
                 exploration = section(tried)
             try:

@@ -33,14 +33,14 @@ def section(cfg: ExplorationConfig) -> dict:
     return to_dict(cfg)
 
 
-def _same(a: ExplorationConfig, b: ExplorationConfig) -> bool:
+def same_exploration(a: ExplorationConfig, b: ExplorationConfig) -> bool:
     """The same strategy with the same settings (the dataclasses' equality: 0 == 0.0)."""
     return a.strategy == b.strategy and a.selected == b.selected
 
 
 def _applies(live: dict, file_cfg: ExplorationConfig) -> bool:
     try:
-        return _same(exploration_from_dict(live["base"]), file_cfg)
+        return same_exploration(exploration_from_dict(live["base"]), file_cfg)
     except (ConfigError, KeyError, TypeError):  # written by a release that knew other settings
         return False
 
