@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
 
 
-def _fitted(replicas: Replicas | None, n: int, model: VWModel, args: str) -> Replicas | None:
+def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str) -> Replicas | None:
     """`replicas` cut or padded to `n` (new ones: copies of `model`); None for 0."""
     models = list(replicas.models) if replicas is not None else []
     if len(models) == n:
@@ -159,7 +159,7 @@ class Learner:
             have = len(self.replicas) if self.replicas is not None else 0
             if n == have or (grow_only and n < have):
                 return False
-            self.replicas = _fitted(self.replicas, n, self.model, args)
+            self.replicas = fitted_replicas(self.replicas, n, self.model, args)
             return True
 
     def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict, *,
@@ -171,7 +171,7 @@ class Learner:
         lets go of it."""
         with self._lock:
             if needed is not None:
-                replicas = _fitted(replicas, needed(), model, args)
+                replicas = fitted_replicas(replicas, needed(), model, args)
             self.model, self.replicas = model, replicas
             self.cursor, self.version, self.total = meta["cursor"], meta["version"], meta.get("t", 0)
             self.since_snapshot = 0

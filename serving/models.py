@@ -11,7 +11,7 @@ from bandit.features import prior_examples
 from bandit.strategies import Strategy
 from bandit.vw import Replicas, VWModel
 from banditrec.config import Config, ModelConfig
-from serving.learner import Learner
+from serving.learner import Learner, fitted_replicas
 from store import Store
 
 log = logging.getLogger("serving.service")
@@ -44,13 +44,8 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
         blob, meta = snapshot
         model = VWModel(args, blob=blob)
     n = strategy.replicas if replicas is None else replicas
-    kept = None
-    if n:
-        blobs = list(meta.get("replica_blobs", []))[:n]
-        if len(blobs) < n:
-            copy = model.to_bytes()
-            blobs += [copy] * (n - len(blobs))
-        kept = Replicas.from_blobs(args, blobs)
+    blobs = list(meta.get("replica_blobs", []))[:n]
+    kept = fitted_replicas(Replicas.from_blobs(args, blobs) if blobs else None, n, model, args)
     return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
                    total=meta.get("t", 0), replicas=kept, importance_weighted=strategy.importance_weighted,
                    enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline),
