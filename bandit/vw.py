@@ -8,6 +8,7 @@ Every parsed example goes back through `finish_example` (skipping it leaks memor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -104,12 +105,66 @@ def _features(ws, line: str) -> list[tuple[str, int, float]]:
     return out
 
 
+# Reading a model's weights. A saved model (VW 9 saves the learning state too) is a header
+# then one record per non-zero weight: uint32 index, the weight, and two float32s of its
+# adaptive learning state. The header's length depends only on the command line (its numbers
+# are fixed-size), so an untrained model saved under the same arguments measures it. Anything
+# else (another layout, a model saved under other arguments) gives None, and the caller keeps
+# scoring through VW; `bandit.linear` also checks the weights against VW's own predictions.
+_RECORD = np.dtype([("index", "<u4"), ("weight", "<f4"), ("adaptive", "<f4"), ("normalizer", "<f4")])
+
+
+@functools.cache
+def _layout(args: str) -> tuple[int, int]:
+    """(header bytes, number of weights) of a model saved under `args`."""
+    probe = VWModel(args)
+    try:
+        return len(probe.to_bytes()), probe._ws.num_weights()
+    finally:
+        probe.close()
+
+
+def dense_weights(blob: bytes, args: str) -> np.ndarray | None:
+    """The weights (float32, one per hashed index) of a model saved under `args`, else None."""
+    start, size = _layout(args)
+    if len(blob) < start or (len(blob) - start) % _RECORD.itemsize:
+        return None
+    records = np.frombuffer(blob, dtype=_RECORD, offset=start)
+    index = records["index"].astype(np.int64)
+    if len(index) and (index[-1] >= size or np.any(np.diff(index) <= 0)):
+        return None
+    weights = np.zeros(size, dtype=np.float32)
+    weights[index] = records["weight"]
+    return weights
+
+
+@functools.cache
+def _hasher():
+    """A Workspace that hashes to all 32 bits (VW masks a feature's hash to the model's `-b`;
+    the low bits of a crossed pair's hash depend only on the low bits of its two hashes, so
+    a model of any size masks these once more). Sparse: it holds no weights to speak of."""
+    return vowpalwabbit.Workspace(f"--quiet -b 32 --sparse_weights {RUNTIME_ARGS}")
+
+
+def line_features(line: str) -> list[tuple[str, int, float]]:
+    """(namespace, feature hash, value) of one of our own example lines, hashed as VW hashes
+    them (the namespace's hash seeds its features'); a leading label or "shared" is skipped."""
+    return [(name.split("^", 1)[0], h, v) for name, h, v in _features(_hasher(), line)]
+
+
+def hash_version() -> str:
+    """What the hashes above depend on: item feature hashes stored by a build are valid for
+    the same VW release."""
+    return f"vowpalwabbit {getattr(vowpalwabbit, '__version__', '?')}"
+
+
 class VWModel(_Locked):
     """A `--cb_adf` Workspace: score candidates, learn one labelled action at a time."""
 
     def __init__(self, args: str, *, blob: bytes | None = None):
         self.args = args
         self._lock = threading.Lock()
+        self.linear = None  # a frozen copy of its weights for direct scoring (bandit.linear); dropped when it learns
         if blob is None:
             self._ws = vowpalwabbit.Workspace(f"{args} {RUNTIME_ARGS}")
         else:  # a saved model restores its own reductions and interactions
@@ -133,6 +188,7 @@ class VWModel(_Locked):
     def learn(self, shared: str, action: str, reward: float, probability: float) -> None:
         """Importance-weighted update toward `reward` for the action chosen with `probability`."""
         with self._lock:
+            self.linear = None
             _learn(self._workspace(), [shared, with_label(action, -float(reward), float(probability))])
 
     def explain(self, shared: str, action: str, top: int = 5) -> list[dict]:

@@ -64,6 +64,7 @@ class ServerConfig:
     log_format: str = "json"  # json | text: how the served app logs (one JSON object per line, with event_id)
     heap_trim_s: float = 30.0  # give the C heap's free memory back to the system this often (0: never)
     user_cache_mb: float = 8.0  # per process: the last users' states, served while Redis is away (0: none)
+    direct_scoring: bool = True  # a process that does not learn scores from the model's weights (bandit.linear)
 
     def __post_init__(self):
         check_scalar(self.host, "server.host", str)
@@ -84,6 +85,7 @@ class ServerConfig:
         check_scalar(self.max_k, "server.max_k", int, min=1, max=10_000)
         check_scalar(self.heap_trim_s, "server.heap_trim_s", float, min=0.0)
         check_scalar(self.user_cache_mb, "server.user_cache_mb", float, min=0.0, max=65536.0)
+        check_scalar(self.direct_scoring, "server.direct_scoring", bool)
         check_scalar(self.learner, "server.learner", str, choices=("auto", "inline", "process", "external"))
         if self.learner == "inline" and self.workers > 1:
             raise ConfigError("server.learner = \"inline\" needs server.workers = 1 (each worker would learn "

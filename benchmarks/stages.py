@@ -26,9 +26,12 @@ STRATEGIES = ("epsilon_greedy", "thompson", "squarecb", "greedy")
 
 
 def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000, k: int = 50,
-            seed: int = 0) -> dict:
-    """{stage: [ms per request]}, plus "total" and "feedback"."""
-    config = bench.config_with(retrieval={"n_candidates": n_candidates}, server={"max_k": max(k, 100)},
+            seed: int = 0, worker: bool = False) -> dict:
+    """{stage: [ms per request]}, plus "total" and "feedback". `worker`: as a worker beside a
+    separate learner (it serves the snapshot, scoring from its weights); else as one process
+    that learns inline."""
+    config = bench.config_with(retrieval={"n_candidates": n_candidates},
+                               server={"max_k": max(k, 100), "learner": "process" if worker else "auto"},
                                exploration={"strategy": strategy}, inactive={"after_s": 0.0})
     service = Service.open(config, start_threads=False)
     rng = np.random.default_rng(seed)
@@ -82,10 +85,16 @@ def main(argv=None) -> None:
     parser = parser_for(__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--worker", action="store_true",
+                        help="also measure each strategy as a worker beside a separate learner")
     args = parser.parse_args(argv)
     bench = bench_for(args)
     try:
-        results = {s: measure(bench, s, args.requests) for s in args.strategies.split(",")}
+        results = {}
+        for s in args.strategies.split(","):
+            results[s] = measure(bench, s, args.requests)
+            if args.worker:
+                results[f"{s} (worker)"] = measure(bench, s, args.requests, worker=True)
         print(table(results))
     finally:
         bench.close()

@@ -8,6 +8,8 @@
         ids.bin, ids.off.npy       item ids in row order (retrieval/columns.py)
         ids.hash.npy, ids.order.npy  item id -> row
         lines.bin, lines.off.npy   each item's cached Vowpal Wabbit feature text, in row order
+        features.off.npy, features.hash.npy, features.value.npy   the same lines' features hashed
+                                   as VW hashes them (CSR by row), for scoring without the parser
         in_stock.npy, published_at.npy, category.npy, popularity.npy   per row
         categories.json            category names, by code
         embedder.npz   content encoder (tfidf or minilm), fitted projection + ridge map, for items added later
@@ -45,6 +47,8 @@ class Bundle:
     popularity: np.ndarray      # 0..1 per row, from the last full build
     embedder: ItemEmbedder
     index: VectorIndex
+    features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (offsets, hashes, values), mapped
+
 
     @property
     def version(self) -> str:
@@ -77,7 +81,7 @@ def read_meta(path: Path | None) -> dict:
 def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, lines: list[str],
                  embedder: ItemEmbedder, meta: dict, n_trees: int, seed: int, kind: str = "ivf", nlist: int = 0,
                  progress: bool = False, keep: int = 3, publish: bool = True,
-                 popularity: np.ndarray | None = None) -> Path:
+                 popularity: np.ndarray | None = None, features=None) -> Path:
     """Write a new version next to the served one; with `publish`, point CURRENT at it.
     `meta["space"]` names the embedding space; a full build omits it and starts its own."""
     root = index_root(data_dir)
@@ -94,6 +98,9 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     Strings.write(ids, tmp, "ids")
     IdMap.write(ids, tmp)
     Strings.write(lines, tmp, "lines")
+    if features is not None:  # (offsets, hashes, values, what the hashes depend on)
+        write_features(tmp, *features)
+        meta = {**meta, "features_hashed_by": features[3]}
     names, codes = np.unique(np.array([i.get("category", "") for i in items], dtype=object), return_inverse=True)
     columns = {"in_stock": np.array([i["in_stock"] for i in items], dtype=bool),
                "published_at": np.array([i["published_at"] for i in items], dtype=np.int64),
@@ -115,6 +122,20 @@ def write_bundle(data_dir: Path, *, items: list[dict], vectors: np.ndarray, line
     return root / name
 
 
+def write_features(path: Path, offsets: np.ndarray, hashes: np.ndarray, values: np.ndarray, *_) -> None:
+    for name, array in (("off", offsets), ("hash", hashes), ("value", values)):
+        np.save(path / f"features.{name}.npy", array)
+
+
+def read_features(path: Path, meta: dict, hashed_by: str | None) -> tuple[np.ndarray, ...] | None:
+    """The version's hashed item features, memory-mapped, if it has them and they were hashed
+    as this process hashes (`hashed_by`: the same VW release); else None."""
+    if hashed_by is None or meta.get("features_hashed_by") != hashed_by or not (path / "features.off.npy").exists():
+        return None
+    arrays = tuple(np.load(path / f"features.{name}.npy", mmap_mode="r") for name in ("off", "hash", "value"))
+    return arrays if len(arrays[0]) == meta["n_items"] + 1 else None
+
+
 def publish_bundle(data_dir: Path, path: Path, keep: int = 3) -> None:
     """Point CURRENT at `path` (atomic rename); versions beyond the newest `keep` go."""
     root = index_root(data_dir)
@@ -126,7 +147,8 @@ def publish_bundle(data_dir: Path, path: Path, keep: int = 3) -> None:
         shutil.rmtree(root / old, ignore_errors=True)
 
 
-def load_bundle(path: Path, search_k: int, exact_below: int = 0, kind: str = "ivf") -> Bundle:
+def load_bundle(path: Path, search_k: int, exact_below: int = 0, kind: str = "ivf",
+                hashed_by: str | None = None) -> Bundle:
     meta = json.loads((path / "meta.json").read_text())
     if (path / "ids.bin").exists():
         ids, lines = Strings.load(path, "ids"), Strings.load(path, "lines")
@@ -141,7 +163,7 @@ def load_bundle(path: Path, search_k: int, exact_below: int = 0, kind: str = "iv
                          f"{len(ids)} ids, {len(lines)} lines, {len(vectors)} vectors")
     index = VectorIndex(path, meta["dim"], search_k, vectors, exact_below, kind)
     return Bundle(path, meta, ids, lines, row_of, vectors, in_stock, published_at, category, category_names, popularity,
-                  ItemEmbedder.load(path / "embedder.npz"), index)
+                  ItemEmbedder.load(path / "embedder.npz"), index, read_features(path, meta, hashed_by))
 
 
 def read_attributes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:

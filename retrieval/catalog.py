@@ -76,14 +76,25 @@ class _Column:
 _LISTS_KEPT = 64  # lists whose rows `rows_for_list` remembers
 
 
+def _gather(stored, rows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR rows (offsets, hashes, values) flattened, each feature tagged with its row's position."""
+    offsets, hashes, values = stored
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    ends = np.cumsum(lengths)
+    at = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+    return np.repeat(positions, lengths), hashes[at].astype(np.uint64), np.asarray(values[at], dtype=np.float32)
+
+
 class Catalog:
     """Item rows with their ids, cached VW text, stock, age, and a vector search."""
 
-    def __init__(self, bundle: Bundle | None, dim: int, line_for, embedder=None):
+    def __init__(self, bundle: Bundle | None, dim: int, line_for, embedder=None, hash_line=None):
         self.bundle = bundle
         self.dim = dim
         self.embedder = embedder  # embeds items added later into this catalog's space
         self._line_for = line_for  # item dict -> cached VW feature text
+        self._hash_line = hash_line  # cached text -> (hashes, values) as VW hashes it, or None
+        self._hashed: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # rows added since the build
         self._lock = threading.Lock()
         n = len(bundle.ids) if bundle else 0
         self.n_base = n
@@ -169,6 +180,30 @@ class Catalog:
             code = self._category_code[category] = len(self.category_names)
             self.category_names.append(category)
         return code
+
+    def item_features(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The rows' cached features hashed (`bundle.features`; rows added since the build are
+        hashed once, here), flattened: (owner: the position in `rows` of each feature, hashes
+        (uint64), values (float32)). None if this version has none or a line cannot be hashed."""
+        stored = self.bundle.features if self.bundle is not None else None
+        if self._hash_line is None or (stored is None and self.n_base):
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        base = rows < self.n_base
+        owner, hashes, values = _gather(stored, rows[base], np.flatnonzero(base)) if self.n_base else \
+            (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.float32))
+        if base.all():
+            return owner, hashes, values
+        parts = [(owner, hashes, values)]
+        for at in np.flatnonzero(~base).tolist():
+            row = int(rows[at])
+            if row not in self._hashed:
+                self._hashed[row] = self._hash_line(self.lines[row])
+            one = self._hashed[row]
+            if one is None:
+                return None
+            parts.append((np.full(len(one[0]), at, dtype=np.int64), *one))
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
     def category_codes(self, rows: np.ndarray) -> np.ndarray:
         return self._category[rows]

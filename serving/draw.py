@@ -44,9 +44,11 @@ def in_order(ranking: Ranking, found: Candidates, scored: Scored, *, k: int,
 def slate_items(ranking: Ranking, found: Candidates, scored: Scored, choices: list[Choice],
                 fresh: np.ndarray) -> list[SlateItem]:
     ids = found.item_ids(ranking.catalog)
+    wanted = [c.index for c in choices]
+    actions = scored.actions.take(wanted) if hasattr(scored.actions, "take") else [scored.actions[i] for i in wanted]
     return [SlateItem(ids[c.index], position, round(float(scored.scores.mean[c.index]), 6) + 0.0,
-                      c.probability, c.explored, bool(fresh[c.index]), scored.actions[c.index])
-            for position, c in enumerate(choices, start=1)]
+                      c.probability, c.explored, bool(fresh[c.index]), action)
+            for position, (c, action) in enumerate(zip(choices, actions), start=1)]
 
 
 def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | None,

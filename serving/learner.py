@@ -35,7 +35,9 @@ def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str
         return replicas
     if n > len(models):
         copy = model.to_bytes()
-        models += [VWModel(args, blob=copy) for _ in range(n - len(models))]
+        for _ in range(n - len(models)):
+            models.append(VWModel(args, blob=copy))
+            models[-1].linear = model.linear  # the same weights (None if the model learns)
     return Replicas(models[:n]) if n else None
 
 

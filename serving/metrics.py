@@ -54,6 +54,9 @@ ITEM_COUNTS_LOADS = Counter("banditrec_item_counts_loads_total",
                             "Background loads of every item's counts into a worker's mirror, by outcome "
                             "(merged, discarded: the catalog or counts moved on during the scan, failed)",
                             ["outcome"])
+LINEAR_DECLINED = Counter("banditrec_linear_scoring_declined_total",
+                          "Models adopted whose weights could not be read for direct scoring (scored through VW's "
+                          "parser instead)")
 MODEL_VERSION = Gauge("banditrec_served_model_version", "Model version served by this process",
                       multiprocess_mode="liveall")
 

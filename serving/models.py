@@ -8,10 +8,12 @@ import logging
 from typing import Callable
 
 from bandit.features import prior_examples
+from bandit.linear import LinearModel
 from bandit.strategies import Strategy
 from bandit.vw import Replicas, VWModel
 from banditrec.config import Config, ModelConfig
 from serving.learner import Learner, fitted_replicas
+from serving.metrics import LINEAR_DECLINED
 from store import Store
 
 log = logging.getLogger("serving.service")
@@ -45,11 +47,28 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
         model = VWModel(args, blob=blob)
     n = strategy.replicas if replicas is None else replicas
     blobs = list(meta.get("replica_blobs", []))[:n]
-    kept = fitted_replicas(Replicas.from_blobs(args, blobs) if blobs else None, n, model, args)
+    learns = config.learning.mode != "logging_only" and (learns or config.server.learns_inline)
+    from_blobs = Replicas.from_blobs(args, blobs) if blobs else None
+    if not learns and config.server.direct_scoring:  # it serves this snapshot unchanged: score from its weights
+        read_weights(model, snapshot[0] if snapshot is not None else None, from_blobs, blobs)
+    kept = fitted_replicas(from_blobs, n, model, args)
     return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
                    total=meta.get("t", 0), replicas=kept, importance_weighted=strategy.importance_weighted,
-                   enabled=config.learning.mode != "logging_only" and (learns or config.server.learns_inline),
+                   enabled=learns,
                    position_bias=config.model.position_bias)
+
+
+def read_weights(model: VWModel, blob: bytes | None, replicas: Replicas | None, blobs: list[bytes]) -> None:
+    """Give a model that will not learn (and its replicas) a `bandit.linear` copy of its weights:
+    its candidates are then scored without VW's text parser. A model whose weights cannot be
+    read, or do not give VW's scores, is scored through VW (logged and counted)."""
+    pairs = [(model, blob), *zip(replicas.models if replicas is not None else (), blobs)]
+    for one, saved in pairs:
+        one.linear = LinearModel.of(one, saved)
+    if any(one.linear is None for one, _ in pairs):
+        LINEAR_DECLINED.inc()
+        log.warning("model scored through VW's parser: its weights could not be read as a linear model (args %r)",
+                    model.args)
 
 
 def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool,

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bandit.features import item_line, strip_popularity
+from bandit.linear import hash_line
 from bandit.strategies import Strategy
-from bandit.vw import VWModel
+from bandit.vw import VWModel, hash_version
 from banditrec.config import Config
 from banditrec.errors import Unavailable
 from retrieval.bundle import current_path, load_bundle
@@ -56,15 +57,18 @@ class BuildSteps:
 def load_catalog(config: Config) -> Catalog:
     """The catalog of the current index version (empty before the first build)."""
     path = current_path(config.data.path)
-    bundle = load_bundle(path, config.index.search_k, config.index.exact_below,
-                                            config.index.kind) if path else None
+    bundle = load_bundle(path, config.index.search_k, config.index.exact_below, config.index.kind,
+                         hashed_by=hash_version()) if path else None
     if bundle is not None and bundle.meta["dim"] != config.embedding.dim:
         raise ValueError(f"index {path} has dimension {bundle.meta['dim']}, config says "
                          f"{config.embedding.dim}: rebuild with `banditrec build`")
     if bundle is not None and bundle.lines and " |Pop " in bundle.lines[0]:  # built by an older release
         bundle.lines = Strings.of(strip_popularity(line) for line in bundle.lines)   # popularity is live now
     embedder = bundle.embedder if bundle else ItemEmbedder.untrained(config.embedding)
-    return Catalog(bundle, config.embedding.dim, item_line, embedder)
+    if bundle is not None and bundle.features is None and len(bundle.ids):
+        log.info("index %s has no hashed item features (built by an older release): candidates are scored "
+                 "through VW's text parser; the next build adds them", bundle.version)
+    return Catalog(bundle, config.embedding.dim, item_line, embedder, hash_line)
 
 
 def current_catalog(config: Config, store: Store) -> Catalog:

@@ -362,14 +362,16 @@ def test_adopting_a_model_under_traffic_gives_no_errors(build, open_service, sto
     v1 = service.learner.snapshot(keep=50)
     errors, stop = [], threading.Event()
 
-    def traffic():
-        client = create_app(deps=service).test_client()
+    def traffic(client):
         while not stop.is_set():
             response = client.post("/recommend", json={"user_id": "u3", "k": 5, "explain": True})
             if response.status_code != 200:
                 errors.append(response.get_data(as_text=True)[:200])
 
-    threads = [threading.Thread(target=traffic) for _ in range(3)]
+    # the apps are made here, one after the other: werkzeug compiles each route with ast.parse, which
+    # in CPython 3.11.7 fails now and then when threads call it at once ("AST constructor recursion
+    # depth mismatch", seen in this test)
+    threads = [threading.Thread(target=traffic, args=(create_app(deps=service).test_client(),)) for _ in range(3)]
     for t in threads:
         t.start()
     try:

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bandit.features import item_line
+from bandit.linear import hash_lines
 from banditrec.build.inputs import fold_upserts, read_all_interactions, still_there, stored_profiles
 from banditrec.build.lock import BuildLock
 from banditrec.build.popularity import popularity_prior, write_holdout_popularity, write_popularity, write_quality
@@ -80,8 +81,9 @@ def _full_build(config, store, catalog, users, interactions, now, progress, thre
             "sources": {"catalog": str(catalog or ""), "users": str(users or ""),
                         "interactions": str(interactions or "")}}
     prior = popularity_prior(popularity(engagement))
-    path = write_bundle(config.data.path, items=items, vectors=vectors,
-                        lines=[item_line(i) for i in items], embedder=embedder, meta=meta,
+    lines = [item_line(i) for i in items]
+    path = write_bundle(config.data.path, items=items, vectors=vectors, lines=lines, features=hash_lines(lines),
+                        embedder=embedder, meta=meta,
                         n_trees=config.index.n_trees, seed=config.index.build_seed, kind=config.index.kind,
                         nlist=config.index.nlist, progress=progress,
                         publish=False, popularity=prior)

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from bandit.features import item_line
+from bandit.linear import hash_lines
 from banditrec.build.lock import BuildLock
 from banditrec.config import Config
 from retrieval.bundle import current_path, read_attributes, read_items, read_meta, write_bundle
@@ -65,8 +66,9 @@ def _incremental_build(config: Config, store: Store, progress: bool) -> dict | N
                 "full_cursor": meta.get("full_cursor", "0-0"), "space": space,
                 "n_interactions": meta.get("n_interactions", 0), "sources": meta.get("sources", {}),
                 "stream_events": meta.get("stream_events", 0), "full_built_at": meta.get("full_built_at", 0.0)}
-    path = write_bundle(config.data.path, items=items, vectors=vectors,
-                        lines=[item_line(i) for i in items], embedder=embedder, meta=new_meta,
+    lines = [item_line(i) for i in items]
+    path = write_bundle(config.data.path, items=items, vectors=vectors, lines=lines, features=hash_lines(lines),
+                        embedder=embedder, meta=new_meta,
                         n_trees=config.index.n_trees, seed=config.index.build_seed, kind=config.index.kind,
                         nlist=config.index.nlist, progress=progress,
                         keep=config.index.keep_versions, popularity=prior)

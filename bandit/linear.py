@@ -1,0 +1,198 @@
+"""Scoring many candidates straight from a model's weights, without VW's text parser.
+
+A `--cb_adf` model's score for one action is linear in its features: the constant, every
+shared and action feature's weight x value, and for each crossed pair of namespaces
+(`--interactions UI`: every `User` feature with every `Item` one) the weight at the pair's
+hash x both values. A serving process that does not learn holds its model unchanged until
+the next snapshot, so it can read the weights once (`bandit.vw.dense_weights`) and score a
+request's candidates with a few numpy gathers over their pre-hashed item features
+(`ItemFeatures`, written by the build) instead of formatting and parsing a line per
+candidate. `LinearModel.of` checks the result against VW's own predictions on a set of
+probe examples and declines (None) when they differ, when the model has features this
+module does not handle (`--lrq`, interactions not of a shared namespace with `Item`), or
+when the weights cannot be read: the caller then scores through VW as before.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from bandit.features import _STEPS, action_line
+from bandit.vw import _CONSTANT, _FNV_PRIME, VWModel, dense_weights, hash_version, line_features
+
+ITEM = "I"          # the cached item features' namespace (`Item`), by first letter as VW pairs them
+EXTRAS = {"sims": ("Sim", "s"), "live": ("Live", "s"), "pops": ("Pop", "p"), "quality": ("Q", "q")}
+_SHARED = "UCRZ"    # namespaces of the shared line (bandit.features.shared_line, the priors' `Z`)
+TOLERANCE = 1e-4    # |linear - VW| allowed per probe score (float32 sums in another order)
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """The item features of some candidates, flattened: feature j belongs to candidate
+    `owner[j]` and has `hashes[j]` (VW's hash in the `Item` namespace) and `values[j]`."""
+
+    owner: np.ndarray    # int64
+    hashes: np.ndarray   # uint64
+    values: np.ndarray   # float32
+    n: int               # candidates
+
+    @classmethod
+    def of_lines(cls, lines: list[str]) -> "ItemFeatures | None":
+        """From cached item lines (`bandit.features.item_line`); None if a line has features in
+        another namespace."""
+        parts = [hash_line(line) for line in lines]
+        if any(part is None for part in parts):
+            return None
+        sizes = [len(hashes) for hashes, _ in parts]
+        return cls(np.repeat(np.arange(len(lines), dtype=np.int64), sizes),
+                   np.concatenate([hashes for hashes, _ in parts] or [np.zeros(0, np.uint64)]),
+                   np.concatenate([values for _, values in parts] or [np.zeros(0, np.float32)]), len(lines))
+
+    def take(self, positions: np.ndarray) -> "ItemFeatures":
+        """The features of the candidates at `positions`, renumbered in that order."""
+        new = np.full(self.n, -1, dtype=np.int64)
+        new[positions] = np.arange(len(positions))
+        keep = new[self.owner] >= 0
+        return ItemFeatures(new[self.owner[keep]], self.hashes[keep], self.values[keep], len(positions))
+
+
+@dataclass(frozen=True)
+class Design:
+    """One request's features as weight indices (masked) and values: the shared features and
+    the constant; each candidate's item features (`owner`: whose); the crossed pairs (a row
+    per crossed shared feature, a column per item feature); the per-candidate extras."""
+
+    shared: np.ndarray
+    shared_values: np.ndarray
+    items: np.ndarray
+    pairs: np.ndarray
+    pair_values: np.ndarray
+    owner: np.ndarray
+    values: np.ndarray
+    n: int
+    extras: np.ndarray
+    extra_values: np.ndarray
+
+
+def hash_line(line: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """One cached item line's feature (hashes uint64, values float32); None if it has features
+    outside the `Item` namespace."""
+    features = line_features(line)
+    if any(space[:1] != ITEM for space, _, _ in features):
+        return None
+    return (np.asarray([h for _, h, _ in features], dtype=np.uint64),
+            np.asarray([v for _, _, v in features], dtype=np.float32))
+
+
+def hash_lines(lines) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+    """CSR arrays (offsets int64, hashes uint32, values float32) of many item lines and what
+    the hashes depend on, for a build to store beside them; None if a line cannot be hashed."""
+    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    hashes, values = [], []
+    for i, line in enumerate(lines):
+        for space, h, v in line_features(line):
+            if space[:1] != ITEM:
+                return None
+            hashes.append(h)
+            values.append(v)
+        offsets[i + 1] = len(hashes)
+    return offsets, np.asarray(hashes, dtype=np.uint32), np.asarray(values, dtype=np.float32), hash_version()
+
+
+def quantised(values) -> np.ndarray:
+    """A request's similarity / popularity / quality as the action lines write them (4 decimals
+    in [-1, 1], `bandit.features.action_line`), as VW reads them (float32)."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    return (np.rint(np.clip(v, -1.0, 1.0) * _STEPS) / _STEPS).astype(np.float32)
+
+
+class LinearModel:
+    """A frozen copy of a model's weights that scores candidates as VW would."""
+
+    def __init__(self, weights: np.ndarray, crossed: str):
+        self.weights = weights
+        self.mask = np.uint64(len(weights) - 1)
+        self.crossed = crossed  # shared namespaces (first letters) crossed with `Item`
+        self._extra_hash = {key: line_features(f"|{space} {name}")[0][1] for key, (space, name) in EXTRAS.items()}
+
+    @classmethod
+    def of(cls, model: VWModel, blob: bytes | None = None) -> "LinearModel | None":
+        """The model's weights as they are now (`blob`: as it was saved, if at hand), checked
+        against its own predictions; None if they cannot be read or do not agree."""
+        crossed = _crossed(model.args)
+        if crossed is None:
+            return None
+        weights = dense_weights(model.to_bytes() if blob is None else blob, model.args)
+        if weights is None:
+            return None
+        linear = cls(weights, crossed)
+        return linear if linear.agrees_with(model) else None
+
+    def design(self, shared: str | list, items: ItemFeatures, **extras) -> "Design":
+        """Where one request's features sit among the weights (shared by every model of the
+        same arguments: the mean and its replicas): the shared line (or its `line_features`),
+        the candidates' item features and the request's `sims`, `live`, `pops`, `quality` per
+        candidate (None: left out, as the action lines leave them out)."""
+        mask = self.mask
+        parsed = line_features(shared) if isinstance(shared, str) else shared
+        shared_h = np.asarray([h for _, h, _ in parsed], dtype=np.uint64)
+        shared_v = np.asarray([v for _, _, v in parsed], dtype=np.float64)
+        crossed = np.asarray([space[:1] in self.crossed for space, _, _ in parsed], dtype=bool)
+        first = (shared_h[crossed] * np.uint64(_FNV_PRIME))[:, None]
+        given = [(key, values) for key, values in extras.items() if values is not None]
+        return Design(
+            shared=np.append(shared_h & mask, np.uint64(_CONSTANT) & mask).astype(np.int64),
+            shared_values=np.append(shared_v, 1.0),
+            items=(items.hashes & mask).astype(np.int64),
+            pairs=((first ^ items.hashes[None, :]) & mask).astype(np.int64),
+            pair_values=shared_v[crossed], owner=items.owner, values=items.values.astype(np.float64), n=items.n,
+            extras=np.asarray([self._extra_hash[key] & int(mask) for key, _ in given], dtype=np.int64),
+            extra_values=np.vstack([quantised(values) for _, values in given]).astype(np.float64) if given
+            else np.zeros((0, items.n)))
+
+    def score(self, shared: str | list, items: ItemFeatures | None = None, **extras) -> np.ndarray:
+        """Expected reward (VW's negated cost) of each candidate (`design`'s arguments, or a
+        `Design` made by a model of the same arguments)."""
+        design = shared if isinstance(shared, Design) else self.design(shared, items, **extras)
+        w = self.weights
+        per = w[design.items].astype(np.float64)
+        if len(design.pair_values):
+            per += design.pair_values @ w[design.pairs]
+        out = np.bincount(design.owner, weights=per * design.values, minlength=design.n)
+        out += float(w[design.shared] @ design.shared_values)
+        if len(design.extras):
+            out += w[design.extras].astype(np.float64) @ design.extra_values
+        return -out
+
+    def agrees_with(self, model: VWModel) -> bool:
+        """Scores of probe examples (every namespace, crossed pairs, values) equal VW's."""
+        shared = ("shared |User age=25-34 loc=fr taste=a taste=b |Context device=mobile hour=21 "
+                  "|Recent cat=a len=3 since=2")
+        lines = [f"|Item id=p{i} cat={'ab'[i % 2]} price={i % 5}" for i in range(24)]
+        rng = np.random.default_rng(0)
+        extras = {key: rng.uniform(-1, 1, len(lines)) if key != "pops" else rng.uniform(0, 1, len(lines))
+                  for key in EXTRAS}
+        items = ItemFeatures.of_lines(lines)
+        if items is None:
+            return False
+        mine = self.score(shared, items, **extras)
+        actions = [action_line(line, extras["sims"][i], extras["live"][i], extras["pops"][i], extras["quality"][i])
+                   for i, line in enumerate(lines)]
+        theirs = model.predict(shared, actions)
+        return bool(np.all(np.abs(mine - theirs) <= TOLERANCE * (1.0 + np.abs(theirs))))
+
+
+def _crossed(args: str) -> str | None:
+    """The shared namespaces crossed with `Item` under `args`; None if the model has features
+    this module does not compute (low-rank or other interactions)."""
+    if re.search(r"--lrq|--quadratic|-q\b|--cubic|--nn|--noconstant|--ignore|--keep", args):
+        return None
+    crossed = ""
+    for pair in re.findall(r"--interactions\s+(\S+)", args):
+        if len(pair) != 2 or pair[1] != ITEM or pair[0] not in _SHARED:
+            return None
+        crossed += pair[0]
+    return crossed

@@ -1,0 +1,127 @@
+"""Direct scoring (`bandit.linear`): a frozen model's weights read from its saved bytes score
+candidates as VW does, the build stores the item features hashed, and a serving process that
+does not learn draws the same slates with it as through VW's parser."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from bandit.features import action_line, action_lines, item_line
+from bandit.linear import ItemFeatures, LinearModel, hash_line, hash_lines
+from bandit.vw import VWModel, dense_weights
+from banditrec.config import ModelConfig
+from serving.decide import decide
+from serving.records import UserState
+from tests.conftest import NOW
+
+
+def _trained(args: str, n: int = 3000, seed: int = 0) -> VWModel:
+    rng = random.Random(seed)
+    model = VWModel(args)
+    for _ in range(n):
+        shared = (f"shared |User age={rng.randrange(5)} taste=t{rng.randrange(9)} |Context device=d{rng.randrange(3)} "
+                  f"hour={rng.randrange(24)} |Recent cat=t{rng.randrange(9)} len={rng.randrange(4)}")
+        action = action_line(f"|Item id=i{rng.randrange(300)} cat=t{rng.randrange(9)} price={rng.randrange(6)}",
+                             rng.uniform(-1, 1), rng.uniform(-1, 1), rng.random(), rng.random())
+        model.learn(shared, action, float(rng.random() < 0.3), rng.choice((0.05, 0.5, 1.0)))
+    return model
+
+
+def _candidates(n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    lines = [f"|Item id=i{j} cat=t{j % 9} price={j % 6}" for j in range(n)]
+    extras = {"sims": rng.uniform(-1, 1, n), "live": rng.uniform(-1, 1, n),
+              "pops": np.where(rng.random(n) < 0.3, 0.0, rng.random(n)), "quality": rng.random(n)}
+    return lines, extras
+
+
+@pytest.mark.parametrize("bits", [18, 14])
+def test_weights_read_from_a_saved_model_score_as_vw_does(bits):
+    args = ModelConfig(bits=bits).vw_args()
+    model = _trained(args)
+    linear = LinearModel.of(model)
+    assert linear is not None
+    lines, extras = _candidates(500)
+    shared = "shared |User age=2 taste=t3 taste=t5 |Context device=d1 hour=7 |Recent cat=t3 len=2 since=1"
+    ours = linear.score(shared, ItemFeatures.of_lines(lines), **extras)
+    theirs = model.predict(shared, action_lines(lines, np.arange(len(lines)), **extras))
+    assert np.ptp(theirs) > 0.05  # a model that learned something: the comparison can fail
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    no_live = {**extras, "live": None}  # a shape without the session feature
+    np.testing.assert_allclose(linear.score(shared, ItemFeatures.of_lines(lines), **no_live),
+                               model.predict(shared, action_lines(lines, np.arange(len(lines)), **no_live)),
+                               atol=1e-5)
+
+
+def test_a_model_that_learns_drops_its_frozen_weights():
+    model = _trained(ModelConfig().vw_args(), n=200)
+    model.linear = LinearModel.of(model)
+    assert model.linear is not None
+    model.learn("shared |User a=1", "|Item id=i1", 1.0, 0.5)
+    assert model.linear is None
+
+
+def test_a_model_this_module_cannot_compute_is_declined():
+    lrq = _trained(ModelConfig(lrq=("UI4",)).vw_args(), n=200)
+    assert LinearModel.of(lrq) is None  # low-rank interactions: scored through VW
+    model = _trained(ModelConfig().vw_args(), n=200)
+    blob = model.to_bytes()
+    assert dense_weights(blob[:-3], model.args) is None  # not a whole number of weight records
+    assert dense_weights(blob, ModelConfig(bits=16).vw_args()) is None or \
+        LinearModel.of(VWModel(ModelConfig(bits=16).vw_args()), blob) is None  # saved under other arguments
+
+
+def test_stored_hashes_are_the_lines_hashes():
+    lines = [item_line({"item_id": f"sku {i}", "category": "shoes" if i % 2 else "hats",
+                        "attributes": {"price": 10.0 * i, "brand": "acme", "new": i % 3 == 0}}) for i in range(50)]
+    offsets, hashes, values, _ = hash_lines(lines)
+    for i, line in enumerate(lines):
+        one = hash_line(line)
+        assert np.array_equal(hashes[offsets[i]:offsets[i + 1]], one[0])
+        assert np.array_equal(values[offsets[i]:offsets[i + 1]], one[1])
+    assert hash_lines(["|Item id=a |Pop p:0.5000"]) is None  # a feature outside `Item`: not stored
+
+
+def test_the_build_stores_hashed_features_and_added_items_are_hashed_when_scored(build, open_service):
+    service = open_service(build(server={"workers": 2}))  # a separate learner: this process only serves
+    catalog = service.catalog
+    assert catalog.bundle.features is not None
+    rows = np.array([3, 0, 7, 3])
+    owner, hashes, values = catalog.item_features(rows)
+    for position, row in enumerate(rows.tolist()):
+        expected = hash_line(catalog.lines[row])
+        assert sorted(hashes[owner == position].tolist()) == sorted(expected[0].tolist())
+    row = catalog.upsert({"item_id": "added-later", "category": "c1", "in_stock": True, "published_at": 0,
+                          "attributes": {"colour": "red"}}, np.ones(catalog.dim, dtype=np.float32) / catalog.dim ** 0.5)
+    owner, hashes, _ = catalog.item_features(np.array([row, 1]))
+    assert sorted(hashes[owner == 0].tolist()) == sorted(hash_line(catalog.lines[row])[0].tolist())
+
+
+@pytest.mark.parametrize("strategy", ["epsilon_greedy", "thompson"])
+def test_a_serving_process_draws_the_same_slates_from_the_weights_as_through_vw(build, open_service, strategy):
+    config = build(server={"workers": 2}, exploration={"strategy": strategy})
+    service = open_service(config)
+    learner = service.learner
+    models = [learner.model, *(learner.replicas.models if learner.replicas is not None else ())]
+    assert all(m.linear is not None for m in models)  # it serves the build's snapshot without learning
+    users = [f"u{i}" for i in range(0, 150, 7)]
+    slates, scores = {}, {}
+    for direct in (True, False):
+        saved = [m.linear for m in models]
+        if not direct:
+            for m in models:
+                m.linear = None
+        for user in users:
+            state = UserState.from_json(service.store.user_state(user))
+            slate = decide(service.ranking(), state, user_id=user, context={"device": "mobile"}, k=10,
+                           exclude=frozenset(), now=NOW, event_id=f"e-{user}")
+            slates[direct, user] = [(i.item_id, round(i.probability, 9), i.action) for i in slate.items]
+            scores[direct, user] = [i.score for i in slate.items]
+        for m, linear in zip(models, saved):
+            m.linear = linear
+    for user in users:  # the same items, probabilities and logged action lines; scores equal but for rounding
+        assert slates[True, user] == slates[False, user]
+        np.testing.assert_allclose(scores[True, user], scores[False, user], atol=2e-6)
