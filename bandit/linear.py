@@ -167,6 +167,23 @@ class LinearModel:
             out += w[design.extras].astype(np.float64) @ design.extra_values
         return -out
 
+    def score_lines(self, shared: str, actions: list[str]) -> np.ndarray:
+        """`score` of whole action lines (any of our namespaces), as VW would score them: for a
+        model kept without its VW copy (`VWModel.release`) when no hashed features are at hand."""
+        mask, w = int(self.mask), self.weights
+        owner, hashes, values, plain = [], [], [], np.zeros(len(actions))
+        for i, line in enumerate(actions):
+            for space, h, v in line_features(line):
+                if space[:1] == ITEM:
+                    owner.append(i)
+                    hashes.append(h)
+                    values.append(v)
+                else:  # crossed with nothing (`Sim`, `Live`, `Pop`, `Q`, `Xpos`)
+                    plain[i] += float(w[h & mask]) * v
+        items = ItemFeatures(np.asarray(owner, dtype=np.int64), np.asarray(hashes, dtype=np.uint64),
+                             np.asarray(values, dtype=np.float32), len(actions))
+        return self.score(shared, items) - plain
+
     def agrees_with(self, model: VWModel) -> bool:
         """Scores of probe examples (every namespace, crossed pairs, values) equal VW's."""
         shared = ("shared |User age=25-34 loc=fr taste=a taste=b |Context device=mobile hour=21 "

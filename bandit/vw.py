@@ -175,10 +175,12 @@ class VWModel(_Locked):
                 self._ws = vowpalwabbit.Workspace(f"-i {path} --quiet {RUNTIME_ARGS}")
 
     def predict(self, shared: str, actions: list[str]) -> np.ndarray:
-        """Expected reward of each action, in input order."""
+        """Expected reward of each action, in input order (from `linear` if VW's copy was released)."""
         if not actions:
             return np.empty(0)
         with self._lock:
+            if self._ws is None and self.linear is not None:
+                return self.linear.score_lines(shared, actions)
             ws = self._workspace()
             if len(actions) <= SCORE_CHUNK:
                 return -_predict(ws, [shared, *actions])
@@ -220,7 +222,7 @@ class VWModel(_Locked):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.vw")
             with self._lock:
-                self._ws.save(path)
+                self._workspace().save(path)
             with open(path, "rb") as fh:
                 return fh.read()
 
@@ -229,6 +231,15 @@ class VWModel(_Locked):
             if self._ws is not None:
                 self._ws.finish()
                 self._ws = None
+
+    def release(self) -> bool:
+        """Free VW's copy (its weights, learning state and example pool) of a model that has a
+        `linear` copy and will not learn: it then only scores, from that copy (a bootstrap
+        replica in a serving worker: ~5 MB of VW's against 1 MB of numpy at `-b 18`)."""
+        if self.linear is None:
+            return False
+        self.close()
+        return True
 
 
 def replica_seed(event_id: str, item_id: str) -> int:

@@ -26,12 +26,13 @@ STRATEGIES = ("epsilon_greedy", "thompson", "squarecb", "greedy")
 
 
 def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000, k: int = 50,
-            seed: int = 0, worker: bool = False) -> dict:
+            seed: int = 0, worker: bool = False, direct_scoring: bool = True) -> dict:
     """{stage: [ms per request]}, plus "total" and "feedback". `worker`: as a worker beside a
     separate learner (it serves the snapshot, scoring from its weights); else as one process
-    that learns inline."""
+    that learns inline; `direct_scoring` false: a worker scoring through VW's parser."""
     config = bench.config_with(retrieval={"n_candidates": n_candidates},
-                               server={"max_k": max(k, 100), "learner": "process" if worker else "auto"},
+                               server={"max_k": max(k, 100), "learner": "process" if worker else "auto",
+                                       "direct_scoring": direct_scoring},
                                exploration={"strategy": strategy}, inactive={"after_s": 0.0})
     service = Service.open(config, start_threads=False)
     rng = np.random.default_rng(seed)
@@ -87,6 +88,8 @@ def main(argv=None) -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--worker", action="store_true",
                         help="also measure each strategy as a worker beside a separate learner")
+    parser.add_argument("--through-vw", action="store_true",
+                        help="with --worker: also as a worker that scores through VW's parser (direct_scoring off)")
     args = parser.parse_args(argv)
     bench = bench_for(args)
     try:
@@ -95,6 +98,8 @@ def main(argv=None) -> None:
             results[s] = measure(bench, s, args.requests)
             if args.worker:
                 results[f"{s} (worker)"] = measure(bench, s, args.requests, worker=True)
+            if args.worker and args.through_vw:
+                results[f"{s} (worker, VW)"] = measure(bench, s, args.requests, worker=True, direct_scoring=False)
         print(table(results))
     finally:
         bench.close()

@@ -20,9 +20,9 @@ from benchmarks.http_load import Server, load, memory_mb
 
 
 def run(bench: Bench, *, warmup_s: float = 20, warmup_rate: float = 50, step_s: float = 60, rate: float = 25,
-        n_candidates: int = 1000) -> dict:
+        n_candidates: int = 1000, direct_scoring: bool = True) -> dict:
     server = Server(bench, workers=2, log_name="serve-memory", retrieval={"n_candidates": n_candidates},
-                    inactive={"after_s": 0.0})
+                    inactive={"after_s": 0.0}, server={"direct_scoring": direct_scoring})
     try:
         pids = sorted(server.worker_pids())
         users = bench.config.demo.n_users
@@ -63,11 +63,12 @@ def main(argv=None) -> None:
     parser.add_argument("--step-s", type=float, default=60)
     parser.add_argument("--rate", type=float, default=25)
     parser.add_argument("--candidates", type=int, default=1000)
+    parser.add_argument("--through-vw", action="store_true", help="server.direct_scoring = false (to compare)")
     args = parser.parse_args(argv)
     bench = bench_for(args)
     try:
         result = run(bench, warmup_s=args.warmup_s, warmup_rate=args.warmup_rate, step_s=args.step_s,
-                     rate=args.rate, n_candidates=args.candidates)
+                     rate=args.rate, n_candidates=args.candidates, direct_scoring=not args.through_vw)
         print(json.dumps(result))
         print(report(result))
     finally:

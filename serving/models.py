@@ -47,14 +47,16 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
         model = VWModel(args, blob=blob)
     n = strategy.replicas if replicas is None else replicas
     blobs = list(meta.get("replica_blobs", []))[:n]
-    learns = config.learning.mode != "logging_only" and (learns or config.server.learns_inline)
+    serves_only = not (learns or config.server.learns_inline)  # a worker beside a separate learner
     from_blobs = Replicas.from_blobs(args, blobs) if blobs else None
-    if not learns and config.server.direct_scoring:  # it serves this snapshot unchanged: score from its weights
+    if serves_only and config.server.direct_scoring:  # it serves this snapshot unchanged: score from its weights
         read_weights(model, snapshot[0] if snapshot is not None else None, from_blobs, blobs)
     kept = fitted_replicas(from_blobs, n, model, args)
+    for replica in kept.models if kept is not None and serves_only else ():
+        replica.release()  # scored from its weights only (if it has them): VW's copy is ~5 MB a replica
     return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],
                    total=meta.get("t", 0), replicas=kept, importance_weighted=strategy.importance_weighted,
-                   enabled=learns,
+                   enabled=config.learning.mode != "logging_only" and not serves_only,
                    position_bias=config.model.position_bias)
 
 

@@ -103,25 +103,43 @@ def test_the_build_stores_hashed_features_and_added_items_are_hashed_when_scored
 @pytest.mark.parametrize("strategy", ["epsilon_greedy", "thompson"])
 def test_a_serving_process_draws_the_same_slates_from_the_weights_as_through_vw(build, open_service, strategy):
     config = build(server={"workers": 2}, exploration={"strategy": strategy})
-    service = open_service(config)
-    learner = service.learner
+    direct = open_service(config)  # a separate learner: this process serves the snapshot without learning
+    through_vw = open_service(config.replace(server={"direct_scoring": False}))
+    learner = direct.learner
     models = [learner.model, *(learner.replicas.models if learner.replicas is not None else ())]
-    assert all(m.linear is not None for m in models)  # it serves the build's snapshot without learning
+    assert all(m.linear is not None for m in models)
+    assert all(m.linear is None for m in [through_vw.learner.model, *(through_vw.learner.replicas.models
+                                                                      if through_vw.learner.replicas else ())])
     users = [f"u{i}" for i in range(0, 150, 7)]
     slates, scores = {}, {}
-    for direct in (True, False):
-        saved = [m.linear for m in models]
-        if not direct:
-            for m in models:
-                m.linear = None
+    for service in (direct, through_vw):
         for user in users:
             state = UserState.from_json(service.store.user_state(user))
             slate = decide(service.ranking(), state, user_id=user, context={"device": "mobile"}, k=10,
                            exclude=frozenset(), now=NOW, event_id=f"e-{user}")
-            slates[direct, user] = [(i.item_id, round(i.probability, 9), i.action) for i in slate.items]
-            scores[direct, user] = [i.score for i in slate.items]
-        for m, linear in zip(models, saved):
-            m.linear = linear
+            slates[service is direct, user] = [(i.item_id, round(i.probability, 9), i.action) for i in slate.items]
+            scores[service is direct, user] = [i.score for i in slate.items]
     for user in users:  # the same items, probabilities and logged action lines; scores equal but for rounding
         assert slates[True, user] == slates[False, user]
         np.testing.assert_allclose(scores[True, user], scores[False, user], atol=2e-6)
+
+
+def test_a_replica_released_from_vw_scores_whole_lines_from_its_weights():
+    model = _trained(ModelConfig().vw_args())
+    lines, extras = _candidates(200)
+    shared = "shared |User age=1 taste=t2 |Context device=d0 hour=3 |Recent cat=t2 len=1"
+    actions = action_lines(lines, np.arange(len(lines)), **extras)
+    before = model.predict(shared, actions)
+    assert not VWModel(ModelConfig().vw_args()).release()  # no weights of its own to score from: kept
+    model.linear = LinearModel.of(model)
+    assert model.release()
+    with pytest.raises(RuntimeError, match="closed"):
+        model.to_bytes()  # VW's copy is gone: it cannot be saved (or learn) any more
+    np.testing.assert_allclose(model.predict(shared, actions), before, atol=1e-5)
+
+
+def test_a_serving_worker_keeps_its_replicas_as_weights_only(build, open_service):
+    service = open_service(build(server={"workers": 2}, exploration={"strategy": "thompson"}))
+    replicas = service.learner.replicas.models
+    assert replicas and all(r.linear is not None and r._ws is None for r in replicas)
+    assert service.learner.model._ws is not None  # the mean keeps VW's: explanations, copies for new replicas
