@@ -121,6 +121,8 @@ def main(argv=None) -> None:
         build = bench.build()
         print("stages ...", flush=True)
         stage = {s: stages.measure(bench, s, p["requests"]) for s in ("epsilon_greedy", "thompson", "squarecb")}
+        for s in ("epsilon_greedy", "thompson"):  # as a worker beside the separate learner (direct scoring)
+            stage[f"{s} (worker)"] = stages.measure(bench, s, p["requests"], worker=True)
         print("http ...", flush=True)
         web = http_load.run(bench, requests=p["requests"], strategies=["epsilon_greedy", "thompson"],
                             rates=list(p["rates"]), step_seconds=p["step_seconds"], soak_requests=p["soak"],
@@ -153,7 +155,9 @@ def main(argv=None) -> None:
         "## Targets", "", targets(stage, web, fb, rc), "", where_time_goes(stage), "", CLOSING, "",
         "## Catalog", "", build_text, "",
         "## Where /recommend spends its time (in-process, 1000 candidates, k = 50, ms)", "",
-        f"`python -m benchmarks.stages --items {p['items']} --users {p['users']} --requests {p['requests']}`", "",
+        f"`python -m benchmarks.stages --items {p['items']} --users {p['users']} --requests {p['requests']} --worker`"
+        " (a strategy's column: one process that learns inline; \"(worker)\": a worker beside the separate learner, "
+        "scoring from the snapshot's weights)", "",
         stages.table(stage), "",
         "## Over HTTP", "",
         f"`python -m benchmarks.http_load --items {p['items']} --users {p['users']} --requests {p['requests']} "
