@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.features import _STEPS, action_line
-from bandit.vw import _CONSTANT, _FNV_PRIME, VWModel, dense_weights, hash_version, line_features
+from bandit.vw import _CONSTANT, _FNV_PRIME, VWModel, dense_weights, hash_version, line_features, saved_options
 
 ITEM = "I"          # the cached item features' namespace (`Item`), by first letter as VW pairs them
 EXTRAS = {"sims": ("Sim", "s"), "live": ("Live", "s"), "pops": ("Pop", "p"), "quality": ("Q", "q")}
@@ -122,10 +122,10 @@ class LinearModel:
     def of(cls, model: VWModel, blob: bytes | None = None) -> "LinearModel | None":
         """The model's weights as they are now (`blob`: as it was saved, if at hand), checked
         against its own predictions; None if they cannot be read or do not agree."""
-        crossed = _crossed(model.args)
-        if crossed is None:
-            return None
-        weights = dense_weights(model.to_bytes() if blob is None else blob, model.args)
+        blob = model.to_bytes() if blob is None else blob
+        options = saved_options(blob)  # the model's own command line: a config edited since does not count
+        crossed = _crossed(options[0]) if options is not None else None
+        weights = dense_weights(blob, model.num_weights()) if crossed is not None else None
         if weights is None:
             return None
         linear = cls(weights, crossed)
@@ -170,8 +170,13 @@ class LinearModel:
     def score_lines(self, shared: str, actions: list[str]) -> np.ndarray:
         """`score` of whole action lines (any of our namespaces), as VW would score them: for a
         model kept without its VW copy (`VWModel.release`) when no hashed features are at hand."""
-        mask, w = int(self.mask), self.weights
-        owner, hashes, values, plain = [], [], [], np.zeros(len(actions))
+        return self.score_many_lines([self], shared, actions)[0]
+
+    @staticmethod
+    def score_many_lines(models: list["LinearModel"], shared: str, actions: list[str]) -> np.ndarray:
+        """(len(models), len(actions)): the lines parsed and hashed once for models of the same
+        arguments (a model's bootstrap replicas)."""
+        owner, hashes, values, plain = [], [], [], []
         for i, line in enumerate(actions):
             for space, h, v in line_features(line):
                 if space[:1] == ITEM:
@@ -179,10 +184,15 @@ class LinearModel:
                     hashes.append(h)
                     values.append(v)
                 else:  # crossed with nothing (`Sim`, `Live`, `Pop`, `Q`, `Xpos`)
-                    plain[i] += float(w[h & mask]) * v
+                    plain.append((i, h, v))
         items = ItemFeatures(np.asarray(owner, dtype=np.int64), np.asarray(hashes, dtype=np.uint64),
                              np.asarray(values, dtype=np.float32), len(actions))
-        return self.score(shared, items) - plain
+        design = models[0].design(shared, items)
+        at = np.asarray([i for i, _, _ in plain], dtype=np.int64)
+        where = (np.asarray([h for _, h, _ in plain], dtype=np.uint64) & models[0].mask).astype(np.int64)
+        weight = np.asarray([v for _, _, v in plain], dtype=np.float64)
+        return np.vstack([m.score(design) - np.bincount(at, weights=m.weights[where] * weight, minlength=len(actions))
+                          for m in models])
 
     def agrees_with(self, model: VWModel) -> bool:
         """Scores of probe examples (every namespace, crossed pairs, values) equal VW's."""

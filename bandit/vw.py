@@ -107,26 +107,50 @@ def _features(ws, line: str) -> list[tuple[str, int, float]]:
 
 # Reading a model's weights. A saved model (VW 9 saves the learning state too) is a header
 # then one record per non-zero weight: uint32 index, the weight, and two float32s of its
-# adaptive learning state. The header's length depends only on the command line (its numbers
-# are fixed-size), so an untrained model saved under the same arguments measures it. Anything
-# else (another layout, a model saved under other arguments) gives None, and the caller keeps
-# scoring through VW; `bandit.linear` also checks the weights against VW's own predictions.
+# adaptive learning state. The header holds the model's own command line (length-prefixed,
+# NUL-terminated); what follows it up to the weights is fixed-size numbers whose length
+# depends only on that command line, so an untrained model saved under it measures it. The
+# command line read from the model itself, not the config, says which namespaces it crosses.
+# Anything else (another layout) gives None, and the caller keeps scoring through VW;
+# `bandit.linear` also checks the weights against VW's own predictions.
 _RECORD = np.dtype([("index", "<u4"), ("weight", "<f4"), ("adaptive", "<f4"), ("normalizer", "<f4")])
 
 
-@functools.cache
-def _layout(args: str) -> tuple[int, int]:
-    """(header bytes, number of weights) of a model saved under `args`."""
-    probe = VWModel(args)
+def saved_options(blob: bytes) -> tuple[str, int] | None:
+    """The command line a saved model keeps in its header, and the offset just after it."""
+    at = blob.find(b" --")
+    if at < 4:
+        return None
+    size = int.from_bytes(blob[at - 4:at], "little")
+    end = at + size
+    if size <= 1 or end > len(blob) or blob[end - 1] != 0:
+        return None
     try:
-        return len(probe.to_bytes()), probe._ws.num_weights()
+        return blob[at:end - 1].decode("ascii"), end
+    except UnicodeDecodeError:
+        return None
+
+
+@functools.cache
+def _after_options(options: str) -> int | None:
+    """Bytes between a saved model's command line and its first weight record."""
+    probe = VWModel(f"{options} --quiet")
+    try:
+        blob = probe.to_bytes()
     finally:
         probe.close()
+    found = saved_options(blob)
+    return len(blob) - found[1] if found is not None and found[0] == options else None
 
 
-def dense_weights(blob: bytes, args: str) -> np.ndarray | None:
-    """The weights (float32, one per hashed index) of a model saved under `args`, else None."""
-    start, size = _layout(args)
+def dense_weights(blob: bytes, size: int) -> np.ndarray | None:
+    """The weights (float32, one per hashed index, `size` of them: the model's `num_weights`)
+    of a saved model, else None."""
+    found = saved_options(blob)
+    after = _after_options(found[0]) if found is not None else None
+    if after is None:
+        return None
+    start = found[1] + after
     if len(blob) < start or (len(blob) - start) % _RECORD.itemsize:
         return None
     records = np.frombuffer(blob, dtype=_RECORD, offset=start)
@@ -232,6 +256,10 @@ class VWModel(_Locked):
                 self._ws.finish()
                 self._ws = None
 
+    def num_weights(self) -> int:
+        with self._lock:
+            return self._workspace().num_weights()
+
     def release(self) -> bool:
         """Free VW's copy (its weights, learning state and example pool) of a model that has a
         `linear` copy and will not learn: it then only scores, from that copy (a bootstrap
@@ -265,6 +293,9 @@ class Replicas:
         """(B, len(actions)) expected rewards."""
         if not actions:
             return np.empty((len(self.models), 0))
+        linear = [m.linear for m in self.models]
+        if all(m._ws is None for m in self.models) and all(one is not None for one in linear):
+            return type(linear[0]).score_many_lines(linear, shared, actions)  # weights only: lines parsed once
         return np.vstack([m.predict(shared, actions) for m in self.models])
 
     def learn(self, shared: str, action: str, reward: float, probability: float, seed: int) -> None:

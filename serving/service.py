@@ -188,9 +188,14 @@ class Service:
         snapshots, so a newer one came from elsewhere: a rollback (`banditrec model rollback`)
         or a build's warm start; it is adopted, and learning goes on from its cursor (until
         then the learner writes no snapshot over it). With a separate learner, its newest
-        snapshot. Requests in flight finish on the model they hold."""
-        return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns,
-                            needed=self.replicas_needed)
+        snapshot. Requests in flight finish on the model they hold. A worker then gives the
+        heap's free memory back at once (its replicas' VW copies, loaded to read their weights,
+        were freed), not at the next `server.heap_trim_s`."""
+        adopted = adopt_latest(self.config, self.store, self.strategy, self.learner, learns=self.learns,
+                               needed=self.replicas_needed)
+        if adopted and not self.learns and self.config.server.heap_trim_s > 0:
+            heap.trim()
+        return adopted
 
     def watch_canary(self) -> None:
         """Serve the canary that is running (`serving.canary`) and apply its automatic rule, then

@@ -11,8 +11,9 @@ import pytest
 
 from bandit.features import action_line, action_lines, item_line
 from bandit.linear import ItemFeatures, LinearModel, hash_line, hash_lines
-from bandit.vw import VWModel, dense_weights
+from bandit.vw import Replicas, VWModel, dense_weights
 from banditrec.config import ModelConfig
+from serving import score as score_module
 from serving.decide import decide
 from serving.records import UserState
 from tests.conftest import NOW
@@ -69,9 +70,21 @@ def test_a_model_this_module_cannot_compute_is_declined():
     assert LinearModel.of(lrq) is None  # low-rank interactions: scored through VW
     model = _trained(ModelConfig().vw_args(), n=200)
     blob = model.to_bytes()
-    assert dense_weights(blob[:-3], model.args) is None  # not a whole number of weight records
-    assert dense_weights(blob, ModelConfig(bits=16).vw_args()) is None or \
-        LinearModel.of(VWModel(ModelConfig(bits=16).vw_args()), blob) is None  # saved under other arguments
+    assert dense_weights(blob[:-3], model.num_weights()) is None  # not a whole number of weight records
+    assert dense_weights(b"not a model", model.num_weights()) is None
+
+
+def test_the_weights_are_read_under_the_models_own_command_line_not_the_configs():
+    trained = _trained(ModelConfig(interactions=("UI", "CI", "RI")).vw_args())
+    edited = ModelConfig(interactions=("UI", "CI", "ZI")).vw_args()  # the config changed since it was saved
+    blob = trained.to_bytes()
+    loaded = VWModel(edited, blob=blob)  # VW keeps the saved model's own interactions
+    linear = LinearModel.of(loaded, blob)
+    assert linear is not None and linear.crossed == "UCR"
+    lines, extras = _candidates(300)
+    shared = "shared |User age=2 taste=t3 |Context device=d1 hour=7 |Recent cat=t3 len=2"
+    theirs = loaded.predict(shared, action_lines(lines, np.arange(len(lines)), **extras))
+    np.testing.assert_allclose(linear.score(shared, ItemFeatures.of_lines(lines), **extras), theirs, atol=1e-5)
 
 
 def test_stored_hashes_are_the_lines_hashes():
@@ -100,16 +113,41 @@ def test_the_build_stores_hashed_features_and_added_items_are_hashed_when_scored
     assert sorted(hashes[owner == 0].tolist()) == sorted(hash_line(catalog.lines[row])[0].tolist())
 
 
+def _learn_and_snapshot(service, rounds: int = 300) -> None:
+    """Rewards for real slates learned into the model and its replicas (each their own Poisson
+    draws), then a snapshot: item and crossed weights that are not zero, replicas that differ."""
+    rng = random.Random(3)
+    learner = service.learner
+    for n in range(rounds):
+        user = f"u{rng.randrange(150)}"
+        state = UserState.from_json(service.store.user_state(user))
+        slate = decide(service.ranking(), state, user_id=user, context={"device": rng.choice(("mobile", "web"))},
+                       k=5, exclude=frozenset(), now=NOW, event_id=f"train-{n}")
+        for item in slate.items:
+            reward = float(rng.random() < (0.6 if item.item_id.endswith(("1", "2", "3")) else 0.1))
+            learner.model.learn(slate.shared, item.action, reward, item.probability)
+            if learner.replicas is not None:
+                learner.replicas.learn(slate.shared, item.action, reward, item.probability, rng.randrange(2 ** 32))
+    learner.snapshot(keep=5)
+
+
 @pytest.mark.parametrize("strategy", ["epsilon_greedy", "thompson"])
-def test_a_serving_process_draws_the_same_slates_from_the_weights_as_through_vw(build, open_service, strategy):
-    config = build(server={"workers": 2}, exploration={"strategy": strategy})
-    direct = open_service(config)  # a separate learner: this process serves the snapshot without learning
-    through_vw = open_service(config.replace(server={"direct_scoring": False}))
+def test_a_serving_process_draws_the_same_slates_from_the_weights_as_through_vw(build, open_service, strategy,
+                                                                               monkeypatch):
+    config = build(exploration={"strategy": strategy})
+    _learn_and_snapshot(open_service(config))  # one process that learns inline, as a learner would
+    worker = config.replace(server={"workers": 2})  # a separate learner: these only serve the snapshot
+    direct = open_service(worker)
+    through_vw = open_service(worker.replace(server={"direct_scoring": False}))
     learner = direct.learner
     models = [learner.model, *(learner.replicas.models if learner.replicas is not None else ())]
     assert all(m.linear is not None for m in models)
     assert all(m.linear is None for m in [through_vw.learner.model, *(through_vw.learner.replicas.models
                                                                       if through_vw.learner.replicas else ())])
+    if strategy == "thompson":  # replicas that learned differently: their part of the scoring is tested too
+        assert np.ptp([m.linear.weights.sum() for m in models[1:]]) > 0
+    real, calls = score_module._direct, []
+    monkeypatch.setattr(score_module, "_direct", lambda *a, **k: calls.append(1) or real(*a, **k))
     users = [f"u{i}" for i in range(0, 150, 7)]
     slates, scores = {}, {}
     for service in (direct, through_vw):
@@ -119,6 +157,9 @@ def test_a_serving_process_draws_the_same_slates_from_the_weights_as_through_vw(
                            exclude=frozenset(), now=NOW, event_id=f"e-{user}")
             slates[service is direct, user] = [(i.item_id, round(i.probability, 9), i.action) for i in slate.items]
             scores[service is direct, user] = [i.score for i in slate.items]
+    assert len(calls) == len(users)  # the worker scored every request from the weights, the other through VW
+    spread = np.ptp([score for user in users for score in scores[False, user]])
+    assert spread > 0.01  # a model that learned something: the comparison can fail
     for user in users:  # the same items, probabilities and logged action lines; scores equal but for rounding
         assert slates[True, user] == slates[False, user]
         np.testing.assert_allclose(scores[True, user], scores[False, user], atol=2e-6)
@@ -143,3 +184,17 @@ def test_a_serving_worker_keeps_its_replicas_as_weights_only(build, open_service
     replicas = service.learner.replicas.models
     assert replicas and all(r.linear is not None and r._ws is None for r in replicas)
     assert service.learner.model._ws is not None  # the mean keeps VW's: explanations, copies for new replicas
+
+
+def test_released_replicas_score_lines_together_as_vw_did():
+    args = ModelConfig().vw_args()
+    replicas = Replicas([_trained(args, n=400, seed=s) for s in range(3)])
+    lines, extras = _candidates(60)
+    shared = "shared |User age=3 taste=t1 |Context device=d2 hour=9 |Recent cat=t1 len=3"
+    actions = action_lines(lines, np.arange(len(lines)), **extras)
+    before = replicas.predict(shared, actions)
+    assert np.ptp(before[:, 0]) > 0  # they differ: each row must come from its own weights
+    for model in replicas.models:
+        model.linear = LinearModel.of(model)
+        assert model.release()
+    np.testing.assert_allclose(replicas.predict(shared, actions), before, atol=1e-5)
