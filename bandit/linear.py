@@ -43,13 +43,12 @@ class ItemFeatures:
     def of_lines(cls, lines: list[str]) -> "ItemFeatures | None":
         """From cached item lines (`bandit.features.item_line`); None if a line has features in
         another namespace."""
-        parts = [hash_line(line) for line in lines]
-        if any(part is None for part in parts):
+        hashed = hash_lines(lines)
+        if hashed is None:
             return None
-        sizes = [len(hashes) for hashes, _ in parts]
-        return cls(np.repeat(np.arange(len(lines), dtype=np.int64), sizes),
-                   np.concatenate([hashes for hashes, _ in parts] or [np.zeros(0, np.uint64)]),
-                   np.concatenate([values for _, values in parts] or [np.zeros(0, np.float32)]), len(lines))
+        offsets, hashes, values, _ = hashed
+        return cls(np.repeat(np.arange(len(lines), dtype=np.int64), np.diff(offsets)), hashes.astype(np.uint64),
+                   values, len(lines))
 
     def take(self, positions: np.ndarray) -> "ItemFeatures":
         """The features of the candidates at `positions`, renumbered in that order."""

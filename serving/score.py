@@ -19,7 +19,7 @@ from bandit.features import action_lines, shared_line
 from bandit.linear import ItemFeatures
 from bandit.scoring import score
 from bandit.strategies import Scores
-from bandit.vw import Replicas
+from bandit.vw import Replicas, line_features
 from serving.candidates import Candidates
 from serving.ranking import Ranking
 from serving.stages import NO_LAPS, Laps
@@ -89,14 +89,15 @@ def _direct(ranking: Ranking, found: Candidates, models: list, items: ItemFeatur
     ids = found.item_ids(catalog)
     extras = {"sims": found.sims, "live": catalog.vectors(rows) @ session if session is not None else None,
               "pops": ranking.popular.feature(ids), "quality": ranking.popular.quality(ids, rows, catalog)}
-    design = models[0].linear.design(shared, items, **extras)
+    parsed = line_features(shared)  # hashed once for the mean's design and the replicas'
+    design = models[0].linear.design(parsed, items, **extras)
     laps("features")
     scores = Scores(models[0].linear.score(design))
     laps("vw_score")
     if len(models) > 1:
         top = np.argsort(-scores.mean, kind="stable")[: ranking.strategy.top_m]
         some = {key: None if values is None else np.asarray(values)[top] for key, values in extras.items()}
-        design = models[0].linear.design(shared, items.take(top), **some)
+        design = models[0].linear.design(parsed, items.take(top), **some)
         scores.replicas = np.full((len(models) - 1, len(rows)), -np.inf)
         scores.replicas[:, top] = np.vstack([m.linear.score(design) for m in models[1:]])
         laps("replicas")
