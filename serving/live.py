@@ -13,6 +13,7 @@ promotion never silently outlives a deliberate change of the file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bandit.strategies import STRATEGIES, Strategy
@@ -84,12 +85,17 @@ class LiveExploration:
         self.file = file_cfg
         self.now = Exploring.of(file_cfg)
 
-    def follow(self, store) -> bool:
-        """Re-read the promoted exploration; True if what this process serves changed."""
+    def follow(self, store, prepare: Callable[[Exploring], None] | None = None) -> bool:
+        """Re-read the promoted exploration; True if what this process serves changed. `prepare`
+        makes the process ready to serve the new one (its replicas grown, its strategy set)
+        before `now` says it does: whoever reads `now` meanwhile sees the old exploration whole,
+        never the new source with the old strategy."""
         live = store.live_exploration()
         found = effective(self.file, live)
         if found.config == self.now.config and found.source == self.now.source:
             return False
+        if prepare is not None:
+            prepare(found)
         log.info("now serving %s", describe(found, live))
         self.now = found
         return True

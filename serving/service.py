@@ -30,7 +30,7 @@ from serving.background import Periodic
 from serving.canary import CanaryWatch, Held
 from serving.exposure import ExposureBuffer
 from serving.learner import Learner
-from serving.live import LiveExploration
+from serving.live import Exploring, LiveExploration
 from serving.models import adopt_latest, make_learner
 from serving.popular import PopularCache
 from serving.pregen import refresh_due
@@ -205,14 +205,17 @@ class Service:
         dropped at the end."""
         try:
             self.canary.sync(self.store, self.config, grow=self._grow_replicas)
-            if self.exploring.follow(self.store):
-                self._grow_replicas(self.exploring.now.strategy.replicas)
-                self.strategy = self.exploring.now.strategy
+            if self.exploring.follow(self.store, prepare=self._switch_to):
                 if self.canary.held is not None and self.canary.held.learner is not None:
                     self.canary.held = None  # a model canary's replicas were made for the old strategy: load it again
                     self.canary.sync(self.store, self.config, grow=self._grow_replicas)
         finally:
             self.learner.resize_replicas(self.replicas_needed(), self.config.model.vw_args())
+
+    def _switch_to(self, found: Exploring) -> None:
+        """Serve `found`'s strategy, once the model has the bootstrap replicas it needs."""
+        self._grow_replicas(found.strategy.replicas)
+        self.strategy = found.strategy
 
     def _grow_replicas(self, n: int) -> None:
         self.learner.resize_replicas(n, self.config.model.vw_args(), grow_only=True)

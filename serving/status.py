@@ -20,8 +20,9 @@ def learning(service: Service) -> dict:
         counts, waiting, first_due, dead = {}, None, None, None
     decisions = counts.get("decisions", 0)
     due_in = None if first_due is None else round(max(0.0, first_due - service.clock()), 1)
-    return {"mode": config.learning.mode, "strategy": service.strategy.name,
-            "exploration_from": service.exploring.now.source,  # "file", or "canary <id>" (promoted)
+    exploring = service.exploring.now  # read once: the strategy and where it comes from, together
+    return {"mode": config.learning.mode, "strategy": exploring.strategy.name,
+            "exploration_from": exploring.source,  # "file", or "canary <id>" (promoted)
             "pid": os.getpid(),  # what this process holds: learned_here, exploration_from
             "model_version": service.learner.version, "learned_total": service.learner.total,
             "learned_here": service.learner.learned, "dead_letters": dead,

@@ -264,3 +264,26 @@ def test_the_gate_judges_the_exploration_with_the_newest_model_that_did_not_lear
         patched.setattr(evaluation.replay, "gate", lambda estimates: (True, "not worse"))
         assert cli("canary", "start", "--exploration", str(candidate), "--gate") == 0
     assert service.store.canary()["kind"] == "exploration"
+
+
+def test_a_process_says_it_serves_a_promoted_exploration_only_once_it_does(deployment, monkeypatch):
+    """While a worker grows the replicas a promoted strategy needs (a slow step), /learning
+    answers the old exploration whole: never the canary as the source with the old strategy."""
+    service, client, cli, candidate = deployment
+    assert cli("canary", "start", "--exploration", str(candidate)) == 0
+    service.watch_canary()
+    assert cli("canary", "promote") == 0
+    answered, grow = [], service._grow_replicas
+
+    def growing(n):
+        body = client.get("/learning").get_json()
+        answered.append((body["strategy"], body["exploration_from"]))
+        grow(n)
+
+    monkeypatch.setattr(service, "_grow_replicas", growing)
+    service.watch_canary()
+    record_id = service.store.live_exploration()["canary"]
+    assert answered and all(pair == ("epsilon_greedy", "file") for pair in answered), answered
+    body = client.get("/learning").get_json()
+    assert (body["strategy"], body["exploration_from"]) == ("thompson", f"canary {record_id}")
+    assert service.strategy.name == "thompson"
