@@ -62,7 +62,7 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
     if slate.matched is not None and not req.test:
         service.apprentice_match(slate.matched)
     degraded = not log_decision(service, event_id, req.user_id, slate, now, arm, test=req.test,
-                                canary=canary) or degraded
+                                canary=canary, made_here=req.event_id is None) or degraded
     laps("decision_log")
     answer = response(event_id, slate.version, "degraded" if degraded else slate.source, slate,
                       CANARY if canary and canary[1] == CANARY else arm)
@@ -70,11 +70,14 @@ def recommend(service: Service, body, laps: Laps = NO_LAPS) -> dict:
 
 
 def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, now: float,
-                 arm: str = TREATMENT, test: bool = False, canary: tuple[str, str] | None = None) -> bool:
+                 arm: str = TREATMENT, test: bool = False, canary: tuple[str, str] | None = None,
+                 made_here: bool = False) -> bool:
     """Keep what learning needs when a reward arrives; False if Redis could not take it. A
     `test` decision is kept only so that its feedback is recognised: never closed (no default
     rewards), not in the decision log, the experiment's counters or the items' exposure. While
-    a canary runs, `canary` is (its id, the arm: canary or current), counted in its experiment."""
+    a canary runs, `canary` is (its id, the arm: canary or current), counted in its experiment.
+    `made_here`: the event id was made for this request (not the client's), so it cannot clash
+    and the decision goes to Redis in one round trip with its log entry and counters."""
     cfg = service.config.feedback
     strategy = slate.strategy or service.strategy  # the one that drew it (a canary's, the live one)
     decision = Decision(ts=now, user_id=user_id, shared=slate.shared, version=slate.version,
@@ -100,7 +103,7 @@ def log_decision(service: Service, event_id: str, user_id: str, slate: Slate, no
                 log_entry=log_entry, log_maxlen=service.config.log.stream_maxlen,
                 arm=[(salt, name, {"decisions": 1, "impressions": len(slate.items)})
                      for salt, name in _arms(service, arm, canary)],
-                shown=() if buffered else shown)
+                shown=() if buffered else shown, unique=made_here)
             if stored and buffered:
                 service.exposure.add(shown)
         if not stored:

@@ -43,30 +43,52 @@ class DecisionOps:
     def put_decision(self, event_id: str, decision: dict, ttl_s: float, close_at: float | None = None,
                      log_entry: dict | None = None, log_maxlen: int = 100_000,
                      arm: tuple[str, str, dict] | list[tuple[str, str, dict]] | None = None,
-                     shown: list[tuple[str, int, float]] = ()) -> bool:
+                     shown: list[tuple[str, int, float]] = (), unique: bool = False) -> bool:
         """Store a decision unless the event_id exists already; False on a clash (request timeout).
         With `close_at`, the decision is also queued to be closed (default rewards) then; with
         `log_entry`, it is appended to the decision log (for off-policy evaluation); with `arm`
         (salt, arm, counters), or a list of them, the experiment's counters of that arm are incremented; `shown`
-        (item_id, position, exposure weight) is counted as the items' live exposure."""
+        (item_id, position, exposure weight) is counted as the items' live exposure.
+        `unique`: the event_id was made for this decision (a random uuid4, not the client's), so
+        it cannot clash and the log and counters go in the same round trip; a client's id is
+        stored first, and the rest is written only once it did not clash."""
         pipe = self.fast.pipeline(transaction=False)
         pipe.set(self._ekey("dec", event_id), json.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
         if close_at is not None:  # queued also on a clash: closing a decision twice is harmless
             pipe.zadd(self.key("pending"), {event_id: close_at}, nx=True)
-        stored = bool(pipe.execute()[0])
-        if stored and (log_entry is not None or arm is not None or shown):
+        if not unique:
+            if not pipe.execute()[0]:
+                return False
             pipe = self.fast.pipeline(transaction=False)
-            if log_entry is not None:
-                pipe.xadd(self.key("decisions"), {"d": json.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
-            for one in [arm] if isinstance(arm, tuple) else arm or ():
-                self.queue_arm_counts(pipe, *one)
-            if shown:
-                self.queue_shown(pipe, shown)
-            try:  # the decision is stored: the log and counters are not worth a degraded answer
-                pipe.execute()
-            except redis.RedisError as exc:
-                log.warning("decision %s stored; its log entry or counters were not: %s", event_id, exc)
-        return stored
+        own = len(pipe)  # the decision's own commands, when they share the round trip
+        self._queue_logged(pipe, log_entry, log_maxlen, arm, shown)
+        if not len(pipe):
+            return True
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            if own:
+                raise  # nothing is known to be stored: the decorator makes it a StoreError
+            replies = [exc]
+        if own and isinstance(replies[0], Exception):
+            raise replies[0]
+        failed = [r for r in replies[own:] if isinstance(r, Exception)]
+        if failed:  # the decision is stored: the log and counters are not worth a degraded answer
+            log.warning("decision %s stored; its log entry or counters were not: %s", event_id, failed[0])
+        if own and not replies[0]:
+            log.error("decision %s: a server-made event id clashed; its log entry and counters were written",
+                      event_id)
+            return False
+        return True
+
+    def _queue_logged(self, pipe, log_entry, log_maxlen, arm, shown) -> None:
+        """Queue what a stored decision adds: its log entry, its arms' counters, its exposure."""
+        if log_entry is not None:
+            pipe.xadd(self.key("decisions"), {"d": json.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
+        for one in [arm] if isinstance(arm, tuple) else arm or ():
+            self.queue_arm_counts(pipe, *one)
+        if shown:
+            self.queue_shown(pipe, shown)
 
     @guarded
     def read_decision_log(self, after: str = "0-0", count: int = 5000) -> list[tuple[str, dict]]:

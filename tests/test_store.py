@@ -22,6 +22,35 @@ def test_decision_is_written_once_per_event_id(store):
     assert 0 < ttl <= 60_000
 
 
+def _round_trips(store, monkeypatch) -> list:
+    """Counts the pipelines the request-path client sends."""
+    sent, pipeline = [], store.fast.pipeline
+
+    def counted(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: sent.append(len(pipe)) or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(store.fast, "pipeline", counted)
+    return sent
+
+
+def test_a_decision_and_its_log_entry_and_counters_go_in_one_round_trip_when_its_id_is_ours(store, monkeypatch):
+    sent = _round_trips(store, monkeypatch)
+    logged = dict(close_at=5.0, log_entry={"event_id": "x"}, arm=("salt", "treatment", {"decisions": 1}),
+                  shown=[("i1", 1, 1.0)])
+    assert store.put_decision("ours", {"items": {}, "ts": 1.0}, ttl_s=60, unique=True, **logged)
+    assert len(sent) == 1
+    assert store.put_decision("theirs", {"items": {}, "ts": 1.0}, ttl_s=60, **logged)
+    assert len(sent) == 3  # a client's id: stored first, the rest once it did not clash
+    assert not store.put_decision("theirs", {"items": {}, "ts": 2.0}, ttl_s=60, **logged)
+    assert len(sent) == 4  # a clash writes nothing more
+    assert [e["event_id"] for _, e in store.read_decision_log()] == ["x", "x"]
+    assert store.arm_counts("salt")["treatment"]["decisions"] == 2
+    assert store.feedback_state("ours", "i1")[0]["ts"] == 1.0
+
+
 def test_reward_stream_is_ordered_and_readable_from_a_cursor(store):
     ids = [store.append_reward({"event_id": f"e{n}", "item_id": "i", "n": n}, maxlen=10_000) for n in range(5)]
     assert [e["n"] for _, e in store.read_rewards()] == [0, 1, 2, 3, 4]
