@@ -36,12 +36,20 @@ def _round_trips(store, monkeypatch) -> list:
     return sent
 
 
+def _script_commands(store) -> int:
+    """SCRIPT commands the server has run (SCRIPT EXISTS, LOAD: round trips of their own)."""
+    stats = store.fast.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_script"))
+
+
 def test_a_decision_and_its_log_entry_and_counters_go_in_one_round_trip_when_its_id_is_ours(store, monkeypatch):
     sent = _round_trips(store, monkeypatch)
     logged = dict(close_at=5.0, log_entry={"event_id": "x"}, arm=("salt", "treatment", {"decisions": 1}),
                   shown=[("i1", 1, 1.0)])
+    scripts_asked = _script_commands(store)
     assert store.put_decision("ours", {"items": {}, "ts": 1.0}, ttl_s=60, unique=True, **logged)
     assert len(sent) == 1
+    assert _script_commands(store) == scripts_asked  # the exposure's script went by its text: no SCRIPT EXISTS
     assert store.put_decision("theirs", {"items": {}, "ts": 1.0}, ttl_s=60, **logged)
     assert len(sent) == 3  # a client's id: stored first, the rest once it did not clash
     assert not store.put_decision("theirs", {"items": {}, "ts": 2.0}, ttl_s=60, **logged)
