@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.columns import IdMap, Strings
+from retrieval.columns import IdMap, Strings, mapped
 from retrieval.embeddings import ItemEmbedder
 from retrieval.index import VectorIndex, build_index
 
@@ -132,7 +132,7 @@ def read_features(path: Path, meta: dict, hashed_by: str | None) -> tuple[np.nda
     as this process hashes (`hashed_by`: the same VW release); else None."""
     if hashed_by is None or meta.get("features_hashed_by") != hashed_by or not (path / "features.off.npy").exists():
         return None
-    arrays = tuple(np.load(path / f"features.{name}.npy", mmap_mode="r") for name in ("off", "hash", "value"))
+    arrays = tuple(mapped(path / f"features.{name}.npy") for name in ("off", "hash", "value"))
     return arrays if len(arrays[0]) == meta["n_items"] + 1 else None
 
 
@@ -156,7 +156,7 @@ def load_bundle(path: Path, search_k: int, exact_below: int = 0, kind: str = "iv
     else:  # written by a release before 2026-12: text files, read into memory
         ids, lines = Strings.of(_read_lines(path / "ids.txt")), Strings.of(_read_lines(path / "lines.txt"))
         row_of = IdMap.of(ids)
-    vectors = np.load(path / "vectors.npy", mmap_mode="r")
+    vectors = mapped(path / "vectors.npy")
     in_stock, published_at, category, category_names, popularity = read_attributes(path)
     if not (len(ids) == len(lines) == len(vectors) == len(in_stock) == meta["n_items"]):
         raise ValueError(f"index version {path} is inconsistent: {meta['n_items']} items in meta.json, "
@@ -171,7 +171,7 @@ def read_attributes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
     version, the arrays memory-mapped (read-only)."""
     if (path / "categories.json").exists():
         def column(name):
-            return np.load(path / f"{name}.npy", mmap_mode="r")
+            return mapped(path / f"{name}.npy")
 
         names = json.loads((path / "categories.json").read_text(encoding="utf-8"))
         return column("in_stock"), column("published_at"), column("category"), names, column("popularity")

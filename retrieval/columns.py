@@ -36,6 +36,12 @@ def _save(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
+def mapped(path: Path) -> np.ndarray:
+    """A .npy file memory-mapped read-only, as a plain ndarray view of the map: indexing a
+    np.memmap costs microseconds per call in its subclass hooks (tens per request)."""
+    return np.asarray(np.load(path, mmap_mode="r"))
+
+
 def _map(path: Path):
     """A read-only map of a file (b"" for an empty one, which mmap refuses)."""
     if os.path.getsize(path) == 0:
@@ -65,7 +71,7 @@ class Strings:
     @classmethod
     def load(cls, directory: Path, name: str) -> "Strings":
         return cls(_map(Path(directory) / f"{name}.bin"),
-                   np.load(Path(directory) / f"{name}.off.npy", mmap_mode="r"))
+                   mapped(Path(directory) / f"{name}.off.npy"))
 
     @classmethod
     def of(cls, strings: Iterable[str]) -> "Strings":
@@ -141,8 +147,7 @@ class IdMap:
 
     @classmethod
     def load(cls, ids: Strings, directory: Path) -> "IdMap":
-        return cls(ids, np.load(Path(directory) / "ids.hash.npy", mmap_mode="r"),
-                   np.load(Path(directory) / "ids.order.npy", mmap_mode="r"))
+        return cls(ids, mapped(Path(directory) / "ids.hash.npy"), mapped(Path(directory) / "ids.order.npy"))
 
     @classmethod
     def of(cls, ids: Strings) -> "IdMap":

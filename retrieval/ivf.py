@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.columns import mapped
+
 FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf_vectors.npy")
 _CHUNK = 8192  # rows per assignment block: (chunk x nlist) float32 scores stay small
 
@@ -96,9 +98,7 @@ class IVFIndex:
         directory = Path(directory)
         self.centroids = np.load(directory / "ivf_centroids.npy")
         self.offsets = np.load(directory / "ivf_offsets.npy")
-        # plain ndarray views of the maps: slicing a np.memmap costs microseconds per slice
-        self.rows = np.asarray(np.load(directory / "ivf_rows.npy", mmap_mode="r"))
-        self.vectors = np.asarray(np.load(directory / "ivf_vectors.npy", mmap_mode="r"))
+        self.rows, self.vectors = mapped(directory / "ivf_rows.npy"), mapped(directory / "ivf_vectors.npy")
         self._bounds = list(zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()))
         self.sizes = np.diff(self.offsets)
         self.search_k = search_k
