@@ -130,6 +130,18 @@ class LinearModel:
         linear = cls(weights, crossed)
         return linear if linear.agrees_with(model) else None
 
+    @classmethod
+    def like(cls, checked: "LinearModel", header: bytes, blob: bytes) -> "LinearModel | None":
+        """The weights of `blob`, saved with the very `header` (VW's release, the number of bits,
+        the label range, the command line) of a model whose weights (`checked`) were read and
+        checked against VW's predictions: a bootstrap replica of the same snapshot, read
+        without loading it into VW. None if its header or its layout differ."""
+        found = saved_options(blob)
+        if found is None or blob[:found[1]] != header:
+            return None
+        weights = dense_weights(blob, len(checked.weights))
+        return None if weights is None else cls(weights, checked.crossed)
+
     def design(self, shared: str | list, items: ItemFeatures, **extras) -> "Design":
         """Where one request's features sit among the weights (shared by every model of the
         same arguments: the mean and its replicas): the shared line (or its `line_features`),

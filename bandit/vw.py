@@ -260,6 +260,14 @@ class VWModel(_Locked):
         with self._lock:
             return self._workspace().num_weights()
 
+    @classmethod
+    def released(cls, args: str, linear) -> "VWModel":
+        """A model that only scores, from `linear`, and was never loaded into VW (a serving
+        worker's bootstrap replica read straight from its saved weights: `release` without the load)."""
+        model = cls.__new__(cls)
+        model.args, model._lock, model.linear, model._ws = args, threading.Lock(), linear, None
+        return model
+
     def release(self) -> bool:
         """Free VW's copy (its weights, learning state and example pool) of a model that has a
         `linear` copy and will not learn: it then only scores, from that copy (a bootstrap

@@ -10,7 +10,7 @@ from typing import Callable
 from bandit.features import prior_examples
 from bandit.linear import LinearModel
 from bandit.strategies import Strategy
-from bandit.vw import Replicas, VWModel
+from bandit.vw import Replicas, VWModel, saved_options
 from banditrec.config import Config, ModelConfig
 from serving.learner import Learner, fitted_replicas
 from serving.metrics import LINEAR_DECLINED
@@ -48,9 +48,16 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
     n = strategy.replicas if replicas is None else replicas
     blobs = list(meta.get("replica_blobs", []))[:n]
     serves_only = not (learns or config.server.learns_inline)  # a worker beside a separate learner
-    from_blobs = Replicas.from_blobs(args, blobs) if blobs else None
-    if serves_only and config.server.direct_scoring:  # it serves this snapshot unchanged: score from its weights
-        read_weights(model, snapshot[0] if snapshot is not None else None, from_blobs, blobs)
+    direct = serves_only and config.server.direct_scoring  # it serves this snapshot unchanged: score from its weights
+    saved = snapshot[0] if snapshot is not None else None
+    from_blobs = None
+    if direct and blobs:
+        model.linear = LinearModel.of(model, saved)
+        from_blobs = replicas_from_weights(args, model, saved, blobs)
+    if from_blobs is None:
+        from_blobs = Replicas.from_blobs(args, blobs) if blobs else None
+        if direct:
+            read_weights(model, saved, from_blobs, blobs)
     kept = fitted_replicas(from_blobs, n, model, args)
     for replica in kept.models if kept is not None and serves_only else ():
         replica.release()  # scored from its weights only (if it has them): VW's copy is ~5 MB a replica
@@ -66,11 +73,25 @@ def read_weights(model: VWModel, blob: bytes | None, replicas: Replicas | None, 
     read, or do not give VW's scores, is scored through VW (logged and counted)."""
     pairs = [(model, blob), *zip(replicas.models if replicas is not None else (), blobs)]
     for one, saved in pairs:
-        one.linear = LinearModel.of(one, saved)
+        one.linear = one.linear if one.linear is not None else LinearModel.of(one, saved)
     if any(one.linear is None for one, _ in pairs):
         LINEAR_DECLINED.inc()
         log.warning("model scored through VW's parser: its weights could not be read as a linear model (args %r)",
                     model.args)
+
+
+def replicas_from_weights(args: str, model: VWModel, blob: bytes | None, blobs: list[bytes]) -> Replicas | None:
+    """A serving worker's bootstrap replicas read straight from their saved weights, never
+    loaded into VW: the learner saved them with the mean, under its command line, and the
+    mean's weights were checked against VW. Loading each into VW and checking it took ~7 ms
+    a replica at 1M items here, holding the GIL while the worker's requests waited (~60 ms per
+    Thompson adoption). None if the mean has no checked weights or a replica's header (bits,
+    label range, command line) or layout differ: then they are loaded and checked one by one."""
+    found = saved_options(blob) if blob is not None and model.linear is not None else None
+    if found is None:
+        return None
+    linear = [LinearModel.like(model.linear, blob[:found[1]], one) for one in blobs]
+    return None if any(one is None for one in linear) else Replicas([VWModel.released(args, one) for one in linear])
 
 
 def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool,

@@ -198,3 +198,37 @@ def test_released_replicas_score_lines_together_as_vw_did():
         model.linear = LinearModel.of(model)
         assert model.release()
     np.testing.assert_allclose(replicas.predict(shared, actions), before, atol=1e-5)
+
+
+def test_a_serving_worker_reads_its_replicas_weights_without_loading_them_into_vw(build, open_service,
+                                                                                  monkeypatch):
+    """Only the mean is loaded into VW (and checked against it); the replicas' weights are read
+    from their saved bytes and score as the replicas did in the process that learned them. A
+    replica saved under another command line is loaded and checked as before."""
+    from serving.models import make_learner
+
+    config = build(exploration={"strategy": "thompson"})
+    learned = open_service(config)
+    _learn_and_snapshot(learned)
+    loaded, init = [], VWModel.__init__
+    monkeypatch.setattr(VWModel, "__init__", lambda self, *a, **k: loaded.append(k.get("blob")) or init(self, *a, **k))
+    worker = config.replace(server={"workers": 2})
+    snapshot = learned.store.latest_snapshot()
+    served = make_learner(worker, learned.store, learned.strategy, snapshot)
+    assert len(loaded) == 1 and loaded[0] == snapshot[0]  # the mean only
+    replicas = served.replicas.models
+    assert len(replicas) == learned.strategy.replicas and all(r._ws is None and r.linear is not None for r in replicas)
+    lines, extras = _candidates(80)
+    shared = "shared |User age=3 taste=t1 |Context device=mobile |Recent cat=t1 len=3"
+    actions = action_lines(lines, np.arange(len(lines)), **extras)
+    theirs = learned.learner.replicas.predict(shared, actions)
+    assert np.ptp(theirs[:, 0]) > 0  # replicas that differ: each row must come from its own weights
+    np.testing.assert_allclose(served.replicas.predict(shared, actions), theirs, atol=1e-5)
+
+    other = _trained(ModelConfig(bits=14).vw_args(), n=200).to_bytes()  # saved under another command line
+    blob, meta = snapshot
+    loaded.clear()
+    served = make_learner(worker, learned.store, learned.strategy, (blob, {**meta, "replica_blobs": [
+        *meta["replica_blobs"][:-1], other]}))
+    assert len(loaded) == 1 + len(meta["replica_blobs"])  # each loaded into VW and checked
+    assert all(r._ws is None and r.linear is not None for r in served.replicas.models)
