@@ -21,7 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.features import _STEPS, action_line
-from bandit.vw import _CONSTANT, _FNV_PRIME, VWModel, dense_weights, hash_version, line_features, saved_options
+from bandit.vw import (
+    _CONSTANT,
+    _FNV_PRIME,
+    VWModel,
+    dense_weights,
+    hash_version,
+    line_features,
+    plain_scale,
+    saved_options,
+)
 
 ITEM = "I"          # the cached item features' namespace (`Item`), by first letter as VW pairs them
 EXTRAS = {"sims": ("Sim", "s"), "live": ("Live", "s"), "pops": ("Pop", "p"), "quality": ("Q", "q")}
@@ -124,7 +133,7 @@ class LinearModel:
         blob = model.to_bytes() if blob is None else blob
         options = saved_options(blob)  # the model's own command line: a config edited since does not count
         crossed = _crossed(options[0]) if options is not None else None
-        weights = dense_weights(blob, model.num_weights()) if crossed is not None else None
+        weights = dense_weights(blob, model.num_weights()) if crossed is not None and plain_scale(blob) else None
         if weights is None:
             return None
         linear = cls(weights, crossed)
@@ -135,9 +144,10 @@ class LinearModel:
         """The weights of `blob`, saved with the very `header` (VW's release, the number of bits,
         the label range, the command line) of a model whose weights (`checked`) were read and
         checked against VW's predictions: a bootstrap replica of the same snapshot, read
-        without loading it into VW. None if its header or its layout differ."""
+        without loading it into VW. None if its header or its layout differ, or its
+        predictions are not its weights as they are (`plain_scale`: `model.l2` > 0)."""
         found = saved_options(blob)
-        if found is None or blob[:found[1]] != header:
+        if found is None or blob[:found[1]] != header or not plain_scale(blob):
             return None
         weights = dense_weights(blob, len(checked.weights))
         return None if weights is None else cls(weights, checked.crossed)

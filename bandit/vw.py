@@ -146,12 +146,8 @@ def _after_options(options: str) -> int | None:
 def dense_weights(blob: bytes, size: int) -> np.ndarray | None:
     """The weights (float32, one per hashed index, `size` of them: the model's `num_weights`)
     of a saved model, else None."""
-    found = saved_options(blob)
-    after = _after_options(found[0]) if found is not None else None
-    if after is None:
-        return None
-    start = found[1] + after
-    if len(blob) < start or (len(blob) - start) % _RECORD.itemsize:
+    start = _weights_start(blob)
+    if start is None or (len(blob) - start) % _RECORD.itemsize:
         return None
     records = np.frombuffer(blob, dtype=_RECORD, offset=start)
     index = records["index"].astype(np.int64)
@@ -160,6 +156,25 @@ def dense_weights(blob: bytes, size: int) -> np.ndarray | None:
     weights = np.zeros(size, dtype=np.float32)
     weights[index] = records["weight"]
     return weights
+
+
+def _weights_start(blob: bytes) -> int | None:
+    """Where a saved model's weight records begin, else None."""
+    found = saved_options(blob)
+    after = _after_options(found[0]) if found is not None else None
+    if after is None or len(blob) < found[1] + after:
+        return None
+    return found[1] + after
+
+
+def plain_scale(blob: bytes) -> bool:
+    """Whether a saved model's predictions are its weights as they are: the two numbers VW
+    saves right before them, the L1 gravity and the L2 contraction (which multiplies every
+    prediction, and which each model of a snapshot has moved by its own updates when
+    `model.l2` > 0), are 0 and 1."""
+    start = _weights_start(blob)
+    return start is not None and start >= 16 and \
+        np.frombuffer(blob, "<f8", 2, offset=start - 16).tolist() == [0.0, 1.0]
 
 
 @functools.cache

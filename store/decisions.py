@@ -50,8 +50,9 @@ class DecisionOps:
         (salt, arm, counters), or a list of them, the experiment's counters of that arm are incremented; `shown`
         (item_id, position, exposure weight) is counted as the items' live exposure.
         `unique`: the event_id was made for this decision (a random uuid4, not the client's), so
-        it cannot clash and the log and counters go in the same round trip; a client's id is
-        stored first, and the rest is written only once it did not clash."""
+        it cannot clash and the log and counters go in the same round trip (a SET that finds it
+        stored is our own write, resent: never a 409); a client's id is stored first, and the
+        rest is written only once it did not clash."""
         pipe = self.fast.pipeline(transaction=False)
         pipe.set(self._ekey("dec", event_id), json.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
         if close_at is not None:  # queued also on a clash: closing a decision twice is harmless
@@ -70,15 +71,14 @@ class DecisionOps:
             if own:
                 raise  # nothing is known to be stored: the decorator makes it a StoreError
             replies = [exc]
-        if own and isinstance(replies[0], Exception):
-            raise replies[0]
+        refused = [r for r in replies[:own] if isinstance(r, Exception)]
+        if refused:  # the decision or its close: a degraded answer, as when they go first
+            raise refused[0]
         failed = [r for r in replies[own:] if isinstance(r, Exception)]
         if failed:  # the decision is stored: the log and counters are not worth a degraded answer
             log.warning("decision %s stored; its log entry or counters were not: %s", event_id, failed[0])
-        if own and not replies[0]:
-            log.error("decision %s: a server-made event id clashed; its log entry and counters were written",
-                      event_id)
-            return False
+        if own and not replies[0]:  # a uuid4 does not clash: our own write, resent (a cluster client's retry)
+            log.warning("decision %s was stored already (a retried write)", event_id)
         return True
 
     def _queue_logged(self, pipe, log_entry, log_maxlen, arm, shown) -> None:

@@ -232,3 +232,20 @@ def test_a_serving_worker_reads_its_replicas_weights_without_loading_them_into_v
         *meta["replica_blobs"][:-1], other]}))
     assert len(loaded) == 1 + len(meta["replica_blobs"])  # each loaded into VW and checked
     assert all(r._ws is None and r.linear is not None for r in served.replicas.models)
+
+
+def test_weights_that_vw_scales_by_an_l2_contraction_are_not_read_as_they_are():
+    """With `model.l2` > 0, VW multiplies every prediction by a contraction each model moves by
+    its own updates and saves beside the weights: such a model (or a replica with the mean's
+    header) is scored through VW."""
+    from bandit.vw import plain_scale, saved_options
+
+    scaled = _trained(ModelConfig(bits=14, l2=0.01).vw_args(), n=200)
+    blob = scaled.to_bytes()
+    assert not plain_scale(blob) and LinearModel.of(scaled, blob) is None
+    plain = _trained(ModelConfig(bits=14).vw_args(), n=200)
+    saved = plain.to_bytes()
+    header = saved[:saved_options(saved)[1]]
+    assert plain_scale(saved) and LinearModel.like(LinearModel.of(plain, saved), header, saved) is not None
+    assert blob[:len(header)] == header  # the header does not tell them apart ...
+    assert LinearModel.like(LinearModel.of(plain, saved), header, blob) is None  # ... the scale does

@@ -57,6 +57,12 @@ def test_a_decision_and_its_log_entry_and_counters_go_in_one_round_trip_when_its
     assert [e["event_id"] for _, e in store.read_decision_log()] == ["x", "x"]
     assert store.arm_counts("salt")["treatment"]["decisions"] == 2
     assert store.feedback_state("ours", "i1")[0]["ts"] == 1.0
+    # a server-made id found stored is our own write, resent (a cluster client retries): not a clash
+    assert store.put_decision("ours", {"items": {}, "ts": 1.0}, ttl_s=60, unique=True)
+    # its close refused: a degraded answer, as when the decision goes first
+    store.client.set(store.key("pending"), "not a sorted set")
+    with pytest.raises(StoreError):
+        store.put_decision("ours-2", {"items": {}, "ts": 1.0}, ttl_s=60, unique=True, **logged)
 
 
 def test_reward_stream_is_ordered_and_readable_from_a_cursor(store):
