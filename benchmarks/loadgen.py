@@ -8,13 +8,16 @@ Every `--feedback-every`-th request is a POST /feedback for the first item of th
 recommendation not yet rewarded, every `--events-every`-th (if set) a POST /events (a view or click of a
 recently recommended item by a random user); the rest are POST /recommend for a random demo
 user. Prints one JSON line:
-achieved rate, latency percentiles per route, error counts.
+achieved rate, latency percentiles per route, error counts. `--trace FILE` also writes every
+request as a CSV row (its scheduled wall-clock time, route, latency in ms, status), to line slow
+requests up with what the server did then (its log's timestamps).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import random
 import time
@@ -56,7 +59,7 @@ class Connection:
 
 
 async def run(url: str, rate: float, seconds: float, users: int, feedback_every: int, connections: int,
-              seed: int = 0, events_every: int = 0, k: int = 50) -> dict:
+              seed: int = 0, events_every: int = 0, k: int = 50, trace: str | None = None) -> dict:
     parsed = urlparse(url)
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -65,6 +68,7 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
     slates: deque = deque(maxlen=1000)
     latencies: dict[str, list[float]] = {"recommend": [], "feedback": [], "events": []}
     errors: dict[str, int] = {}
+    rows: list[tuple] = []  # (scheduled, route, ms, status) with --trace
     tasks = []
 
     async def one(n: int, due: float) -> None:
@@ -87,6 +91,8 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
                 if status == 200 and out.get("items"):
                     slates.append((out["event_id"], out["items"][0]["item_id"]))
             latencies[route].append((time.perf_counter() - due) * 1000.0)
+            if trace:
+                rows.append((due, route, latencies[route][-1], status))
             if status != 200:
                 errors[str(status)] = errors.get(str(status), 0) + 1
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -96,6 +102,7 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
             pool.put_nowait(conn)
 
     start = time.perf_counter()
+    wall = time.time() - start  # perf_counter -> wall clock, for the trace
     total = int(rate * seconds)
     for n in range(total):
         due = start + n / rate
@@ -107,6 +114,12 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
     elapsed = time.perf_counter() - start
     while not pool.empty():
         pool.get_nowait().close()
+    if trace:
+        with open(trace, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(("scheduled_unix_s", "route", "ms", "status"))
+            writer.writerows((f"{due + wall:.4f}", route, f"{ms:.2f}", status)
+                             for due, route, ms, status in sorted(rows))
 
     def pct(xs, q):
         xs = sorted(xs)
@@ -132,9 +145,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--k", type=int, default=50, help="items per /recommend")
+    parser.add_argument("--trace", help="write every request (scheduled time, route, ms, status) to this CSV")
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.users, args.feedback_every,
-                                     args.connections, args.seed, args.events_every, args.k))))
+                                     args.connections, args.seed, args.events_every, args.k, args.trace))))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -143,15 +145,17 @@ class ItemCounts:
 
     def tops(self, n: int, live: bool = True):
         """From this copy, what `store.quality_columns(n)` and `store.live_columns(n)` read in
-        Redis (`serving.popular`'s catalog-wide signals, every `ttl_s`): the ids, events and
-        engaged events of the n items with most events, and (`live`) the ids, live exposure and
-        live engagements of the n items with most live exposure, in numpy over the catalog's
-        rows instead of ~40,000 items read from Redis (~100 ms of Redis and 60 ms of Python at
-        1M items, with every request waiting behind it). None until a load has filled in every
-        row. A row changed since and not met by a request since counts as last known; equal
-        counts are ordered by row (Redis orders them by id), and an item none of whose events
-        is left once the attributed ones are taken out is not among the items with most events
-        (Redis ranks the raw count). Raises StoreError while Redis is away."""
+        Redis (`serving.popular`'s catalog-wide signals, every `ttl_s`), by catalog row: the rows,
+        events and engaged events of the n items with most events, and (`live`) the rows, live
+        exposure and live engagements of the n items with most live exposure, in numpy over the
+        catalog's rows instead of ~40,000 items read from Redis (~100 ms of Redis and 60 ms of
+        Python at 1M items, with every request waiting behind it).
+        None until a load has filled in every row. A row changed since and not met by a request
+        since counts as last known; equal counts are ordered by row (Redis orders them by id),
+        and an item none of whose events is left once the attributed ones are taken out is not
+        among the items with most events (Redis ranks the raw count). The top rows are chosen
+        outside the lock (a count changed by a request meanwhile may or may not be in the
+        ranking), their counts read under it. Raises StoreError while Redis is away."""
         catalog = self._catalog
         if catalog is None or not self._loaded:
             return None
@@ -160,12 +164,13 @@ class ItemCounts:
             if self._catalog is not catalog or not self._loaded:
                 return None
             m = min(len(catalog.ids), len(self._known))
-            events, engaged, rewards = self._values[:m].astype(np.float64).T
-            exposure = self._exposure[:m].copy()
-        own = _top(events, n)
+            values, exposure = self._values[:m], self._exposure[:m]  # views: a later _grow makes new arrays
+        own = _top(values[:, 0], n)
         shown = _top(exposure, n) if live else own[:0]
-        return (catalog.ids.take(own), events[own], engaged[own],
-                catalog.ids.take(shown), exposure[shown], rewards[shown])
+        with self._lock:
+            counted = values[own].astype(np.float64)
+            exposed, rewards = exposure[shown].copy(), values[shown, 2].astype(np.float64)
+        return Tops(own, counted[:, 0], counted[:, 1], shown, exposed, rewards, catalog.ids.take)
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the background load (if any) is done."""
@@ -218,6 +223,18 @@ class ItemCounts:
         """Rows' four counts (events, engaged events, live exposure, live engagements)."""
         self._values[rows] = matrix[:, [0, 1, 3]]
         self._exposure[rows] = matrix[:, 2]
+
+
+class Tops(NamedTuple):
+    """`ItemCounts.tops`: the items with most events and those with most live exposure, by row."""
+
+    rows: np.ndarray        # most events first
+    events: np.ndarray
+    engaged: np.ndarray
+    shown: np.ndarray       # rows, most live exposure first
+    exposure: np.ndarray
+    rewards: np.ndarray     # their live engagements
+    ids_of: Callable[[np.ndarray], list[str]]  # rows -> item ids, of the catalog ranked
 
 
 _SPAN = 2 ** 31  # sequence numbers a mirror spans before it starts over (half of uint32's range: room to spare)

@@ -281,12 +281,14 @@ def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_red
     for top in (40, 2):  # every item, and a top shorter than the lists (no ties at its end)
         from_redis.feature_top = from_copy.feature_top = top
         want, got = from_redis._signals(force=True), from_copy._signals(force=True)
-        ids, *_ = from_copy.counts.tops(top)
+        tops = from_copy.counts.tops(top)  # by row
+        ids = list(tops.ids_of(tops.rows))
         redis_ids = [i for i, n, _ in store.quality_counts(top) if n > 0]  # (i3's one event was attributed)
         assert sorted(ids) == sorted(redis_ids[:top]) and len(ids) == min(top, 22)
         assert got.quality.keys() == want.quality.keys()  # (i3 is among the items shown)
         np.testing.assert_allclose([got.quality[i] for i in want.quality], list(want.quality.values()), rtol=1e-6)
         assert [got.quality[i] for i in got.by_quality] == [got.quality[i] for i in want.by_quality]  # (ties aside)
+        assert from_copy.best(3) == got.by_quality[:3] and from_redis.best(3) == want.by_quality[:3]
         assert got.share == pytest.approx(want.share) and got.factor == pytest.approx(want.factor)
     store.put_quality({"i1": 5.0}, {"i1": 5.0})  # a build replaced the counts: the copy starts over ...
     assert from_copy.counts.tops(5) is None  # ... and until it is loaded again, Redis is read
