@@ -120,7 +120,7 @@ def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: i
             _post(conn, "/feedback", {"event_id": slate["event_id"], "item_id": item, "reward": 1.0})
             sent.append((slate["event_id"], item, time.time()))
         conn.close()
-        time.sleep(SNAPSHOT_S + 7.0)  # the last snapshot, and every worker's model-watch (5 s) adopting it
+        time.sleep(SNAPSHOT_S + 7.0)  # the last snapshot, and every worker's model-watch (5 s +/- 20 %) adopting it
         health.stop.set()
         sids = {}
         for sid, entry in store.iter_rewards():

@@ -167,7 +167,9 @@ class Service:
         if self.learns:  # else the learner process closes decisions
             self.tasks.append(Periodic("close-decisions", min(5.0, cfg.feedback.reward_wait_s / 4),
                                        lambda: close_due(self)).start())
-        self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model).start())
+        # jittered: workers started together would otherwise read and load each snapshot at the same moment
+        self.tasks.append(Periodic("model-watch", min(5.0, cfg.snapshot.interval_s), self.adopt_newer_model,
+                                   jitter=0.2).start())
         try:  # a canary running now is served from the first request
             self.watch_canary()
         except StoreError as exc:
