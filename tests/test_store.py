@@ -312,6 +312,21 @@ def test_snapshot_parts_are_compressed_staged_and_pruned_with_their_version(stor
     assert not store.client.keys(store.key("model", "{model}", "tmp", "*")) and store.latest_version() == v2
 
 
+def test_snapshots_whose_parts_an_older_release_compressed_with_zlib_still_load(store):
+    import zlib
+
+    store.put_snapshot(b"now", {"cursor": "1-0"}, keep=3)
+    version = store.latest_version() + 1
+    for i, part in enumerate((b"zlib-model" * 100, b"zlib-r0" * 100)):
+        store.client.set(store.key("model", "{model}", "v", f"{version}:p{i}"), zlib.compress(part, 1))
+    store.client.hset(store.key("model", "{model}", "v", str(version)),
+                      mapping={"version": version, "parts": 2,
+                               "meta": json.dumps({"cursor": "2-0", "replicas": 1, "codec": "zlib"})})
+    store.client.set(store.key("model", "{model}", "latest"), version)
+    blob, meta = store.latest_snapshot()
+    assert blob == b"zlib-model" * 100 and meta["replica_blobs"] == [b"zlib-r0" * 100] and "codec" not in meta
+
+
 def test_snapshots_written_inline_by_an_older_release_still_load(store):
     key = store.key("model", "{model}", "v", "7")
     store.client.hset(key, mapping={"version": 7, "blob": b"old-model", "r0": b"old-r0",
