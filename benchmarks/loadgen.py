@@ -73,6 +73,7 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
 
     async def one(n: int, due: float) -> None:
         conn = await pool.get()
+        route = "?"
         try:
             if feedback_every and n % feedback_every == feedback_every - 1 and slates:
                 route = "feedback"
@@ -98,6 +99,8 @@ async def run(url: str, rate: float, seconds: float, users: int, feedback_every:
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
             conn.close()
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if trace:
+                rows.append((due, route, (time.perf_counter() - due) * 1000.0, type(exc).__name__))
         finally:
             pool.put_nowait(conn)
 

@@ -169,7 +169,7 @@ class ItemCounts:
         shown = _top(exposure, n) if live else own[:0]
         with self._lock:
             counted = values[own].astype(np.float64)
-            exposed, rewards = exposure[shown].copy(), values[shown, 2].astype(np.float64)
+            exposed, rewards = exposure[shown], values[shown, 2].astype(np.float64)  # (copies: fancy indexing)
         return Tops(own, counted[:, 0], counted[:, 1], shown, exposed, rewards, catalog.ids.take)
 
     def wait(self, timeout: float | None = None) -> None:

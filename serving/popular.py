@@ -21,7 +21,7 @@ from serving.itemcounts import ItemCounts
 from store import Store, StoreError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ItemSignals:
     """What every request reads about items beyond their features: long-term popularity (0..1),
     quality (0..1, of the items with most events or exposure: the fallback while Redis is
@@ -151,7 +151,7 @@ class PopularCache:
                 own, n_events, engaged = self.store.quality_columns(self.feature_top)
                 shown, exposed, rewarded = self.store.live_columns(self.feature_top) if self.live_weight > 0 else \
                     ([], np.zeros(0), np.zeros(0))
-                own, shown, ids_of = np.array(own, dtype=str), np.array(shown, dtype=str), None
+                own, shown, ids_of = _ids(own), _ids(shown), None
             else:  # by catalog row
                 own, n_events, engaged, shown, exposed, rewarded, ids_of = tops
             events = n_events.sum()
@@ -165,6 +165,7 @@ class PopularCache:
             pooled = live_quality(engaged, n_events, rewards, exposure, share, self.live_weight, factor)
             values = ItemSignals(popularity, share, factor, position_weights(*self.store.position_counts()),
                                  keys, pooled, ids_of)
+            values.order  # sorted here, not by the first request to ask for the best items
         except StoreError:
             values = cached[1] if cached else ItemSignals()
         self._values = (self.clock(), values)
@@ -195,25 +196,32 @@ class PopularCache:
             self._values = None
 
 
+def _ids(ids: list[str]) -> np.ndarray:
+    out = np.empty(len(ids), dtype=object)
+    out[:] = ids
+    return out
+
+
 def _aligned(own: np.ndarray, shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`own` followed by the keys of `shown` it lacks, and where each of `shown` is in that
-    (keys unique within each; rows, or ids as a numpy string array). One sort of `own` and a
-    binary search: `np.isin` compares object arrays pairwise (seconds for 20,000 ids).
+    (keys unique within each). Rows: one sort of `own` and a binary search; ids (an object
+    array, read from Redis): a dict (`np.isin` compares object arrays pairwise, seconds for
+    20,000 ids; fixed-width numpy strings cost 4 bytes per character of the longest id).
 
     >>> keys, where = _aligned(np.array([5, 2, 9]), np.array([9, 7, 5, 1]))
     >>> keys.tolist(), where.tolist()
     ([5, 2, 9, 7, 1], [2, 3, 0, 4])
-    >>> keys, where = _aligned(np.array(["b", "a"]), np.array(["c", "a"]))
+    >>> keys, where = _aligned(np.array(["b", "a"], dtype=object), np.array(["c", "a"], dtype=object))
     >>> keys.tolist(), where.tolist()
     (['b', 'a', 'c'], [2, 1])
     """
-    where = np.zeros(len(shown), dtype=np.int64)
-    if not len(own) or not len(shown):
-        where[:] = len(own) + np.arange(len(shown))
-        return np.concatenate([own, shown]), where
-    by_key = np.argsort(own, kind="stable")
-    at = np.minimum(np.searchsorted(own, shown, sorter=by_key), len(own) - 1)
-    found = own[by_key[at]] == shown
-    where[found] = by_key[at[found]]
-    where[~found] = len(own) + np.arange(int((~found).sum()))
-    return np.concatenate([own, shown[~found]]), where
+    if own.dtype.kind in "iu" and shown.dtype.kind in "iu" and len(own):
+        by_key = np.argsort(own, kind="stable")
+        at = np.minimum(np.searchsorted(own, shown, sorter=by_key), len(own) - 1)
+        where = np.where(own[by_key[at]] == shown, by_key[at], -1)
+    else:
+        index = {key: k for k, key in enumerate(own.tolist())}
+        where = np.fromiter((index.get(key, -1) for key in shown.tolist()), dtype=np.int64, count=len(shown))
+    extra = np.flatnonzero(where < 0)
+    where[extra] = len(own) + np.arange(len(extra))
+    return np.concatenate([own, shown[extra]]), where

@@ -194,10 +194,14 @@ class SnapshotOps:
 
 
 def _unpacked(parts: list[bytes], codec: str | None) -> list[bytes]:
-    """A snapshot's parts as written: zstd (now), zlib (before 5 December 2026), or as they are."""
+    """A snapshot's parts as written: zstd (now), zlib (before 5 December 2026), or as they are
+    (no codec). An unknown codec is an error here rather than bytes VW cannot read."""
     if codec == CODEC:
         unpacker = zstandard.ZstdDecompressor()
         return [unpacker.decompress(p) for p in parts]
     if codec == "zlib":
         return [zlib.decompress(p) for p in parts]
-    return parts
+    if codec is None:  # written before parts were compressed
+        return parts
+    raise ValueError(f"model snapshot parts compressed with {codec!r}, which this release cannot read "
+                     "(written by a newer one?)")

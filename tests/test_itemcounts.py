@@ -8,6 +8,7 @@ from bandit.features import item_line
 from retrieval.catalog import Catalog
 from serving.itemcounts import ItemCounts
 from serving.popular import PopularCache
+from store import StoreError
 
 DIM = 4
 CLICK = dict(ts=0.0, half_life_s=86400.0, keep=100)
@@ -267,7 +268,11 @@ def test_small_exposure_added_to_a_large_one_is_not_lost(store):
     assert got[0, 2] == 3e7 + 5.0 and counts.reread == 3
 
 
-def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_redis(store):
+def _away(*args, **kwargs):
+    raise StoreError("redis unavailable: (a test)")
+
+
+def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_redis(store, monkeypatch):
     catalog = _catalog(40)
     _world(store, catalog)
     from_redis, from_copy = PopularCache(store), PopularCache(store)
@@ -290,6 +295,15 @@ def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_red
         assert [got.quality[i] for i in got.by_quality] == [got.quality[i] for i in want.by_quality]  # (ties aside)
         assert from_copy.best(3) == got.by_quality[:3] and from_redis.best(3) == want.by_quality[:3]
         assert got.share == pytest.approx(want.share) and got.factor == pytest.approx(want.factor)
+    from_redis.feature_top = from_copy.feature_top = 40  # while Redis is away, the last signals answer, ...
+    want, got = from_redis._signals(force=True), from_copy._signals(force=True)
+    ids = [f"i{i}" for i in range(40)]
+    with monkeypatch.context() as patch:
+        patch.setattr(from_copy.counts, "read", _away)
+        patch.setattr(from_redis.store, "item_counts", _away)
+        np.testing.assert_allclose(from_copy.quality(ids, np.arange(40), catalog), from_redis.quality(ids), rtol=1e-6)
+        np.testing.assert_allclose(from_redis.quality(ids), [want.quality.get(i, want.share) for i in ids])
+        assert len(set(from_redis.quality(ids).tolist())) > 2  # ... and it is not the share for every item
     store.put_quality({"i1": 5.0}, {"i1": 5.0})  # a build replaced the counts: the copy starts over ...
     assert from_copy.counts.tops(5) is None  # ... and until it is loaded again, Redis is read
     assert from_copy._signals(force=True).by_quality == from_redis._signals(force=True).by_quality
