@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import zlib
 
 from store.base import guarded, text
+from store.snapshots import CODEC, packed, unpacked
 
 # KEYS[1]: the record. ARGV: field/value pairs of the new record. 1 if started, 0 if one is running.
 _START = """
@@ -79,10 +79,11 @@ class CanaryOps:
             replicas = meta.pop("replica_blobs")
             parts, kind = [self._ckey(canary_id, f"p{i}") for i in range(1 + len(replicas))], MODEL
             self.client.hset(self._ckey("models"), canary_id, len(parts))  # first: a start cut short is cleaned up
-            for key, part in zip(parts, (blob, *replicas)):  # one command each: Redis serves others in between
-                self.client.set(key, zlib.compress(part, 1))
+            for key, part in zip(parts, packed((blob, *replicas))):  # one command each: Redis serves others meanwhile
+                self.client.set(key, part)
         record = {"id": canary_id, "kind": kind, "version": int(version), "share": repr(float(share)),
-                  "status": RUNNING, "started_at": repr(time.time()), "parts": len(parts), "meta": json.dumps(meta),
+                  "status": RUNNING, "started_at": repr(time.time()), "parts": len(parts), "codec": CODEC,
+                  "meta": json.dumps(meta),
                   "exploration": json.dumps(exploration)}
         if not self._canary_start(keys=[self._ckey()], args=[x for kv in record.items() for x in kv]):
             self.drop_canary_model(canary_id)
@@ -104,7 +105,8 @@ class CanaryOps:
                 "status": raw["status"], "started_at": float(raw["started_at"]),
                 "ended_at": float(raw["ended_at"]) if "ended_at" in raw else None,
                 "reason": raw.get("reason", ""), "promoted_as": int(raw["promoted_as"]) if "promoted_as" in raw
-                else None, "parts": int(raw["parts"]), "meta": json.loads(raw["meta"])}
+                else None, "parts": int(raw["parts"]), "meta": json.loads(raw["meta"]),
+                "codec": raw.get("codec", "zlib")}  # (canaries started before 5 December 2026: zlib)
 
     @guarded
     def note_canary_base(self, canary_id: str, base: dict) -> None:
@@ -123,7 +125,7 @@ class CanaryOps:
         parts = pipe.execute()
         if any(p is None for p in parts):
             return None
-        parts = [zlib.decompress(p) for p in parts]
+        parts = unpacked(parts, record.get("codec", "zlib"))
         return parts[0], {**record["meta"], "version": record["version"], "replica_blobs": parts[1:]}
 
     @guarded

@@ -79,12 +79,11 @@ class SnapshotOps:
         is still that one (else None: someone else wrote one meanwhile, e.g. a rollback)."""
         token = secrets.token_hex(8)
         staged = []
-        packer = zstandard.ZstdCompressor(level=ZSTD_LEVEL)  # (not thread-safe: one per call)
         try:
-            for i, part in enumerate((blob, *replicas)):  # one command per part: Redis serves others in between
+            for i, part in enumerate(packed((blob, *replicas))):  # one command per part: Redis serves others meanwhile
                 key = self._mkey("tmp", token, str(i))
                 staged.append(key)
-                self.client.set(key, packer.compress(part), ex=STAGING_TTL_S)
+                self.client.set(key, part, ex=STAGING_TTL_S)
         except Exception:
             try:  # do not leave megabytes behind for the staging TTL
                 for key in staged:
@@ -148,7 +147,7 @@ class SnapshotOps:
         parts = pipe.execute()
         if any(p is None for p in parts):
             return None  # pruned while we read it
-        parts = _unpacked(parts, meta.pop("codec", None))
+        parts = unpacked(parts, meta.pop("codec", None))
         meta["replica_blobs"] = parts[1:]
         return parts[0], meta
 
@@ -193,7 +192,13 @@ class SnapshotOps:
         return [{**json.loads(m), "version": int(text(v))} for v, m in zip(versions, pipe.execute()) if m]
 
 
-def _unpacked(parts: list[bytes], codec: str | None) -> list[bytes]:
+def packed(parts):
+    """Model parts (a snapshot's, a canary's copy) compressed with `CODEC`, one by one."""
+    packer = zstandard.ZstdCompressor(level=ZSTD_LEVEL)  # (not thread-safe: one per call)
+    return (packer.compress(part) for part in parts)
+
+
+def unpacked(parts: list[bytes], codec: str | None) -> list[bytes]:
     """A snapshot's parts as written: zstd (now), zlib (before 5 December 2026), or as they are
     (no codec). An unknown codec is an error here rather than bytes VW cannot read."""
     if codec == CODEC:

@@ -276,3 +276,17 @@ def test_a_start_cut_short_leaves_nothing_behind_after_the_next_start(store):
         store.start_canary(version, 0.1)
     assert store.client.hkeys(store._ckey("models")) == [first["id"].encode()]  # the refused one's copy is gone
     assert store.canary_model(first)[1]["version"] == version
+
+
+def test_a_canary_started_by_the_release_before_zstd_still_serves_its_model(store):
+    import zlib
+
+    version = store.put_snapshot(b"model" * 100, {"cursor": "1-0"}, keep=3, replicas=[b"r0" * 100])
+    record = store.start_canary(version, 0.1)
+    assert record["codec"] == "zstd" and store.canary_model(record)[0] == b"model" * 100
+    for i, part in enumerate((b"old-model" * 100, b"old-r0" * 100)):  # as that release copied them
+        store.client.set(store._ckey(record["id"], f"p{i}"), zlib.compress(part, 1))
+    store.client.hdel(store._ckey(), "codec")
+    old = store.canary()
+    blob, meta = store.canary_model(old)
+    assert old["codec"] == "zlib" and blob == b"old-model" * 100 and meta["replica_blobs"] == [b"old-r0" * 100]
