@@ -40,12 +40,8 @@ class ItemSignals:
     positions: dict[int, float] = field(default_factory=dict)
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pooled: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # best `pooled` first
     ids_of: Callable[[np.ndarray], list[str]] | None = None  # rows -> ids (None: the keys are ids)
-
-    @functools.cached_property
-    def order(self) -> np.ndarray:
-        """Positions in `keys`, best quality first (equal ones in their order there)."""
-        return np.argsort(-self.pooled, kind="stable")
 
     def top(self, n: int) -> list[str]:
         """The ids of the n items of highest quality."""
@@ -164,8 +160,7 @@ class PopularCache:
             factor = live_factor(rewards, exposure, share)
             pooled = live_quality(engaged, n_events, rewards, exposure, share, self.live_weight, factor)
             values = ItemSignals(popularity, share, factor, position_weights(*self.store.position_counts()),
-                                 keys, pooled, ids_of)
-            values.order  # sorted here, not by the first request to ask for the best items
+                                 keys, pooled, np.argsort(-pooled, kind="stable"), ids_of)  # (ties: in key order)
         except StoreError:
             values = cached[1] if cached else ItemSignals()
         self._values = (self.clock(), values)

@@ -125,7 +125,7 @@ class CanaryOps:
         parts = pipe.execute()
         if any(p is None for p in parts):
             return None
-        parts = unpacked(parts, record.get("codec", "zlib"))
+        parts = unpacked(parts, record["codec"])
         return parts[0], {**record["meta"], "version": record["version"], "replica_blobs": parts[1:]}
 
     @guarded
