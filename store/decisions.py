@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import redis
 
+from banditrec import fastjson
 from store.base import guarded, guarded_fast, in_pipeline, text
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class DecisionOps:
         stored is our own write, resent: never a 409); a client's id is stored first, and the
         rest is written only once it did not clash."""
         pipe = self.fast.pipeline(transaction=False)
-        pipe.set(self._ekey("dec", event_id), json.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
+        pipe.set(self._ekey("dec", event_id), fastjson.dumps(decision), nx=True, px=max(1, int(ttl_s * 1000)))
         if close_at is not None:  # queued also on a clash: closing a decision twice is harmless
             pipe.zadd(self.key("pending"), {event_id: close_at}, nx=True)
         if not unique:
@@ -84,7 +84,7 @@ class DecisionOps:
     def _queue_logged(self, pipe, log_entry, log_maxlen, arm, shown) -> None:
         """Queue what a stored decision adds: its log entry, its arms' counters, its exposure."""
         if log_entry is not None:
-            pipe.xadd(self.key("decisions"), {"d": json.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
+            pipe.xadd(self.key("decisions"), {"d": fastjson.dumps(log_entry)}, maxlen=log_maxlen, approximate=True)
         for one in [arm] if isinstance(arm, tuple) else arm or ():
             self.queue_arm_counts(pipe, *one)
         if shown:
@@ -92,7 +92,7 @@ class DecisionOps:
 
     @guarded
     def read_decision_log(self, after: str = "0-0", count: int = 5000) -> list[tuple[str, dict]]:
-        return [(text(sid), json.loads(f[b"d"]))
+        return [(text(sid), fastjson.loads(f[b"d"]))
                 for sid, f in self.client.xrange(self.key("decisions"), min=f"({after}", count=count)]
 
     def iter_decision_log(self, after: str = "0-0"):
@@ -145,7 +145,7 @@ class DecisionOps:
         out = []
         for i in range(0, len(raw), 4):
             decision, acked, seen, agg = raw[i:i + 4]
-            out.append(((json.loads(decision) if decision else None), {text(a) for a in acked},
+            out.append(((fastjson.loads(decision) if decision else None), {text(a) for a in acked},
                         {text(s) for s in seen}, {text(k): float(v) for k, v in agg.items()}))
         return out
 
@@ -154,7 +154,7 @@ class DecisionOps:
         """Durably append several rewards in one round trip, in order."""
         pipe = self.client.pipeline(transaction=False)
         for entry in entries:
-            pipe.xadd(self.key("rewards"), {"e": json.dumps(entry)}, maxlen=maxlen, approximate=True)
+            pipe.xadd(self.key("rewards"), {"e": fastjson.dumps(entry)}, maxlen=maxlen, approximate=True)
         pipe.execute()
 
     @guarded
@@ -183,12 +183,12 @@ class DecisionOps:
         pipe.get(self._ekey("dec", event_id))
         pipe.hget(self._ekey("ack", event_id), item_id)
         raw, acked = pipe.execute()
-        return (json.loads(raw) if raw else None), text(acked)
+        return (fastjson.loads(raw) if raw else None), text(acked)
 
     @guarded
     def append_reward(self, entry: dict, maxlen: int) -> str:
         """Durably append a reward; the returned stream id orders it for the learner."""
-        return text(self.client.xadd(self.key("rewards"), {"e": json.dumps(entry)}, maxlen=maxlen,
+        return text(self.client.xadd(self.key("rewards"), {"e": fastjson.dumps(entry)}, maxlen=maxlen,
                                      approximate=True))
 
     @guarded
@@ -201,7 +201,7 @@ class DecisionOps:
 
     @guarded
     def read_rewards(self, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict]]:
-        return [(text(sid), json.loads(fields[b"e"]))
+        return [(text(sid), fastjson.loads(fields[b"e"]))
                 for sid, fields in self.client.xrange(self.key("rewards"), min=f"({after}", count=count)]
 
     @guarded
@@ -233,7 +233,7 @@ class DecisionOps:
     @guarded
     def dead_letter(self, stream_id: str, entry: dict, error: str, maxlen: int = 100_000) -> None:
         """Keep a reward that could not be learned, for a person to look at."""
-        self.client.xadd(self.key("rewards", "dead"), {"id": stream_id, "e": json.dumps(entry), "error": error},
+        self.client.xadd(self.key("rewards", "dead"), {"id": stream_id, "e": fastjson.dumps(entry), "error": error},
                          maxlen=maxlen, approximate=True)
 
     @guarded
@@ -243,5 +243,5 @@ class DecisionOps:
 
     @guarded
     def dead_letters(self) -> list[dict]:
-        return [{"id": text(f[b"id"]), "entry": json.loads(f[b"e"]), "error": text(f[b"error"])}
+        return [{"id": text(f[b"id"]), "entry": fastjson.loads(f[b"e"]), "error": text(f[b"error"])}
                 for _, f in self.client.xrange(self.key("rewards", "dead"))]

@@ -16,13 +16,13 @@ their exponentially decayed counts, without ever rewriting old scores.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from typing import NamedTuple
 
 import numpy as np
 
+from banditrec import fastjson
 from store.base import guarded, guarded_fast, in_pipeline, text
 from store.once import Once, mark
 
@@ -337,7 +337,7 @@ class PopularityOps:
         args = [repr(float(sum(weights.values()))), len(positions)]
         for position, n in positions.items():
             args += [int(position), repr(float(n))]
-        args.append(json.dumps([list(weights), [float(w) for w in weights.values()]], ensure_ascii=False))
+        args.append(fastjson.dumps([list(weights), [float(w) for w in weights.values()]]))
         seq, _, trimmed = self._change_keys()
         keys = [seq, trimmed, *(self._pkey(k, "global") for k in ("le", "lpos", "ltot", "qshown", "qshownn"))]
         in_pipeline(self._shown, pipe, keys, args)
@@ -468,5 +468,5 @@ def _exposure_log(entries) -> list[tuple[int, list[str], list[float]]]:
         seq, _, rest = entry.partition(b" ")
         seqs.append(int(seq))
         payloads.append(rest.partition(b" ")[2])
-    parsed = json.loads(b"[" + b",".join(payloads) + b"]")
+    parsed = fastjson.loads(b"[" + b",".join(payloads) + b"]")
     return [(seq, ids, weights) for seq, (ids, weights) in zip(seqs, parsed)]

@@ -11,6 +11,7 @@ from typing import Iterable
 import numpy as np
 import redis
 
+from banditrec import fastjson
 from store.base import guarded, guarded_fast, in_pipeline, text
 from store.once import Once, mark
 
@@ -118,7 +119,7 @@ class UserOps:
             pipe.delete(self._ukey("pregen", user_id))
         pipe.hincrby(user, "n", 1)
         in_pipeline(self._set_max, pipe, [user], ["last", repr(float(ts))])
-        pipe.lpush(recent, json.dumps(entry))
+        pipe.lpush(recent, fastjson.dumps(entry))
         pipe.ltrim(recent, 0, recent_n - 1)
         pipe.pexpire(recent, int(recent_ttl_s * 1000))
         if seen is not None:
@@ -155,7 +156,7 @@ class UserOps:
 
 def decode_user(raw: dict, recent: list, seen: list) -> dict:
     state = {"profile": {}, "vectors": {}, "taste": [], "n": 0, "last": None,
-             "recent": [json.loads(r) for r in recent], "seen": {text(s) for s in seen}}
+             "recent": [fastjson.loads(r) for r in recent], "seen": {text(s) for s in seen}}
     fields = {text(k): v for k, v in raw.items()}
     for name, value in fields.items():
         if name.startswith("vec:"):

@@ -8,6 +8,7 @@ import json
 from flask import Response, current_app, request
 from werkzeug.exceptions import UnsupportedMediaType
 
+from banditrec import fastjson
 from banditrec.errors import InvalidRequest
 
 
@@ -34,7 +35,8 @@ def body():
 
 
 def as_json(payload, status: int = 200) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status=status,
+    """`payload` as the answer (`banditrec.fastjson`: a NaN in it is written as null, never as NaN)."""
+    return Response(fastjson.dumps(payload), status=status,
                     mimetype="application/json")
 
 
