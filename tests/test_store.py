@@ -22,6 +22,21 @@ def test_decision_is_written_once_per_event_id(store):
     assert 0 < ttl <= 60_000
 
 
+def test_records_written_by_the_standard_library_json_of_the_release_before_still_read(store):
+    """Decisions, rewards and recent events are written by orjson now (compact, NaN as null);
+    the ones a running deployment holds were written by `json.dumps` (spaces, NaN tokens)."""
+    old = {"items": {"i1": [1, 0.5, "|Item id=i1 cat=é"]}, "ts": 1.0, "score": float("nan")}
+    store.client.set(store.key("dec", "{e1}"), json.dumps(old))
+    store.client.xadd(store.key("rewards"), {"e": json.dumps({"event_id": "e1", "reward": 1.0})})
+    store.client.lpush(store.key("recent", "{u1}"), json.dumps({"i": "i1", "t": "click", "ts": 5.0, "c": None}))
+    decision, _ = store.feedback_state("e1", "i1")
+    assert decision["items"] == old["items"] and np.isnan(decision["score"])
+    assert [entry for _, entry in store.read_rewards()] == [{"event_id": "e1", "reward": 1.0}]
+    assert store.user_state("u1")["recent"] == [{"i": "i1", "t": "click", "ts": 5.0, "c": None}]
+    assert store.put_decision("e2", {"items": {}, "ts": 2.0, "score": float("nan")}, ttl_s=60)
+    assert store.client.get(store.key("dec", "{e2}")) == b'{"items":{},"ts":2.0,"score":null}'  # JSON, no NaN token
+
+
 def _round_trips(store, monkeypatch) -> list:
     """Counts the pipelines the request-path client sends."""
     sent, pipeline = [], store.fast.pipeline
