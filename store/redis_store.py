@@ -28,7 +28,7 @@ from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
-from store.users import _SET_MAX, UserOps
+from store.users import _SET_IF, _SET_MAX, UserOps
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -66,6 +66,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
         self._renew = client.register_script(_RENEW)
         self._put = client.register_script(_PUT)
         self._set_max = client.register_script(_SET_MAX)
+        self._set_if = client.register_script(_SET_IF)
         self._aggregate = client.register_script(_AGGREGATE)
         self._session = client.register_script(_SESSION)
         self._take_once = client.register_script(_TAKE)

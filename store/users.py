@@ -9,13 +9,13 @@ import json
 from typing import Iterable
 
 import numpy as np
-import redis
 
 from banditrec import fastjson
 from store.base import guarded, guarded_fast, in_pipeline, text
 from store.once import Once, mark
 
 PROFILE_FIELDS = ("age_group", "location", "signup_source")
+UNREAD = object()  # `update_user_vector`: no vector read beforehand
 
 # Fields that only grow: a build's count must not undo events recorded while it ran.
 _SET_MAX = """
@@ -26,6 +26,24 @@ for i = 1, #ARGV, 2 do
 end
 return 1
 """
+
+# A long-term vector replaced only if it is still the one the new value was computed from
+# (ARGV[2] "1" and its bytes in ARGV[3], or "0": there was none); with a marker key, the
+# step's mark (`store.once`) in the same call.
+_SET_IF = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if cur ~= ARGV[3] then return 0 end
+elseif cur then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+if #KEYS > 1 then
+  redis.call('HSET', KEYS[2], 'vector', 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+return 1
+"""  # KEYS: the user, the event's marker (optional); ARGV: field, had one, old bytes, new bytes, marker ttl ms
 
 
 class UserOps:
@@ -108,13 +126,16 @@ class UserOps:
     @guarded
     def record_user_event(self, user_id: str, *, entry: dict, ts: float, recent_n: int, recent_ttl_s: float,
                           seen: tuple[str, float] | None, seen_max: int, seen_ttl_s: float,
-                          drop_pregen: bool = False, once: Once | None = None) -> dict:
+                          drop_pregen: bool = False, once: Once | None = None,
+                          vector_of: str | None = None) -> tuple[dict, bytes | None]:
         """Apply one event to the user's state atomically: one more interaction, the last-event
         time (never moved back by a late event), the recent-events list, for consuming events
-        the seen set, and (the user is active) no pre-generated slate. Returns the profile."""
+        the seen set, and (the user is active) no pre-generated slate. Returns the profile and,
+        with `vector_of` (a space), the long-term vector's bytes as they were (None: none), for
+        `update_user_vector` to step without reading them again."""
         user, recent = self._ukey("user", user_id), self._ukey("recent", user_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(user, *PROFILE_FIELDS)
+        pipe.hmget(user, *PROFILE_FIELDS, *((f"vec:{vector_of}",) if vector_of is not None else ()))
         if drop_pregen:
             pipe.delete(self._ukey("pregen", user_id))
         pipe.hincrby(user, "n", 1)
@@ -128,29 +149,31 @@ class UserOps:
             pipe.zremrangebyrank(key, 0, -seen_max - 1)
             pipe.pexpire(key, int(seen_ttl_s * 1000))
         mark(pipe, once, "user")
-        profile = pipe.execute()[0]
-        return {f: text(v) for f, v in zip(PROFILE_FIELDS, profile) if v is not None}
+        fields = pipe.execute()[0]
+        profile = {f: text(v) for f, v in zip(PROFILE_FIELDS, fields) if v is not None}
+        return profile, fields[len(PROFILE_FIELDS)] if vector_of is not None else None
 
     @guarded
-    def update_user_vector(self, user_id: str, space: str, step, retries: int = 20, once: Once | None = None) -> bool:
+    def update_user_vector(self, user_id: str, space: str, step, retries: int = 20, once: Once | None = None,
+                           old=UNREAD) -> bool:
         """Replace the long-term vector of `space` by `step(old or None)` (None: leave it),
-        in an optimistic transaction so that concurrent events do not overwrite each other."""
+        optimistically: it is written only if it is still `old`, else read and stepped again,
+        so that concurrent events do not overwrite each other. Two round trips (a read, then
+        a compare-and-set script): WATCH, HGET and MULTI/EXEC were three, and the watch on
+        the whole user hash also failed when another field of it changed (its count, its
+        last event). `old`: the vector's bytes (or None) as just read with the event
+        (`record_user_event`): the first attempt steps them without reading them again."""
         key, field = self._ukey("user", user_id), f"vec:{space}"
+        keys = [key] if once is None else [key, once.key]
         for _ in range(retries):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.hget(key, field)
-                    new = step(None if raw is None else np.frombuffer(raw, dtype=np.float32))
-                    if new is None:
-                        return False
-                    pipe.multi()
-                    pipe.hset(key, field, np.asarray(new, dtype=np.float32).tobytes())
-                    mark(pipe, once, "vector")
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
+            raw, old = (self.client.hget(key, field) if old is UNREAD else old), UNREAD
+            new = step(None if raw is None else np.frombuffer(raw, dtype=np.float32))
+            if new is None:
+                return False
+            args = [field, "0" if raw is None else "1", raw or b"", np.asarray(new, dtype=np.float32).tobytes(),
+                    once.ttl_ms if once is not None else 0]
+            if self._set_if(keys=keys, args=args):
+                return True
         return False
 
 

@@ -241,6 +241,40 @@ def test_users_round_trip_with_vectors_per_space(store):
     assert set(state["vectors"]) == {"v2", "v3"} and state["taste"] == [] and state["profile"] == {"age_group": "25-34"}
 
 
+def test_a_vector_changed_between_the_read_and_the_write_is_read_and_stepped_again(store):
+    """`update_user_vector` writes only over the vector its step saw: another event's write in
+    between is stepped on, not overwritten; a change of another field of the user is no conflict."""
+    key = store.key("user", "{u1}")
+    seen = []
+
+    def step(old):
+        seen.append(None if old is None else old.tolist())
+        if len(seen) == 1:  # another event lands between this read and this write
+            store.client.hset(key, "vec:s", np.array([5.0, 5.0], dtype=np.float32).tobytes())
+        return (old if old is not None else np.zeros(2, np.float32)) + 1
+
+    assert store.update_user_vector("u1", "s", step)
+    assert seen == [None, [5.0, 5.0]]
+    np.testing.assert_array_equal(store.user_state("u1")["vectors"]["s"], [6.0, 6.0])
+
+    seen.clear()
+    bump = lambda old: store.client.hincrby(key, "n", 1) and old + 1  # noqa: E731 (the user's count moves meanwhile)
+    assert store.update_user_vector("u1", "s", lambda old: seen.append(1) or bump(old))
+    assert seen == [1]
+    np.testing.assert_array_equal(store.user_state("u1")["vectors"]["s"], [7.0, 7.0])
+    assert store.update_user_vector("u1", "s", lambda old: None) is False  # None: left as it is
+
+    # an event reads the vector with its other writes; a stale copy is read again, not written over
+    profile, raw = store.record_user_event("u1", entry={"i": "i1", "t": "click", "ts": 1.0}, ts=1.0, recent_n=5,
+                                           recent_ttl_s=60, seen=None, seen_max=2, seen_ttl_s=60, vector_of="s")
+    assert profile == {} and np.frombuffer(raw, np.float32).tolist() == [7.0, 7.0]
+    assert store.record_user_event("u1", entry={"i": "i1", "t": "click", "ts": 1.0}, ts=1.0, recent_n=5,
+                                   recent_ttl_s=60, seen=None, seen_max=2, seen_ttl_s=60, vector_of="t")[1] is None
+    stale = np.array([1.0, 1.0], dtype=np.float32).tobytes()
+    assert store.update_user_vector("u1", "s", lambda old: old * 2, old=stale)
+    np.testing.assert_array_equal(store.user_state("u1")["vectors"]["s"], [14.0, 14.0])
+
+
 def test_a_user_event_updates_state_atomically(store):
     for n in range(7):
         store.record_user_event("u1", entry={"i": f"i{n}", "t": "click", "ts": 100.0 + n, "c": "shoes"},
