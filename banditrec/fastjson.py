@@ -1,5 +1,6 @@
 """JSON on the request path: what the service writes and reads back itself (decisions, the
-decision log, the exposure log, a user's recent events) and its answers, with orjson.
+decision log, the exposure log, a user's recent events) and the /recommend answer
+(`web.body.slate_json`, which refuses a non-finite number as every answer does), with orjson.
 
 A /recommend at k = 50 encoded its answer (~6.5 KB), its decision (~6.6 KB with the items'
 action features) and its log entry (~4.3 KB) with the standard library in ~300 us, ~6 % of

@@ -13,7 +13,7 @@ from serving.service import Service
 from serving.userstate import long_term_step, preference_vector
 from store import StoreError
 from store.once import Once
-from store.users import UNREAD
+from store.users import UNREAD, VECTOR_STEP
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _record(service: Service, req: EventRequest, ts: float, now: float, once: On
     weight = weights[req.type] / max(weights.values())
     seen = (req.item_id, ts) if req.type in cfg.filters.seen_types else None
     active = cfg.inactive.after_s > 0 and now - ts <= cfg.inactive.after_s  # (again): no pre-generated slates
-    moves = row is not None and weight > 0 and "vector" not in done  # the user's long-term vector
+    moves = row is not None and weight > 0 and VECTOR_STEP not in done  # the user's long-term vector
     old = UNREAD
     if "user" in done:
         profile = service.store.profiles([req.user_id])[0]
@@ -76,7 +76,7 @@ def _record(service: Service, req: EventRequest, ts: float, now: float, once: On
             recent_n=cfg.realtime.recent_n, recent_ttl_s=cfg.realtime.recent_ttl_s, seen=seen,
             seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s, drop_pregen=active, once=once,
             vector_of=catalog.space if moves else None)
-        old = vector if moves else UNREAD
+        old = vector
     if moves:
         service.store.update_user_vector(req.user_id, catalog.space,
                                          long_term_step(catalog.vector(row), weight, cfg.realtime), once=once, old=old)

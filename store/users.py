@@ -16,6 +16,7 @@ from store.once import Once, mark
 
 PROFILE_FIELDS = ("age_group", "location", "signup_source")
 UNREAD = object()  # `update_user_vector`: no vector read beforehand
+VECTOR_STEP = "vector"  # `update_user_vector`'s step, as `store.once` marks it done
 
 # Fields that only grow: a build's count must not undo events recorded while it ran.
 _SET_MAX = """
@@ -39,11 +40,12 @@ elseif cur then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 if #KEYS > 1 then
-  redis.call('HSET', KEYS[2], 'vector', 1)
+  redis.call('HSET', KEYS[2], ARGV[6], 1)
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 return 1
-"""  # KEYS: the user, the event's marker (optional); ARGV: field, had one, old bytes, new bytes, marker ttl ms
+"""  # KEYS: the user, the event's marker (optional); ARGV: field, had one, old bytes, new bytes, marker ttl ms,
+# the step's name (as `store.once.mark` marks it)
 
 
 class UserOps:
@@ -171,7 +173,7 @@ class UserOps:
             if new is None:
                 return False
             args = [field, "0" if raw is None else "1", raw or b"", np.asarray(new, dtype=np.float32).tobytes(),
-                    once.ttl_ms if once is not None else 0]
+                    once.ttl_ms if once is not None else 0, VECTOR_STEP]
             if self._set_if(keys=keys, args=args):
                 return True
         return False

@@ -278,3 +278,17 @@ def test_service_starts_with_an_empty_catalog(tmp_path, open_service):
     reward = {"event_id": body["event_id"], "item_id": body["items"][0]["item_id"], "reward": 1}
     assert client.post("/feedback", json=reward).status_code == 200
     assert client.get("/health").get_json()["items"] == 3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_slate_answer_with_a_number_that_is_not_finite_is_refused_not_sent_as_null(bad):
+    """/recommend's answer is written by orjson, which would write NaN as null: it is refused
+    as every other answer is (a 500), and a finite one reads as the standard library wrote it."""
+    from web.body import as_json, slate_json
+
+    item = {"item_id": "é1", "position": 1, "score": 0.25, "probability": 0.5, "explored": False, "fresh": True}
+    answer = {"event_id": "e", "model_version": 3, "arm": "treatment", "strategy": "personal", "items": [item]}
+    assert json.loads(slate_json(answer).get_data()) == json.loads(as_json(answer).get_data()) == answer
+    for field in ("score", "probability"):
+        with pytest.raises(ValueError):
+            slate_json({**answer, "items": [item, {**item, field: bad}]})

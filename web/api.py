@@ -9,7 +9,7 @@ from serving.events import record_event
 from serving.feedback import feedback
 from serving.recommend import recommend
 from serving.stages import Laps
-from web.body import as_json, body, service
+from web.body import as_json, body, service, slate_json
 
 api = Blueprint("api", __name__)
 
@@ -18,7 +18,7 @@ api = Blueprint("api", __name__)
 def recommend_route():
     laps = Laps()
     out = recommend(service(), body(), laps)
-    response = as_json(out)
+    response = slate_json(out)
     laps("serialise")
     metrics.observe_recommend(out, laps)
     return response

@@ -4,6 +4,7 @@ of sane size; every answer is JSON without NaN."""
 from __future__ import annotations
 
 import json
+import math
 
 from flask import Response, current_app, request
 from werkzeug.exceptions import UnsupportedMediaType
@@ -35,9 +36,21 @@ def body():
 
 
 def as_json(payload, status: int = 200) -> Response:
-    """`payload` as the answer (`banditrec.fastjson`: a NaN in it is written as null, never as NaN)."""
-    return Response(fastjson.dumps(payload), status=status,
+    """`payload` as the answer; a NaN or infinity in it is refused (ValueError: a 500), never sent."""
+    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status=status,
                     mimetype="application/json")
+
+
+def slate_json(answer: dict) -> Response:
+    """A /recommend answer, written by orjson (`banditrec.fastjson`: ~10x faster than `as_json`
+    on a slate of 50), refused as `as_json` refuses it when a number in it is not finite (orjson
+    would write null). Only the items' scores and probabilities can be; with `explain`, `as_json`."""
+    items = answer["items"]
+    if any("explain" in item for item in items):
+        return as_json(answer)
+    if not all(math.isfinite(item["score"]) and math.isfinite(item["probability"]) for item in items):
+        raise ValueError("a score or probability of the answer is not a finite number")
+    return Response(fastjson.dumps(answer), mimetype="application/json")
 
 
 def _int(text: str) -> int:
