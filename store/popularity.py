@@ -76,7 +76,9 @@ out[4] = items
 out[5] = redis.call('HMGET', KEYS[5], 'exposure', 'rewards')
 out[6] = shown
 if #items > 0 and #items <= tonumber(ARGV[4]) then
-  for k = 6, 10 do out[k + 1] = redis.call('ZMSCORE', KEYS[k], unpack(items)) end
+  for k = 6, 10 do
+    out[k + 1] = redis.call(k == 9 and 'HMGET' or 'ZMSCORE', KEYS[k], unpack(items))  -- (exposure: a hash)
+  end
 end
 return out
 """  # KEYS: epoch, sequence, change list, trimmed-up-to, live totals, the five counts, the exposure log;
@@ -89,14 +91,15 @@ if #ARGV > 0 then
   for k = 3, 7 do
     local column = {}
     for s = 1, #ARGV, 1000 do
-      local part = redis.call('ZMSCORE', KEYS[k], unpack(ARGV, s, math.min(s + 999, #ARGV)))
+      local part = redis.call(k == 6 and 'HMGET' or 'ZMSCORE', KEYS[k], unpack(ARGV, s, math.min(s + 999, #ARGV)))
       for _, v in ipairs(part) do column[#column + 1] = v end
     end
     out[k] = column
   end
 end
 return out
-"""  # KEYS: sequence, live totals, the five counts; ARGV: item ids. The counts as of a sequence number.
+"""  # KEYS: sequence, live totals, the five counts (the exposure, KEYS[6], a hash); ARGV: item ids. The counts as
+# of a sequence number.
 
 CHANGES_KEPT = 100_000  # items in the change list; a reader further behind re-reads everything
 
@@ -138,7 +141,7 @@ local shown = cjson.decode(payload)
 local ids, weights = shown[1], shown[2]
 if #ids == 0 then return 0 end
 for i = 1, #ids do
-  redis.call('ZINCRBY', KEYS[3], weights[i], ids[i])
+  redis.call('HINCRBYFLOAT', KEYS[3], ids[i], weights[i])
 end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('ZADD', KEYS[6], seq, seq .. ' ' .. #ids .. ' ' .. payload)
@@ -155,9 +158,24 @@ if kept > KEPT then
 end
 return seq
 """.replace("KEPT", str(SHOWN_KEPT))
-# KEYS: sequence, trimmed-up-to, live exposure, position counts, live totals, the exposure log, its item
-# count; ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then
+# KEYS: sequence, trimmed-up-to, live exposure (a hash: HINCRBYFLOAT ~2 us, where ZINCRBY into a sorted set of
+# every item shown took ~8-13 us at 1M items, 50 per slate), position counts, live totals, the exposure log, its
+# item count; ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then
 # the JSON [[item_id, ...], [weight, ...]]
+
+
+# Live exposure was a sorted set ("le") in releases before 5 December 2026 (evening); it is a hash ("lx")
+# now. A chunk of the old set's members, moved: added to the hash (which may already count new exposure)
+# and removed from the set, atomically, so a move that stops half-way, or runs in two processes at once,
+# counts each once.
+_MOVE_EXPOSURE = """
+local pairs = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+for i = 1, #pairs, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[2], pairs[i], pairs[i + 1])
+  redis.call('ZREM', KEYS[1], pairs[i])
+end
+return #pairs / 2
+"""  # KEYS: the old sorted set, the hash; ARGV: members per call
 
 
 # KEYS[1]: a global sorted set of per-item counts, KEYS[2..]: other such sets; ARGV: start, stop
@@ -227,25 +245,40 @@ class PopularityOps:
 
     CHANGES_KEPT = CHANGES_KEPT
     SHOWN_KEPT = SHOWN_KEPT
-    COUNT_KINDS = ("qn", "qe", "qa", "le", "lr")  # events, engaged, attributed, live exposure, live engagements
+    COUNT_KINDS = ("qn", "qe", "qa", "lx", "lr")  # events, engaged, attributed, live exposure, live engagements
+    EXPOSURE = "lx"  # the one kept in a hash (per item, in every slate's script), the others in sorted sets
 
     def scan_counts(self, kind: str, chunk: int = 2_000):
-        """Every (item_ids, counts) of one of `COUNT_KINDS`, in chunks (ZSCAN: a member present
-        throughout is returned at least once; one changed meanwhile is on the change list)."""
+        """Every (item_ids, counts) of one of `COUNT_KINDS`, in chunks (ZSCAN, HSCAN: a member
+        present throughout is returned at least once; one changed meanwhile is on the change
+        list, or in the exposure log)."""
         if kind not in self.COUNT_KINDS:
             raise ValueError(f"unknown count kind {kind!r}")
         cursor = 0
         while True:
-            cursor, pairs = self._scan_chunk(self._pkey(kind, "global"), cursor, chunk)
+            cursor, pairs = self._scan_chunk(self._pkey(kind, "global"), cursor, chunk, kind == self.EXPOSURE)
             if pairs:
-                yield [text(m) for m, _ in pairs], np.fromiter((s for _, s in pairs), dtype=np.float64,
+                yield [text(m) for m, _ in pairs], np.fromiter((float(s) for _, s in pairs), dtype=np.float64,
                                                                count=len(pairs))
             if cursor == 0:
                 return
 
     @guarded
-    def _scan_chunk(self, key: str, cursor: int, count: int):
+    def _scan_chunk(self, key: str, cursor: int, count: int, hashed: bool = False):
+        if hashed:
+            cursor, found = self.client.hscan(key, cursor, count=count)
+            return cursor, list(found.items())
         return self.client.zscan(key, cursor, count=count)
+
+    @guarded
+    def move_live_exposure(self, chunk: int = 1_000) -> int:
+        """Move the live exposure that a release before 5 December 2026 (evening) kept in a sorted
+        set into the hash it is kept in now (`_MOVE_EXPOSURE`); the items moved (0: none)."""
+        keys = [self._pkey("le", "global"), self._pkey(self.EXPOSURE, "global")]
+        moved = 0
+        while self.client.exists(keys[0]):
+            moved += int(self._move_exposure(keys=keys, args=[chunk]))
+        return moved
 
     def _replace(self, key: str, scores: dict[str, float]) -> None:
         """Replace one sorted set atomically (readers see the old one or the new one)."""
@@ -339,7 +372,7 @@ class PopularityOps:
             args += [int(position), repr(float(n))]
         args.append(fastjson.dumps([list(weights), [float(w) for w in weights.values()]]))
         seq, _, trimmed = self._change_keys()
-        keys = [seq, trimmed, *(self._pkey(k, "global") for k in ("le", "lpos", "ltot", "qshown", "qshownn"))]
+        keys = [seq, trimmed, *(self._pkey(k, "global") for k in (self.EXPOSURE, "lpos", "ltot", "qshown", "qshownn"))]
         in_pipeline(self._shown, pipe, keys, args)
 
     @guarded
@@ -392,11 +425,30 @@ class PopularityOps:
         ids, exposure, rewards = self.live_columns(n)
         return list(zip(ids, exposure.tolist(), rewards.tolist()))
 
-    @guarded_fast
     def live_columns(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """`live_counts` as the ids and two arrays."""
-        ids, scores = self._top_columns("le", ("lr",), n)
-        return ids, scores[:, 0], scores[:, 1]
+        """`live_counts` as the ids and two arrays, ranked as Redis ranks a sorted set (ties: the
+        greater id first). The exposure is a hash, which Redis does not rank: this reads all of
+        it (in chunks), as loading a process's copy of the counts does; a process that keeps
+        one ranks the copy instead (`serving.itemcounts`)."""
+        ids, parts = [], []
+        for chunk_ids, values in self.scan_counts(self.EXPOSURE):
+            ids += chunk_ids
+            parts.append(values)
+        exposure = np.concatenate(parts) if parts else np.zeros(0)
+        if len(ids) > n:  # only the ranks that can make the cut are sorted
+            keep = np.flatnonzero(exposure >= np.partition(exposure, len(ids) - n)[len(ids) - n])
+            ids, exposure = [ids[i] for i in keep.tolist()], exposure[keep]
+        order = np.lexsort((np.array(ids, dtype=str), exposure))[::-1][:n] if ids else np.zeros(0, dtype=np.int64)
+        ids = [ids[i] for i in order.tolist()]
+        return ids, exposure[order], self._scores_of("lr", ids)
+
+    @guarded_fast
+    def _scores_of(self, kind: str, ids: list[str]) -> np.ndarray:
+        """Each id's score in one of the global sorted sets (0 where it has none)."""
+        out = []
+        for start in range(0, len(ids), TOP_CHUNK):
+            out += self.fast.zmscore(self._pkey(kind, "global"), ids[start:start + TOP_CHUNK])
+        return np.array([float(v or 0.0) for v in out], dtype=np.float64)
 
     @guarded_fast
     def top_popular(self, n: int, scope: str = "global") -> list[tuple[str, float]]:

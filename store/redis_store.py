@@ -24,7 +24,17 @@ from store.experiments import _SESSION, ExperimentOps
 from store.live import _CLEAR_IF as _LIVE_CLEAR
 from store.live import LiveOps
 from store.once import _TAKE, OnceOps
-from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_WITH, _TOUCH, PopularityOps
+from store.popularity import (
+    _ATTRIBUTE,
+    _BUMP,
+    _CHANGES,
+    _COUNTS,
+    _MOVE_EXPOSURE,
+    _SHOWN,
+    _TOP_WITH,
+    _TOUCH,
+    PopularityOps,
+)
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
@@ -62,6 +72,7 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
         self._changes = client.register_script(_CHANGES)
         self._counts_script = client.register_script(_COUNTS)
         self._top_with_script = client.register_script(_TOP_WITH)
+        self._move_exposure = client.register_script(_MOVE_EXPOSURE)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._put = client.register_script(_PUT)

@@ -225,6 +225,35 @@ def test_item_counts_carry_the_live_totals_over_all_items(store):
     assert store.item_counts([])[4] == (2.5, 1.0)
 
 
+def test_live_exposure_ranks_as_a_sorted_set_would_and_counts_read_it(store):
+    store.count_shown([("a", 1, 1.0), ("b", 2, 0.5), ("c", 3, 0.5), ("d", 4, 0.25)])
+    store.count_shown([("d", 1, 1.0)])
+    store.count_engaged("c", 3)
+    assert store.live_counts(10) == [("d", 1.25, 0.0), ("a", 1.0, 0.0), ("c", 0.5, 1.0), ("b", 0.5, 0.0)]
+    assert store.live_counts(3) == [("d", 1.25, 0.0), ("a", 1.0, 0.0), ("c", 0.5, 1.0)]  # a tie: the greater id
+    assert store.item_counts(["b", "x"])[2] == [0.5, None]
+    found = {i: n for ids, counts in store.scan_counts(store.EXPOSURE) for i, n in zip(ids, counts.tolist())}
+    assert found == {"a": 1.0, "b": 0.5, "c": 0.5, "d": 1.25}
+
+
+def test_live_exposure_a_release_before_kept_in_a_sorted_set_is_moved_once_to_its_hash(store):
+    old = store._pkey("le", "global")
+    store.client.zadd(old, {f"i{n}": float(n) for n in range(1, 2501)})  # the release before's sorted set
+    store.count_shown([("i1", 1, 0.5), ("new", 2, 1.0)])  # exposure counted by this release meanwhile
+    keys = [old, store._pkey(store.EXPOSURE, "global")]
+    assert store._move_exposure(keys=keys, args=[1000]) == 1000  # a move that stopped after one call ...
+    assert store.move_live_exposure(chunk=700) == 1500  # ... goes on: every item moved once
+    assert not store.client.exists(old) and store.move_live_exposure() == 0
+    assert store.item_counts(["i1", "i2", "i2500", "new", "none"])[2] == [1.5, 2.0, 2500.0, 1.0, None]
+
+
+def test_a_service_opened_on_a_release_befores_live_exposure_moves_it(store, open_service):
+    store.client.zadd(store._pkey("le", "global"), {"i1": 3.0})
+    open_service()
+    assert not store.client.exists(store._pkey("le", "global"))
+    assert store.item_counts(["i1"])[2] == [3.0]
+
+
 def test_users_round_trip_with_vectors_per_space(store):
     vec = np.arange(8, dtype=np.float32) / 10
     assert store.put_users([("u1", {"vector": vec, "taste": ["shoes", "bags"], "n": 4, "age_group": "25-34"}),
