@@ -112,7 +112,6 @@ class Service:
         embedded, owns_store = None, store is None
         if store is None:
             store, embedded = open_store(config.redis, config.data.path)
-        _move_live_exposure(store)
         catalog = load_catalog(config)
         exploring = LiveExploration(config.exploration)
         try:  # a promoted exploration applies from the first request
@@ -327,14 +326,3 @@ class Service:
             self.embedded.close()
             self.embedded = None
 
-
-def _move_live_exposure(store: Store) -> None:
-    """After an upgrade from a release before 5 December 2026 (evening): the live exposure into
-    the hash it is kept in now (once; 1,000 items per Redis call). Redis away: the next start."""
-    try:
-        moved = store.move_live_exposure()
-    except StoreError as exc:
-        log.warning("live exposure not moved to its hash yet (the next start will): %s", exc)
-        return
-    if moved:
-        log.info("moved %d items' live exposure from the sorted set of a release before to a hash", moved)

@@ -53,6 +53,25 @@ return 0
 """  # KEYS: the other side's mark, this side's mark, the attributed counts; ARGV: item_id, mark ttl
 
 
+# The items' live exposure is a hash ("lx"): every slate adds to ~50 of its fields (HINCRBYFLOAT ~2 us, where
+# ZINCRBY into a sorted set of every item shown took 8-13 us at 1M items). Releases before 5 December 2026
+# (evening) kept it in a sorted set ("le"); what they counted stays there, never written again by this
+# release, and is read beside the hash while it exists. Reads of both, summed per item (as a string of
+# full precision: a Lua number returned to Redis would be cut to an integer).
+_EXPOSURE = """
+local function exposure(hash, legacy, ids)
+  local out = redis.call('HMGET', hash, unpack(ids))
+  if redis.call('EXISTS', legacy) == 1 then
+    local old = redis.call('ZMSCORE', legacy, unpack(ids))
+    for i = 1, #ids do
+      if old[i] then out[i] = string.format('%.17g', (tonumber(out[i]) or 0) + tonumber(old[i])) end
+    end
+  end
+  return out
+end
+"""
+
+
 class ItemChanges(NamedTuple):
     epoch: str
     seq: int
@@ -64,7 +83,7 @@ class ItemChanges(NamedTuple):
     complete: bool = True  # False: more changed than the limits let through
 
 
-_CHANGES = """
+_CHANGES = _EXPOSURE + """
 redis.call('SET', KEYS[1], ARGV[3], 'NX')
 local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[4]) or '0'}
 local items, shown = {}, {}
@@ -77,29 +96,32 @@ out[5] = redis.call('HMGET', KEYS[5], 'exposure', 'rewards')
 out[6] = shown
 if #items > 0 and #items <= tonumber(ARGV[4]) then
   for k = 6, 10 do
-    out[k + 1] = redis.call(k == 9 and 'HMGET' or 'ZMSCORE', KEYS[k], unpack(items))  -- (exposure: a hash)
+    if k == 9 then out[k + 1] = exposure(KEYS[k], KEYS[12], items)
+    else out[k + 1] = redis.call('ZMSCORE', KEYS[k], unpack(items)) end
   end
 end
 return out
-"""  # KEYS: epoch, sequence, change list, trimmed-up-to, live totals, the five counts, the exposure log;
+"""  # KEYS: epoch, sequence, change list, trimmed-up-to, live totals, the five counts (the exposure a hash), the
+# exposure log, the exposure a release before kept (`_EXPOSURE`);
 # ARGV: since, limit, a new epoch token (used when there is none), most items whose counts come along,
 # most exposure log entries
 
-_COUNTS = """
+_COUNTS = _EXPOSURE + """
 local out = {redis.call('GET', KEYS[1]) or '0', redis.call('HMGET', KEYS[2], 'exposure', 'rewards')}
 if #ARGV > 0 then
   for k = 3, 7 do
     local column = {}
     for s = 1, #ARGV, 1000 do
-      local part = redis.call(k == 6 and 'HMGET' or 'ZMSCORE', KEYS[k], unpack(ARGV, s, math.min(s + 999, #ARGV)))
+      local ids = {unpack(ARGV, s, math.min(s + 999, #ARGV))}
+      local part = k == 6 and exposure(KEYS[k], KEYS[8], ids) or redis.call('ZMSCORE', KEYS[k], unpack(ids))
       for _, v in ipairs(part) do column[#column + 1] = v end
     end
     out[k] = column
   end
 end
 return out
-"""  # KEYS: sequence, live totals, the five counts (the exposure, KEYS[6], a hash); ARGV: item ids. The counts as
-# of a sequence number.
+"""  # KEYS: sequence, live totals, the five counts (the exposure, KEYS[6], a hash), the exposure a release before
+# kept; ARGV: item ids. The counts as of a sequence number.
 
 CHANGES_KEPT = 100_000  # items in the change list; a reader further behind re-reads everything
 
@@ -158,24 +180,9 @@ if kept > KEPT then
 end
 return seq
 """.replace("KEPT", str(SHOWN_KEPT))
-# KEYS: sequence, trimmed-up-to, live exposure (a hash: HINCRBYFLOAT ~2 us, where ZINCRBY into a sorted set of
-# every item shown took ~8-13 us at 1M items, 50 per slate), position counts, live totals, the exposure log, its
-# item count; ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then
+# KEYS: sequence, trimmed-up-to, live exposure (a hash, `_EXPOSURE`), position counts, live totals, the exposure
+# log, its item count; ARGV: total exposure, the number of positions p, p (position, impressions) pairs, then
 # the JSON [[item_id, ...], [weight, ...]]
-
-
-# Live exposure was a sorted set ("le") in releases before 5 December 2026 (evening); it is a hash ("lx")
-# now. A chunk of the old set's members, moved: added to the hash (which may already count new exposure)
-# and removed from the set, atomically, so a move that stops half-way, or runs in two processes at once,
-# counts each once.
-_MOVE_EXPOSURE = """
-local pairs = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-for i = 1, #pairs, 2 do
-  redis.call('HINCRBYFLOAT', KEYS[2], pairs[i], pairs[i + 1])
-  redis.call('ZREM', KEYS[1], pairs[i])
-end
-return #pairs / 2
-"""  # KEYS: the old sorted set, the hash; ARGV: members per call
 
 
 # KEYS[1]: a global sorted set of per-item counts, KEYS[2..]: other such sets; ARGV: start, stop
@@ -217,7 +224,8 @@ class PopularityOps:
         `shown_limit` entries of the exposure log). `complete` is False when a limit cut the
         items or the entries short."""
         keys = [self._pkey("qepoch", "global"), *self._change_keys(), self._pkey("ltot", "global"),
-                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS), self._pkey("qshown", "global")]
+                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS), self._pkey("qshown", "global"),
+                self._pkey(self.LEGACY_EXPOSURE, "global")]
         token, last, trimmed_to, items, totals, shown, *columns = self._changes(
             keys=keys, args=[int(since), int(limit), uuid.uuid4().hex, int(counts_up_to), int(shown_limit)],
             client=self.fast)
@@ -238,7 +246,7 @@ class PopularityOps:
     def _counts(self, ids: list[str]) -> tuple[list, list, list, list, tuple[float, float] | None, int]:
         """`item_counts` and the sequence number, in one Lua call (atomic)."""
         keys = [self._change_keys()[0], self._pkey("ltot", "global"),
-                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS)]
+                *(self._pkey(kind, "global") for kind in self.COUNT_KINDS), self._pkey(self.LEGACY_EXPOSURE, "global")]
         seq, totals, *columns = self._counts_script(keys=keys, args=list(ids), client=self.fast)
         totals = (float(totals[0]), float(totals[1])) if None not in totals else None
         return (*_counted(*(columns or ([], [], [], [], []))), totals, int(seq))
@@ -246,17 +254,26 @@ class PopularityOps:
     CHANGES_KEPT = CHANGES_KEPT
     SHOWN_KEPT = SHOWN_KEPT
     COUNT_KINDS = ("qn", "qe", "qa", "lx", "lr")  # events, engaged, attributed, live exposure, live engagements
-    EXPOSURE = "lx"  # the one kept in a hash (per item, in every slate's script), the others in sorted sets
+    EXPOSURE = "lx"  # kept in a hash (`_EXPOSURE`), the other counts in sorted sets
+    LEGACY_EXPOSURE = "le"  # what releases before 5 December 2026 (evening) counted, in a sorted set: read, not written
 
     def scan_counts(self, kind: str, chunk: int = 2_000):
         """Every (item_ids, counts) of one of `COUNT_KINDS`, in chunks (ZSCAN, HSCAN: a member
         present throughout is returned at least once; one changed meanwhile is on the change
-        list, or in the exposure log)."""
+        list, or in the exposure log). The exposure of items a release before counted comes
+        last, summed with what this one counted: a later chunk's value for an id replaces an
+        earlier one's."""
         if kind not in self.COUNT_KINDS:
             raise ValueError(f"unknown count kind {kind!r}")
+        yield from self._scan(self._pkey(kind, "global"), chunk, hashed=kind == self.EXPOSURE)
+        if kind == self.EXPOSURE:
+            for item_ids, old in self._scan(self._pkey(self.LEGACY_EXPOSURE, "global"), chunk):
+                yield item_ids, old + self._exposure_of(item_ids)
+
+    def _scan(self, key: str, chunk: int, hashed: bool = False):
         cursor = 0
         while True:
-            cursor, pairs = self._scan_chunk(self._pkey(kind, "global"), cursor, chunk, kind == self.EXPOSURE)
+            cursor, pairs = self._scan_chunk(key, cursor, chunk, hashed)
             if pairs:
                 yield [text(m) for m, _ in pairs], np.fromiter((float(s) for _, s in pairs), dtype=np.float64,
                                                                count=len(pairs))
@@ -271,14 +288,10 @@ class PopularityOps:
         return self.client.zscan(key, cursor, count=count)
 
     @guarded
-    def move_live_exposure(self, chunk: int = 1_000) -> int:
-        """Move the live exposure that a release before 5 December 2026 (evening) kept in a sorted
-        set into the hash it is kept in now (`_MOVE_EXPOSURE`); the items moved (0: none)."""
-        keys = [self._pkey("le", "global"), self._pkey(self.EXPOSURE, "global")]
-        moved = 0
-        while self.client.exists(keys[0]):
-            moved += int(self._move_exposure(keys=keys, args=[chunk]))
-        return moved
+    def _exposure_of(self, ids: list[str]) -> np.ndarray:
+        """What this release counted as each item's exposure (0 where nothing)."""
+        return np.array([float(v or 0.0) for v in self.client.hmget(self._pkey(self.EXPOSURE, "global"), ids)],
+                        dtype=np.float64)
 
     def _replace(self, key: str, scores: dict[str, float]) -> None:
         """Replace one sorted set atomically (readers see the old one or the new one)."""
@@ -430,15 +443,16 @@ class PopularityOps:
         greater id first). The exposure is a hash, which Redis does not rank: this reads all of
         it (in chunks), as loading a process's copy of the counts does; a process that keeps
         one ranks the copy instead (`serving.itemcounts`)."""
-        ids, parts = [], []
+        found: dict[str, float] = {}  # (a scan may return an id twice)
         for chunk_ids, values in self.scan_counts(self.EXPOSURE):
-            ids += chunk_ids
-            parts.append(values)
-        exposure = np.concatenate(parts) if parts else np.zeros(0)
+            found.update(zip(chunk_ids, values.tolist()))
+        if n <= 0 or not found:
+            return [], np.zeros(0), np.zeros(0)
+        ids, exposure = list(found), np.fromiter(found.values(), dtype=np.float64, count=len(found))
         if len(ids) > n:  # only the ranks that can make the cut are sorted
             keep = np.flatnonzero(exposure >= np.partition(exposure, len(ids) - n)[len(ids) - n])
             ids, exposure = [ids[i] for i in keep.tolist()], exposure[keep]
-        order = np.lexsort((np.array(ids, dtype=str), exposure))[::-1][:n] if ids else np.zeros(0, dtype=np.int64)
+        order = np.lexsort((np.array(ids, dtype=str), exposure))[::-1][:n]
         ids = [ids[i] for i in order.tolist()]
         return ids, exposure[order], self._scores_of("lr", ids)
 

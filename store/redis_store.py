@@ -29,7 +29,6 @@ from store.popularity import (
     _BUMP,
     _CHANGES,
     _COUNTS,
-    _MOVE_EXPOSURE,
     _SHOWN,
     _TOP_WITH,
     _TOUCH,
@@ -72,7 +71,6 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
         self._changes = client.register_script(_CHANGES)
         self._counts_script = client.register_script(_COUNTS)
         self._top_with_script = client.register_script(_TOP_WITH)
-        self._move_exposure = client.register_script(_MOVE_EXPOSURE)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._put = client.register_script(_PUT)

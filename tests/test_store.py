@@ -236,22 +236,19 @@ def test_live_exposure_ranks_as_a_sorted_set_would_and_counts_read_it(store):
     assert found == {"a": 1.0, "b": 0.5, "c": 0.5, "d": 1.25}
 
 
-def test_live_exposure_a_release_before_kept_in_a_sorted_set_is_moved_once_to_its_hash(store):
-    old = store._pkey("le", "global")
-    store.client.zadd(old, {f"i{n}": float(n) for n in range(1, 2501)})  # the release before's sorted set
-    store.count_shown([("i1", 1, 0.5), ("new", 2, 1.0)])  # exposure counted by this release meanwhile
-    keys = [old, store._pkey(store.EXPOSURE, "global")]
-    assert store._move_exposure(keys=keys, args=[1000]) == 1000  # a move that stopped after one call ...
-    assert store.move_live_exposure(chunk=700) == 1500  # ... goes on: every item moved once
-    assert not store.client.exists(old) and store.move_live_exposure() == 0
-    assert store.item_counts(["i1", "i2", "i2500", "new", "none"])[2] == [1.5, 2.0, 2500.0, 1.0, None]
-
-
-def test_a_service_opened_on_a_release_befores_live_exposure_moves_it(store, open_service):
-    store.client.zadd(store._pkey("le", "global"), {"i1": 3.0})
-    open_service()
-    assert not store.client.exists(store._pkey("le", "global"))
-    assert store.item_counts(["i1"])[2] == [3.0]
+def test_live_exposure_a_release_before_kept_in_a_sorted_set_is_read_beside_the_hash_and_never_written(store):
+    old = store._pkey(store.LEGACY_EXPOSURE, "global")
+    store.client.zadd(old, {"a": 2.0, "b": 0.5, **{f"x{n}": 0.125 for n in range(3000)}})  # the release before's
+    store.count_shown([("a", 1, 1.0), ("c", 2, 0.25)])  # this release's
+    store.count_engaged("a", 1)  # (on the change list: its counts come with the changes)
+    assert store.item_counts(["a", "b", "c", "x7", "none"])[2] == [3.0, 0.5, 0.25, 0.125, None]
+    assert store.item_changes(0).counts[2] == [3.0]
+    found = {}
+    for ids, counts in store.scan_counts(store.EXPOSURE):  # later chunks replace earlier ones, as a load does
+        found.update(zip(ids, counts.tolist()))
+    assert len(found) == 3003 and (found["a"], found["b"], found["c"], found["x9"]) == (3.0, 0.5, 0.25, 0.125)
+    assert store.live_counts(3) == [("a", 3.0, 1.0), ("b", 0.5, 0.0), ("c", 0.25, 0.0)]
+    assert store.client.zscore(old, "a") == 2.0 and store.client.zcard(old) == 3002  # never written
 
 
 def test_users_round_trip_with_vectors_per_space(store):
