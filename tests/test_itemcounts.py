@@ -119,6 +119,25 @@ def _world(store, catalog):
     store.bump_trending(["global"], "i5", 1.0, engaged=False, **CLICK)
 
 
+def test_a_load_and_the_changes_add_the_exposure_a_release_before_kept_in_its_sorted_set(store):
+    catalog = _catalog(40)
+    _world(store, catalog)
+    legacy = {f"i{i}": 0.25 * i for i in range(0, 40, 5)}  # some of them also shown by this release (_world)
+    store.client.zadd(store._pkey(store.LEGACY_EXPOSURE, "global"), legacy)
+    counts = ItemCounts(store, preload=False)
+    counts.read(catalog, np.array([0]), ["i0"])
+    assert counts.load(catalog, counts._epoch)
+    before = counts.reread
+    _assert_exact(counts, store, catalog, np.arange(40))  # every row as Redis sums it, none read one by one
+    assert counts.reread == before
+    got, _ = counts.read(catalog, np.array([15, 30]), ["i15", "i30"])
+    assert got[:, 2].tolist() == [3.75 + 0.5, 7.5 + 0.5]  # the legacy set's and this release's (i15, i30 shown)
+    store.count_shown([("i15", 2, 1.0)])
+    store.count_engaged("i15", 2)  # on the change list: its counts come along, summed in the script
+    _assert_exact(counts, store, catalog, np.arange(40))
+    assert counts.read(catalog, np.array([15]), ["i15"])[0][0, 2] == 3.75 + 0.5 + 1.0
+
+
 def test_a_load_fills_every_row_and_then_only_changes_are_read(store):
     catalog = _catalog(40)
     _world(store, catalog)
