@@ -1,6 +1,6 @@
 """The candidates' counts behind their quality, mirrored in this process and exact to the last
-request, instead of five Redis lookups (four sorted sets, a hash) for each of ~1000 candidates on every request
-(3-5 ms a request at 1000 candidates).
+request, instead of five Redis lookups (four sorted sets, a hash) for each of ~1000 candidates
+on every request (3-5 ms a request at 1000 candidates).
 
 Two logs in Redis say what changed, under one sequence number (`store.item_changes`): the
 change list names the items whose events, engagements or attributions changed, and the

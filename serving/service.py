@@ -325,4 +325,3 @@ class Service:
         if self.embedded is not None:
             self.embedded.close()
             self.embedded = None
-

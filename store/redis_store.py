@@ -24,16 +24,7 @@ from store.experiments import _SESSION, ExperimentOps
 from store.live import _CLEAR_IF as _LIVE_CLEAR
 from store.live import LiveOps
 from store.once import _TAKE, OnceOps
-from store.popularity import (
-    _ATTRIBUTE,
-    _BUMP,
-    _CHANGES,
-    _COUNTS,
-    _SHOWN,
-    _TOP_WITH,
-    _TOUCH,
-    PopularityOps,
-)
+from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_WITH, _TOUCH, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
