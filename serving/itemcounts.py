@@ -108,7 +108,7 @@ class ItemCounts:
                     rows = catalog.row_of.get_many(item_ids)
                     ok = (rows >= 0) & (rows < n)
                     raw[rows[ok], k] = counts[ok]
-            attributed = np.minimum(raw[:, 2], raw[:, 1])  # `store.popularity.organic`, for all rows
+            attributed = np.minimum(raw[:, 2], raw[:, 1])  # `store.counts.organic`, for all rows
             loaded = np.column_stack([raw[:, 0] - attributed, raw[:, 1] - attributed, raw[:, 3], raw[:, 4]])
             with self._lock:
                 changes = self.store.item_changes(since, limit=self.store.CHANGES_KEPT, counts_up_to=0,

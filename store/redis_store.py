@@ -19,12 +19,13 @@ from store.canary import _BASE as _CANARY_BASE
 from store.canary import _END as _CANARY_END
 from store.canary import _START as _CANARY_START
 from store.canary import CanaryOps
+from store.counts import _CHANGES, _COUNTS, _SHOWN, _TOUCH
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
 from store.experiments import _SESSION, ExperimentOps
 from store.live import _CLEAR_IF as _LIVE_CLEAR
 from store.live import LiveOps
 from store.once import _TAKE, OnceOps
-from store.popularity import _ATTRIBUTE, _BUMP, _CHANGES, _COUNTS, _SHOWN, _TOP_WITH, _TOUCH, PopularityOps
+from store.popularity import _ATTRIBUTE, _BUMP, _TOP_WITH, PopularityOps
 from store.pregen import PregenOps
 from store.snapshots import _PUT, SnapshotOps
 from store.streams import StreamOps
