@@ -21,7 +21,7 @@ from annoy import AnnoyIndex
 from tqdm import tqdm
 
 from retrieval.ivf import FILES as IVF_FILES
-from retrieval.ivf import IVFIndex, auto_nlist, build_ivf
+from retrieval.ivf import IVFIndex, auto_nlist, build_ivf, nearest_first
 
 KINDS = ("ivf", "annoy")
 ANNOY_FILE = "items.ann"
@@ -123,8 +123,7 @@ class VectorIndex:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         if self._vectors is not None:
             sims = self._vectors @ np.asarray(query, dtype=np.float32)
-            top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
-            top = top[np.argsort(-sims[top], kind="stable")]
+            top = nearest_first(sims, n)
             return top.astype(np.int64), sims[top]
         return self._ann.search(query, n)
 

@@ -29,6 +29,37 @@ FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf_vectors.np
 _CHUNK = 8192  # rows per assignment block: (chunk x nlist) float32 scores stay small
 
 
+def nearest_first(sims: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the `n` largest of `sims`, largest first, ties to the earlier position:
+    a stable sort's first n.
+
+    Sorting all of them, even partially, costs ~10 ns an element (0.2 ms for 20,000): a cut
+    is guessed from a strided sample and only what clears it is sorted. Exact: the cut is
+    used only when at least n values clear it, so the n-th largest and all above it do.
+
+    >>> nearest_first(np.array([0.1, 0.9, 0.5, 0.9]), 2).tolist()
+    [1, 3]
+    """
+    if n >= len(sims):
+        return np.argsort(-sims, kind="stable")
+    if len(sims) >= _SAMPLED_ABOVE and n * 8 <= len(sims):
+        sample = sims[:: len(sims) // _SAMPLE]
+        want = min(len(sample) - 1, 2 * (n * len(sample)) // len(sims) + 8)  # ~2x the share, and slack
+        cut = np.partition(sample, len(sample) - 1 - want)[len(sample) - 1 - want]
+        kept = np.flatnonzero(sims >= cut)
+        if len(kept) >= n:
+            return kept[np.argsort(-sims[kept], kind="stable")[:n]]
+    nth = np.partition(sims, len(sims) - n)[len(sims) - n]
+    above = np.flatnonzero(sims > nth)
+    top = np.concatenate([above, np.flatnonzero(sims == nth)[: n - len(above)]])
+    top.sort()
+    return top[np.argsort(-sims[top], kind="stable")]
+
+
+_SAMPLE = 1024        # values in the sample that guesses the cut
+_SAMPLED_ABOVE = 4096  # below this, one partial sort is as fast
+
+
 def auto_nlist(n: int) -> int:
     """Partitions for n vectors when the config leaves it to us: about 2 sqrt(n) (a partition of
     ~500 vectors at 1M items), at least 1, never more than n."""
@@ -109,20 +140,30 @@ class IVFIndex:
         if self.n_items == 0 or n <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         query = np.asarray(query, dtype=np.float32)
-        order = np.argsort(-(self.centroids @ query))
         want = max(n, self.search_k) if self.search_k >= 0 else self.n_items
+        order = self._nearest_partitions(query, want)
         scanned = np.cumsum(self.sizes[order])
         probes = order[: int(np.searchsorted(scanned, want)) + 1].tolist()
         vectors, bounds = self.vectors, self._bounds
         sims = np.concatenate([vectors[bounds[p][0]:bounds[p][1]] @ query for p in probes])
-        top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
+        top = nearest_first(sims, n)
         # a position in `sims` -> its probe -> its place in the file
         ends = scanned[: len(probes)]
         k = np.searchsorted(ends, top, side="right")
         starts = self.offsets[:-1][np.asarray(probes)]
         positions = starts[k] + top - (ends[k] - self.sizes[np.asarray(probes)][k])
         return self.rows[positions].astype(np.int64), sims[top]
+
+    def _nearest_partitions(self, query: np.ndarray, want: int) -> np.ndarray:
+        """Partitions by centroid similarity, nearest first: enough of them to hold `want`
+        vectors (twice the typical number, then all of them if those fall short)."""
+        sims = self.centroids @ query
+        guess = 2 * int(np.ceil(want * len(sims) / max(self.n_items, 1))) + 8
+        if guess < len(sims):
+            some = nearest_first(sims, guess)
+            if self.sizes[some].sum() >= want:
+                return some
+        return nearest_first(sims, len(sims))
 
     def close(self) -> None:
         """Drop the maps (the files stay valid for other processes)."""

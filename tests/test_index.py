@@ -13,6 +13,7 @@ from retrieval.catalog import Catalog
 from retrieval.demo import generate_world
 from retrieval.embeddings import ItemEmbedder
 from retrieval.index import VectorIndex, build_index, built_kinds
+from retrieval.ivf import nearest_first
 
 CFG = EmbeddingConfig(content_dim=16, collab_dim=16)
 DIM = CFG.dim
@@ -71,6 +72,16 @@ def test_ivf_search_k_bounds_the_scan(clustered):
     index.search_k = -1
     for q in queries[:10]:
         assert index.search(q, 100)[0].tolist() == np.argsort(-(vectors @ q), kind="stable")[:100].tolist()
+
+
+@pytest.mark.parametrize("size,n", [(5, 2), (5, 9), (4096, 10), (20_000, 200), (20_000, 2500), (50_000, 1)])
+def test_the_n_largest_are_chosen_exactly_as_a_full_sort_would(size, n):
+    """The cut guessed from a sample never loses one of the n largest: every draw (many ties,
+    one value, a sorted run) gives what a stable sort of all of them gives."""
+    rng = np.random.default_rng(size + n)
+    for sims in (rng.normal(size=size).astype(np.float32), rng.integers(0, 7, size).astype(np.float32),
+                 np.zeros(size, np.float32), np.sort(rng.random(size)), np.sort(rng.random(size))[::-1]):
+        assert nearest_first(sims, n).tolist() == np.argsort(-sims, kind="stable")[:n].tolist()
 
 
 @pytest.mark.parametrize("kind", KINDS)
