@@ -68,32 +68,43 @@ class _Pool:
 
 
 class _Walk:
-    """The first remaining index of a ranking (a pointer that only moves forward)."""
+    """The first remaining index of a ranking (a pointer that only moves forward). `alive` has
+    one more entry than there are candidates, always true: the end of every ranking."""
 
-    def __init__(self, ranking: np.ndarray):
-        self.ranking = ranking.tolist()
+    def __init__(self, ranking: np.ndarray, end: int):
+        self.ranking = [*ranking.tolist(), end]
+        self.end = end
         self.at = 0
 
     def best(self, alive: list[bool]) -> int | None:
-        while self.at < len(self.ranking) and not alive[self.ranking[self.at]]:
-            self.at += 1
-        return self.ranking[self.at] if self.at < len(self.ranking) else None
+        ranking, at = self.ranking, self.at
+        while not alive[ranking[at]]:
+            at += 1
+        self.at = at
+        return None if ranking[at] == self.end else ranking[at]
 
 
 def choose(rankings: Rankings, n: int, k: int, rng: np.random.Generator, fresh: np.ndarray | None,
            boost: float) -> list[tuple[int, float, bool]]:
     """Draw up to k distinct candidates of n; returns [(index, probability, explored)]."""
-    alive = [True] * n
+    alive = [True] * (n + 1)  # and the rankings' end
     everyone = _Pool(np.arange(n))
     fresh_pool = _Pool(np.flatnonzero(fresh)) if fresh is not None and boost > 0 else None
-    exploit = _Walk(rankings.exploit)
-    walks = [_Walk(o) for o in rankings.orders]
-    fallback = _Walk(rankings.fallback)
+    exploit = _Walk(rankings.exploit, n)
+    walks = [_Walk(o, n) for o in rankings.orders]
+    fallback = _Walk(rankings.fallback, n)
     eps, n_rankings = rankings.epsilon, len(walks)
     out = []
+    # Each ranking's best remaining, and the rankings whose best each item is: a ranking's
+    # best moves only when it is placed, so a position advances only those rankings.
+    ranked = [w.best(alive) for w in walks]
+    holding: dict[int, list[int]] = {}
+    for r, best in enumerate(ranked):
+        holding.setdefault(best, []).append(r)
+    mine = exploit.best(alive)
     while len(out) < k and len(everyone):
         m = len(everyone)
-        bests = [w.best(alive) for w in walks]
+        bests = ranked
         if not bests or bests[0] is None:  # the orders cover the same candidates: all exhausted
             bests = [fallback.best(alive)] * max(1, n_rankings)
         b = boost if fresh_pool is not None and len(fresh_pool) else 0.0
@@ -104,12 +115,17 @@ def choose(rankings: Rankings, n: int, k: int, rng: np.random.Generator, fresh: 
             pick = everyone.draw(rng)
         else:
             pick = bests[int(rng.integers(len(bests)))]
-        share = sum(1 for x in bests if x == pick) / len(bests)
+        share = bests.count(pick) / len(bests)
         p = min(eps / m + (1.0 - eps) * share, 1.0)
         if b > 0:
             p = (1.0 - b) * p + (b / len(fresh_pool) if fresh[pick] else 0.0)
-        out.append((pick, p, pick != exploit.best(alive)))
+        out.append((pick, p, pick != mine))
         alive[pick] = False
+        if pick == mine:
+            mine = exploit.best(alive)
+        for r in holding.pop(pick, ()):
+            best = ranked[r] = walks[r].best(alive)
+            holding.setdefault(best, []).append(r)
         everyone.remove(pick)
         if fresh_pool is not None:
             fresh_pool.remove(pick)
