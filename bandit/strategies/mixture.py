@@ -45,11 +45,16 @@ def order(values: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
 
 
 class _Pool:
-    """The remaining members of a set, with O(1) uniform draws and removals."""
+    """The remaining members of a set of indices below n, with O(1) uniform draws and removals."""
 
-    def __init__(self, members: np.ndarray):
+    def __init__(self, members: np.ndarray, n: int):
         self.items = members.tolist()
-        self.where = {item: i for i, item in enumerate(self.items)}
+        if len(self.items) == n:  # everyone: where each is, without a dict of n entries
+            self.where = list(range(n))
+        else:
+            self.where = [-1] * n
+            for i, item in enumerate(self.items):
+                self.where[item] = i
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,9 +63,10 @@ class _Pool:
         return self.items[int(rng.integers(len(self.items)))]
 
     def remove(self, item: int) -> None:
-        i = self.where.pop(item, None)
-        if i is None:
+        i = self.where[item]
+        if i < 0:
             return
+        self.where[item] = -1
         last = self.items.pop()
         if last != item:
             self.items[i] = last
@@ -88,8 +94,8 @@ def choose(rankings: Rankings, n: int, k: int, rng: np.random.Generator, fresh: 
            boost: float) -> list[tuple[int, float, bool]]:
     """Draw up to k distinct candidates of n; returns [(index, probability, explored)]."""
     alive = [True] * (n + 1)  # and the rankings' end
-    everyone = _Pool(np.arange(n))
-    fresh_pool = _Pool(np.flatnonzero(fresh)) if fresh is not None and boost > 0 else None
+    everyone = _Pool(np.arange(n), n)
+    fresh_pool = _Pool(np.flatnonzero(fresh), n) if fresh is not None and boost > 0 else None
     exploit = _Walk(rankings.exploit, n)
     walks = [_Walk(o, n) for o in rankings.orders]
     fallback = _Walk(rankings.fallback, n)
