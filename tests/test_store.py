@@ -236,6 +236,17 @@ def test_live_exposure_ranks_as_a_sorted_set_would_and_counts_read_it(store):
     assert found == {"a": 1.0, "b": 0.5, "c": 0.5, "d": 1.25}
 
 
+def test_live_exposure_ranked_from_many_chunks_keeps_the_sorted_set_order(store):
+    """Read in chunks and cut to the best ~2n on the way: the same n as one sort of all of them
+    (five levels of exposure, so ties fall on every cut)."""
+    shown = [(f"i{k:05d}", 1, float(k % 5 + 1)) for k in range(6000)]
+    for start in range(0, len(shown), 500):
+        store.count_shown(shown[start:start + 500])
+    everything = sorted(((w, item_id) for item_id, _, w in shown), reverse=True)
+    for n in (1, 7, 1300, 7000):
+        assert [(i, e) for i, e, _ in store.live_counts(n)] == [(i, w) for w, i in everything[:n]]
+
+
 def test_live_exposure_a_release_before_kept_in_a_sorted_set_is_read_beside_the_hash_and_never_written(store):
     old = store._pkey(store.LEGACY_EXPOSURE, "global")
     store.client.zadd(old, {"a": 2.0, "b": 0.5, **{f"x{n}": 0.125 for n in range(3000)}})  # the release before's
