@@ -93,11 +93,13 @@ def where_time_goes(stage: dict) -> str:
 
 
 CLOSING = """What would close the misses (see the README's Performance section for the reasoning):
-throughput is CPU-bound: a request at 1000 candidates costs ~10-13 ms of one core in-process (VW scoring, the
-candidates' features, the slate draw, the decision log), Redis ~2 ms more and HTTP ~1-2 ms, on 2 cores shared with
-the load generator, the learner and Redis, so 2 workers top out far below 200 req/s; the target needs ~4x less CPU
-per request or more cores (workers scale with processes). A worker's first seconds also carry the background load of
-the mirrored item counts (~7 s of CPU at 1M items). Recall is met by the inverted-file index (sweep below)."""
+throughput at 1000 candidates is CPU-bound: a worker beside the learner spends ~6 ms of one core per request
+in-process (the candidates' features and their counts, the slate draw, retrieval, the replicas; the "(worker)"
+columns below), ~7 ms over HTTP, on 2 cores shared with the load generator, the learner and Redis, so 2 workers hold
+~100-150 req/s there; 200 req/s needs ~1/3 less CPU per request at 1000 candidates, or more cores (workers scale with
+processes). The shipped defaults (250 candidates, ~4.5 ms of worker CPU a request over HTTP) hold 200 req/s. A
+worker's own memory is mostly its Python runtime and libraries (~80 MB after start) and its copy of the items' counts
+(~25 MB at 1M items). Recall is met by the inverted-file index (sweep below)."""
 
 
 def main(argv=None) -> None:
