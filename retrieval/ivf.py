@@ -39,7 +39,13 @@ def nearest_first(sims: np.ndarray, n: int) -> np.ndarray:
 
     >>> nearest_first(np.array([0.1, 0.9, 0.5, 0.9]), 2).tolist()
     [1, 3]
+    >>> nearest_first(np.array([np.nan, 1.0, 2.0]), 2).tolist()  # NaN last, as the sort puts it
+    [2, 1]
     """
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if np.isnan(sims).any():
+        sims = np.where(np.isnan(sims), -np.inf, sims)
     if n >= len(sims):
         return np.argsort(-sims, kind="stable")
     if len(sims) >= _SAMPLED_ABOVE and n * 8 <= len(sims):

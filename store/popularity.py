@@ -182,9 +182,11 @@ class PopularityOps(CountOps):
         found: dict[str, float] = {}  # (a scan may return an id twice: the later value counts)
         for chunk_ids, values in self.scan_counts(self.EXPOSURE):
             found.update(zip(chunk_ids, values.tolist()))
-            if len(found) > 2 * n:
+            if len(found) > 2 * n:  # exact since exposure only grows: an id cut here never comes back lower
                 found = dict(_ranked(found, n))
-        ids, exposure = map(list, zip(*_ranked(found, n))) if found else ([], [])
+        if not found:
+            return [], np.zeros(0), np.zeros(0)
+        ids, exposure = map(list, zip(*_ranked(found, n)))
         return ids, np.asarray(exposure, dtype=np.float64), self._scores_of("lr", ids)
 
     @guarded_fast

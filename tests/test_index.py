@@ -82,6 +82,10 @@ def test_the_n_largest_are_chosen_exactly_as_a_full_sort_would(size, n):
     for sims in (rng.normal(size=size).astype(np.float32), rng.integers(0, 7, size).astype(np.float32),
                  np.zeros(size, np.float32), np.sort(rng.random(size)), np.sort(rng.random(size))[::-1]):
         assert nearest_first(sims, n).tolist() == np.argsort(-sims, kind="stable")[:n].tolist()
+        sims = sims.astype(np.float64)
+        sims[::3] = np.nan  # last, as the sort puts NaN
+        assert nearest_first(sims, n).tolist() == np.argsort(-sims, kind="stable")[:n].tolist()
+    assert nearest_first(np.ones(size), 0).tolist() == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
