@@ -99,11 +99,16 @@ class Strings:
             return []
         if rows.min() < 0 or rows.max() >= len(self):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
-        blob = self._blob
-        if rows.max() < self._n:  # the common case: built rows only
+        blob, n = self._blob, self._n
+        if rows.max() < n:  # built rows only
             return [blob[a:b].decode("utf-8") for a, b in zip(self._offsets_array[rows].tolist(),
                                                                self._offsets_array[rows + 1].tolist())]
-        return [self[r] for r in rows.tolist()]
+        # some rows appended since the build (items upserted through the API: the fresh candidates)
+        built = rows[rows < n]
+        texts = iter([blob[a:b].decode("utf-8") for a, b in zip(self._offsets_array[built].tolist(),
+                                                                 self._offsets_array[built + 1].tolist())])
+        extra = self._extra
+        return [next(texts) if r < n else extra[r - n] for r in rows.tolist()]
 
     def take_bytes(self, rows: np.ndarray) -> list[bytes]:
         """`take` as UTF-8, not decoded (to compare with encoded strings)."""

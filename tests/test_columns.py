@@ -23,6 +23,19 @@ def test_strings_written_and_mapped_read_back_row_by_row(tmp_path):
         ids[len(IDS)]
 
 
+def test_many_rows_taken_at_once_mix_built_and_appended_rows_in_order(tmp_path):
+    Strings.write(IDS, tmp_path, "ids")
+    ids = Strings.load(tmp_path, "ids").fork()
+    for text in ("new-0", "nëw-1"):
+        ids.append(text)
+    every = IDS + ["new-0", "nëw-1"]
+    rows = np.array([7, 0, 6, 1, 1, 4, 7, 2, 5])
+    assert ids.take(rows) == [every[r] for r in rows]
+    assert ids.take(np.array([6, 7])) == ["new-0", "nëw-1"] and ids.take(np.array([3])) == ["sku|2"]
+    with pytest.raises(IndexError):
+        ids.take(np.array([0, 8]))
+
+
 def test_empty_columns_map_too(tmp_path):
     Strings.write([], tmp_path, "lines")
     IdMap.write([], tmp_path)
