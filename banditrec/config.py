@@ -65,6 +65,7 @@ class ServerConfig:
     heap_trim_s: float = 30.0  # give the C heap's free memory back to the system this often (0: never)
     user_cache_mb: float = 8.0  # per process: the last users' states, served while Redis is away (0: none)
     direct_scoring: bool = True  # a process that does not learn scores from the model's weights (bandit.linear)
+    counts_wait_s: float = 30.0  # a starting process serves once its copy of the item counts is loaded, or after this
 
     def __post_init__(self):
         check_scalar(self.host, "server.host", str)
@@ -86,6 +87,7 @@ class ServerConfig:
         check_scalar(self.heap_trim_s, "server.heap_trim_s", float, min=0.0)
         check_scalar(self.user_cache_mb, "server.user_cache_mb", float, min=0.0, max=65536.0)
         check_scalar(self.direct_scoring, "server.direct_scoring", bool)
+        check_scalar(self.counts_wait_s, "server.counts_wait_s", float, min=0.0)
         check_scalar(self.learner, "server.learner", str, choices=("auto", "inline", "process", "external"))
         if self.learner == "inline" and self.workers > 1:
             raise ConfigError("server.learner = \"inline\" needs server.workers = 1 (each worker would learn "

@@ -172,11 +172,18 @@ class ItemCounts:
             exposed, rewards = exposure[shown], values[shown, 2].astype(np.float64)  # (copies: fancy indexing)
         return Tops(own, counted[:, 0], counted[:, 1], shown, exposed, rewards, catalog.ids.take)
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Until the background load (if any) is done."""
+    @property
+    def loading(self) -> bool:
+        """A background load is under way."""
+        loader = self._loader
+        return loader is not None and loader.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the background load (if any) is done; True if every row is loaded by then."""
         loader = self._loader
         if loader is not None:
             loader.join(timeout)
+        return self._loaded
 
     def _update(self, catalog, changes) -> None:
         """Take in the changed items' counts when they came along (else forget those rows), then

@@ -14,8 +14,8 @@ BAD = [
     ({"server": {"workers": 2, "learner": "inline"}}, "server.learner = \"inline\" needs server.workers = 1"),
     ({"server": {"learner": "elsewhere"}}, "server.learner == 'elsewhere', must be one of 'auto', 'inline', 'process'"),
     ({"server": {"portt": 1}},
-     "unknown config key server.portt; known: api_key, direct_scoring, heap_trim_s, host, learner, log_format, "
-     "max_body_bytes, max_k, port, read_key, threads, user_cache_mb, workers"),
+     "unknown config key server.portt; known: api_key, counts_wait_s, direct_scoring, heap_trim_s, host, learner, "
+     "log_format, max_body_bytes, max_k, port, read_key, threads, user_cache_mb, workers"),
     ({"model": {"similarity_prior": -1}}, "model.similarity_prior == -1.0, must be >= 0.0"),
     ({"nope": {}}, "unknown config section [nope]"),
     ({"redis": {"url": "http://x"}}, "redis.url == 'http://x', must start with redis://, rediss:// or unix://"),

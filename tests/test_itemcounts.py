@@ -1,6 +1,8 @@
 """This process's copy of the candidates' counts (serving/itemcounts.py) against a real Redis:
 always what a fresh read of every candidate says, while re-reading only what changed."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -361,3 +363,53 @@ def test_the_sequence_kept_per_row_starts_over_before_it_could_overflow(store, m
     monkeypatch.setattr(store, "scan_counts", scan)
     assert counts.load(catalog, counts._epoch)  # a load within one span merges
     _assert_exact(counts, store, catalog, rows)
+
+
+def _held_scan(store, monkeypatch, release: threading.Event):
+    """The background load's count scans wait for `release` (a load as slow as the test needs;
+    the requests' own scans, of the live exposure until the copy is loaded, do not)."""
+    scan = store.scan_counts
+
+    def held(kind, chunk=2_000):
+        if threading.current_thread().name == "item-counts-load":
+            release.wait(60)
+        yield from scan(kind, chunk)
+
+    monkeypatch.setattr(store, "scan_counts", held)
+
+
+def test_a_starting_service_takes_requests_once_its_copy_of_the_counts_is_loaded(build, store, monkeypatch):
+    from serving import Service
+
+    config = build()
+    release = threading.Event()
+    _held_scan(store, monkeypatch, release)
+    threading.Timer(1.0, release.set).start()  # a load that takes a second or more
+    service = Service.open(config, store=store, start_threads=True)
+    try:
+        assert service.popular.counts.wait(0) and not service.popular.counts.loading
+        assert service.popular.counts.loads == 1
+    finally:
+        release.set()
+        service.close()
+
+
+def test_a_load_longer_than_the_wait_goes_on_while_the_service_serves(build, store, monkeypatch, caplog):
+    from app import create_app
+    from serving import Service
+
+    config = build(server={"counts_wait_s": 0.2})
+    release = threading.Event()
+    _held_scan(store, monkeypatch, release)
+    service = Service.open(config, store=store, start_threads=True)
+    try:
+        counts = service.popular.counts
+        assert counts.loading and not counts.wait(0)
+        assert "item counts still loading after 0.2 s" in caplog.text
+        response = create_app(deps=service).test_client().post("/recommend", json={"user_id": "u1", "k": 5})
+        assert response.status_code == 200 and len(response.get_json()["items"]) == 5  # counts read from Redis
+        release.set()
+        assert counts.wait(30) and counts.loads == 1
+    finally:
+        release.set()
+        service.close()
