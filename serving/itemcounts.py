@@ -218,7 +218,9 @@ class ItemCounts:
         self._loaded = False
 
     def _grow(self, n: int) -> None:
-        n = max(n, 2 * len(self._known))
+        """Room for rows up to n (items added since the catalog's build), and an eighth more:
+        doubling would make a 1M-item catalog's copy 25 MB larger at its first new item."""
+        n = max(n, len(self._known) + len(self._known) // 8, 1024)
         def grown(array):
             out = np.zeros((n, *array.shape[1:]), dtype=array.dtype)
             out[: len(array)] = array

@@ -413,3 +413,18 @@ def test_a_load_longer_than_the_wait_goes_on_while_the_service_serves(build, sto
     finally:
         release.set()
         service.close()
+
+
+def test_items_added_after_the_build_grow_the_copy_by_a_little_and_keep_every_count(store):
+    catalog = _catalog(5000)
+    counts = ItemCounts(store, preload=False)
+    store.put_quality({"i1": 4.0, "i4999": 2.0}, {"i1": 1.0, "i4999": 1.0})
+    _assert_exact(counts, store, catalog, np.arange(0, 5000, 7))
+    for i in range(5000, 5003):  # items upserted since
+        v = np.ones(DIM) / 2.0
+        catalog.upsert({"item_id": f"i{i}", "in_stock": True, "published_at": 0}, v)
+    store.count_shown([("i5002", 1, 1.0), ("i1", 2, 1.0)])
+    store.count_engaged("i5001", 1)
+    _assert_exact(counts, store, catalog, np.array([1, 5002, 5001, 4999, 5000]))
+    assert len(counts._known) == 5000 + 5000 // 8  # not twice the catalog
+    _assert_exact(counts, store, catalog, np.arange(5003))
