@@ -10,8 +10,8 @@ more than one worker) on a demo deployment of the given size, then:
 - load: `benchmarks.loadgen` in its own process, open loop, 1 feedback per 5 recommends,
   stepping up the rate; "sustained" is the highest rate served with p99 <= 50 ms and no
   errors (2 workers);
-- memory: RSS (and private memory) of each worker after start-up, and its growth over a
-  long mixed run.
+- memory: RSS (and private memory) of each worker after start-up and after a warm-up, and its
+  growth over a long mixed run (from the run's start, after the load steps, to its end).
 """
 
 from __future__ import annotations
@@ -227,11 +227,13 @@ def run(bench: Bench, *, requests: int, strategies, rates, step_seconds: float, 
                 break
         if soak_requests:
             rate = max([s["target_rate"] for s in results["load"] if _ok(s)], default=rates[0]) * 0.8
+            # growth over the soak itself: from its start (after the ladder), not from the warm-up, whose
+            # 1000 requests leave the workers' bounded caches and the index pages they touch far from full
+            before = {str(p): memory_mb(p) for p in pids}
             soak = load(server, rate, soak_requests / rate, bench.config.demo.n_users)
             after = {str(p): memory_mb(p) for p in pids}
-            before = results["memory"]["workers_after_warmup"]
             results["memory"]["soak"] = {"requests": soak_requests, "rate": round(rate), "result": soak,
-                                         "after": after,
+                                         "before": before, "after": after,
                                          "growth_pct": {p: round(100.0 * (after[p]["rss"] / before[p]["rss"] - 1), 1)
                                                         for p in after},
                                          "anon_growth_pct": {
@@ -274,16 +276,18 @@ def report(results: dict, candidates: int = 1000) -> str:
         lines += ["", "Per worker (MB; \"anon\" is heap memory, the rest of RSS is mostly the memory-mapped index "
                       "files, shared by the workers and paged in as queries reach them):", "",
                   "| worker | RSS after start | private | RSS after warm-up | private | own | anon |" +
-                  (" RSS after soak | private | anon | RSS growth | anon growth |" if "soak" in mem else ""),
-                  "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- | --- |" if "soak" in mem
-                                                                    else "")]
+                  (" RSS before soak | anon | RSS after soak | private | anon | RSS growth | anon growth |"
+                   if "soak" in mem else ""),
+                  "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- | --- | --- | --- |"
+                                                                    if "soak" in mem else "")]
         for pid, start in mem["workers_after_start"].items():
             warm = mem["workers_after_warmup"][pid]
             row = (f"| {pid} | {start['rss']} | {start['private']} | {warm['rss']} | {warm['private']} | "
                    f"{warm.get('own', '–')} | {warm['anon']} |")
             if "soak" in mem:
-                after = mem["soak"]["after"][pid]
-                row += (f" {after['rss']} | {after['private']} | {after['anon']} | "
+                after, before = mem["soak"]["after"][pid], mem["soak"].get("before", {}).get(pid, {})
+                row += (f" {before.get('rss', '–')} | {before.get('anon', '–')} | {after['rss']} | "
+                        f"{after['private']} | {after['anon']} | "
                         f"{mem['soak']['growth_pct'][pid]:+.1f} % | {mem['soak']['anon_growth_pct'][pid]:+.1f} % |")
             lines.append(row)
         if mem.get("learner"):
