@@ -92,14 +92,16 @@ def where_time_goes(stage: dict) -> str:
             ", ".join(f"{name} {ms:.2f} ms ({100 * ms / total:.0f} %)" for name, ms in top) + ".")
 
 
-CLOSING = """What would close the misses (see the README's Performance section for the reasoning):
-throughput at 1000 candidates is CPU-bound: a worker beside the learner spends ~6 ms of one core per request
-in-process (the candidates' features and their counts, the slate draw, retrieval, the replicas; the "(worker)"
-columns below), ~7 ms over HTTP, on 2 cores shared with the load generator, the learner and Redis, so 2 workers hold
-~100-150 req/s there; 200 req/s needs ~1/3 less CPU per request at 1000 candidates, or more cores (workers scale with
-processes). The shipped defaults (250 candidates, ~4.5 ms of worker CPU a request over HTTP) hold 200 req/s. A
-worker's own memory is mostly its Python runtime and libraries (~80 MB after start) and its copy of the items' counts
-(~25 MB at 1M items). Recall is met by the inverted-file index (sweep below)."""
+CLOSING = """Why the numbers are what they are (see the README's Performance section for the reasoning): at 1000
+candidates a worker beside the learner spends ~4 ms of one core per request over HTTP (~3.5 ms in-process: the
+"(worker)" columns below), so 2 workers hold 200 req/s on 2 cores shared with the load generator, the learner and
+Redis, with little to spare. The one-client p99 on 1 worker that learns inline varies from run to run: its
+background thread closes the decisions earlier runs left without a reward (their wait ends while it is measured)
+and holds the GIL while it learns them; 2 workers beside the separate learner do not share that cost. A worker's own
+memory is its Python runtime and libraries (~45 MB), its copy of the items' counts (~25 MB at 1M items) and its
+models' weights (1 MB a model at `model.bits` = 18, plus VW's copy of the mean); it takes requests once that copy is
+loaded (`server.counts_wait_s`): serving during the load left it ~30 MB more. Recall is met by the inverted-file
+index (sweep below)."""
 
 
 def main(argv=None) -> None:
