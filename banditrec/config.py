@@ -87,8 +87,7 @@ class ServerConfig:
         check_scalar(self.heap_trim_s, "server.heap_trim_s", float, min=0.0)
         check_scalar(self.user_cache_mb, "server.user_cache_mb", float, min=0.0, max=65536.0)
         check_scalar(self.direct_scoring, "server.direct_scoring", bool)
-        # at most 45 s: gunicorn restarts a worker that has not started within its 60 s timeout
-        check_scalar(self.counts_wait_s, "server.counts_wait_s", float, min=0.0, max=45.0)
+        check_scalar(self.counts_wait_s, "server.counts_wait_s", float, min=0.0, max=600.0)
         check_scalar(self.learner, "server.learner", str, choices=("auto", "inline", "process", "external"))
         if self.learner == "inline" and self.workers > 1:
             raise ConfigError("server.learner = \"inline\" needs server.workers = 1 (each worker would learn "

@@ -83,8 +83,8 @@ class Server:
         return None
 
     def wait_counts_loaded(self, workers: int, timeout_s: float = 180.0) -> float:
-        """Until every worker has merged its background load of the item counts (~7 s of CPU at
-        1M items, competing with the requests of a fresh worker); the seconds waited."""
+        """Until every worker has merged its load of the item counts (~2.6 s at 1M items; a worker
+        waits for it before it takes requests, up to `server.counts_wait_s`); the seconds waited."""
         start = time.monotonic()
         while time.monotonic() - start < timeout_s:
             with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
@@ -172,8 +172,8 @@ def memory_mb(pid: int) -> dict:
 
 
 def warmup_s(step_seconds: float) -> float:
-    """A fresh server's warm-up at 50 req/s before a ladder: its workers' first seconds carry the
-    background load of the mirrored item counts (~7 s of CPU each at 1M items)."""
+    """A fresh server's warm-up at 50 req/s before a ladder: its workers' first requests page in
+    the index and fill their caches."""
     return min(20.0, 2 * step_seconds)
 
 

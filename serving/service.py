@@ -187,14 +187,27 @@ class Service:
         ~30 MB more memory of its own: Python keeps the arenas whose pools the load's passing
         objects and the requests' lasting ones came to share (1M items: a worker's own memory
         after a warm-up 107-113 MB when it served during the load, 77-81 MB when it waited).
-        A load that fails (Redis away) ends the wait; the first requests start another."""
+        A load that was discarded (the counts moved on during its scan) is started again while
+        the wait lasts; one that failed (Redis away) ends the wait: the first requests start another."""
         if timeout_s <= 0:
             return
+        counts = self.popular.counts
         started = time.monotonic()
-        if self.popular.counts.wait(timeout_s):
-            log.info("item counts loaded in %.1f s", time.monotonic() - started)
-        elif self.popular.counts.loading:
-            log.warning("item counts still loading after %g s (server.counts_wait_s): serving meanwhile", timeout_s)
+        deadline = started + timeout_s
+        while True:
+            discarded = counts.discarded
+            if counts.wait(max(deadline - time.monotonic(), 0.0)):
+                log.info("item counts loaded in %.1f s", time.monotonic() - started)
+                return
+            if counts.loading:
+                log.warning("item counts still loading after %.1f s (server.counts_wait_s): serving meanwhile",
+                            time.monotonic() - started)
+                return
+            if counts.discarded == discarded or time.monotonic() >= deadline:
+                log.warning("item counts not loaded (%s): serving meanwhile, reading the candidates' counts "
+                            "from Redis until a later load", "failed" if counts.failures else "not started")
+                return
+            counts.start(self.catalog)  # discarded: load again
 
     def start_exposure_flush(self) -> None:
         """Count the slates' exposure in batches, off the request path (`serving.exposure`)."""
