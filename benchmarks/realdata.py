@@ -34,11 +34,13 @@ What it does (the world, the truth and the baselines are in `simulations/ratings
    the whole slate seen (`"seen"` in the first feedback of the round, or alone), so that
    unclicked items are learned as the default reward when the decision's wait ends, as
    the README asks of a well-behaved client (`--no-seen`: only clicks are sent).
-   The rounds run in real time (`--rate` caps rounds per second; one client does ~40/s on
-   2 cores): 20,000 rounds over ~10-30 minutes means each of the 943 users comes back every
-   minute or two, more compressed than real traffic, and the shipped
-   `feedback.reward_wait_s` (60 s, aggregation "max") means nothing is learned from a
-   decision until 90 s after it (GET /learning is sampled along the way).
+   The rounds run in real time (`--rate` caps rounds per second; one client unthrottled does
+   ~40-140/s on 2 cores, by the machine): 20,000 rounds over ~3-30 minutes means each of the
+   943 users comes back every minute or two, more compressed than real traffic, and the
+   shipped `feedback.reward_wait_s` (60 s, aggregation "max") means nothing is learned from a
+   decision until 90 s after it (GET /learning is sampled along the way). Unthrottled, the
+   round at which learning starts depends on the machine's speed (~13,000 at 143 rounds/s):
+   compare machines at the same `--rate` (the README's table: 12).
 6. Baselines on the same rounds, in-process, each in its own loop: the same users, the
    same click draws (common random numbers), and exclude sets that follow the baseline's own
    clicks (what the user would have used up had it served them): the oracle (the user's top
