@@ -99,16 +99,17 @@ class Strings:
             return []
         if rows.min() < 0 or rows.max() >= len(self):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
-        blob, n = self._blob, self._n
+        n = self._n
         if rows.max() < n:  # built rows only
-            return [blob[a:b].decode("utf-8") for a, b in zip(self._offsets_array[rows].tolist(),
-                                                               self._offsets_array[rows + 1].tolist())]
+            return self._built(rows)
         # some rows appended since the build (items upserted through the API: the fresh candidates)
-        built = rows[rows < n]
-        texts = iter([blob[a:b].decode("utf-8") for a, b in zip(self._offsets_array[built].tolist(),
-                                                                 self._offsets_array[built + 1].tolist())])
-        extra = self._extra
+        texts, extra = iter(self._built(rows[rows < n])), self._extra
         return [next(texts) if r < n else extra[r - n] for r in rows.tolist()]
+
+    def _built(self, rows: np.ndarray) -> list[str]:
+        """The strings of built rows, decoded in one pass."""
+        blob, offsets = self._blob, self._offsets_array
+        return [blob[a:b].decode("utf-8") for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
 
     def take_bytes(self, rows: np.ndarray) -> list[bytes]:
         """`take` as UTF-8, not decoded (to compare with encoded strings)."""

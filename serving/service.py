@@ -204,8 +204,9 @@ class Service:
                             time.monotonic() - started)
                 return
             if counts.discarded == discarded or time.monotonic() >= deadline:
+                why = "discarded" if counts.discarded != discarded else "failed" if counts.failures else "not started"
                 log.warning("item counts not loaded (%s): serving meanwhile, reading the candidates' counts "
-                            "from Redis until a later load", "failed" if counts.failures else "not started")
+                            "from Redis until a later load", why)
                 return
             counts.start(self.catalog)  # discarded: load again
 
