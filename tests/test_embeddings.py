@@ -110,6 +110,20 @@ def test_embedding_an_item_does_not_depend_on_the_rest_of_the_batch(fitted):
     np.testing.assert_allclose(batch, one_by_one, atol=1e-6)
 
 
+def test_a_few_items_are_embedded_without_sparse_matrices_into_the_same_vectors(fitted, monkeypatch):
+    import retrieval.embeddings as embeddings
+
+    embedder = fitted["embedder"]
+    items = [*fitted["held"][:5], {"item_id": "x", "title": "boot boot boot", "category": "shoes"},
+             {"item_id": "bare"}]  # repeated words fold into one bucket; no content: a zero row
+    monkeypatch.setattr(embeddings, "FEW", len(items))
+    few = embedder.content(items)
+    monkeypatch.setattr(embeddings, "FEW", 0)
+    sparse_path = embedder.content(items)
+    np.testing.assert_allclose(few, sparse_path, atol=1e-6)
+    assert not few[-1].any() and np.abs(few[:-1]).sum(axis=1).min() > 0
+
+
 def test_embedder_save_load_round_trips(fitted, tmp_path):
     embedder = fitted["embedder"]
     embedder.save(tmp_path / "embedder.npz")
