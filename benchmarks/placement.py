@@ -38,7 +38,8 @@ import numpy as np
 from retrieval.config import TEXT_ENCODERS, EmbeddingConfig
 from retrieval.data import Interactions
 from retrieval.embeddings import ItemEmbedder, fit_item_embeddings
-from simulations.ratings import item_record, load_movielens, movielens_dir
+from simulations.movielens import load_movielens, movielens_dir
+from simulations.ratings import item_record
 
 KS = (10, 50)
 ROOT = Path(__file__).resolve().parent.parent

@@ -85,18 +85,15 @@ from tqdm import tqdm
 from benchmarks.harness import ROOT, machine
 from benchmarks.realdata_report import markdown, plot, report, write_rounds
 from benchmarks.served import Client, Service, banditrec_cmd, clean_env
+from simulations.movielens import LICENCE, MovieLens, load_movielens, movielens_dir
 from simulations.ratings import (
     EVENT_MODES,
-    LICENCE,
     History,
-    MovieLens,
     Truth,
     baselines,
     discount,
     fit_truth,
     item_record,
-    load_movielens,
-    movielens_dir,
     split_history,
     user_context,
     user_profile,

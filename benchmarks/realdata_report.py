@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks.harness import percentiles
-from simulations.ratings import MovieLens
+from simulations.movielens import MovieLens
 
 if TYPE_CHECKING:
     from benchmarks.realdata import RoundLog

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from benchmarks import realdata, realdata_report
-from simulations.ratings import baselines, discount, fit_truth, load_movielens, split_history
+from simulations.movielens import load_movielens
+from simulations.ratings import baselines, discount, fit_truth, split_history
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Children's", "Film-Noir"]
 OCCUPATIONS = ["student", "engineer", "writer", "other"]
