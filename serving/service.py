@@ -295,16 +295,21 @@ class Service:
     def reload(self) -> bool:
         """Swap in the index version that CURRENT names, if it is not the one served. Requests
         in flight finish on the old version (they hold it); new ones get the new one."""
-        path = current_path(self.config.data.path)
-        served = self.catalog.bundle.path if self.catalog.bundle else None
-        if path is None or path == served:
+        if not self._newer_version():
             return False
         with self._swap_lock:
+            if not self._newer_version():  # swapped in by another thread meanwhile (the rebuild's, the watch's)
+                return False
             catalog = current_catalog(self.config, self.store)
             with self._sync_lock:
                 self.catalog = catalog
         log.info("now serving index %s (%d items)", catalog.bundle.version, len(catalog))
         return True
+
+    def _newer_version(self) -> bool:
+        path = current_path(self.config.data.path)
+        served = self.catalog.bundle.path if self.catalog.bundle else None
+        return path is not None and path != served
 
     def rebuild(self) -> dict | None:
         """Fold items added through the API into a new index version, then swap it in."""

@@ -113,6 +113,53 @@ def test_a_second_service_picks_up_a_version_built_elsewhere(build, open_service
     assert "elsewhere" in watcher.catalog.row_of
 
 
+def test_two_threads_that_find_a_new_version_at_once_load_it_once(build, open_service, monkeypatch):
+    """The rebuild's own reload and the index-watch task met: both loaded the whole catalog (at
+    1M items, twice the work and memory). The second re-checks once it has the swap lock."""
+    import serving.service as service_module
+
+    config = build()
+    builder, watcher = open_service(config), open_service(config)
+    create_app(deps=builder).test_client().put("/items/elsewhere", json={"category": "books"})
+    builder.rebuild()
+    loading, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    loads = []
+    real_load = service_module.current_catalog
+
+    def held_load(*args):
+        loads.append(threading.current_thread().name)
+        loading.set()
+        assert release.wait(60)
+        return real_load(*args)
+
+    class WatchedLock:  # tells when a second thread waits for the swap lock
+        def __init__(self, lock):
+            self.lock = lock
+
+        def __enter__(self):
+            if not self.lock.acquire(blocking=False):
+                waiting.set()
+                self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    monkeypatch.setattr(service_module, "current_catalog", held_load)
+    watcher._swap_lock = WatchedLock(watcher._swap_lock)
+    results = {}
+    first = threading.Thread(target=lambda: results.update(first=watcher.reload()), name="first")
+    first.start()
+    assert loading.wait(60)
+    second = threading.Thread(target=lambda: results.update(second=watcher.reload()), name="second")
+    second.start()
+    assert waiting.wait(60)  # the second found the version new too, and waits while the first loads it
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert results == {"first": True, "second": False} and loads == ["first"]
+    assert watcher.catalog.bundle.version == builder.catalog.bundle.version
+
+
 def test_a_full_build_swapped_in_under_traffic_keeps_users_personal(build, open_service, store, small_world_files):
     from conftest import NOW
 
