@@ -14,7 +14,7 @@ import time
 
 from flask import Flask, g, request
 
-from banditrec.build import STEPS as build_steps
+from banditrec.build.apart import SERVED_STEPS
 from banditrec.config import Config, load_config
 from banditrec.logs import bind_event
 from serving import Service, metrics
@@ -27,7 +27,8 @@ from web.ops import ops
 
 def create_app(config: Config | None = None, *, deps: Service | None = None) -> Flask:
     config = config if config is not None else (deps.config if deps is not None else load_config())
-    service = deps if deps is not None else Service.open(config, build=build_steps)
+    # its rebuilds and refits run in processes of their own (`banditrec.build.apart`)
+    service = deps if deps is not None else Service.open(config, build=SERVED_STEPS)
     app = Flask("banditrec")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["banditrec"] = service

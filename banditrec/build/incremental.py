@@ -28,6 +28,13 @@ def run_incremental(config: Config, store: Store, progress: bool = False) -> dic
         return _incremental_build(config, store, progress) if lock.held else None
 
 
+def pending_changes(config: Config, store: Store) -> bool:
+    """Whether items were added, changed or deleted through the API since the served version
+    (what `run_incremental` would fold): one stream read of one entry."""
+    meta = read_meta(current_path(config.data.path))
+    return bool(store.read_items(meta.get("catalog_cursor", "0-0"), count=1))
+
+
 def _incremental_build(config: Config, store: Store, progress: bool) -> dict | None:
     t0 = time.perf_counter()
     current = current_path(config.data.path)

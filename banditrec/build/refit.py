@@ -47,8 +47,9 @@ class Refitter:
     cost more than a stale embedding. Raises what the build raised (the caller logs and
     counts it)."""
 
-    def __init__(self, config: Config, store: Store, clock=time.time):
-        self.config, self.store, self.clock = config, store, clock
+    def __init__(self, config: Config, store: Store, clock=time.time, build=run_build):
+        """`build`: `run_build`, or one with its signature that runs it elsewhere (`build.apart`)."""
+        self.config, self.store, self.clock, self.build = config, store, clock, build
         self.failed_at: float | None = None
 
     def __call__(self) -> dict | None:
@@ -60,7 +61,7 @@ class Refitter:
             return None
         log.info("refitting the embeddings: %s", reason)
         try:
-            summary = run_build(self.config, self.store, now=now, progress=False, wait_s=0.0)
+            summary = self.build(self.config, self.store, now=now, progress=False, wait_s=0.0)
         except Exception:
             self.failed_at = now
             raise

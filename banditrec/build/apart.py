@@ -1,0 +1,97 @@
+"""Builds a serving process asks for (an incremental rebuild, a refit), run in a process of their own.
+
+An incremental build reads the whole served version (at 1M items: every item record, 256 MB
+of vectors) and writes a new one: ~40 s of CPU. Run on a thread of a serving worker, it
+held that worker's requests behind the GIL for as long, and the worker kept 130-230 MB more
+of its own memory for good afterwards (the freed records fragment the heap; measured at 1M
+items, 2 workers). In a child process the worker only waits on a pipe, and everything the
+build touched goes back to the system when the child exits.
+
+The child is spawned, not forked (a serving process has threads: a fork could copy a lock
+some other thread holds), gets the parent's resolved config, opens its own Redis
+connection (an embedded server is joined, not started), logs as the parent does, and sends
+back the build's summary or its exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+from typing import Callable
+
+from banditrec.build.full import run_build
+from banditrec.build.incremental import pending_changes, run_incremental
+from banditrec.build.refit import Refitter
+from banditrec.config import Config, from_dict, to_dict
+from banditrec.errors import BanditrecError
+from serving.service import BuildSteps
+from store import Store, store_session
+
+log = logging.getLogger("banditrec.build")
+
+
+class BuildProcessError(BanditrecError):
+    """The build process ended without an answer (killed, out of memory, crashed)."""
+
+
+def run_apart(build: Callable[..., dict | None], config: Config, store: Store, **kwargs) -> dict | None:
+    """`build(config, store, **kwargs)` in a spawned process: its return value, or what it raised
+    (re-raised here; as `BuildProcessError` if the child died first). The child connects to
+    the Redis `config` names (`redis.url`, or the embedded server of `data.dir`, joined) under
+    `store`'s key prefix. `build` must be a module-level function (the child imports it by name)."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    data = to_dict(config.replace(redis={"prefix": store.prefix}))
+    child = ctx.Process(target=_child, args=(build, data, kwargs, send),
+                        name=f"banditrec-{build.__name__}", daemon=True)
+    child.start()
+    send.close()  # (the child holds the other end: EOF here when it exits without answering)
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        child.join()
+        raise BuildProcessError(f"{build.__name__}: the build process exited with code {child.exitcode} "
+                                "before it answered") from None
+    finally:
+        receive.close()
+    child.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _child(build, data: dict, kwargs: dict, send) -> None:
+    from banditrec.logs import setup as setup_logging
+
+    config = from_dict(data)
+    setup_logging(config.server.log_format)
+    try:
+        with store_session(config.redis, config.data.path) as store:
+            answer = (True, build(config, store, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        log.exception("%s failed in its build process", build.__name__)
+        answer = (False, exc)
+    try:
+        send.send(answer)
+    except Exception as exc:  # noqa: BLE001 - an exception that cannot be pickled: its text instead
+        send.send((False, BuildProcessError(f"{build.__name__}: {answer[1]!r} ({exc})")))
+    finally:
+        send.close()
+
+
+def incremental_apart(config: Config, store: Store) -> dict | None:
+    """`run_incremental` in a process of its own, started only when there is something to fold."""
+    if not pending_changes(config, store):
+        return None
+    return run_apart(run_incremental, config, store)
+
+
+def refit_apart(config: Config, store: Store, **kwargs) -> dict | None:
+    """`run_build` (a refit's full build) in a process of its own."""
+    return run_apart(run_build, config, store, **kwargs)
+
+
+# What a serving process (`app.create_app`) calls: its rebuilds and refits in processes of their own. The
+# simulator's service and the tests' keep `banditrec.build.STEPS` (in-process: small catalogs).
+SERVED_STEPS = BuildSteps(incremental=incremental_apart, refitter=functools.partial(Refitter, build=refit_apart))
