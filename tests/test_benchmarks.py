@@ -58,3 +58,19 @@ def test_worker_memory_script_reads_every_worker_at_every_stage(tmp_path):
     assert all(0 < m["private"] <= m["rss"] for s in stages for m in result[s].values())
     assert not result["step"]["errors"] and result["learner"]["rss"] > 0
     assert "| worker |" in done.stdout
+
+
+@pytest.mark.slow
+def test_rebuild_memory_script_reads_both_workers_after_a_rebuild_they_both_serve(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.rebuild_memory", "--items", "2000", "--users", "200",
+                           "--rebuilds", "1", "--warmup-s", "2", "--after-s", "2", "--candidates", "100",
+                           "--dir", str(tmp_path / "bench")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[0])
+    [rebuild] = result["rebuilds"]
+    assert rebuild["version"] == "v000002" and rebuild["errors"] == 0 and rebuild["worst_step_p99"] > 0
+    assert len(result["after warm-up"]) == 2 and set(rebuild["memory"]) == set(result["after warm-up"])
+    assert all(0 < m["own"] <= m["rss"] for m in rebuild["memory"].values())
+    assert "| worker | after warm-up | after rebuild 1 |" in done.stdout
