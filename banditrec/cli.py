@@ -180,7 +180,7 @@ def _learn(config: Config, args) -> int:
     """Run the separate learner until SIGINT/SIGTERM (then a final snapshot)."""
     import threading
 
-    from banditrec.build import Refitter
+    from banditrec.build.apart import SERVED_STEPS
     from serving.learn_loop import LearnerProcess
     from serving.metrics import serves_no_requests
 
@@ -195,7 +195,8 @@ def _learn(config: Config, args) -> int:
     parent = os.environ.get("BANDITREC_LEARNER_PARENT")
     serves_no_requests()
     with _store(config) as store:
-        LearnerProcess(config, store, refitter=Refitter).run(stop, parent=int(parent) if parent else None)
+        # its refits' full builds in a process of their own, as a serving worker's: learning goes on meanwhile
+        LearnerProcess(config, store, refitter=SERVED_STEPS.refitter).run(stop, parent=int(parent) if parent else None)
     return 0
 
 

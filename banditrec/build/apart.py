@@ -92,6 +92,7 @@ def refit_apart(config: Config, store: Store, **kwargs) -> dict | None:
     return run_apart(run_build, config, store, **kwargs)
 
 
-# What a serving process (`app.create_app`) calls: its rebuilds and refits in processes of their own. The
-# simulator's service and the tests' keep `banditrec.build.STEPS` (in-process: small catalogs).
+# What a serving process (`app.create_app`) and the learner process (`banditrec learn`, its refits) call:
+# builds in processes of their own. The simulator's service and the tests' keep `banditrec.build.STEPS`
+# (in-process: small catalogs).
 SERVED_STEPS = BuildSteps(incremental=incremental_apart, refitter=functools.partial(Refitter, build=refit_apart))
