@@ -58,17 +58,23 @@ class _Load:
 
     def __init__(self, server: Server, rate: float, users: int, step_s: float = 10.0):
         self.steps: list[dict] = []
+        self.failed: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(server, rate, users, step_s), daemon=True)
         self._thread.start()
 
     def _run(self, server, rate, users, step_s):
-        while not self._stop.is_set():
-            self.steps.append(load(server, rate, step_s, users))
+        try:
+            while not self._stop.is_set():
+                self.steps.append(load(server, rate, step_s, users))
+        except BaseException as exc:  # noqa: BLE001 - raised by stop(), in the caller's thread
+            self.failed = exc
 
     def stop(self) -> list[dict]:
         self._stop.set()
         self._thread.join()
+        if self.failed is not None:
+            raise RuntimeError(f"the load during the rebuild failed: {self.failed!r}") from self.failed
         return self.steps
 
 
@@ -91,9 +97,14 @@ def run(bench: Bench, *, rebuilds: int = 2, warmup_s: float = 20, rate: float = 
                 started = time.monotonic()
                 summary = _call(conn, "POST", "/admin/rebuild")
                 seconds = time.monotonic() - started
+                if not summary.get("rebuilt"):
+                    raise RuntimeError(f"POST /admin/rebuild built nothing: {summary}")
+                swapped = _serving(server, set(pids), summary["index_version"])
+            except BaseException:
+                steady.stop()
+                raise
             finally:
                 conn.close()
-            swapped = _serving(server, set(pids), summary["index_version"])
             steps = steady.stop()  # (the step under way ends first: it covers the swap)
             # then --after-s more load before memory is read, as worker_memory reads it after a step
             load(server, rate, after_s, users)

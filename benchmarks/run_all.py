@@ -149,7 +149,10 @@ def main(argv=None) -> None:
         rb = None
         if p["rebuilds"]:
             print("rebuilds ...", flush=True)
-            rb = rebuild_memory.run(bench, rebuilds=p["rebuilds"])
+            try:
+                rb = rebuild_memory.run(bench, rebuilds=p["rebuilds"])
+            except Exception as exc:  # one failed section must not lose the others' numbers
+                print(f"rebuilds failed: {exc!r}", flush=True)
     finally:
         bench.close()
     minutes = (time.monotonic() - started) / 60

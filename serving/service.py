@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BuildSteps:
     """What a running service asks of the build pipeline, passed in from the top
-    (`banditrec.build.STEPS`) so that serving never imports it: `incremental(config, store)`
+    (`banditrec.build.apart.SERVED_STEPS`, builds in processes of their own; `banditrec.build.STEPS` in
+    process) so that serving never imports it: `incremental(config, store)`
     folds items added through the API into a new index version (a summary, or None when there
     was nothing to fold); `refitter(config, store, clock)` makes the callable that runs a full
     build from what the service received when one is due (a summary, or None when not due)."""
@@ -107,7 +108,7 @@ class Service:
     def open(cls, config: Config, *, store: Store | None = None, start_threads: bool = True,
              build: BuildSteps | None = None) -> "Service":
         """Open everything the routes need. Pass `store` to use an existing connection, and
-        `build` (`banditrec.build.STEPS`) for a service that folds new items into its index and
+        `build` (`BuildSteps`) for a service that folds new items into its index and
         refits its embeddings."""
         embedded, owns_store = None, store is None
         if store is None:

@@ -1,15 +1,25 @@
 """Rebuilds and refits a serving process runs in a process of their own (banditrec/build/apart.py)."""
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from app import create_app
 from banditrec.build import apart, incremental
 from banditrec.build.apart import SERVED_STEPS, BuildProcessError, run_apart
+from banditrec.config import to_dict
 from banditrec.errors import DataError
 from serving.service import Service
 from tests.conftest import make_config, url_of
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _served(build, store, tmp_path) -> Service:
@@ -91,3 +101,101 @@ def test_a_refit_runs_its_full_build_in_a_build_process(build, store, tmp_path, 
         assert service.catalog.space == summary["version"]
     finally:
         service.close()
+
+
+def _imports_the_metrics(config, store):
+    import serving.metrics  # noqa: F401 - what a build's imports do
+
+    return os.getpid()
+
+
+def test_a_build_process_leaves_no_file_in_the_workers_metrics_directory(store, tmp_path, monkeypatch):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    config = make_config(tmp_path, redis={"url": url_of(store)})
+    pid = run_apart(_imports_the_metrics, config, store)
+    assert pid != os.getpid() and not [p.name for p in metrics_dir.iterdir() if str(pid) in p.name]
+
+
+def _holds_the_lock(config, store, pid_file):
+    from banditrec.build import BuildLock
+
+    with BuildLock(store):
+        Path(pid_file).write_text(str(os.getpid()))
+        while True:
+            time.sleep(0.05)
+
+
+def _wait_for(path: Path, timeout_s: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path} not written"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def _lock_free(store) -> bool:
+    from banditrec.build import BuildLock
+
+    with BuildLock(store, required=False) as lock:
+        return lock.held
+
+
+def test_a_build_process_stopped_gives_its_build_lock_back_and_the_caller_a_clear_error(store, tmp_path):
+    config = make_config(tmp_path, redis={"url": url_of(store)})
+    pid_file, raised = tmp_path / "pid", []
+
+    def call():
+        try:
+            run_apart(_holds_the_lock, config, store, pid_file=str(pid_file))
+        except BuildProcessError as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    os.kill(_wait_for(pid_file), signal.SIGTERM)  # as at a shutdown
+    caller.join(120)
+    assert not caller.is_alive() and "exited with code 143 before it answered" in str(raised[0])
+    assert _lock_free(store)  # not held for BUILD_LOCK_S by a build that is gone
+
+
+def test_a_build_process_whose_parent_is_killed_ends_and_gives_its_build_lock_back(store, tmp_path):
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(to_dict(make_config(tmp_path, redis={"url": url_of(store)}))))
+    pid_file = tmp_path / "pid"
+    script = (f"import json, sys; sys.path[:0] = {sys.path!r}\n"
+              "from banditrec.config import from_dict\nfrom store import Store, make_client\n"
+              "from banditrec.build.apart import run_apart\nfrom tests.test_build_apart import _holds_the_lock\n"
+              f"config = from_dict(json.loads(open({str(config_path)!r}).read()))\n"
+              f"store = Store(make_client(config.redis.url, config.redis), prefix={store.prefix!r})\n"
+              f"run_apart(_holds_the_lock, config, store, pid_file={str(pid_file)!r})\n")
+    parent, child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT), None
+    try:
+        child = _wait_for(pid_file)
+        assert not _lock_free(store)
+        parent.kill()  # as gunicorn kills a worker at its graceful timeout
+        parent.wait(30)
+        deadline = time.monotonic() + 120
+        while not _lock_free(store):
+            assert time.monotonic() < deadline, "the orphaned build kept its lock"
+            time.sleep(0.2)
+        while _alive(child):
+            assert time.monotonic() < deadline, "the orphaned build process kept running"
+            time.sleep(0.2)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child is not None and _alive(child):  # (only when the test failed: no build left running)
+            os.kill(child, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (ended, not yet reaped by its new parent) is not running
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

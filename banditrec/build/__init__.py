@@ -18,7 +18,9 @@ from banditrec.build.popularity import popularity_prior
 from banditrec.build.refit import Refitter, refit_due
 from serving.service import BuildSteps
 
-STEPS = BuildSteps(incremental=run_incremental, refitter=Refitter)  # what a running service calls (Service.open)
+# in-process builds, for a service whose catalogs are small (the simulator's, the tests'); a serving process
+# uses `banditrec.build.apart.SERVED_STEPS` (each build in a process of its own)
+STEPS = BuildSteps(incremental=run_incremental, refitter=Refitter)
 
 __all__ = ["BUILD_LOCK_S", "BuildLock", "Refitter", "STEPS", "demo_paths", "ensure_demo", "is_built",
            "popularity_prior", "refit_due", "run_build", "run_incremental"]

@@ -2,7 +2,7 @@
 
 An incremental build reads the whole served version (at 1M items: every item record, 256 MB
 of vectors) and writes a new one: ~40 s of CPU. Run on a thread of a serving worker, it
-held that worker's requests behind the GIL for as long, and the worker kept 130-230 MB more
+held that worker's requests behind the GIL for as long, and the worker kept 109-232 MB more
 of its own memory for good afterwards (the freed records fragment the heap; measured at 1M
 items, 2 workers). In a child process the worker only waits on a pipe, and everything the
 build touched goes back to the system when the child exits.
@@ -10,7 +10,8 @@ build touched goes back to the system when the child exits.
 The child is spawned, not forked (a serving process has threads: a fork could copy a lock
 some other thread holds), gets the parent's resolved config, opens its own Redis
 connection (an embedded server is joined, not started), logs as the parent does, and sends
-back the build's summary or its exception.
+back the build's summary or its exception (`banditrec.build_process`: also how it keeps out
+of the workers' metrics and gives its build lock back when stopped).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import os
 from typing import Callable
 
 from banditrec.build.full import run_build
 from banditrec.build.incremental import pending_changes, run_incremental
 from banditrec.build.refit import Refitter
-from banditrec.config import Config, from_dict, to_dict
+from banditrec.build_process import main as child_main
+from banditrec.config import Config, to_dict
 from banditrec.errors import BanditrecError
 from serving.service import BuildSteps
-from store import Store, store_session
+from store import Store
 
 log = logging.getLogger("banditrec.build")
 
@@ -36,48 +39,36 @@ class BuildProcessError(BanditrecError):
 
 
 def run_apart(build: Callable[..., dict | None], config: Config, store: Store, **kwargs) -> dict | None:
-    """`build(config, store, **kwargs)` in a spawned process: its return value, or what it raised
-    (re-raised here; as `BuildProcessError` if the child died first). The child connects to
-    the Redis `config` names (`redis.url`, or the embedded server of `data.dir`, joined) under
-    `store`'s key prefix. `build` must be a module-level function (the child imports it by name)."""
+    """`build(config, store, **kwargs)` in a spawned process (`banditrec.build.child`): its
+    return value, or what it raised (re-raised here; `BuildProcessError` if the child ended
+    without an answer: killed, out of memory, stopped). The child connects to the Redis `config`
+    names (`redis.url`, or the embedded server of `data.dir`, joined) under `store`'s key
+    prefix. `build` must be a module-level function (the child imports it by name). Waits as
+    long as the build takes."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
+    name = f"{build.__module__}:{build.__qualname__}"
     data = to_dict(config.replace(redis={"prefix": store.prefix}))
-    child = ctx.Process(target=_child, args=(build, data, kwargs, send),
+    child = ctx.Process(target=child_main, args=(name, data, kwargs, send, os.getpid()),
                         name=f"banditrec-{build.__name__}", daemon=True)
-    child.start()
-    send.close()  # (the child holds the other end: EOF here when it exits without answering)
     try:
-        ok, value = receive.recv()
+        child.start()
+    finally:
+        send.close()  # (the child holds its own end: EOF here when it ends without answering)
+    try:
+        answer = receive.recv()
     except EOFError:
-        child.join()
-        raise BuildProcessError(f"{build.__name__}: the build process exited with code {child.exitcode} "
-                                "before it answered") from None
+        answer = None
     finally:
         receive.close()
-    child.join()
+        child.join()
+    if answer is None:
+        raise BuildProcessError(f"{build.__name__}: the build process exited with code {child.exitcode} "
+                                "before it answered")
+    ok, value = answer
     if not ok:
         raise value
     return value
-
-
-def _child(build, data: dict, kwargs: dict, send) -> None:
-    from banditrec.logs import setup as setup_logging
-
-    config = from_dict(data)
-    setup_logging(config.server.log_format)
-    try:
-        with store_session(config.redis, config.data.path) as store:
-            answer = (True, build(config, store, **kwargs))
-    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
-        log.exception("%s failed in its build process", build.__name__)
-        answer = (False, exc)
-    try:
-        send.send(answer)
-    except Exception as exc:  # noqa: BLE001 - an exception that cannot be pickled: its text instead
-        send.send((False, BuildProcessError(f"{build.__name__}: {answer[1]!r} ({exc})")))
-    finally:
-        send.close()
 
 
 def incremental_apart(config: Config, store: Store) -> dict | None:

@@ -31,15 +31,19 @@ def run_incremental(config: Config, store: Store, progress: bool = False) -> dic
 def pending_changes(config: Config, store: Store) -> bool:
     """Whether items were added, changed or deleted through the API since the served version
     (what `run_incremental` would fold): one stream read of one entry."""
-    meta = read_meta(current_path(config.data.path))
-    return bool(store.read_items(meta.get("catalog_cursor", "0-0"), count=1))
+    return bool(store.read_items(_cursor(read_meta(current_path(config.data.path))), count=1))
+
+
+def _cursor(meta: dict) -> str:
+    """The catalog stream's position the served version was built up to."""
+    return meta.get("catalog_cursor", "0-0")
 
 
 def _incremental_build(config: Config, store: Store, progress: bool) -> dict | None:
     t0 = time.perf_counter()
     current = current_path(config.data.path)
     meta = read_meta(current)
-    changes = list(store.iter_items(meta.get("catalog_cursor", "0-0")))
+    changes = list(store.iter_items(_cursor(meta)))
     if not changes:
         return None
     if current is not None:
