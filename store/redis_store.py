@@ -104,6 +104,11 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
         return token if ok else None
 
     @guarded
+    def lock_held(self, name: str) -> bool:
+        """Whether some process holds the lock `name` now."""
+        return bool(self.client.exists(self.key("lock", "{" + name + "}")))
+
+    @guarded
     def renew_lock(self, name: str, token: str, ttl_s: float) -> bool:
         """Extend a held lock; False if it is no longer ours (it expired and someone took it)."""
         return bool(self._renew(keys=[self.key("lock", "{" + name + "}")], args=[token, max(1, int(ttl_s * 1000))]))

@@ -49,7 +49,8 @@ def test_a_rebuild_folds_new_items_in_a_build_process_and_the_service_serves_the
         service.close()
 
 
-def test_no_build_process_is_started_when_nothing_waits_to_be_folded(build, store, tmp_path, monkeypatch):
+def test_no_build_process_is_started_when_nothing_waits_to_be_folded_or_a_build_runs(build, store, tmp_path,
+                                                                                       monkeypatch):
     service = _served(build, store, tmp_path)
     try:
         def no_process(*args, **kwargs):
@@ -58,6 +59,12 @@ def test_no_build_process_is_started_when_nothing_waits_to_be_folded(build, stor
         monkeypatch.setattr(apart, "run_apart", no_process)
         assert service.rebuild() is None
         assert store.read_items(count=1) == []  # (nothing was ever added through the API)
+        create_app(deps=service).test_client().put("/items/waits", json={"category": "books"})
+        token = store.acquire_lock("build", 60)  # another build runs: it folds this item, or the next rebuild does
+        try:
+            assert service.rebuild() is None
+        finally:
+            store.release_lock("build", token)
     finally:
         service.close()
 

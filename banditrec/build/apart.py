@@ -72,8 +72,9 @@ def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *
 
 
 def incremental_apart(config: Config, store: Store) -> dict | None:
-    """`run_incremental` in a process of its own, started only when there is something to fold."""
-    if not pending_changes(config, store):
+    """`run_incremental` in a process of its own, started only when there is something to fold
+    and no build runs (every worker's periodic rebuild asks; the first one builds)."""
+    if store.lock_held("build") or not pending_changes(config, store):
         return None
     return run_apart(run_incremental, config, store)
 
