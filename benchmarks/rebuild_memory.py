@@ -16,22 +16,19 @@ this on each, one after the other.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
 
 from benchmarks.harness import Bench, bench_for, parser_for
 from benchmarks.http_load import Server, load, memory_mb
+from benchmarks.served import Client
 
 
-def _call(conn: http.client.HTTPConnection, method: str, path: str, body=None) -> dict:
-    conn.request(method, path, json.dumps(body) if body is not None else None,
-                 {"Content-Type": "application/json"} if body is not None else {})
-    response = conn.getresponse()
-    payload = json.loads(response.read() or b"{}")
-    if response.status != 200:
-        raise RuntimeError(f"{method} {path}: {response.status} {payload}")
+def _call(client: Client, method: str, path: str, body=None) -> dict:
+    status, payload = client.call(method, path, body)
+    if status != 200:
+        raise RuntimeError(f"{method} {path}: {status} {payload}")
     return payload
 
 
@@ -40,13 +37,13 @@ def _serving(server: Server, pids: set[int], version: str, timeout_s: float = 60
     lands on some worker, which says its pid and version); the seconds waited."""
     start, seen = time.monotonic(), set()
     while time.monotonic() - start < timeout_s:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        client = Client(server.port)  # a new connection: any worker
         try:
-            pid = _call(conn, "GET", "/health")["pid"]
-            if _call(conn, "GET", "/ready")["index_version"] == version:
+            pid = _call(client, "GET", "/health")["pid"]
+            if _call(client, "GET", "/ready")["index_version"] == version:  # (the same connection: that worker)
                 seen.add(pid)
         finally:
-            conn.close()
+            client.close()
         if pids <= seen:
             return time.monotonic() - start
         time.sleep(0.2)
@@ -90,12 +87,12 @@ def run(bench: Bench, *, rebuilds: int = 2, warmup_s: float = 20, rate: float = 
         out = {"after warm-up": {pid: memory_mb(pid) for pid in pids}, "rebuilds": []}
         for n in range(1, rebuilds + 1):
             steady = _Load(server, rate, users)
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=900)
+            client = Client(server.port, timeout=900)
             try:
-                _call(conn, "PUT", f"/items/rebuild-bench-{n}-{time.time_ns()}",
+                _call(client, "PUT", f"/items/rebuild-bench-{n}-{time.time_ns()}",
                       {"category": "c0", "title": f"rebuild benchmark item {n}"})
                 started = time.monotonic()
-                summary = _call(conn, "POST", "/admin/rebuild")
+                summary = _call(client, "POST", "/admin/rebuild")
                 seconds = time.monotonic() - started
                 if not summary.get("rebuilt"):
                     raise RuntimeError(f"POST /admin/rebuild built nothing: {summary}")
@@ -104,7 +101,7 @@ def run(bench: Bench, *, rebuilds: int = 2, warmup_s: float = 20, rate: float = 
                 steady.stop()
                 raise
             finally:
-                conn.close()
+                client.close()
             steps = steady.stop()  # (the step under way ends first: it covers the swap)
             # then --after-s more load before memory is read, as worker_memory reads it after a step
             load(server, rate, after_s, users)

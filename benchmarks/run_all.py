@@ -104,8 +104,7 @@ def closing(stage: dict) -> str:
     ms = percentiles(worker["total"])[0] if worker and worker.get("total") else None
     cost = (f"at 1000 candidates a worker beside the learner spends ~{ms:.1f} ms of one core per request in-process "
             f"(the \"(worker)\" columns below; a little more over HTTP): 200 req/s takes {0.2 * ms:.1f} of the 2 "
-            "cores for the workers alone, beside the load generator, the learner and Redis (the VM before this one: "
-            "~3.5 ms a request, and 200 req/s held with little to spare). " if ms else "")
+            "cores for the workers alone, beside the load generator, the learner and Redis. " if ms else "")
     return ("Why the numbers are what they are (see the README's Performance section for the reasoning): " + cost +
             "The one-client p99 on 1 worker that learns inline varies from run to run: its background thread closes "
             "the decisions earlier runs left without a reward (their wait ends while it is measured) and holds the GIL "

@@ -7,9 +7,8 @@ consumes the reward stream in order from its snapshot's cursor (exactly once per
 aggregated rewards), refits the embeddings when it is due (the `refitter` it is given,
 `SERVED_STEPS.refitter` from `banditrec learn`: checked on a thread of its own, each full
 build in a process of its own; the workers swap the new space in), and publishes a snapshot
-every `snapshot.interval_s` or
-`snapshot.every_n_updates` rewards; each worker adopts a newer snapshot within
-`min(5 s, snapshot.interval_s)`. It also records its progress in Redis (cursor, rewards
+every `snapshot.interval_s` or `snapshot.every_n_updates` rewards; each worker adopts a newer
+snapshot within `min(5 s, snapshot.interval_s)`. It also records its progress in Redis (cursor, rewards
 learned, time), which is what "learn lag" and "stream backlog" are read from.
 
 One learner per deployment: it holds the Redis lock "learner", renewed every second by a

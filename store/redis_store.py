@@ -100,22 +100,25 @@ class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryO
     def acquire_lock(self, name: str, ttl_s: float) -> str | None:
         """A token if this process now holds the lock `name` (for `ttl_s` at most), else None."""
         token = uuid.uuid4().hex
-        ok = self.client.set(self.key("lock", "{" + name + "}"), token, nx=True, px=max(1, int(ttl_s * 1000)))
+        ok = self.client.set(self._lock_key(name), token, nx=True, px=max(1, int(ttl_s * 1000)))
         return token if ok else None
+
+    def _lock_key(self, name: str) -> str:
+        return self.key("lock", "{" + name + "}")
 
     @guarded
     def lock_held(self, name: str) -> bool:
         """Whether some process holds the lock `name` now."""
-        return bool(self.client.exists(self.key("lock", "{" + name + "}")))
+        return bool(self.client.exists(self._lock_key(name)))
 
     @guarded
     def renew_lock(self, name: str, token: str, ttl_s: float) -> bool:
         """Extend a held lock; False if it is no longer ours (it expired and someone took it)."""
-        return bool(self._renew(keys=[self.key("lock", "{" + name + "}")], args=[token, max(1, int(ttl_s * 1000))]))
+        return bool(self._renew(keys=[self._lock_key(name)], args=[token, max(1, int(ttl_s * 1000))]))
 
     @guarded
     def release_lock(self, name: str, token: str) -> None:
-        self._release(keys=[self.key("lock", "{" + name + "}")], args=[token])
+        self._release(keys=[self._lock_key(name)], args=[token])
 
     @guarded
     def delete_all(self) -> int:

@@ -29,14 +29,20 @@ def _served(build, store, tmp_path) -> Service:
     return Service.open(config, store=store, start_threads=False, build=SERVED_STEPS)
 
 
+def _forbidden(what: str):
+    """A stand-in that fails the test if it is called in this process."""
+    def called(*args, **kwargs):
+        raise AssertionError(what)
+
+    return called
+
+
 def test_a_rebuild_folds_new_items_in_a_build_process_and_the_service_serves_the_new_version(build, store, tmp_path,
                                                                                              monkeypatch):
     service = _served(build, store, tmp_path)
     try:
-        def not_here(*args, **kwargs):
-            raise AssertionError("the incremental build ran in the serving process")
-
-        monkeypatch.setattr(incremental, "_incremental_build", not_here)  # the spawned child imports its own
+        monkeypatch.setattr(incremental, "_incremental_build",  # the spawned child imports its own
+                            _forbidden("the incremental build ran in the serving process"))
         client = create_app(deps=service).test_client()
         first = service.catalog.bundle.version
         assert client.put("/items/new-1", json={"category": "shoes", "title": "trail runner"}).status_code == 200
@@ -53,10 +59,7 @@ def test_no_build_process_is_started_when_nothing_waits_to_be_folded_or_a_build_
                                                                                        monkeypatch):
     service = _served(build, store, tmp_path)
     try:
-        def no_process(*args, **kwargs):
-            raise AssertionError("a build process was started with nothing to fold")
-
-        monkeypatch.setattr(apart, "run_apart", no_process)
+        monkeypatch.setattr(apart, "run_apart", _forbidden("a build process was started with nothing to fold"))
         assert service.rebuild() is None
         assert store.read_items(count=1) == []  # (nothing was ever added through the API)
         create_app(deps=service).test_client().put("/items/waits", json={"category": "books"})
@@ -95,10 +98,7 @@ def test_a_refit_runs_its_full_build_in_a_build_process(build, store, tmp_path, 
     config = build().replace(index={"refit_min_events": 100, "refit_growth": 0.0}, redis={"url": url_of(store)})
     service = Service.open(config, store=store, start_threads=False, build=SERVED_STEPS)
     try:
-        def not_here(*args, **kwargs):
-            raise AssertionError("the refit's full build ran in the serving process")
-
-        monkeypatch.setattr(full, "_full_build", not_here)
+        monkeypatch.setattr(full, "_full_build", _forbidden("the refit's full build ran in the serving process"))
         client = create_app(deps=service).test_client()
         for user_id, item_id, kind, ts in small_world.interactions[:150]:
             assert client.post("/events", json={"user_id": user_id, "item_id": item_id, "type": kind,

@@ -17,7 +17,6 @@ of the workers' metrics and gives its build lock back when stopped).
 from __future__ import annotations
 
 import functools
-import logging
 import multiprocessing
 import os
 from typing import Callable
@@ -31,15 +30,13 @@ from banditrec.errors import BanditrecError
 from serving.service import BuildSteps
 from store import Store
 
-log = logging.getLogger("banditrec.build")
-
 
 class BuildProcessError(BanditrecError):
     """The build process ended without an answer (killed, out of memory, crashed)."""
 
 
 def run_apart(build: Callable[..., dict | None], config: Config, store: Store, **kwargs) -> dict | None:
-    """`build(config, store, **kwargs)` in a spawned process (`banditrec.build.child`): its
+    """`build(config, store, **kwargs)` in a spawned process (`banditrec.build_process`): its
     return value, or what it raised (re-raised here; `BuildProcessError` if the child ended
     without an answer: killed, out of memory, stopped). The child connects to the Redis `config`
     names (`redis.url`, or the embedded server of `data.dir`, joined) under `store`'s key
