@@ -14,6 +14,7 @@ objects on top; they are few between builds.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import mmap
 import os
@@ -48,6 +49,9 @@ def _map(path: Path):
         return b""
     with open(path, "rb") as fh:
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+_GATHER_MIN = 64  # rows from which `Strings.take` gathers and decodes them in one go
 
 
 class Strings:
@@ -107,9 +111,28 @@ class Strings:
         return [next(texts) if r < n else extra[r - n] for r in rows.tolist()]
 
     def _built(self, rows: np.ndarray) -> list[str]:
-        """The strings of built rows, decoded in one pass."""
+        """The strings of built rows. Many of them are gathered into one buffer with a NUL
+        between each two and decoded and split once (~1250 ids: 0.11 against 0.23 ms one by
+        one); a string that holds a NUL itself shows as one piece too many, and those rows are
+        decoded one by one."""
         blob, offsets = self._blob, self._offsets_array
-        return [blob[a:b].decode("utf-8") for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
+        starts, ends = offsets[rows], offsets[rows + 1]
+        if len(rows) >= _GATHER_MIN and len(blob):
+            sizes = ends - starts
+            total = int(sizes.sum())
+            within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            placed = np.cumsum(sizes + 1) - (sizes + 1)  # where each string goes: a NUL after each but the last
+            buffer = np.zeros(total + len(rows) - 1, dtype=np.uint8)
+            buffer[np.repeat(placed, sizes) + within] = self._bytes[np.repeat(starts, sizes) + within]
+            pieces = buffer.tobytes().decode("utf-8").split("\x00")
+            if len(pieces) == len(rows):
+                return pieces
+        return [blob[a:b].decode("utf-8") for a, b in zip(starts.tolist(), ends.tolist())]
+
+    @functools.cached_property
+    def _bytes(self) -> np.ndarray:
+        """The blob as a uint8 array (a view of the map, no copy)."""
+        return np.frombuffer(self._blob, dtype=np.uint8)
 
     def take_bytes(self, rows: np.ndarray) -> list[bytes]:
         """`take` as UTF-8, not decoded (to compare with encoded strings)."""
