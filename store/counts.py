@@ -116,7 +116,7 @@ SHOWN_KEPT = 200_000  # item entries in the exposure log; a reader further behin
 _SHOWN = """
 local positions = cjson.decode(ARGV[2])
 for i = 1, #positions[1] do
-  redis.call('HINCRBYFLOAT', KEYS[4], 'n' .. positions[1][i], positions[2][i])
+  redis.call('HINCRBYFLOAT', KEYS[4], positions[1][i], positions[2][i])
 end
 redis.call('HINCRBYFLOAT', KEYS[5], 'exposure', ARGV[1])
 local payload = ARGV[3]
@@ -142,8 +142,8 @@ end
 return seq
 """.replace("KEPT", str(SHOWN_KEPT))
 # KEYS: sequence, trimmed-up-to, live exposure (a hash, `_EXPOSURE`), position counts, live totals, the exposure
-# log, its item count; ARGV: total exposure, the JSON [[position, ...], [impressions, ...]], the JSON
-# [[item_id, ...], [weight, ...]] (two arguments, not one per position: ~100 fewer to encode for a slate of 50)
+# log, its item count; ARGV: total exposure, the JSON [[position field, ...], [impressions, ...]] (`position_fields`),
+# the JSON [[item_id, ...], [weight, ...]] (two arguments, not one per position: ~100 fewer to encode for a slate of 50)
 
 
 class CountOps:
@@ -253,8 +253,8 @@ class CountOps:
         also appends the items and their weights to the exposure log)."""
         if not weights and not positions:
             return
-        args = [repr(float(sum(weights.values()))),
-                fastjson.dumps([[int(p) for p in positions], [float(n) for n in positions.values()]]),
+        fields = position_fields(positions)
+        args = [repr(float(sum(weights.values()))), fastjson.dumps([list(fields), list(fields.values())]),
                 fastjson.dumps([list(weights), [float(w) for w in weights.values()]])]
         seq, _, trimmed = self._change_keys()
         keys = [seq, trimmed, *(self._pkey(k, "global") for k in (self.EXPOSURE, "lpos", "ltot", "qshown", "qshownn"))]
@@ -280,6 +280,47 @@ class CountOps:
         live exposure and engagements over all items (None before the first), in one round trip."""
         *counts, _ = self._counts(ids)
         return tuple(counts)
+
+def position_fields(positions: dict[int, float]) -> dict[str, float]:
+    """Impressions per slate position as fields of the position counts. A slate fills positions
+    1..k, so "s<k>" counts impressions at each of the positions 1..k at once, and "n<p>" what
+    is left at position p alone: a slate of 50 is one field, not 50 (each an increment in
+    Redis, half of the exposure script's time), a batch of slates one field per slate size.
+    `position_impressions` reads them back.
+
+    >>> position_fields({1: 1, 2: 1, 3: 1})
+    {'s3': 1.0}
+    >>> position_fields({1: 5, 2: 5, 3: 2, 5: 1})
+    {'s2': 3.0, 's3': 2.0, 'n5': 1.0}
+    >>> position_fields({1: 1, 2: 3})
+    {'s2': 1.0, 'n2': 2.0}
+    """
+    top = 0
+    while top + 1 in positions:
+        top += 1
+    floor = [0.0] * (top + 2)  # floor[p]: the fewest impressions of positions 1..p (0 past the run)
+    for p in range(1, top + 1):
+        floor[p] = float(positions[p]) if p == 1 else min(floor[p - 1], float(positions[p]))
+    fields = {f"s{k}": floor[k] - floor[k + 1] for k in range(1, top + 1) if floor[k] > floor[k + 1]}
+    rest = {p: float(n) - (floor[p] if p <= top else 0.0) for p, n in sorted(positions.items())}
+    return {**fields, **{f"n{p}": n for p, n in rest.items() if n > 0}}
+
+
+def position_impressions(fields: dict[str, float]) -> dict[int, float]:
+    """Impressions per position from the "s<k>" and "n<p>" fields (`position_fields`).
+
+    >>> position_impressions({"s2": 3.0, "s3": 2.0, "n5": 1.0})
+    {1: 5.0, 2: 5.0, 3: 2.0, 5: 1.0}
+    """
+    out: dict[int, float] = {}
+    for name, value in fields.items():
+        if name[0] == "n":
+            out[int(name[1:])] = out.get(int(name[1:]), 0.0) + value
+        elif name[0] == "s":
+            for p in range(1, int(name[1:]) + 1):
+                out[p] = out.get(p, 0.0) + value
+    return dict(sorted(out.items()))
+
 
 def _counted(events, engaged, attributed, exposure, rewards) -> tuple[list, list, list, list]:
     """Per item (event, engaged, exposure, rewards) as floats (None where a set has none), the

@@ -22,7 +22,7 @@ import uuid
 import numpy as np
 
 from store.base import guarded, guarded_fast, in_pipeline, text
-from store.counts import CountOps
+from store.counts import CountOps, position_impressions
 from store.once import Once, mark
 
 _BUMP = """
@@ -135,11 +135,14 @@ class PopularityOps(CountOps):
     @guarded
     def position_counts(self) -> tuple[dict[int, float], dict[int, float]]:
         """Labelled impressions and their rewards per slate position (1-based), as learned."""
-        impressions, rewards = {}, {}
+        fields, rewards = {}, {}
         for field, value in self.client.hgetall(self._pkey("lpos", "global")).items():
             name = text(field)
-            (impressions if name[0] == "n" else rewards)[int(name[1:])] = float(value)
-        return impressions, rewards
+            if name[0] == "r":
+                rewards[int(name[1:])] = float(value)
+            else:
+                fields[name] = float(value)
+        return position_impressions(fields), rewards
 
     def _attribute(self, pipe, side: str, user_id: str, item_id: str, ttl_s: float) -> None:
         """Queue the attribution of one engagement seen from `side` ("feedback" or "event"):

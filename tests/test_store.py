@@ -262,6 +262,21 @@ def test_live_exposure_a_release_before_kept_in_a_sorted_set_is_read_beside_the_
     assert store.client.zscore(old, "a") == 2.0 and store.client.zcard(old) == 3002  # never written
 
 
+def test_position_impressions_count_a_slate_in_one_field_and_read_as_every_position(store):
+    """A slate of k counts at positions 1..k; a batch of slates of several sizes likewise; the
+    per-position fields a release before wrote (n<p>) are read beside them."""
+    key = store._pkey("lpos", "global")
+    store.client.hset(key, mapping={"n1": 4.0, "n2": 3.0, "n7": 1.0, "r1": 2.0})  # the release before's
+    store.count_shown([(f"i{p}", p, 1.0) for p in range(1, 51)])  # one slate of 50
+    assert store.client.hlen(key) == 5  # one more field, not 50
+    store.count_exposure({"a": 3.0}, {1: 3, 2: 3, 3: 1, 9: 2})  # a batch: two slates of 2, one of 3, and stray ones
+    impressions, rewards = store.position_counts()
+    expected = {p: 1.0 for p in range(1, 51)}
+    for p, n in {1: 4.0 + 3, 2: 3.0 + 3, 3: 1.0, 7: 1.0, 9: 2.0}.items():
+        expected[p] += n
+    assert impressions == expected and rewards == {1: 2.0}
+
+
 def test_users_round_trip_with_vectors_per_space(store):
     vec = np.arange(8, dtype=np.float32) / 10
     assert store.put_users([("u1", {"vector": vec, "taste": ["shoes", "bags"], "n": 4, "age_group": "25-34"}),
