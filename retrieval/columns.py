@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import itertools
 import mmap
 import os
 from pathlib import Path
@@ -51,6 +52,7 @@ def _map(path: Path):
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
 
+_MEMO_MAX = 20_000  # ids an IdMap remembers the built row of (~2 MB); forgotten all at once when full
 _GATHER_MIN = 64  # rows from which `Strings.take` gathers and decodes them in one go
 
 
@@ -166,6 +168,9 @@ class IdMap:
         self._hash_view = memoryview(np.ascontiguousarray(hashes, dtype=np.uint64))
         self._order = memoryview(np.ascontiguousarray(order, dtype=np.int64))
         self._changed: dict[str, int | None] = {}  # None: removed
+        # Built rows found by `get_many` (they never change; `_changed` still comes first): the ids a
+        # request looks up again and again (the slates' items in the exposure log) skip the hash.
+        self._memo: dict[str, int] = {}
 
     @staticmethod
     def write(ids: list[str], directory: Path) -> None:
@@ -191,6 +196,7 @@ class IdMap:
         other = IdMap.__new__(IdMap)
         other._ids, other._hashes, other._hash_view, other._order = ids, self._hashes, self._hash_view, self._order
         other._changed = dict(self._changed)
+        other._memo = self._memo  # built rows: the same in every fork
         return other
 
     def _base(self, item_id: str) -> int | None:
@@ -207,20 +213,23 @@ class IdMap:
     def get_many(self, item_ids: list[str]) -> np.ndarray:
         """Rows of many ids at once (-1 where unknown): the hashes searched in one numpy call,
         each hit confirmed by its id's bytes; overlays, collisions and misses take the exact path."""
-        out = np.full(len(item_ids), -1, dtype=np.int64)
-        if not item_ids:
-            return out
-        encoded = [item_id.encode("utf-8") for item_id in item_ids]
-        hashes = np.fromiter(map(_hash_bytes, encoded), dtype=np.uint64, count=len(encoded))
+        out = np.fromiter(map(self._memo.get, item_ids, itertools.repeat(-1)), dtype=np.int64, count=len(item_ids))
+        todo = np.flatnonzero(out < 0)
         sorted_hashes, n = np.asarray(self._hashes), len(self._hashes)
-        if n:
+        if n and len(todo):
+            asked = [item_ids[i] for i in todo.tolist()]
+            encoded = [item_id.encode("utf-8") for item_id in asked]
+            hashes = np.fromiter(map(_hash_bytes, encoded), dtype=np.uint64, count=len(encoded))
             at = np.minimum(np.searchsorted(sorted_hashes, hashes), n - 1)
             shared = (at + 1 < n) & (sorted_hashes[np.minimum(at + 1, n - 1)] == hashes)  # a collision
             hit = np.flatnonzero((sorted_hashes[at] == hashes) & ~shared)
             rows = np.asarray(self._order)[at[hit]]
             same = np.fromiter((found == encoded[i] for found, i in zip(self._ids.take_bytes(rows), hit.tolist())),
                                dtype=bool, count=len(hit))
-            out[hit[same]] = rows[same]
+            out[todo[hit[same]]] = rows[same]
+            if len(self._memo) + len(hit) > _MEMO_MAX:
+                self._memo.clear()
+            self._memo.update(zip([asked[i] for i in hit[same].tolist()], rows[same].tolist()))
         exact = np.flatnonzero(out < 0).tolist()
         if self._changed:
             exact = sorted(set(exact).union(i for i, item_id in enumerate(item_ids) if item_id in self._changed))

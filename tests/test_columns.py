@@ -84,6 +84,26 @@ def test_id_map_changes_sit_on_top_of_the_built_rows(tmp_path):
     assert base["sku-1"] == 0 and "brand-new" not in base  # the fork's changes are its own
 
 
+def test_rows_remembered_by_get_many_give_way_to_later_changes_and_are_bounded(tmp_path, monkeypatch):
+    """`get_many` remembers the built rows it found (shared by the forks: built rows are the
+    same in every one); a fork's removals and re-additions still come first, and the memory is
+    forgotten whole when it would pass `_MEMO_MAX` ids."""
+    monkeypatch.setattr(columns, "_MEMO_MAX", 4)
+    Strings.write(IDS, tmp_path, "ids")
+    IdMap.write(IDS, tmp_path)
+    base = IdMap.load(Strings.load(tmp_path, "ids"), tmp_path)
+    asked = ["sku-1", "sku|2", "nope", "sku-1b"]
+    assert base.get_many(asked).tolist() == [0, 3, -1, 5]
+    assert base._memo == {"sku-1": 0, "sku|2": 3, "sku-1b": 5}  # built rows only, not the misses
+    row_of = base.fork(Strings.load(tmp_path, "ids"))
+    row_of.pop("sku-1")
+    row_of["sku|2"] = 9
+    assert row_of.get_many(asked).tolist() == [-1, 9, -1, 5]
+    assert base.get_many(asked).tolist() == [0, 3, -1, 5]  # the fork's changes are its own
+    assert base.get_many(["", "x" * 300]).tolist() == [2, 4]
+    assert base._memo == {"": 2, "x" * 300: 4}  # 5 would pass 4: forgotten, then these
+
+
 def test_a_hash_collision_is_resolved_by_comparing_the_ids(monkeypatch):
     ids = Strings.of(["a", "b", "c"])
     monkeypatch.setattr(columns, "_hash_bytes", lambda data: 7)  # every id collides
