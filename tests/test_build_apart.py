@@ -167,6 +167,20 @@ def test_a_build_process_stopped_gives_its_build_lock_back_and_the_caller_a_clea
     assert _lock_free(store)  # not held for BUILD_LOCK_S by a build that is gone
 
 
+def test_a_build_process_that_does_not_answer_in_time_is_stopped_and_gives_its_lock_back(store, tmp_path):
+    """A hung build does not hold its caller (the periodic rebuild's thread, an admin request)
+    for good: past `timeout_s` it is stopped and the caller gets a clear error. (When the child
+    got as far as the lock before the timeout, which it does unless the machine is very busy,
+    the lock is given back: SIGTERM, exit code 143.)"""
+    config = make_config(tmp_path, redis={"url": url_of(store)})
+    pid_file = tmp_path / "pid"
+    with pytest.raises(BuildProcessError, match=r"did not answer within 10 s; stopped \(exit code (-15|143)\)"):
+        run_apart(_holds_the_lock, config, store, timeout_s=10.0, pid_file=str(pid_file))
+    assert _lock_free(store)
+    if pid_file.exists() and pid_file.read_text():
+        assert not _alive(int(pid_file.read_text()))
+
+
 def test_a_build_process_whose_parent_is_killed_ends_and_gives_its_build_lock_back(store, tmp_path):
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(to_dict(make_config(tmp_path, redis={"url": url_of(store)}))))

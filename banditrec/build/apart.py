@@ -23,6 +23,7 @@ from typing import Callable
 
 from banditrec.build.full import run_build
 from banditrec.build.incremental import pending_changes, run_incremental
+from banditrec.build.lock import BUILD_LOCK_S
 from banditrec.build.refit import Refitter
 from banditrec.build_process import main as child_main
 from banditrec.config import Config, to_dict
@@ -30,18 +31,23 @@ from banditrec.errors import BanditrecError
 from serving.service import BuildSteps
 from store import Store
 
+_STOP_GRACE_S = 30.0  # a stopped build process's time to give its lock back before it is killed
+
 
 class BuildProcessError(BanditrecError):
     """The build process ended without an answer (killed, out of memory, crashed)."""
 
 
-def run_apart(build: Callable[..., dict | None], config: Config, store: Store, **kwargs) -> dict | None:
+def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *, timeout_s: float = BUILD_LOCK_S,
+              **kwargs) -> dict | None:
     """`build(config, store, **kwargs)` in a spawned process (`banditrec.build_process`): its
     return value, or what it raised (re-raised here; `BuildProcessError` if the child ended
     without an answer: killed, out of memory, stopped). The child connects to the Redis `config`
     names (`redis.url`, or the embedded server of `data.dir`, joined) under `store`'s key
     prefix. `build` must be a module-level function (the child imports it by name). Waits as
-    long as the build takes."""
+    long as the build takes, up to `timeout_s` (by default as long as the build lock lasts,
+    `BUILD_LOCK_S`: past that another build could take the lock): then the child is stopped
+    (SIGTERM: its lock is given back; SIGKILL if it does not end) and BuildProcessError raised."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     name = f"{build.__module__}:{build.__qualname__}"
@@ -52,13 +58,24 @@ def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *
         child.start()
     finally:
         send.close()  # (the child holds its own end: EOF here when it ends without answering)
+    answer, late = None, False
     try:
-        answer = receive.recv()
+        if receive.poll(timeout_s):
+            answer = receive.recv()
+        else:
+            late = True
+            child.terminate()
+            child.join(_STOP_GRACE_S)
+            if child.is_alive():
+                child.kill()
     except EOFError:
-        answer = None
+        pass
     finally:
         receive.close()
         child.join()
+    if late:
+        raise BuildProcessError(f"{build.__name__}: the build process did not answer within {timeout_s:g} s; "
+                                f"stopped (exit code {child.exitcode})")
     if answer is None:
         raise BuildProcessError(f"{build.__name__}: the build process exited with code {child.exitcode} "
                                 "before it answered")
