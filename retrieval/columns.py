@@ -14,7 +14,6 @@ objects on top; they are few between builds.
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 import itertools
 import mmap
@@ -53,7 +52,6 @@ def _map(path: Path):
 
 
 _MEMO_MAX = 20_000  # ids an IdMap remembers the built row of (~2 MB); forgotten all at once when full
-_GATHER_MIN = 64  # rows from which `Strings.take` gathers and decodes them in one go
 
 
 class Strings:
@@ -113,28 +111,9 @@ class Strings:
         return [next(texts) if r < n else extra[r - n] for r in rows.tolist()]
 
     def _built(self, rows: np.ndarray) -> list[str]:
-        """The strings of built rows. Many of them are gathered into one buffer with a NUL
-        between each two and decoded and split once (~1250 ids: 0.11 against 0.23 ms one by
-        one); a string that holds a NUL itself shows as one piece too many, and those rows are
-        decoded one by one."""
+        """The strings of built rows, decoded in one pass."""
         blob, offsets = self._blob, self._offsets_array
-        starts, ends = offsets[rows], offsets[rows + 1]
-        if len(rows) >= _GATHER_MIN and len(blob):
-            sizes = ends - starts
-            total = int(sizes.sum())
-            within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-            placed = np.cumsum(sizes + 1) - (sizes + 1)  # where each string goes: a NUL after each but the last
-            buffer = np.zeros(total + len(rows) - 1, dtype=np.uint8)
-            buffer[np.repeat(placed, sizes) + within] = self._bytes[np.repeat(starts, sizes) + within]
-            pieces = buffer.tobytes().decode("utf-8").split("\x00")
-            if len(pieces) == len(rows):
-                return pieces
-        return [blob[a:b].decode("utf-8") for a, b in zip(starts.tolist(), ends.tolist())]
-
-    @functools.cached_property
-    def _bytes(self) -> np.ndarray:
-        """The blob as a uint8 array (a view of the map, no copy)."""
-        return np.frombuffer(self._blob, dtype=np.uint8)
+        return [blob[a:b].decode("utf-8") for a, b in zip(offsets[rows].tolist(), offsets[rows + 1].tolist())]
 
     def take_bytes(self, rows: np.ndarray) -> list[bytes]:
         """`take` as UTF-8, not decoded (to compare with encoded strings)."""
@@ -210,9 +189,11 @@ class IdMap:
             i += 1
         return found
 
-    def get_many(self, item_ids: list[str]) -> np.ndarray:
+    def get_many(self, item_ids: list[str], remember: bool = True) -> np.ndarray:
         """Rows of many ids at once (-1 where unknown): the hashes searched in one numpy call,
-        each hit confirmed by its id's bytes; overlays, collisions and misses take the exact path."""
+        each hit confirmed by its id's bytes; overlays, collisions and misses take the exact path.
+        The built rows found are remembered for the next calls unless `remember` is false (a
+        scan of every item would only push out the ids requests look up again and again)."""
         out = np.fromiter(map(self._memo.get, item_ids, itertools.repeat(-1)), dtype=np.int64, count=len(item_ids))
         todo = np.flatnonzero(out < 0)
         sorted_hashes, n = np.asarray(self._hashes), len(self._hashes)
@@ -227,9 +208,11 @@ class IdMap:
             same = np.fromiter((found == encoded[i] for found, i in zip(self._ids.take_bytes(rows), hit.tolist())),
                                dtype=bool, count=len(hit))
             out[todo[hit[same]]] = rows[same]
-            if len(self._memo) + len(hit) > _MEMO_MAX:
-                self._memo.clear()
-            self._memo.update(zip([asked[i] for i in hit[same].tolist()], rows[same].tolist()))
+            found = hit[same]
+            if remember and len(found) <= _MEMO_MAX:
+                if len(self._memo) + len(found) > _MEMO_MAX:
+                    self._memo.clear()
+                self._memo.update(zip([asked[i] for i in found.tolist()], rows[same].tolist()))
         exact = np.flatnonzero(out < 0).tolist()
         if self._changed:
             exact = sorted(set(exact).union(i for i, item_id in enumerate(item_ids) if item_id in self._changed))

@@ -105,7 +105,7 @@ class ItemCounts:
             raw = np.zeros((n, 5), dtype=np.float64)
             for k, kind in enumerate(self.store.COUNT_KINDS):
                 for item_ids, counts in self.store.scan_counts(kind):
-                    rows = catalog.row_of.get_many(item_ids)
+                    rows = catalog.row_of.get_many(item_ids, remember=False)  # (a scan: nothing to reuse)
                     ok = (rows >= 0) & (rows < n)
                     raw[rows[ok], k] = counts[ok]
             attributed = np.minimum(raw[:, 2], raw[:, 1])  # `store.counts.organic`, for all rows

@@ -36,22 +36,6 @@ def test_many_rows_taken_at_once_mix_built_and_appended_rows_in_order(tmp_path):
         ids.take(np.array([0, 8]))
 
 
-def test_many_built_rows_are_decoded_in_one_go_as_they_are_one_by_one(tmp_path):
-    """From `_GATHER_MIN` rows on, `take` gathers them into one buffer split at NULs: the same
-    strings as row by row, also for empty ones, non-ASCII ones, and ones that hold a NUL
-    themselves (those make the split fall back to one by one)."""
-    texts = IDS + [f"item-{i}" for i in range(200)] + ["nul\x00inside", "\x00", "ü" * 3]
-    Strings.write(texts, tmp_path, "ids")
-    ids = Strings.load(tmp_path, "ids")
-    rng = np.random.default_rng(0)
-    plain = np.array([r for r in range(len(texts)) if "\x00" not in texts[r]])
-    for rows in (rng.choice(plain, 150), rng.integers(0, len(texts), 150), np.arange(len(texts))[::-1]):
-        assert len(rows) >= columns._GATHER_MIN
-        assert ids.take(rows) == [texts[r] for r in rows]
-    empty = Strings.of([""] * 100)
-    assert empty.take(np.arange(100)) == [""] * 100
-
-
 def test_empty_columns_map_too(tmp_path):
     Strings.write([], tmp_path, "lines")
     IdMap.write([], tmp_path)
@@ -102,6 +86,10 @@ def test_rows_remembered_by_get_many_give_way_to_later_changes_and_are_bounded(t
     assert base.get_many(asked).tolist() == [0, 3, -1, 5]  # the fork's changes are its own
     assert base.get_many(["", "x" * 300]).tolist() == [2, 4]
     assert base._memo == {"": 2, "x" * 300: 4}  # 5 would pass 4: forgotten, then these
+    assert base.get_many(IDS, remember=False).tolist() == list(range(len(IDS)))  # (a scan)
+    assert base._memo == {"": 2, "x" * 300: 4}
+    fresh = IdMap.load(Strings.load(tmp_path, "ids"), tmp_path)
+    assert fresh.get_many(IDS).tolist() == list(range(len(IDS))) and fresh._memo == {}  # 6 found: more than it keeps
 
 
 def test_a_hash_collision_is_resolved_by_comparing_the_ids(monkeypatch):
