@@ -116,7 +116,9 @@ SHOWN_KEPT = 200_000  # item entries in the exposure log; a reader further behin
 _SHOWN = """
 local positions = cjson.decode(ARGV[2])
 for i = 1, #positions[1] do
-  redis.call('HINCRBYFLOAT', KEYS[4], positions[1][i], positions[2][i])
+  local field = positions[1][i]
+  if string.sub(field, 1, 1) == 's' then redis.call('HINCRBYFLOAT', KEYS[8], string.sub(field, 2), positions[2][i])
+  else redis.call('HINCRBYFLOAT', KEYS[4], field, positions[2][i]) end
 end
 redis.call('HINCRBYFLOAT', KEYS[5], 'exposure', ARGV[1])
 local payload = ARGV[3]
@@ -142,7 +144,8 @@ end
 return seq
 """.replace("KEPT", str(SHOWN_KEPT))
 # KEYS: sequence, trimmed-up-to, live exposure (a hash, `_EXPOSURE`), position counts, live totals, the exposure
-# log, its item count; ARGV: total exposure, the JSON [[position field, ...], [impressions, ...]] (`position_fields`),
+# log, its item count, impressions by slate size (`position_fields`: "s<k>" there as "<k>", "n<p>" in the position
+# counts); ARGV: total exposure, the JSON [[position field, ...], [impressions, ...]] (`position_fields`),
 # the JSON [[item_id, ...], [weight, ...]] (two arguments, not one per position: ~100 fewer to encode for a slate of 50)
 
 
@@ -200,6 +203,8 @@ class CountOps:
     SHOWN_KEPT = SHOWN_KEPT
     COUNT_KINDS = ("qn", "qe", "qa", "lx", "lr")  # events, engaged, attributed, live exposure, live engagements
     EXPOSURE = "lx"  # kept in a hash (`_EXPOSURE`), the other counts in sorted sets
+    SLATE_SIZES = "lsize"  # impressions at every position 1..k, by k (`position_fields`); apart from the position
+    # counts ("lpos"), whose "n<p>" and "r<p>" fields a release before reads (it would take "s<k>" for rewards)
     LEGACY_EXPOSURE = "le"  # what releases before 5 December 2026 (evening) counted, in a sorted set: read, not written
 
     def scan_counts(self, kind: str, chunk: int = 2_000):
@@ -257,7 +262,8 @@ class CountOps:
         args = [repr(float(sum(weights.values()))), fastjson.dumps([list(fields), list(fields.values())]),
                 fastjson.dumps([list(weights), [float(w) for w in weights.values()]])]
         seq, _, trimmed = self._change_keys()
-        keys = [seq, trimmed, *(self._pkey(k, "global") for k in (self.EXPOSURE, "lpos", "ltot", "qshown", "qshownn"))]
+        keys = [seq, trimmed, *(self._pkey(k, "global") for k in (self.EXPOSURE, "lpos", "ltot", "qshown", "qshownn",
+                                                                   self.SLATE_SIZES))]
         in_pipeline(self._shown, pipe, keys, args)
 
     @guarded
@@ -301,9 +307,9 @@ def position_fields(positions: dict[int, float]) -> dict[str, float]:
     floor = [0.0] * (top + 2)  # floor[p]: the fewest impressions of positions 1..p (0 past the run)
     for p in range(1, top + 1):
         floor[p] = float(positions[p]) if p == 1 else min(floor[p - 1], float(positions[p]))
-    fields = {f"s{k}": floor[k] - floor[k + 1] for k in range(1, top + 1) if floor[k] > floor[k + 1]}
+    fields = {f"s{k}": floor[k] - floor[k + 1] for k in range(1, top + 1) if floor[k] != floor[k + 1]}
     rest = {p: float(n) - (floor[p] if p <= top else 0.0) for p, n in sorted(positions.items())}
-    return {**fields, **{f"n{p}": n for p, n in rest.items() if n > 0}}
+    return {**fields, **{f"n{p}": n for p, n in rest.items() if n != 0}}
 
 
 def position_impressions(fields: dict[str, float]) -> dict[int, float]:

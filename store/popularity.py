@@ -135,8 +135,13 @@ class PopularityOps(CountOps):
     @guarded
     def position_counts(self) -> tuple[dict[int, float], dict[int, float]]:
         """Labelled impressions and their rewards per slate position (1-based), as learned."""
-        fields, rewards = {}, {}
-        for field, value in self.client.hgetall(self._pkey("lpos", "global")).items():
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self._pkey("lpos", "global"))
+        pipe.hgetall(self._pkey(self.SLATE_SIZES, "global"))
+        by_position, by_size = pipe.execute()
+        fields = {f"s{text(size)}": float(value) for size, value in by_size.items()}
+        rewards = {}
+        for field, value in by_position.items():
             name = text(field)
             if name[0] == "r":
                 rewards[int(name[1:])] = float(value)

@@ -268,7 +268,8 @@ def test_position_impressions_count_a_slate_in_one_field_and_read_as_every_posit
     key = store._pkey("lpos", "global")
     store.client.hset(key, mapping={"n1": 4.0, "n2": 3.0, "n7": 1.0, "r1": 2.0})  # the release before's
     store.count_shown([(f"i{p}", p, 1.0) for p in range(1, 51)])  # one slate of 50
-    assert store.client.hlen(key) == 5  # one more field, not 50
+    assert store.client.hlen(key) == 4  # the release before's fields alone: it would read others as rewards
+    assert store.client.hgetall(store._pkey(store.SLATE_SIZES, "global")) == {b"50": b"1"}  # one field, not 50
     store.count_exposure({"a": 3.0}, {1: 3, 2: 3, 3: 1, 9: 2})  # a batch: two slates of 2, one of 3, and stray ones
     impressions, rewards = store.position_counts()
     expected = {p: 1.0 for p in range(1, 51)}
