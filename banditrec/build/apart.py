@@ -35,7 +35,8 @@ _STOP_GRACE_S = 30.0  # a stopped build process's time to give its lock back bef
 
 
 class BuildProcessError(BanditrecError):
-    """The build process ended without an answer (killed, out of memory, crashed)."""
+    """The build process ended without an answer (killed, out of memory, crashed), or did not
+    answer in time and was stopped."""
 
 
 def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *, timeout_s: float = BUILD_LOCK_S,
@@ -47,7 +48,9 @@ def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *
     prefix. `build` must be a module-level function (the child imports it by name). Waits as
     long as the build takes, up to `timeout_s` (by default as long as the build lock lasts,
     `BUILD_LOCK_S`: past that another build could take the lock): then the child is stopped
-    (SIGTERM: its lock is given back; SIGKILL if it does not end) and BuildProcessError raised."""
+    (SIGTERM: it gives its lock back; SIGKILL if it has not ended `_STOP_GRACE_S` later, its
+    lock then expires by itself) and BuildProcessError raised. So is a child whose caller's
+    wait is cut short (an exception in this thread): no build is left running unwaited for."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     name = f"{build.__module__}:{build.__qualname__}"
@@ -58,22 +61,23 @@ def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *
         child.start()
     finally:
         send.close()  # (the child holds its own end: EOF here when it ends without answering)
-    answer, late = None, False
+    answer, ended, stopped = None, False, False
     try:
-        if receive.poll(timeout_s):
-            answer = receive.recv()
-        else:
-            late = True
+        ended = _wait(receive, timeout_s)  # an answer, or its end (EOF)
+        if ended:
+            answer = _receive(receive)
+    finally:
+        if not ended and child.is_alive():  # no answer in time, or this wait was cut short: never left running
+            stopped = True
             child.terminate()
             child.join(_STOP_GRACE_S)
             if child.is_alive():
                 child.kill()
-    except EOFError:
-        pass
-    finally:
+        if not ended and receive.poll(0):  # it answered as it was being stopped
+            answer = _receive(receive)
         receive.close()
         child.join()
-    if late:
+    if answer is None and stopped:
         raise BuildProcessError(f"{build.__name__}: the build process did not answer within {timeout_s:g} s; "
                                 f"stopped (exit code {child.exitcode})")
     if answer is None:
@@ -83,6 +87,19 @@ def run_apart(build: Callable[..., dict | None], config: Config, store: Store, *
     if not ok:
         raise value
     return value
+
+
+def _wait(receive, timeout_s: float) -> bool:
+    """Whether the child answered (or ended) within `timeout_s`."""
+    return receive.poll(timeout_s)
+
+
+def _receive(receive):
+    """The child's answer, or None if it ended without one."""
+    try:
+        return receive.recv()
+    except EOFError:
+        return None
 
 
 def incremental_apart(config: Config, store: Store) -> dict | None:
