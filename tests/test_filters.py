@@ -20,16 +20,17 @@ def _ids(body):
 
 
 def test_purchased_items_are_not_recommended_again_but_clicked_ones_are(build, open_service):
-    client = _client(build, open_service, retrieval={"n_candidates": 15, "fresh_candidates": 0})
+    # the 15 nearest items alone (no popular or best-liked extras, whose ties a background load may
+    # order either way), all that may be shown shown: what is left out is what the filter left out
+    client = _client(build, open_service, retrieval={"n_candidates": 15, "fresh_candidates": 0,
+                                                     "popular_candidates": 0, "quality_candidates": 0})
     shown = _ids(client.post("/recommend", json={"user_id": "u3", "k": 15}).get_json())
     bought, clicked = shown[0], shown[1]
     client.post("/events", json={"user_id": "u3", "item_id": bought, "type": "purchase"})
     client.post("/events", json={"user_id": "u3", "item_id": clicked, "type": "click"})
     for n in range(5):
         again = _ids(client.post("/recommend", json={"user_id": "u3", "k": 15, "event_id": f"f{n}"}).get_json())
-        assert bought not in again
-    asks = ({"user_id": "u3", "k": 15, "event_id": f"g{n}"} for n in range(20))  # seeded draws, not luck
-    assert any(clicked in _ids(client.post("/recommend", json=ask).get_json()) for ask in asks)
+        assert bought not in again and clicked in again
 
 
 def test_context_blocklist_hides_categories(build, open_service):
