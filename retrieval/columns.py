@@ -207,12 +207,12 @@ class IdMap:
             rows = np.asarray(self._order)[at[hit]]
             same = np.fromiter((found == encoded[i] for found, i in zip(self._ids.take_bytes(rows), hit.tolist())),
                                dtype=bool, count=len(hit))
-            out[todo[hit[same]]] = rows[same]
-            found = hit[same]
-            if remember and len(found) <= _MEMO_MAX:
-                if len(self._memo) + len(found) > _MEMO_MAX:
+            confirmed = hit[same]  # positions in `asked`
+            out[todo[confirmed]] = rows[same]
+            if remember and len(confirmed) <= _MEMO_MAX:
+                if len(self._memo) + len(confirmed) > _MEMO_MAX:
                     self._memo.clear()
-                self._memo.update(zip([asked[i] for i in found.tolist()], rows[same].tolist()))
+                self._memo.update(zip([asked[i] for i in confirmed.tolist()], rows[same].tolist()))
         exact = np.flatnonzero(out < 0).tolist()
         if self._changed:
             exact = sorted(set(exact).union(i for i, item_id in enumerate(item_ids) if item_id in self._changed))
