@@ -16,6 +16,7 @@ when the weights cannot be read: the caller then scores through VW as before.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,20 +119,29 @@ def quantised(values) -> np.ndarray:
 
 
 class LinearModel:
-    """A frozen copy of a model's weights that scores candidates as VW would."""
+    """A copy of a model's weights that scores candidates as VW would: frozen in a process that
+    serves a snapshot; kept equal to VW's in one that learns (`VWModel.learn` writes back the
+    weights each update moved, `update`). A score reads the weights under the copy's lock, so
+    it sees them before or after an update, never halfway."""
 
     def __init__(self, weights: np.ndarray, crossed: str):
         self.weights = weights
         self.mask = np.uint64(len(weights) - 1)
         self.crossed = crossed  # shared namespaces (first letters) crossed with `Item`
         self._extra_hash = {key: line_features(f"|{space} {name}")[0][1] for key, (space, name) in EXTRAS.items()}
+        self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, model: VWModel, blob: bytes | None = None) -> "LinearModel | None":
+    def of(cls, model: VWModel, blob: bytes | None = None, *, learns: bool = False) -> "LinearModel | None":
         """The model's weights as they are now (`blob`: as it was saved, if at hand), checked
-        against its own predictions; None if they cannot be read or do not agree."""
+        against its own predictions; None if they cannot be read or do not agree. With `learns`
+        (a copy the model keeps up to date as it learns), also None for a model whose updates
+        move more weights than the ones its example touches (`--l1`, `--l2`: every prediction
+        is scaled by what all updates did)."""
         blob = model.to_bytes() if blob is None else blob
         options = saved_options(blob)  # the model's own command line: a config edited since does not count
+        if learns and not (_follows(model.args) and (options is None or _follows(options[0]))):  # --l2 is not saved
+            return None
         crossed = _crossed(options[0]) if options is not None else None
         weights = dense_weights(blob, model.num_weights()) if crossed is not None and plain_scale(blob) else None
         if weights is None:
@@ -151,6 +161,34 @@ class LinearModel:
             return None
         weights = dense_weights(blob, len(checked.weights))
         return None if weights is None else cls(weights, checked.crossed)
+
+    def copy(self) -> "LinearModel":
+        """A copy of its own (for a replica that starts as the model and learns apart)."""
+        with self._lock:
+            return LinearModel(self.weights.copy(), self.crossed)
+
+    def touched(self, shared: str, action: str) -> np.ndarray:
+        """The weights an update on `action` (the line as learned, without its label) under
+        `shared` can move (`--cb_adf`: VW learns the chosen action's example alone, the shared
+        features merged into it): every feature of both lines, the constant, and each crossed
+        pair of a shared namespace in `crossed` with an `Item` feature."""
+        mask = int(self.mask)
+        features = line_features(shared) + line_features(action)
+        firsts = [h * _FNV_PRIME for space, h, _ in features if space[:1] in self.crossed]
+        items = [h for space, h, _ in features if space[:1] == ITEM]
+        at = [h & mask for _, h, _ in features] + [_CONSTANT & mask] + [(f ^ h) & mask for f in firsts for h in items]
+        return np.unique(np.asarray(at, dtype=np.int64))
+
+    def update(self, at: np.ndarray, values: list[float]) -> None:
+        """Set the weights at `at` (a model that learned: VW's weights there now)."""
+        with self._lock:
+            self.weights[at] = values
+
+    def matches(self, blob: bytes) -> bool:
+        """Whether these are exactly the weights of `blob` (the model saved), all of them."""
+        weights = dense_weights(blob, len(self.weights)) if plain_scale(blob) else None
+        with self._lock:
+            return weights is not None and np.array_equal(weights, self.weights)
 
     def design(self, shared: str | list, items: ItemFeatures, **extras) -> "Design":
         """Where one request's features sit among the weights (shared by every model of the
@@ -179,13 +217,17 @@ class LinearModel:
         `Design` made by a model of the same arguments)."""
         design = shared if isinstance(shared, Design) else self.design(shared, items, **extras)
         w = self.weights
-        per = w[design.items].astype(np.float64)
-        if len(design.pair_values):
-            per += design.pair_values @ w[design.pairs]
+        with self._lock:  # a model that learns updates `w` in place
+            per = w[design.items].astype(np.float64)
+            pairs = w[design.pairs] if len(design.pair_values) else None
+            constant = float(w[design.shared] @ design.shared_values)
+            extra = w[design.extras].astype(np.float64) if len(design.extras) else None
+        if pairs is not None:
+            per += design.pair_values @ pairs
         out = np.bincount(design.owner, weights=per * design.values, minlength=design.n)
-        out += float(w[design.shared] @ design.shared_values)
-        if len(design.extras):
-            out += w[design.extras].astype(np.float64) @ design.extra_values
+        out += constant
+        if extra is not None:
+            out += extra @ design.extra_values
         return -out
 
     def score_lines(self, shared: str, actions: list[str]) -> np.ndarray:
@@ -213,7 +255,7 @@ class LinearModel:
         where = (np.asarray([h for _, h, _ in plain], dtype=np.uint64) & models[0].mask).astype(np.int64)
         weight = np.asarray([v for _, _, v in plain], dtype=np.float64)
         return np.vstack([m.score(design) - np.bincount(at, weights=m.weights[where] * weight, minlength=len(actions))
-                          for m in models])
+                          for m in models])  # frozen copies only (released models do not learn)
 
     def agrees_with(self, model: VWModel) -> bool:
         """Scores of probe examples (every namespace, crossed pairs, values) equal VW's."""
@@ -231,6 +273,15 @@ class LinearModel:
                    for i, line in enumerate(lines)]
         theirs = model.predict(shared, actions)
         return bool(np.all(np.abs(mine - theirs) <= TOLERANCE * (1.0 + np.abs(theirs))))
+
+
+def _follows(args: str) -> bool:
+    """Whether a model under `args` changes only the weights its example touches when it
+    learns (no L1 or L2 regularisation, which move or scale the rest)."""
+    try:
+        return all(float(value) == 0.0 for value in re.findall(r"--l[12]\s+(\S+)", args))
+    except ValueError:
+        return False
 
 
 def _crossed(args: str) -> str | None:

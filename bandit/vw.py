@@ -46,6 +46,7 @@ _FAST = hasattr(vowpalwabbit.Workspace, "_parse") and _pylibvw is not None and a
 # 1.14 -> 0.69 ms per call.
 RUNTIME_ARGS = "--ring_size 16"  # not saved in the model: given at every start
 SCORE_CHUNK = 128
+_MOVED_MAX = 1000  # updates a copy of the weights waits for before it is brought up to date anyway
 
 
 def _predict(ws, lines: list[str], fast: bool = True) -> np.ndarray:
@@ -203,7 +204,8 @@ class VWModel(_Locked):
     def __init__(self, args: str, *, blob: bytes | None = None):
         self.args = args
         self._lock = threading.Lock()
-        self.linear = None  # a frozen copy of its weights for direct scoring (bandit.linear); dropped when it learns
+        self.linear = None  # a copy of its weights for direct scoring (bandit.linear): read it with `synced_linear`
+        self._moved: list[np.ndarray] = []  # where updates moved weights since the copy was brought up to date
         if blob is None:
             self._ws = vowpalwabbit.Workspace(f"{args} {RUNTIME_ARGS}")
         else:  # a saved model restores its own reductions and interactions
@@ -226,11 +228,44 @@ class VWModel(_Locked):
             return -np.concatenate([_predict(ws, [shared, *actions[i:i + SCORE_CHUNK]])
                                     for i in range(0, len(actions), SCORE_CHUNK)])
 
-    def learn(self, shared: str, action: str, reward: float, probability: float) -> None:
-        """Importance-weighted update toward `reward` for the action chosen with `probability`."""
+    def learn(self, shared: str, action: str, reward: float, probability: float,
+              touched: np.ndarray | None = None) -> None:
+        """Importance-weighted update toward `reward` for the action chosen with `probability`.
+        A model with a `linear` copy of its weights notes where the update moved them
+        (`touched`: `LinearModel.touched`, if already known), for `synced_linear`."""
         with self._lock:
-            self.linear = None
-            _learn(self._workspace(), [shared, with_label(action, -float(reward), float(probability))])
+            ws = self._workspace()
+            _learn(ws, [shared, with_label(action, -float(reward), float(probability))])
+            linear = self.linear
+            if linear is not None:
+                self._moved.append(linear.touched(shared, action) if touched is None else touched)
+                if len(self._moved) >= _MOVED_MAX:
+                    self._sync(linear)
+
+    def synced_linear(self):
+        """`linear`, brought up to date with what the model learned since it was last: the
+        weights the updates since then moved, read back from VW at once (~0.3 us a weight;
+        ~60 weights an update, fewer per update the more updates share features). None
+        without a copy. Whoever scores from the copy reads it here."""
+        with self._lock:
+            linear = self.linear
+            if linear is not None and self._moved:
+                self._sync(linear)
+            return linear
+
+    def _sync(self, linear) -> None:
+        """Read back the weights at `_moved` into `linear`. The caller holds the lock."""
+        ws = self._workspace()
+        at = np.unique(np.concatenate(self._moved))
+        self._moved.clear()
+        read = _pylibvw.vw.get_weight if _pylibvw is not None else type(ws).get_weight
+        linear.update(at, [read(ws, i, 0) for i in at.tolist()])
+
+    def touches(self, shared: str, action: str) -> np.ndarray | None:
+        """`LinearModel.touched` for an update of this model (and its replicas, which have the
+        same arguments); None without a copy of its weights."""
+        linear = self.linear
+        return None if linear is None else linear.touched(shared, action)
 
     def explain(self, shared: str, action: str, top: int = 5) -> list[dict]:
         """The features that move this action's predicted reward most: each linear feature's
@@ -280,7 +315,7 @@ class VWModel(_Locked):
         """A model that only scores, from `linear`, and was never loaded into VW (a serving
         worker's bootstrap replica read straight from its saved weights: `release` without the load)."""
         model = cls.__new__(cls)
-        model.args, model._lock, model.linear, model._ws = args, threading.Lock(), linear, None
+        model.args, model._lock, model.linear, model._ws, model._moved = args, threading.Lock(), linear, None, []
         return model
 
     def release(self) -> bool:
@@ -321,11 +356,14 @@ class Replicas:
             return type(linear[0]).score_many_lines(linear, shared, actions)  # weights only: lines parsed once
         return np.vstack([m.predict(shared, actions) for m in self.models])
 
-    def learn(self, shared: str, action: str, reward: float, probability: float, seed: int) -> None:
+    def learn(self, shared: str, action: str, reward: float, probability: float, seed: int,
+              touched: np.ndarray | None = None) -> None:
         counts = np.random.default_rng(seed).poisson(1.0, size=len(self.models))
+        if touched is None and counts.any():  # where the copies' weights move: found once for all
+            touched = next((t for t in (m.touches(shared, action) for m in self.models) if t is not None), None)
         for model, count in zip(self.models, counts):
             for _ in range(int(count)):
-                model.learn(shared, action, reward, probability)
+                model.learn(shared, action, reward, probability, touched)
 
     def to_bytes(self) -> list[bytes]:
         return [m.to_bytes() for m in self.models]

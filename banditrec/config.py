@@ -64,7 +64,7 @@ class ServerConfig:
     log_format: str = "json"  # json | text: how the served app logs (one JSON object per line, with event_id)
     heap_trim_s: float = 30.0  # give the C heap's free memory back to the system this often (0: never)
     user_cache_mb: float = 8.0  # per process: the last users' states, served while Redis is away (0: none)
-    direct_scoring: bool = True  # a process that does not learn scores from the model's weights (bandit.linear)
+    direct_scoring: bool = True  # score from copies of the models' weights (bandit.linear), not VW's parser
     counts_wait_s: float = 30.0  # a starting process serves once its copy of the item counts is loaded, or after this
 
     def __post_init__(self):

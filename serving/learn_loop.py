@@ -50,7 +50,8 @@ class LearnerProcess:
         self.config, self.store, self.clock, self.refitter = config, store, clock, refitter
         self.exploring = LiveExploration(config.exploration)
         self.strategy, self.replicas = self.exploring.now.strategy, self.exploring.now.strategy.replicas
-        self.learner = make_learner(config, store, self.strategy, store.latest_snapshot(), learns=True)
+        self.learner = make_learner(config, store, self.strategy, store.latest_snapshot(), learns=True,
+                                    serves=False)
         self._followed_at = -float("inf")
         self._token: str | None = None
         self._held = threading.Event()  # set while the lock is ours (the heartbeat clears it on loss)
@@ -77,7 +78,7 @@ class LearnerProcess:
     def adopt_newer(self) -> bool:
         """Continue from a snapshot newer than ours (a rollback, or a previous learner's last one)."""
         return adopt_latest(self.config, self.store, self.strategy, self.learner, learns=True,
-                            needed=lambda: self.replicas)
+                            needed=lambda: self.replicas, serves=False)
 
     def follow(self) -> None:
         """Train the bootstrap replicas the served strategies need: the live exploration's

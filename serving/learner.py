@@ -37,7 +37,8 @@ def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str
         copy = model.to_bytes()
         for _ in range(n - len(models)):
             models.append(VWModel(args, blob=copy))
-            models[-1].linear = model.linear  # the same weights (None if the model learns)
+            linear = model.synced_linear()
+            models[-1].linear = linear.copy() if linear is not None else None  # its own: it may learn
     return Replicas(models[:n]) if n else None
 
 
@@ -89,6 +90,8 @@ class Learner:
                             firsts.append(entry)
                 if firsts:
                     self.store.count_labelled([e.item_id for e in firsts])
+                if n_batch:
+                    self._sync_copies()
                 self.cursor = batch[-1][0]
                 self.learned += n_batch
                 self.total += n_batch
@@ -105,9 +108,11 @@ class Learner:
             weighted = entry.importance_weighted  # as the decision's strategy learns
             p = max(entry.p, self.cfg.clip_p) if (self.importance_weighted if weighted is None else weighted) else 1.0
             action = at_position(entry.action, entry.position) if self.position_bias else entry.action
-            self.model.learn(entry.shared, action, entry.reward, p)
+            touched = self.model.touches(entry.shared, action)  # the same weights for every model
+            self.model.learn(entry.shared, action, entry.reward, p, touched)
             if self.replicas is not None:
-                self.replicas.learn(entry.shared, action, entry.reward, p, replica_seed(entry.event_id, entry.item_id))
+                self.replicas.learn(entry.shared, action, entry.reward, p, replica_seed(entry.event_id, entry.item_id),
+                                    touched)
             return entry
         except Exception as exc:  # one bad entry must not stop learning for good
             log.exception("reward %s cannot be learned; moved to the dead-letter list", sid)
@@ -131,6 +136,7 @@ class Learner:
                     return base
                 replicas = self.replicas.to_bytes() if self.replicas is not None else []
                 blob = self.model.to_bytes()
+                self._check_copies(blob, replicas)
                 meta = {"cursor": self.cursor, "learned": self.learned, "t": self.total}
                 taken = self.since_snapshot
             version = self.store.put_snapshot(blob, meta, keep, replicas, expect_latest=base)
@@ -141,6 +147,28 @@ class Learner:
                 self.since_snapshot -= taken  # what was learned while we stored counts toward the next one
                 self.snapshot_at = time.monotonic()
                 return self.version
+
+    def _sync_copies(self) -> None:
+        """Bring the copies of the weights the requests score from up to date with a batch just
+        learned (here, off the request path; a batch's updates share many weights: the
+        shared features, the constant, the same items)."""
+        for model in [self.model, *(self.replicas.models if self.replicas is not None else ())]:
+            model.synced_linear()
+
+    def _check_copies(self, blob: bytes, replica_blobs: list[bytes]) -> None:
+        """The copies of the weights a process that learns scores from (`bandit.linear`), each
+        compared with its model as just saved: equal unless a model's updates move weights
+        their examples do not touch. One that differs is read again from the model (logged and
+        counted); its model is scored through VW if that fails. The caller holds the lock."""
+        models = [self.model, *(self.replicas.models if self.replicas is not None else ())]
+        for model, saved in zip(models, [blob, *replica_blobs]):
+            linear = model.synced_linear()
+            if linear is None or linear.matches(saved):
+                continue
+            BACKGROUND_FAILURES.labels("weights_copy").inc()
+            model.linear = type(linear).of(model, saved, learns=True)
+            log.error("the copy of model v%d's weights that scores requests differed from the model; %s",
+                      self.version, "read again" if model.linear is not None else "scoring through VW from now on")
 
     def maybe_snapshot(self, cfg: SnapshotConfig) -> None:
         """Catch up, then snapshot if `interval_s` passed or `every_n_updates` were learned."""

@@ -33,12 +33,12 @@ def fresh_model(cfg: ModelConfig) -> VWModel:
 
 
 def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, learns: bool = False,
-                 replicas: int | None = None) -> Learner:
+                 replicas: int | None = None, serves: bool = True) -> Learner:
     """A learner for `strategy` from a snapshot (or a fresh model), with `replicas` bootstrap
     replicas (default: as many as the strategy needs; more while an exploration canary needs
     them). Replicas the snapshot lacks start as copies of the model, so switching strategies
     never throws away what was learned. It learns when the serving process learns inline or
-    `learns` (the separate learner); else it only serves."""
+    `learns` (the separate learner, which does not serve: `serves` False); else it only serves."""
     args = config.model.vw_args()
     if snapshot is None:
         model, meta = fresh_model(config.model), {"cursor": "0-0", "version": 0, "t": 0, "replica_blobs": []}
@@ -48,16 +48,18 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
     n = strategy.replicas if replicas is None else replicas
     blobs = list(meta.get("replica_blobs", []))[:n]
     serves_only = not (learns or config.server.learns_inline)  # a worker beside a separate learner
-    direct = serves_only and config.server.direct_scoring  # it serves this snapshot unchanged: score from its weights
+    # Scored from the weights (bandit.linear): a worker serves the snapshot unchanged; a process
+    # that learns inline keeps its copies exact as it learns; the separate learner scores nothing.
+    direct = config.server.direct_scoring and serves
     saved = snapshot[0] if snapshot is not None else None
     from_blobs = None
-    if direct and blobs:
+    if direct and serves_only and blobs:
         model.linear = LinearModel.of(model, saved)
         from_blobs = replicas_from_weights(args, model, saved, blobs)
     if from_blobs is None:
         from_blobs = Replicas.from_blobs(args, blobs) if blobs else None
         if direct:
-            read_weights(model, saved, from_blobs, blobs)
+            read_weights(model, saved, from_blobs, blobs, learns=not serves_only)
     kept = fitted_replicas(from_blobs, n, model, args)
     for replica in kept.models if kept is not None and serves_only else ():
         replica.release()  # scored from its weights only (if it has them): VW's copy is ~5 MB a replica
@@ -67,13 +69,15 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
                    position_bias=config.model.position_bias)
 
 
-def read_weights(model: VWModel, blob: bytes | None, replicas: Replicas | None, blobs: list[bytes]) -> None:
-    """Give a model that will not learn (and its replicas) a `bandit.linear` copy of its weights:
-    its candidates are then scored without VW's text parser. A model whose weights cannot be
-    read, or do not give VW's scores, is scored through VW (logged and counted)."""
+def read_weights(model: VWModel, blob: bytes | None, replicas: Replicas | None, blobs: list[bytes], *,
+                 learns: bool = False) -> None:
+    """Give a model (and its replicas) a `bandit.linear` copy of its weights: its candidates are
+    then scored without VW's text parser (`learns`: a copy the model keeps exact as it learns).
+    A model whose weights cannot be read, or do not give VW's scores, is scored through VW
+    (logged and counted)."""
     pairs = [(model, blob), *zip(replicas.models if replicas is not None else (), blobs)]
     for one, saved in pairs:
-        one.linear = one.linear if one.linear is not None else LinearModel.of(one, saved)
+        one.linear = one.linear if one.linear is not None else LinearModel.of(one, saved, learns=learns)
     if any(one.linear is None for one, _ in pairs):
         LINEAR_DECLINED.inc()
         log.warning("model scored through VW's parser: its weights could not be read as a linear model (args %r)",
@@ -95,17 +99,18 @@ def replicas_from_weights(args: str, model: VWModel, blob: bytes | None, blobs: 
 
 
 def adopt_latest(config: Config, store: Store, strategy: Strategy, learner: Learner, *, learns: bool,
-                 needed: Callable[[], int] | None = None) -> bool:
+                 needed: Callable[[], int] | None = None, serves: bool = True) -> bool:
     """Continue from the newest snapshot if it is newer than what `learner` has (any origin:
     the separate learner's, a rollback, a previous learner's last one). `needed()`: how many
-    bootstrap replicas to keep (default: the strategy's), asked again when the new model goes in."""
+    bootstrap replicas to keep (default: the strategy's), asked again when the new model goes in.
+    `serves`: as `make_learner`'s."""
     if store.latest_version() <= learner.version:
         return False
     snapshot = store.latest_snapshot()
     if snapshot is None or snapshot[1]["version"] <= learner.version:
         return False
     fresh = make_learner(config, store, strategy, snapshot, learns=learns,
-                         replicas=needed() if needed is not None else None)
+                         replicas=needed() if needed is not None else None, serves=serves)
     learner.adopt(fresh.model, fresh.replicas, snapshot[1], needed=needed, args=config.model.vw_args())
     origin = snapshot[1].get("origin", "learner")
     if origin == "rollback":

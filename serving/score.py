@@ -3,11 +3,12 @@ context, live session) and each candidate's action line (cached item features + 
 session similarity, popularity and quality now), scored by the mean model and, for the
 strategies that use them, the bootstrap replicas (`bandit.scoring.score`).
 
-A process that serves a snapshot without learning scores from the models' weights instead
-(`bandit.linear`: the same scores, from the catalog's pre-hashed item features, no text per
-candidate); only the shown items' action lines are then written, for learning. Any model
-without a readable copy of its weights, or an index version without hashed features, is
-scored through VW as before."""
+Scored from the models' copies of their weights instead when they have them (`bandit.linear`:
+the same scores, from the catalog's pre-hashed item features, no text per candidate): a
+process that serves a snapshot, and one that learns inline (its copies follow every update);
+only the shown items' action lines are then written, for learning. Any model without a
+readable copy of its weights, or an index version without hashed features, is scored
+through VW as before."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.features import action_lines, shared_line
-from bandit.linear import ItemFeatures
+from bandit.linear import ItemFeatures, LinearModel
 from bandit.scoring import score
 from bandit.strategies import Scores
 from bandit.vw import Replicas, line_features
@@ -70,10 +71,11 @@ def score_candidates(ranking: Ranking, found: Candidates, *, user: dict, context
     if replicas is not None and len(replicas) > strategy.replicas:  # kept for an exploration canary that needs more
         replicas = Replicas(replicas.models[: strategy.replicas]) if strategy.replicas else None
     models = [ranking.model, *(replicas.models if replicas is not None and strategy.top_m > 0 else ())]
+    linear = [m.synced_linear() for m in models]  # up to date with what they learned; read once for the request
     flat = ranking.catalog.item_features(found.rows) if len(found.rows) and all(
-        m.linear is not None for m in models) else None
+        one is not None for one in linear) else None
     if flat is not None:
-        return _direct(ranking, found, models, ItemFeatures(*flat, len(found.rows)), user=user, context=context,
+        return _direct(ranking, found, linear, ItemFeatures(*flat, len(found.rows)), user=user, context=context,
                        recent=recent, session=session, laps=laps)
     shared, actions = features(ranking, found, user=user, context=context, recent=recent, session=session)
     laps("features")
@@ -81,8 +83,8 @@ def score_candidates(ranking: Ranking, found: Candidates, *, user: dict, context
     return Scored(shared, actions, scores)
 
 
-def _direct(ranking: Ranking, found: Candidates, models: list, items: ItemFeatures, *, user: dict, context: dict,
-            recent: dict, session: np.ndarray | None, laps: Laps) -> Scored:
+def _direct(ranking: Ranking, found: Candidates, models: list[LinearModel], items: ItemFeatures, *, user: dict,
+            context: dict, recent: dict, session: np.ndarray | None, laps: Laps) -> Scored:
     """`score_candidates` from the models' weights (`bandit.linear`), the replicas on the mean's top m."""
     catalog, rows = ranking.catalog, found.rows
     shared = shared_line(user, context, recent)
@@ -90,15 +92,15 @@ def _direct(ranking: Ranking, found: Candidates, models: list, items: ItemFeatur
     extras = {"sims": found.sims, "live": catalog.vectors(rows) @ session if session is not None else None,
               "pops": ranking.popular.feature(ids), "quality": ranking.popular.quality(ids, rows, catalog)}
     parsed = line_features(shared)  # hashed once for the mean's design and the replicas'
-    design = models[0].linear.design(parsed, items, **extras)
+    design = models[0].design(parsed, items, **extras)
     laps("features")
-    scores = Scores(models[0].linear.score(design))
+    scores = Scores(models[0].score(design))
     laps("vw_score")
     if len(models) > 1:
         top = np.argsort(-scores.mean, kind="stable")[: ranking.strategy.top_m]
         some = {key: None if values is None else np.asarray(values)[top] for key, values in extras.items()}
-        design = models[0].linear.design(parsed, items.take(top), **some)
+        design = models[0].design(parsed, items.take(top), **some)
         scores.replicas = np.full((len(models) - 1, len(rows)), -np.inf)
-        scores.replicas[:, top] = np.vstack([m.linear.score(design) for m in models[1:]])
+        scores.replicas[:, top] = np.vstack([m.score(design) for m in models[1:]])
         laps("replicas")
     return Scored(shared, Actions(catalog.lines, rows, extras), scores)

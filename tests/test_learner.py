@@ -151,6 +151,7 @@ def test_rollback_serves_an_older_model_and_skips_the_rewards_since(build, open_
     assert main(["model", "rollback", str(v1)]) == 0
     assert service.adopt_newer_model() is True  # what its model-watch task does
     np.testing.assert_allclose(service.model.predict(PROBE_SHARED, PROBE), at_v1, atol=1e-7)
+    assert service.model.linear is not None  # the adopted model learns on, and scores from its weights
     assert service.learner.catch_up() == 0  # the rolled-back rewards are not learned again
     body = client.post("/recommend", json={"user_id": "u4", "k": 1}).get_json()
     assert body["model_version"] == service.learner.version == v1 + 2

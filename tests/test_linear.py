@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from bandit.features import action_line, action_lines, item_line
+from bandit.features import action_line, action_lines, at_position, item_line
 from bandit.linear import ItemFeatures, LinearModel, hash_line, hash_lines
 from bandit.vw import Replicas, VWModel, dense_weights
 from banditrec.config import ModelConfig
@@ -19,15 +19,20 @@ from serving.records import UserState
 from tests.conftest import NOW
 
 
+def _example(rng: random.Random) -> tuple[str, str, float, float]:
+    """A random (shared line, action line, reward, probability) in our namespaces."""
+    shared = (f"shared |User age={rng.randrange(5)} taste=t{rng.randrange(9)} |Context device=d{rng.randrange(3)} "
+              f"hour={rng.randrange(24)} |Recent cat=t{rng.randrange(9)} len={rng.randrange(4)}")
+    action = action_line(f"|Item id=i{rng.randrange(300)} cat=t{rng.randrange(9)} price={rng.randrange(6)}",
+                         rng.uniform(-1, 1), rng.uniform(-1, 1), rng.random(), rng.random())
+    return shared, action, float(rng.random() < 0.3), rng.choice((0.05, 0.5, 1.0))
+
+
 def _trained(args: str, n: int = 3000, seed: int = 0) -> VWModel:
     rng = random.Random(seed)
     model = VWModel(args)
     for _ in range(n):
-        shared = (f"shared |User age={rng.randrange(5)} taste=t{rng.randrange(9)} |Context device=d{rng.randrange(3)} "
-                  f"hour={rng.randrange(24)} |Recent cat=t{rng.randrange(9)} len={rng.randrange(4)}")
-        action = action_line(f"|Item id=i{rng.randrange(300)} cat=t{rng.randrange(9)} price={rng.randrange(6)}",
-                             rng.uniform(-1, 1), rng.uniform(-1, 1), rng.random(), rng.random())
-        model.learn(shared, action, float(rng.random() < 0.3), rng.choice((0.05, 0.5, 1.0)))
+        model.learn(*_example(rng))
     return model
 
 
@@ -57,12 +62,40 @@ def test_weights_read_from_a_saved_model_score_as_vw_does(bits):
                                atol=1e-5)
 
 
-def test_a_model_that_learns_drops_its_frozen_weights():
-    model = _trained(ModelConfig().vw_args(), n=200)
-    model.linear = LinearModel.of(model)
-    assert model.linear is not None
-    model.learn("shared |User a=1", "|Item id=i1", 1.0, 0.5)
-    assert model.linear is None
+def test_a_model_that_learns_keeps_its_copy_of_the_weights_exact():
+    """Each update notes the weights it moved (`LinearModel.touched`), read back from VW when
+    the copy is read: after many (slate positions learned too), the copy is the model's
+    weights, every one, and scores as VW does; replicas that learn each reward a random
+    number of times, the places found once, too."""
+    args = ModelConfig().vw_args()
+    model = _trained(args, n=200)
+    replicas = Replicas([_trained(args, n=200, seed=s) for s in (1, 2)])
+    for one in [model, *replicas.models]:
+        one.linear = LinearModel.of(one, learns=True)
+        assert one.linear is not None
+    before = model.linear.weights.copy()
+    rng = random.Random(5)
+    for n in range(500):
+        shared, action, reward, p = _example(rng)
+        action = at_position(action, rng.randrange(1, 9))
+        touched = model.touches(shared, action)
+        model.learn(shared, action, reward, p, touched)
+        replicas.learn(shared, action, reward, p, seed=n, touched=touched if n % 2 else None)
+    assert np.sum(before != model.synced_linear().weights) > 100  # it moved: the comparison below can fail
+    for one in [model, *replicas.models]:
+        assert one.synced_linear().matches(one.to_bytes())
+        assert one.linear.agrees_with(one)
+    plain = VWModel(args)
+    plain.learn(shared, action, 1.0, 0.5)
+    assert plain.linear is None and plain.touches(shared, action) is None  # no copy: nothing to keep
+
+
+def test_a_model_whose_updates_move_every_weight_gets_no_copy_to_keep():
+    """L2 regularisation scales every prediction by what all updates did: a copy could not
+    follow it from the weights an update touches."""
+    scaled = VWModel(ModelConfig(bits=14, l2=0.01).vw_args())  # not yet scaled: its weights read as they are
+    assert LinearModel.of(scaled) is not None and LinearModel.of(scaled, learns=True) is None
+    assert LinearModel.of(VWModel(ModelConfig(bits=14).vw_args()), learns=True) is not None
 
 
 def test_a_model_this_module_cannot_compute_is_declined():
@@ -113,7 +146,7 @@ def test_the_build_stores_hashed_features_and_added_items_are_hashed_when_scored
     assert sorted(hashes[owner == 0].tolist()) == sorted(hash_line(catalog.lines[row])[0].tolist())
 
 
-def _learn_and_snapshot(service, rounds: int = 300) -> None:
+def _learn_and_snapshot(service, rounds: int = 300, snapshot: bool = True) -> None:
     """Rewards for real slates learned into the model and its replicas (each their own Poisson
     draws), then a snapshot: item and crossed weights that are not zero, replicas that differ."""
     rng = random.Random(3)
@@ -128,7 +161,13 @@ def _learn_and_snapshot(service, rounds: int = 300) -> None:
             learner.model.learn(slate.shared, item.action, reward, item.probability)
             if learner.replicas is not None:
                 learner.replicas.learn(slate.shared, item.action, reward, item.probability, rng.randrange(2 ** 32))
-    learner.snapshot(keep=5)
+    if snapshot:
+        learner.snapshot(keep=5)
+
+
+def _models(service) -> list[VWModel]:
+    learner = service.learner
+    return [learner.model, *(learner.replicas.models if learner.replicas is not None else ())]
 
 
 @pytest.mark.parametrize("strategy", ["epsilon_greedy", "thompson"])
@@ -139,13 +178,46 @@ def test_a_serving_process_draws_the_same_slates_from_the_weights_as_through_vw(
     worker = config.replace(server={"workers": 2})  # a separate learner: these only serve the snapshot
     direct = open_service(worker)
     through_vw = open_service(worker.replace(server={"direct_scoring": False}))
-    learner = direct.learner
-    models = [learner.model, *(learner.replicas.models if learner.replicas is not None else ())]
+    models = _models(direct)
     assert all(m.linear is not None for m in models)
-    assert all(m.linear is None for m in [through_vw.learner.model, *(through_vw.learner.replicas.models
-                                                                      if through_vw.learner.replicas else ())])
+    assert all(m.linear is None for m in _models(through_vw))
     if strategy == "thompson":  # replicas that learned differently: their part of the scoring is tested too
         assert np.ptp([m.linear.weights.sum() for m in models[1:]]) > 0
+    _assert_same_slates(direct, through_vw, monkeypatch)
+
+
+@pytest.mark.parametrize("strategy", ["epsilon_greedy", "thompson"])
+def test_a_process_that_learns_inline_scores_from_copies_of_the_weights_it_keeps_exact(build, open_service, strategy,
+                                                                                      monkeypatch):
+    """One worker learns as it serves: its models keep their copies of the weights exact as they
+    learn (no snapshot read back), so it draws the same slates from them as a process that
+    learned the same rewards and scores through VW. A copy found to differ from its model when
+    a snapshot is written is read again (counted)."""
+    from serving.metrics import BACKGROUND_FAILURES
+
+    config = build(exploration={"strategy": strategy})  # one worker: it learns inline
+    direct = open_service(config)
+    through_vw = open_service(config.replace(server={"direct_scoring": False}))
+    for service in (direct, through_vw):  # the same slates (the comparison below), the same rewards
+        _learn_and_snapshot(service, snapshot=False)
+    models = _models(direct)
+    assert all(m.linear is not None and m._ws is not None for m in models)
+    assert all(m.linear is None for m in _models(through_vw))
+    for mine, theirs in zip(models, _models(through_vw), strict=True):
+        assert mine.synced_linear().matches(theirs.to_bytes())  # learned alike, and the copy is every weight of it
+    _assert_same_slates(direct, through_vw, monkeypatch)
+
+    copy = models[-1].linear
+    copy.weights[np.flatnonzero(copy.weights)[:5]] += 1.0  # a copy that drifted
+    drifted = BACKGROUND_FAILURES.labels("weights_copy")._value.get()
+    direct.learner.snapshot(keep=5)
+    assert BACKGROUND_FAILURES.labels("weights_copy")._value.get() == drifted + 1
+    assert models[-1].linear is not copy and models[-1].linear.matches(models[-1].to_bytes())
+
+
+def _assert_same_slates(direct, through_vw, monkeypatch) -> None:
+    """`direct` scores every request from the weights, `through_vw` through VW's parser: the
+    same items, probabilities and logged action lines; scores equal but for rounding."""
     real, calls = score_module._direct, []
     monkeypatch.setattr(score_module, "_direct", lambda *a, **k: calls.append(1) or real(*a, **k))
     users = [f"u{i}" for i in range(0, 150, 7)]
