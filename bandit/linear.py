@@ -171,13 +171,14 @@ class LinearModel:
         """The weights an update on `action` (the line as learned, without its label) under
         `shared` can move (`--cb_adf`: VW learns the chosen action's example alone, the shared
         features merged into it): every feature of both lines, the constant, and each crossed
-        pair of a shared namespace in `crossed` with an `Item` feature."""
-        mask = int(self.mask)
+        pair of a shared namespace in `crossed` with an `Item` feature (repeats left in)."""
         features = line_features(shared) + line_features(action)
-        firsts = [h * _FNV_PRIME for space, h, _ in features if space[:1] in self.crossed]
-        items = [h for space, h, _ in features if space[:1] == ITEM]
-        at = [h & mask for _, h, _ in features] + [_CONSTANT & mask] + [(f ^ h) & mask for f in firsts for h in items]
-        return np.unique(np.asarray(at, dtype=np.int64))
+        n = len(features)
+        hashes = np.fromiter((h for _, h, _ in features), dtype=np.uint64, count=n)
+        crossed = np.fromiter((space[:1] in self.crossed for space, _, _ in features), dtype=bool, count=n)
+        items = np.fromiter((space[:1] == ITEM for space, _, _ in features), dtype=bool, count=n)
+        pairs = (hashes[crossed] * np.uint64(_FNV_PRIME))[:, None] ^ hashes[items][None, :]
+        return (np.concatenate([hashes, [np.uint64(_CONSTANT)], pairs.ravel()]) & self.mask).astype(np.int64)
 
     def update(self, at: np.ndarray, values: list[float]) -> None:
         """Set the weights at `at` (a model that learned: VW's weights there now)."""
