@@ -109,6 +109,12 @@ class Bench:
             self._embedded = None
 
 
+# A decision's wait for rewards in the benchmarks (the shipped 60 s + a 30 s closing delay would
+# leave each section's decisions to be closed during the next one): `benchmarks.http_load`.
+CLOSE_AFTER_S = 10.0
+CLOSING = {"reward_wait_s": CLOSE_AFTER_S, "close_delay_s": 0.0}
+
+
 def parser_for(doc: str) -> "argparse.ArgumentParser":
     """The options every benchmark script shares: where the deployment lives, and its size."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])

@@ -12,6 +12,13 @@ more than one worker) on a demo deployment of the given size, then:
   errors (2 workers);
 - memory: RSS (and private memory) of each worker after start-up and after a warm-up, and its
   growth over a long mixed run (from the run's start, after the load steps, to its end).
+
+Every server here closes its decisions `CLOSE_AFTER_S` after they are made (not the shipped
+90 s: `feedback.reward_wait_s` 60 + `close_delay_s` 30), so a load step carries the closing of
+its own decisions (their default rewards learned) as a sustained load does, and it starts
+measuring once no decision of an earlier section waits to be closed (`Server.settle`): a
+backlog left by the section before, whose size depends on how that section did, would
+otherwise be measured as this one's latency.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from banditrec.config import dump_toml
-from benchmarks.harness import ROOT, Bench, bench_for, parser_for, percentiles, user_ids
+from benchmarks.harness import CLOSING, ROOT, Bench, bench_for, parser_for, percentiles, user_ids
 
 
 def free_port() -> int:
@@ -41,13 +48,16 @@ def free_port() -> int:
 
 
 class Server:
-    """`banditrec serve` in a process group of its own, with settings on top of the bench's."""
+    """`banditrec serve` in a process group of its own, with settings on top of the bench's; it
+    answers once its workers are up and no earlier decision waits to be closed (`settle`)."""
 
-    def __init__(self, bench: Bench, *, workers: int = 1, log_name: str = "serve", **sections):
+    def __init__(self, bench: Bench, *, workers: int = 1, log_name: str = "serve", settle: bool = True,
+                 **sections):
         self.port = free_port()
         config = bench.directory / f"{log_name}.toml"
         server = {**sections.pop("server", {}), "workers": workers, "port": self.port}  # other server knobs kept
-        settings = _merge(bench.config_path, {"server": server, **sections})
+        feedback = {**CLOSING, **sections.pop("feedback", {})}
+        settings = _merge(bench.config_path, {"server": server, "feedback": feedback, **sections})
         config.write_text(dump_toml(settings))
         self.log = bench.directory / f"{log_name}.log"
         env = {**bench.env(), "BANDITREC_CONFIG": str(config)}
@@ -61,12 +71,31 @@ class Server:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
             try:
                 if len(self.worker_pids()) == workers:
-                    return
+                    break
             except OSError:
                 pass
             time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
+        else:
+            self.stop()
+            raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
+        if settle:
+            try:
+                self.settled_s = self.settle()
+            except BaseException:
+                self.stop()
+                raise
+
+    def settle(self, timeout_s: float = 900.0) -> float:
+        """Until no decision waits to be closed (GET /learning: none pending): those of earlier
+        sections come due (`CLOSE_AFTER_S` after they were made) and are closed and learned by
+        this server first. The seconds waited."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            with urllib.request.urlopen(f"{self.url}/learning", timeout=10) as response:
+                if json.loads(response.read())["waiting"]["decisions"] == 0:
+                    return time.monotonic() - start
+            time.sleep(1.0)
+        raise RuntimeError(f"decisions still waiting to be closed after {timeout_s:g} s")
 
     def learner_pid(self) -> int | None:
         """The learner process `banditrec serve` started (in a session of its own), if any."""

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import Bench, bench_for, parser_for, percentiles, user_ids
+from benchmarks.harness import CLOSING, Bench, bench_for, parser_for, percentiles, user_ids
 from serving import Service
 from serving.feedback import feedback
 from serving.recommend import recommend
@@ -33,7 +33,7 @@ def measure(bench: Bench, strategy: str, requests: int, n_candidates: int = 1000
     config = bench.config_with(retrieval={"n_candidates": n_candidates},
                                server={"max_k": max(k, 100), "learner": "process" if worker else "auto",
                                        "direct_scoring": direct_scoring},
-                               exploration={"strategy": strategy}, inactive={"after_s": 0.0})
+                               exploration={"strategy": strategy}, inactive={"after_s": 0.0}, feedback=CLOSING)
     service = Service.open(config, start_threads=False)
     rng = np.random.default_rng(seed)
     users = user_ids(bench, requests, seed)
