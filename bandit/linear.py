@@ -11,6 +11,10 @@ candidate. `LinearModel.of` checks the result against VW's own predictions on a 
 probe examples and declines (None) when they differ, when the model has features this
 module does not handle (`--lrq`, interactions not of a shared namespace with `Item`), or
 when the weights cannot be read: the caller then scores through VW as before.
+
+A process that learns inline keeps its copies exact instead: an update moves only the
+weights of the learned example's features, the constant and their crossed pairs
+(`LinearModel.touched`), and those are read back from VW (`bandit.vw.VWModel.synced_linear`).
 """
 
 from __future__ import annotations
@@ -120,9 +124,9 @@ def quantised(values) -> np.ndarray:
 
 class LinearModel:
     """A copy of a model's weights that scores candidates as VW would: frozen in a process that
-    serves a snapshot; kept equal to VW's in one that learns (`VWModel.learn` writes back the
-    weights each update moved, `update`). A score reads the weights under the copy's lock, so
-    it sees them before or after an update, never halfway."""
+    serves a snapshot; kept equal to VW's in one that learns (`VWModel.synced_linear` reads back
+    the weights its updates moved into it, `update`). A score reads the weights under the
+    copy's lock, so it sees them before or after an update, never halfway."""
 
     def __init__(self, weights: np.ndarray, crossed: str):
         self.weights = weights

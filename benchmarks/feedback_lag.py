@@ -24,6 +24,7 @@ import time
 
 from benchmarks.harness import Bench, bench_for, parser_for, percentiles, user_ids
 from benchmarks.http_load import Server
+from serving.config import FeedbackConfig
 from store import StoreError
 
 SNAPSHOT_S = 5.0  # snapshot.interval_s of the measured service
@@ -98,9 +99,10 @@ def _sid(text: str) -> tuple[int, int]:
 
 
 def measure(bench: Bench, strategy: str, n_rewards: int, rate: float, backlog: int) -> dict:
+    shipped = {"reward_wait_s": FeedbackConfig.reward_wait_s, "close_delay_s": FeedbackConfig.close_delay_s}
     server = Server(bench, workers=2, log_name=f"serve-feedback-{strategy}", exploration={"strategy": strategy},
-                    feedback={"aggregation": "earliest"}, inactive={"after_s": 0.0},
-                    snapshot={"interval_s": SNAPSHOT_S})
+                    feedback={"aggregation": "earliest", **shipped},  # its rewards come up to ~30 s after the slates
+                    inactive={"after_s": 0.0}, snapshot={"interval_s": SNAPSHOT_S})
     store = bench.store()
     watch, health = ProgressWatch(store), HealthWatch(server.port)
     try:

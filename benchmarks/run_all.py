@@ -106,9 +106,11 @@ def closing(stage: dict) -> str:
             f"(the \"(worker)\" columns below; a little more over HTTP): 200 req/s takes {0.2 * ms:.1f} of the 2 "
             "cores for the workers alone, beside the load generator, the learner and Redis. " if ms else "")
     return ("Why the numbers are what they are (see the README's Performance section for the reasoning): " + cost +
-            "The one-client p99 on 1 worker that learns inline varies from run to run: its background thread closes "
-            "the decisions earlier runs left without a reward (their wait ends while it is measured) and holds the GIL "
-            "while it learns them; 2 workers beside the separate learner do not share that cost. A worker's own memory "
+            "The servers close decisions 10 s after they are made (`benchmarks.harness.CLOSE_AFTER_S`: a load step "
+            "carries the closing of its own, as a sustained load does) and are measured once no decision of an earlier "
+            "section waits to be closed. On 1 worker that learns inline the closing and its learning run on a "
+            "background thread of the serving process and hold the GIL meanwhile, which shows in its p99; 2 workers "
+            "beside the separate learner do not share that cost. A worker's own memory "
             "is its Python runtime and libraries (~45 MB), its copy of the items' counts (~25 MB at 1M items) and its "
             "models' weights (1 MB a model at `model.bits` = 18, plus VW's copy of the mean); it takes requests once "
             "that copy is loaded (`server.counts_wait_s`: serving during the load left it ~30 MB more), and builds run "

@@ -249,7 +249,7 @@ class SnapshotConfig:
     """Model snapshots: written every `interval_s` or `every_n_updates`, and on shutdown."""
 
     interval_s: float = 30.0
-    every_n_updates: int = 1000
+    every_n_updates: int = 10_000
     keep: int = 10
     startup_replay: int = 100_000
 

@@ -34,10 +34,9 @@ def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str
     if len(models) == n:
         return replicas
     if n > len(models):
-        copy = model.to_bytes()
+        copy, linear = model.to_bytes(), model.synced_linear()
         for _ in range(n - len(models)):
             models.append(VWModel(args, blob=copy))
-            linear = model.synced_linear()
             models[-1].linear = linear.copy() if linear is not None else None  # its own: it may learn
     return Replicas(models[:n]) if n else None
 
