@@ -140,8 +140,8 @@ class LinearModel:
         """The model's weights as they are now (`blob`: as it was saved, if at hand), checked
         against its own predictions; None if they cannot be read or do not agree. With `learns`
         (a copy the model keeps up to date as it learns), also None for a model whose updates
-        move more weights than the ones its example touches (`--l1`, `--l2`: every prediction
-        is scaled by what all updates did)."""
+        move more than the weights its example touches (`--l1` truncates every weight at
+        prediction, `--l2` scales every prediction, by what all updates did)."""
         blob = model.to_bytes() if blob is None else blob
         options = saved_options(blob)  # the model's own command line: a config edited since does not count
         if learns and not (_follows(model.args) and (options is None or _follows(options[0]))):  # --l2 is not saved

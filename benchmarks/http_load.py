@@ -91,9 +91,12 @@ class Server:
         this server first. The seconds waited."""
         start = time.monotonic()
         while time.monotonic() - start < timeout_s:
-            with urllib.request.urlopen(f"{self.url}/learning", timeout=10) as response:
-                if json.loads(response.read())["waiting"]["decisions"] == 0:
-                    return time.monotonic() - start
+            try:
+                with urllib.request.urlopen(f"{self.url}/learning", timeout=10) as response:
+                    if json.loads(response.read())["waiting"]["decisions"] == 0:
+                        return time.monotonic() - start
+            except (OSError, ValueError, KeyError):  # busy closing a backlog, or Redis away: ask again
+                pass
             time.sleep(1.0)
         raise RuntimeError(f"decisions still waiting to be closed after {timeout_s:g} s")
 

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 MARK_TTL_EXTRA_S = 7 * 86400.0  # "learned" marks outlive the reward window by a week
 
 
-def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str) -> Replicas | None:
-    """`replicas` cut or padded to `n` (new ones: copies of `model`); None for 0."""
+def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str,
+                    learns: bool = True) -> Replicas | None:
+    """`replicas` cut or padded to `n` (new ones: copies of `model`); None for 0. New replicas
+    that will learn get their own copy of the model's weights (`bandit.linear`); ones that only
+    serve share the model's."""
     models = list(replicas.models) if replicas is not None else []
     if len(models) == n:
         return replicas
@@ -37,7 +40,7 @@ def fitted_replicas(replicas: Replicas | None, n: int, model: VWModel, args: str
         copy, linear = model.to_bytes(), model.synced_linear()
         for _ in range(n - len(models)):
             models.append(VWModel(args, blob=copy))
-            models[-1].linear = linear.copy() if linear is not None else None  # its own: it may learn
+            models[-1].linear = linear.copy() if linear is not None and learns else linear
     return Replicas(models[:n]) if n else None
 
 
@@ -149,8 +152,8 @@ class Learner:
 
     def _sync_copies(self) -> None:
         """Bring the copies of the weights the requests score from up to date with a batch just
-        learned (here, off the request path; a batch's updates share many weights: the
-        shared features, the constant, the same items)."""
+        learned (here, in the learning thread, unless a request read them first; a batch's
+        updates share many weights: the shared features, the constant, the same items)."""
         for model in [self.model, *(self.replicas.models if self.replicas is not None else ())]:
             model.synced_linear()
 
@@ -166,7 +169,8 @@ class Learner:
                 continue
             BACKGROUND_FAILURES.labels("weights_copy").inc()
             model.linear = type(linear).of(model, saved, learns=True)
-            log.error("the copy of model v%d's weights that scores requests differed from the model; %s",
+            log.error("the copy of model v%d's weights that scores requests differed from the model (or the "
+                      "saved model could not be read); %s",
                       self.version, "read again" if model.linear is not None else "scoring through VW from now on")
 
     def maybe_snapshot(self, cfg: SnapshotConfig) -> None:
@@ -188,7 +192,7 @@ class Learner:
             have = len(self.replicas) if self.replicas is not None else 0
             if n == have or (grow_only and n < have):
                 return False
-            self.replicas = fitted_replicas(self.replicas, n, self.model, args)
+            self.replicas = fitted_replicas(self.replicas, n, self.model, args, learns=self.enabled)
             return True
 
     def adopt(self, model: VWModel, replicas: Replicas | None, meta: dict, *,
@@ -200,7 +204,7 @@ class Learner:
         lets go of it."""
         with self._lock:
             if needed is not None:
-                replicas = fitted_replicas(replicas, needed(), model, args)
+                replicas = fitted_replicas(replicas, needed(), model, args, learns=self.enabled)
             self.model, self.replicas = model, replicas
             self.cursor, self.version, self.total = meta["cursor"], meta["version"], meta.get("t", 0)
             self.since_snapshot = 0

@@ -60,7 +60,7 @@ def make_learner(config: Config, store: Store, strategy: Strategy, snapshot, *, 
         from_blobs = Replicas.from_blobs(args, blobs) if blobs else None
         if direct:
             read_weights(model, saved, from_blobs, blobs, learns=not serves_only)
-    kept = fitted_replicas(from_blobs, n, model, args)
+    kept = fitted_replicas(from_blobs, n, model, args, learns=not serves_only)
     for replica in kept.models if kept is not None and serves_only else ():
         replica.release()  # scored from its weights only (if it has them): VW's copy is ~5 MB a replica
     return Learner(store, model, config.feedback, cursor=meta["cursor"], version=meta["version"],

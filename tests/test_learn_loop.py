@@ -34,7 +34,8 @@ def test_workers_do_not_learn_the_learner_does(build, open_service, store):
     try:
         assert learner.step() == 3
         assert learner.learner.learned == 3 and store.learner_progress()["t"] == learner.learner.total
-        assert learner.learner.model.linear is None  # it scores nothing: no copy of the weights to keep
+        models = [learner.learner.model, *(learner.learner.replicas.models if learner.learner.replicas else ())]
+        assert all(m.linear is None for m in models)  # it scores nothing: no copies of the weights to keep
         assert learner.step(block_ms=50) == 0  # nothing new: it waited on the stream
         version = learner.learner.snapshot(config.snapshot.keep)
         assert service.adopt_newer_model() and service.learner.version == version

@@ -90,6 +90,36 @@ def test_a_model_that_learns_keeps_its_copy_of_the_weights_exact():
     assert plain.linear is None and plain.touches(shared, action) is None  # no copy: nothing to keep
 
 
+def test_a_copy_is_brought_up_to_date_by_the_updates_themselves_when_nobody_reads_it(monkeypatch):
+    """Bounded memory: after `_MOVED_MAX` updates noted, the update reads them back itself."""
+    import bandit.vw as vw
+
+    monkeypatch.setattr(vw, "_MOVED_MAX", 7)
+    model = _trained(ModelConfig().vw_args(), n=50)
+    model.linear = LinearModel.of(model, learns=True)
+    rng = random.Random(9)
+    for _ in range(6):
+        model.learn(*_example(rng))
+    assert not model.linear.matches(model.to_bytes()) and len(model._moved) == 6  # noted, not yet read
+    model.learn(*_example(rng))
+    assert model._moved == [] and model.linear.matches(model.to_bytes())
+
+
+def test_an_update_whose_weights_cannot_be_located_drops_the_copy_and_is_learned(monkeypatch):
+    model = _trained(ModelConfig().vw_args(), n=50)
+    model.linear = LinearModel.of(model, learns=True)
+    before = model.predict("shared |User age=1", ["|Item id=i1 cat=t1 price=1"])
+
+    def broken(self, shared, action):
+        raise ValueError("a value our hasher does not read")
+
+    monkeypatch.setattr(LinearModel, "touched", broken)
+    assert model.touches("shared |User a=1", "|Item id=i1") is None
+    model.learn("shared |User age=1", "|Item id=i1 cat=t1 price=1", 1.0, 0.5)
+    assert model.linear is None and model.synced_linear() is None  # scored through VW from now on
+    assert model.predict("shared |User age=1", ["|Item id=i1 cat=t1 price=1"]) != before  # VW learned it
+
+
 def test_a_model_whose_updates_move_every_weight_gets_no_copy_to_keep():
     """L2 regularisation scales every prediction by what all updates did: a copy could not
     follow it from the weights an update touches."""
