@@ -141,8 +141,8 @@ class Catalog:
             self._category.append(self._code(item.get("category", "")))
             self._live.append(True)
             self._fresh_vectors.append(vector)
+            self.row_of[item["item_id"]] = row  # before it can be found: a filter by rows (`allowed`) hides it then
             self._fresh_rows.append(row)
-            self.row_of[item["item_id"]] = row
             self.revision += 1
             if cursor is not None:
                 self.cursor = cursor

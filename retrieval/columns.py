@@ -189,12 +189,16 @@ class IdMap:
             i += 1
         return found
 
-    def get_many(self, item_ids: list[str], remember: bool = True) -> np.ndarray:
+    def get_many(self, item_ids: list[str], remember: bool = True, memo: dict[str, int] | None = None) -> np.ndarray:
         """Rows of many ids at once (-1 where unknown): the hashes searched in one numpy call,
         each hit confirmed by its id's bytes; overlays, collisions and misses take the exact path.
         The built rows found are remembered for the next calls unless `remember` is false (a
-        scan of every item would only push out the ids requests look up again and again)."""
-        out = np.fromiter(map(self._memo.get, item_ids, itertools.repeat(-1)), dtype=np.int64, count=len(item_ids))
+        scan of every item would only push out the ids requests look up again and again), in
+        the caller's own `memo` if given (a list looked up again and again, as large as this
+        map's own memo), unbounded: the caller keeps it to the ids it asks for."""
+        own = memo is None
+        memo = self._memo if own else memo
+        out = np.fromiter(map(memo.get, item_ids, itertools.repeat(-1)), dtype=np.int64, count=len(item_ids))
         todo = np.flatnonzero(out < 0)
         sorted_hashes, n = np.asarray(self._hashes), len(self._hashes)
         if n and len(todo):
@@ -209,10 +213,10 @@ class IdMap:
                                dtype=bool, count=len(hit))
             confirmed = hit[same]  # positions in `asked`
             out[todo[confirmed]] = rows[same]
-            if remember and len(confirmed) <= _MEMO_MAX:
-                if len(self._memo) + len(confirmed) > _MEMO_MAX:
-                    self._memo.clear()
-                self._memo.update(zip([asked[i] for i in confirmed.tolist()], rows[same].tolist()))
+            if remember and (len(confirmed) <= _MEMO_MAX or not own):
+                if own and len(memo) + len(confirmed) > _MEMO_MAX:
+                    memo.clear()
+                memo.update(zip([asked[i] for i in confirmed.tolist()], rows[same].tolist()))
         exact = np.flatnonzero(out < 0).tolist()
         if self._changed:
             exact = sorted(set(exact).union(i for i, item_id in enumerate(item_ids) if item_id in self._changed))

@@ -43,12 +43,12 @@ def in_order(ranking: Ranking, found: Candidates, scored: Scored, *, k: int,
 
 def slate_items(ranking: Ranking, found: Candidates, scored: Scored, choices: list[Choice],
                 fresh: np.ndarray) -> list[SlateItem]:
-    ids = found.item_ids(ranking.catalog)
     wanted = [c.index for c in choices]
+    ids = found.ids_at(ranking.catalog, wanted)
     actions = scored.actions.take(wanted) if hasattr(scored.actions, "take") else [scored.actions[i] for i in wanted]
-    return [SlateItem(ids[c.index], position, round(float(scored.scores.mean[c.index]), 6) + 0.0,
+    return [SlateItem(item_id, position, round(float(scored.scores.mean[c.index]), 6) + 0.0,
                       c.probability, c.explored, bool(fresh[c.index]), action)
-            for position, (c, action) in enumerate(zip(choices, actions), start=1)]
+            for position, (c, item_id, action) in enumerate(zip(choices, ids, actions), start=1)]
 
 
 def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | None,
@@ -61,8 +61,9 @@ def logged_candidates(ranking: Ranking, found: Candidates, probs: np.ndarray | N
     keep = np.argsort(-probs, kind="stable")[: cfg.max_candidates]
     if choices and choices[0].index not in keep:
         keep = np.append(keep[:-1], choices[0].index)
-    ids, sims = found.item_ids(ranking.catalog), found.sims
-    return [[ids[i], None if sims is None else round(float(sims[i]), 4), float(probs[i])] for i in keep]
+    sims, keep = found.sims, keep.tolist()
+    return [[item_id, None if sims is None else round(float(sims[i]), 4), float(probs[i])]
+            for i, item_id in zip(keep, found.ids_at(ranking.catalog, keep))]
 
 
 def fresh_mask(ranking: Ranking, found: Candidates, now: float) -> np.ndarray:
@@ -75,9 +76,7 @@ def fresh_mask(ranking: Ranking, found: Candidates, now: float) -> np.ndarray:
         return young & (cfg.min_impressions > 0)
     idx = np.flatnonzero(young)
     try:
-        ids = found.item_ids(ranking.catalog)
-        young_ids = [ids[i] for i in idx.tolist()]
-        counts = np.asarray(ranking.labelled(young_ids))
+        counts = np.asarray(ranking.labelled(found.ids_at(ranking.catalog, idx)))
     except StoreError:
         counts = np.zeros(len(idx))  # unknown while Redis is away: treat young items as unobserved
     young[idx] = counts < cfg.min_impressions

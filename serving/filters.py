@@ -13,14 +13,18 @@ def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen
     """Mask over `rows`: available (in stock, not deleted), not excluded by the request, not seen
     (consumed), not blocked by a rule. The one place that decides what may be shown: the
     candidate sources skip unavailable rows only to fill their counts. `ids`: the rows' item
-    ids, when the caller has them."""
+    ids, when the caller has them; else the hidden ids are looked up as rows (an available
+    row is its id's only one: an upsert retires the row it replaces before the new one can be
+    found, `Catalog.upsert`)."""
     if not len(rows):
         return np.ones(0, dtype=bool)
     mask = catalog.available(rows)
     hidden = exclude | seen if seen else exclude
-    if hidden:
-        ids = catalog.ids.take(rows) if ids is None else ids
+    if hidden and ids is not None:
         mask &= np.fromiter((i not in hidden for i in ids), dtype=bool, count=len(rows))
+    elif hidden:
+        found = catalog.row_of.get_many(list(hidden))
+        mask &= ~np.isin(rows, found[found >= 0])
     for rule in cfg.block:
         if rule.context in context and context[rule.context] == rule.value and \
                 type(context[rule.context]) is type(rule.value):

@@ -57,9 +57,11 @@ class ItemCounts:
         self.failures = 0  # background loads that failed (logged)
         self.discarded = 0  # background loads not merged: the catalog, the epoch or the change list moved on
 
-    def read(self, catalog, rows: np.ndarray, ids: list[str]) -> tuple[np.ndarray, tuple[float, float] | None]:
+    def read(self, catalog, rows: np.ndarray,
+             ids: list[str] | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:
         """(len(rows), 4) counts (events, engaged events, live exposure, live engagements) of
-        the catalog's `rows` (whose ids are `ids`) as they are now, and the live totals.
+        the catalog's `rows` (whose ids are `ids`, else named where needed) as they are now, and
+        the live totals.
         Raises StoreError while Redis is away."""
         rows = np.asarray(rows, dtype=np.int64)
         with self._lock:
@@ -80,7 +82,8 @@ class ItemCounts:
             missing = np.flatnonzero(~self._known[rows])
             if len(missing):
                 missing = missing[np.unique(rows[missing], return_index=True)[1]]  # a row once
-                *columns, asof = self.store.counts_as_of([ids[i] for i in missing])
+                names = catalog.ids.take(rows[missing]) if ids is None else [ids[i] for i in missing.tolist()]
+                *columns, asof = self.store.counts_as_of(names)
                 self._set(rows[missing], _matrix(columns))
                 self._known[rows[missing]] = True
                 self._asof[rows[missing]] = max(asof - self._base, 0)  # behind only if Redis went back: reset next

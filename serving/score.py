@@ -59,9 +59,8 @@ def features(ranking: Ranking, found: Candidates, *, user: dict, context: dict, 
     catalog, rows = ranking.catalog, found.rows
     shared = shared_line(user, context, recent)
     live = catalog.vectors(rows) @ session if session is not None and len(rows) else None
-    ids = found.item_ids(catalog)
-    pops, quality = (ranking.popular.feature(ids), ranking.popular.quality(ids, rows, catalog)) if ids \
-        else (None, None)
+    pops, quality = (ranking.popular.feature(None, rows, catalog), ranking.popular.quality(None, rows, catalog)) \
+        if len(rows) else (None, None)
     return shared, action_lines(catalog.lines, rows, found.sims, live, pops, quality)
 
 
@@ -88,9 +87,9 @@ def _direct(ranking: Ranking, found: Candidates, models: list[LinearModel], item
     """`score_candidates` from the models' weights (`bandit.linear`), the replicas on the mean's top m."""
     catalog, rows = ranking.catalog, found.rows
     shared = shared_line(user, context, recent)
-    ids = found.item_ids(catalog)
+    popular = ranking.popular
     extras = {"sims": found.sims, "live": catalog.vectors(rows) @ session if session is not None else None,
-              "pops": ranking.popular.feature(ids), "quality": ranking.popular.quality(ids, rows, catalog)}
+              "pops": popular.feature(None, rows, catalog), "quality": popular.quality(None, rows, catalog)}
     parsed = line_features(shared)  # hashed once for the mean's design and the replicas'
     design = models[0].design(parsed, items, **extras)
     laps("features")

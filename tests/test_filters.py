@@ -78,3 +78,20 @@ def test_the_category_cap_keeps_propensities_exact():
     total = sum(seconds.values())
     assert seconds[1] == 0  # same group as the first pick: never
     assert abs(seconds[2] / total - (0.7 + 0.1)) < 0.02  # exploit 1 - eps + eps/3
+
+
+def test_an_item_bought_and_then_updated_stays_hidden_from_the_buyer(build, open_service):
+    # The filter finds hidden items by their rows: an update moves the item to a new row (the
+    # fresh buffer, here its only entry, so always a candidate), and that row is the one hidden.
+    client = _client(build, open_service, retrieval={"n_candidates": 15, "fresh_candidates": 1,
+                                                     "popular_candidates": 0, "quality_candidates": 0})
+    catalog = client.application.extensions["banditrec"].catalog
+    bought = _ids(client.post("/recommend", json={"user_id": "u3", "k": 16}).get_json())[0]
+    client.post("/events", json={"user_id": "u3", "item_id": bought, "type": "purchase"})
+    before = catalog.row_of[bought]
+    assert client.put(f"/items/{bought}", json={"category": "books", "title": "a new edition"}).status_code == 200
+    assert catalog.row_of[bought] != before
+    for n in range(5):
+        assert bought not in _ids(client.post("/recommend", json={"user_id": "u3", "k": 16, "event_id": f"b{n}"})
+                                  .get_json())
+    assert bought in _ids(client.post("/recommend", json={"user_id": "u4", "k": 16}).get_json())  # others see it

@@ -214,6 +214,31 @@ def test_events_count_toward_long_term_popularity_and_the_pop_feature(build, ope
     assert body["items"][0]["item_id"] == hit or body["items"][0]["explored"], body
 
 
+def test_the_popularity_feature_by_catalog_row_is_the_one_by_item_id(build, open_service):
+    """The request path reads popularity by catalog row (a search among the top items' rows):
+    the same values as by id, for every row, also after a popular item moved to a new row and
+    once the signals are read again."""
+    service = open_service(build())
+    client = create_app(deps=service).test_client()
+    catalog, popular = service.catalog, service.popular
+
+    def same_for_every_row():  # that may be shown (a row an item left is never a candidate again)
+        rows = np.arange(len(catalog.ids))
+        rows = rows[catalog.available(rows)]
+        by_row = popular.feature(None, rows, catalog)
+        assert np.array_equal(by_row, popular.feature(catalog.ids.take(rows)))
+        return dict(zip(rows.tolist(), by_row.tolist()))
+
+    values = same_for_every_row()
+    assert sum(v > 0 for v in values.values()) > 10 and max(values.values()) == 1.0
+    top = catalog.ids[max(values, key=values.get)]
+    assert client.put(f"/items/{top}", json={"category": "books", "title": "moved"}).status_code == 200
+    moved = same_for_every_row()  # its new row was added after the rows were looked up: found by id
+    assert moved[catalog.row_of[top]] == 1.0
+    popular.clear()
+    same_for_every_row()
+
+
 def test_events_count_toward_quality_and_the_q_feature(build, open_service, store):
     """An item clicked by most of those who met it gets a higher `Q` than one met as often and
     only viewed, a count of 2 of 2 is shrunk towards the catalog's share, and the feature is
