@@ -13,7 +13,7 @@ from banditrec.config import Config
 from retrieval.catalog import Catalog
 from retrieval.data import segment_of
 from serving.experiment import HOLDOUT_SCOPE
-from serving.filters import allowed
+from serving.filters import allowed, among
 from serving.popular import PopularCache
 from serving.ranking import Ranking
 from serving.records import UserState
@@ -99,7 +99,7 @@ def personal(catalog: Catalog, query: np.ndarray, cfg: Config,
     ids = popular_cache.ids("pop", "global", n_popular) if n_popular else []
     ids += popular_cache.best(n_quality) if n_quality else []
     extra = catalog.rows_for_list(ids)
-    extra = _unique(extra[catalog.available(extra) & ~np.isin(extra, rows)]) if len(extra) else extra
+    extra = _unique(extra[catalog.available(extra) & ~among(extra, rows)]) if len(extra) else extra
     if not len(extra):
         return rows, sims
     extra_sims = (catalog.vectors(extra) @ np.asarray(query, dtype=np.float32)).astype(np.float32)

@@ -24,7 +24,7 @@ def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen
         mask &= np.fromiter((i not in hidden for i in ids), dtype=bool, count=len(rows))
     elif hidden:
         found = catalog.row_of.get_many(list(hidden))
-        mask &= ~np.isin(rows, found[found >= 0])
+        mask &= ~among(rows, found[found >= 0])
     for rule in cfg.block:
         if rule.context in context and context[rule.context] == rule.value and \
                 type(context[rule.context]) is type(rule.value):
@@ -32,3 +32,16 @@ def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen
             if codes:
                 mask &= ~np.isin(catalog.category_codes(rows), codes)
     return mask
+
+
+def among(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Mask of `rows` found in `others` (np.isin sorts both together: ~0.15 ms for 100 in 1000).
+
+    >>> among(np.array([4, 9, 1]), np.array([1, 7, 4, 3])).tolist()
+    [True, False, True]
+    """
+    if not len(others):
+        return np.zeros(len(rows), dtype=bool)
+    ordered = np.sort(others)
+    at = np.minimum(np.searchsorted(ordered, rows), len(ordered) - 1)
+    return ordered[at] == rows
