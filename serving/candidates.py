@@ -23,24 +23,17 @@ from serving.stages import NO_LAPS, Laps
 @dataclass(frozen=True)
 class Candidates:
     """Catalog rows in retrieval order, their similarity to the user's query vector (None when
-    they did not come from it), where they came from: personalized, cold_start (popularity
-    for users without enough history), popularity (the holdout's list) or apprentice; and the
-    rows' item ids when the caller has them. A request names only the candidates it shows or
-    logs (`ids_at`): decoding all ~1000 ids cost ~0.3 ms a request at 1M items."""
+    they did not come from it), and where they came from: personalized, cold_start (popularity
+    for users without enough history), popularity (the holdout's list) or apprentice. A request
+    names only the candidates it shows or logs (`ids_at`): decoding all ~1000 ids cost ~0.3 ms
+    a request at 1M items."""
 
     rows: np.ndarray
     sims: np.ndarray | None
     source: str
-    ids: list[str] | None = None
-
-    def item_ids(self, catalog: Catalog) -> list[str]:
-        """Every candidate's item id."""
-        return self.ids if self.ids is not None else catalog.ids.take(self.rows)
 
     def ids_at(self, catalog: Catalog, positions) -> list[str]:
-        """The item ids of the candidates at `positions`, without naming the others."""
-        if self.ids is not None:
-            return [self.ids[i] for i in np.asarray(positions, dtype=np.int64).tolist()]
+        """The item ids of the candidates at `positions`."""
         return catalog.ids.take(self.rows[np.asarray(positions, dtype=np.int64)])
 
     def __len__(self) -> int:
@@ -80,10 +73,9 @@ def retrieve_baseline(ranking: Ranking, state: UserState, *, holdout: bool, base
 def showable(ranking: Ranking, found: Candidates, state: UserState, *, exclude: frozenset,
              context: dict) -> Candidates:
     keep = allowed(ranking.catalog, found.rows, exclude=exclude, seen=state.seen, context=context,
-                   cfg=ranking.config.filters, ids=found.ids)
+                   cfg=ranking.config.filters)
     kept = np.flatnonzero(keep)
-    return Candidates(found.rows[kept], None if found.sims is None else found.sims[kept], found.source,
-                      None if found.ids is None else [found.ids[i] for i in kept.tolist()])
+    return Candidates(found.rows[kept], None if found.sims is None else found.sims[kept], found.source)
 
 
 def personal(catalog: Catalog, query: np.ndarray, cfg: Config,

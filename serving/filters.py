@@ -9,20 +9,17 @@ from retrieval.catalog import Catalog
 
 
 def allowed(catalog: Catalog, rows: np.ndarray, *, exclude: frozenset[str], seen: frozenset[str] | set[str],
-            context: dict, cfg: FiltersConfig, ids: list[str] | None = None) -> np.ndarray:
+            context: dict, cfg: FiltersConfig) -> np.ndarray:
     """Mask over `rows`: available (in stock, not deleted), not excluded by the request, not seen
     (consumed), not blocked by a rule. The one place that decides what may be shown: the
-    candidate sources skip unavailable rows only to fill their counts. `ids`: the rows' item
-    ids, when the caller has them; else the hidden ids are looked up as rows (an available
-    row is its id's only one: an upsert retires the row it replaces before the new one can be
-    found, `Catalog.upsert`)."""
+    candidate sources skip unavailable rows only to fill their counts. The hidden ids are
+    looked up as rows, not the rows' ids decoded (an available row is its id's only one: an
+    upsert retires the row it replaces before the new one can be found, `Catalog.upsert`)."""
     if not len(rows):
         return np.ones(0, dtype=bool)
     mask = catalog.available(rows)
     hidden = exclude | seen if seen else exclude
-    if hidden and ids is not None:
-        mask &= np.fromiter((i not in hidden for i in ids), dtype=bool, count=len(rows))
-    elif hidden:
+    if hidden:
         found = catalog.row_of.get_many(list(hidden))
         mask &= ~among(rows, found[found >= 0])
     for rule in cfg.block:
