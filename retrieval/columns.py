@@ -225,6 +225,17 @@ class IdMap:
             out[i] = -1 if row is None else row
         return out
 
+    def remember(self, item_ids: list[str], rows: np.ndarray) -> None:
+        """Note that these ids have these rows (a slate's items, whose rows the caller has), so
+        that looking them up again skips the hash (the exposure log names a slate's items to
+        every process that keeps counts, the one that showed them included). Only built rows
+        are kept, as `get_many` keeps them; an id changed since still takes the exact path."""
+        n = len(self._hashes)
+        pairs = [(item_id, row) for item_id, row in zip(item_ids, np.asarray(rows).tolist()) if 0 <= row < n]
+        if len(self._memo) + len(pairs) > _MEMO_MAX:
+            self._memo.clear()
+        self._memo.update(pairs)
+
     def get(self, item_id: str, default=None):
         if item_id in self._changed:
             row = self._changed[item_id]

@@ -45,6 +45,7 @@ def slate_items(ranking: Ranking, found: Candidates, scored: Scored, choices: li
                 fresh: np.ndarray) -> list[SlateItem]:
     wanted = [c.index for c in choices]
     ids = found.ids_at(ranking.catalog, wanted)
+    ranking.catalog.row_of.remember(ids, found.rows[wanted])  # the exposure log names them to this process next
     actions = scored.actions.take(wanted) if hasattr(scored.actions, "take") else [scored.actions[i] for i in wanted]
     return [SlateItem(item_id, position, round(float(scored.scores.mean[c.index]), 6) + 0.0,
                       c.probability, c.explored, bool(fresh[c.index]), action)

@@ -132,3 +132,24 @@ def test_get_many_agrees_with_get_on_every_path(tmp_path, monkeypatch):
     alone = IdMap(Strings.of(["a"]), np.array([7], np.uint64), np.array([0]))  # one id per hash: confirmed by bytes
     assert alone.get_many(["z", "a"]).tolist() == [-1, 0]
     assert IdMap.of(Strings.of(["a", "b"])).get_many(["b", "z"]).tolist() == [1, -1]
+
+
+def test_rows_a_caller_names_or_remembers_for_itself_are_kept_as_get_many_keeps_them(tmp_path, monkeypatch):
+    """`remember`: the rows of a slate's items, noted by the process that has them (built rows
+    only; a later change still comes first). `get_many(memo=)`: a caller's own memory (the
+    popularity list's ids), filled and read instead of the map's, without its bound."""
+    monkeypatch.setattr(columns, "_MEMO_MAX", 4)
+    Strings.write(IDS, tmp_path, "ids")
+    IdMap.write(IDS, tmp_path)
+    base = IdMap.load(Strings.load(tmp_path, "ids"), tmp_path)
+    base.remember(["sku-1", "sku|2", "added-later"], np.array([0, 3, 6]))
+    assert base._memo == {"sku-1": 0, "sku|2": 3}  # row 6 is not a built row
+    row_of = base.fork(Strings.load(tmp_path, "ids"))
+    row_of.pop("sku-1")
+    assert row_of.get_many(["sku-1", "sku|2"]).tolist() == [-1, 3]
+    base.remember(IDS[:3], np.arange(3))  # 5 would pass 4: forgotten, then these
+    assert base._memo == {IDS[0]: 0, IDS[1]: 1, IDS[2]: 2}
+    own: dict[str, int] = {}
+    assert base.get_many(IDS, memo=own).tolist() == list(range(len(IDS)))
+    assert own == {item_id: row for row, item_id in enumerate(IDS)}  # all 6: a caller's memory is not bounded
+    assert base._memo == {IDS[0]: 0, IDS[1]: 1, IDS[2]: 2}  # the map's own is untouched
