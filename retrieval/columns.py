@@ -213,10 +213,10 @@ class IdMap:
                                dtype=bool, count=len(hit))
             confirmed = hit[same]  # positions in `asked`
             out[todo[confirmed]] = rows[same]
-            if remember and (len(confirmed) <= _MEMO_MAX or not own):
-                if own and len(memo) + len(confirmed) > _MEMO_MAX:
-                    memo.clear()
+            if remember and not own:
                 memo.update(zip([asked[i] for i in confirmed.tolist()], rows[same].tolist()))
+            elif remember and len(confirmed) <= _MEMO_MAX:
+                self._keep(zip([asked[i] for i in confirmed.tolist()], rows[same].tolist()))
         exact = np.flatnonzero(out < 0).tolist()
         if self._changed:
             exact = sorted(set(exact).union(i for i, item_id in enumerate(item_ids) if item_id in self._changed))
@@ -231,7 +231,12 @@ class IdMap:
         every process that keeps counts, the one that showed them included). Only built rows
         are kept, as `get_many` keeps them; an id changed since still takes the exact path."""
         n = len(self._hashes)
-        pairs = [(item_id, row) for item_id, row in zip(item_ids, np.asarray(rows).tolist()) if 0 <= row < n]
+        self._keep([(item_id, row) for item_id, row in zip(item_ids, np.asarray(rows).tolist()) if 0 <= row < n])
+
+    def _keep(self, pairs) -> None:
+        """Add (id, built row) pairs to this map's memo, forgotten whole first when they would
+        pass `_MEMO_MAX` ids."""
+        pairs = list(pairs)
         if len(self._memo) + len(pairs) > _MEMO_MAX:
             self._memo.clear()
         self._memo.update(pairs)
