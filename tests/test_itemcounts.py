@@ -10,7 +10,7 @@ import pytest
 
 from bandit.features import item_line
 from retrieval.catalog import Catalog
-from serving.itemcounts import ItemCounts
+from serving.itemcounts import ItemCounts, _top
 from serving.popular import PopularCache
 from store import StoreError
 
@@ -330,6 +330,25 @@ def test_the_catalog_wide_signals_from_the_kept_counts_equal_those_read_from_red
     store.put_quality({"i1": 5.0}, {"i1": 5.0})  # a build replaced the counts: the copy starts over ...
     assert from_copy.counts.tops(5) is None  # ... and until it is loaded again, Redis is read
     assert from_copy._signals(force=True).by_quality == from_redis._signals(force=True).by_quality
+
+
+def test_the_top_counts_ranked_from_the_last_floor_are_those_of_a_full_ranking():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        size = int(rng.integers(1, 80))
+        distinct = rng.permutation(size).astype(np.float64) * (rng.random(size) < 0.7)  # zeros: no count
+        tied = rng.integers(0, 5, size=size).astype(np.float64)
+        n = int(rng.integers(1, 40))
+        for values in (distinct, tied):
+            full = _top(values, n)
+            assert len(full) == min(n, int((values > 0).sum())) and (values[full] > 0).all()
+            for floor in (0.5, 1.0, 2.0, 4.0, float(values.max()), float(values.max()) + 1.0):
+                got = _top(values, n, floor)  # a floor above the n-th value, at it, below it
+                assert values[got].tolist() == values[full].tolist()
+                if values is distinct:
+                    assert got.tolist() == full.tolist()
+                same = values[got][1:] == values[got][:-1]
+                assert (got[1:][same] > got[:-1][same]).all()  # equal counts by row
 
 
 def test_the_sequence_kept_per_row_starts_over_before_it_could_overflow(store, monkeypatch):

@@ -152,6 +152,21 @@ def test_long_top_lists_are_read_in_chunks_with_the_same_result(store, monkeypat
     assert whole[0][0] == ("p16", 16.5) and len(whole[0]) == 17
 
 
+def test_top_lists_keep_any_id_without_a_line_break_and_every_score_exactly(store, monkeypatch):
+    import store.popularity as popularity
+
+    scores = {"a b": 0.1, "ü-ñ/é": 1e-300, "x\ty": 2.0 / 3.0, "i 1": 12345678.123456789, "0": 3.0, "'\"": 7e12}
+    store.put_popularity(scores)
+    monkeypatch.setattr(popularity, "TOP_CHUNK", 4)  # a full chunk and a short one
+    expected = sorted(scores.items(), key=lambda kv: -kv[1])
+    assert store.top_popular(10) == expected  # == on floats: the very numbers put
+    ids, column = store.popularity_columns(10, pause_s=0.001)
+    assert ids == [i for i, _ in expected] and column.tolist() == [v for _, v in expected]
+    store.put_popularity({})
+    ids, column = store.popularity_columns(10)
+    assert ids == [] and column.shape == (0,)
+
+
 def test_a_click_sent_to_feedback_and_to_events_counts_once_in_quality_whichever_comes_first(store):
     click = dict(ts=0.0, half_life_s=86400.0, keep=100, engaged=True)
     store.put_quality({"a": 10.0, "b": 10.0}, {"a": 2.0, "b": 2.0})
