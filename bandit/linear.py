@@ -4,7 +4,7 @@ A `--cb_adf` model's score for one action is linear in its features: the constan
 shared and action feature's weight x value, and for each crossed pair of namespaces
 (`--interactions UI`: every `User` feature with every `Item` one) the weight at the pair's
 hash x both values. A serving process that does not learn holds its model unchanged until
-the next snapshot, so it can read the weights once (`bandit.vw.dense_weights`) and score a
+the next snapshot, so it can read the weights once (`bandit.saved.dense_weights`) and score a
 request's candidates with a few numpy gathers over their pre-hashed item features
 (`ItemFeatures`, written by the build) instead of formatting and parsing a line per
 candidate. `LinearModel.of` checks the result against VW's own predictions on a set of
@@ -26,16 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.features import _STEPS, action_line
-from bandit.vw import (
-    _CONSTANT,
-    _FNV_PRIME,
-    VWModel,
-    dense_weights,
-    hash_version,
-    line_features,
-    plain_scale,
-    saved_options,
-)
+from bandit.saved import dense_weights, plain_scale, saved_options
+from bandit.vw import _CONSTANT, _FNV_PRIME, VWModel, hash_version, line_features
 
 ITEM = "I"          # the cached item features' namespace (`Item`), by first letter as VW pairs them
 EXTRAS = {"sims": ("Sim", "s"), "live": ("Live", "s"), "pops": ("Pop", "p"), "quality": ("Q", "q")}

@@ -9,8 +9,9 @@ from typing import Callable
 
 from bandit.features import prior_examples
 from bandit.linear import LinearModel
+from bandit.saved import saved_options
 from bandit.strategies import Strategy
-from bandit.vw import Replicas, VWModel, saved_options
+from bandit.vw import Replicas, VWModel
 from banditrec.config import Config, ModelConfig
 from serving.learner import Learner, fitted_replicas
 from serving.metrics import LINEAR_DECLINED

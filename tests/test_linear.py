@@ -11,7 +11,8 @@ import pytest
 
 from bandit.features import action_line, action_lines, at_position, item_line
 from bandit.linear import ItemFeatures, LinearModel, hash_line, hash_lines
-from bandit.vw import Replicas, VWModel, dense_weights
+from bandit.saved import dense_weights
+from bandit.vw import Replicas, VWModel
 from banditrec.config import ModelConfig
 from serving import score as score_module
 from serving.decide import decide
@@ -340,7 +341,7 @@ def test_weights_that_vw_scales_by_an_l2_contraction_are_not_read_as_they_are():
     """With `model.l2` > 0, VW multiplies every prediction by a contraction each model moves by
     its own updates and saves beside the weights: such a model (or a replica with the mean's
     header) is scored through VW."""
-    from bandit.vw import plain_scale, saved_options
+    from bandit.saved import plain_scale, saved_options
 
     scaled = _trained(ModelConfig(bits=14, l2=0.01).vw_args(), n=200)
     blob = scaled.to_bytes()
