@@ -77,9 +77,9 @@ def _record(service: Service, req: EventRequest, ts: float, now: float, once: On
             seen_max=cfg.filters.seen_max, seen_ttl_s=cfg.filters.seen_ttl_s, drop_pregen=active, once=once,
             vector_of=catalog.space if moves else None)
         old = vector
-    if moves:
-        service.store.update_user_vector(req.user_id, catalog.space,
-                                         long_term_step(catalog.vector(row), weight, cfg.realtime), once=once, old=old)
+    step = long_term_step(catalog.vector(row), weight, cfg.realtime) if moves else None
+    if moves and old is UNREAD:  # (a retry that found the user's step done: the vector is read first)
+        service.store.update_user_vector(req.user_id, catalog.space, step, once=once)
     scopes = ["global"]
     if category:
         scopes.append(f"cat:{category}")
@@ -88,18 +88,25 @@ def _record(service: Service, req: EventRequest, ts: float, now: float, once: On
         scopes.append(f"seg:{segment}")
     exp = cfg.experiment
     arm = arm_of(req.user_id, exp)
+    trending = None
     if "counts" not in done:
         long_term = tuple(s for s in scopes if not s.startswith("cat:")) + ((HOLDOUT_SCOPE,) if arm == HOLDOUT else ())
-        service.store.bump_trending(scopes, req.item_id, weights[req.type], ts, cfg.realtime.trending_half_life_s,
-                                    cfg.realtime.trending_keep, unschedule_user=req.user_id if active else None,
-                                    long_term=long_term,
-                                    engaged=req.type in ENGAGED_TYPES if row is not None else None,
-                                    attribute=(req.user_id, cfg.feedback.attribution_s), once=once)
+        trending = dict(scopes=scopes, item_id=req.item_id, weight=weights[req.type], ts=ts,
+                        half_life_s=cfg.realtime.trending_half_life_s, keep=cfg.realtime.trending_keep,
+                        unschedule_user=req.user_id if active else None, long_term=long_term,
+                        engaged=req.type in ENGAGED_TYPES if row is not None else None,
+                        attribute=(req.user_id, cfg.feedback.attribution_s))
     purchase = req.type == "purchase"
+    revenue = (req.value or 0.0) if purchase else 0.0
+    # the vector, the item's counts and the session in one round trip (then the session's counting)
+    counted = service.store.event_counts(
+        req.user_id, vector=(catalog.space, step, old) if moves and old is not UNREAD else None, trending=trending,
+        session=(exp.salt, ts, exp.session_gap_s, revenue, purchase) if "session" not in done else None, once=once)
     if "session" not in done:
         try:  # the event is recorded: the experiment's counters are best effort
-            service.store.session_event(exp.salt, arm, req.user_id, ts, exp.session_gap_s,
-                                        (req.value or 0.0) if purchase else 0.0, purchase, once=once)
+            if counted.session is None:
+                raise StoreError(f"redis refused: {counted.session_error}")
+            service.store.count_session(exp.salt, arm, counted.session, purchase, once=once)
         except StoreError as exc:
             log.warning("event of %s recorded, session counters not updated: %s", req.user_id, exc)
     return {"status": "recorded", "item_known": row is not None}

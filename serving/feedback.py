@@ -53,19 +53,17 @@ def feedback(service: Service, body) -> dict:
 
     entry = RewardEntry.of("reward", req.event_id, req.item_id, req.reward, decision, service.clock())
     stream_id = service.store.append_reward(entry.to_json(), cfg.stream_maxlen)  # durable before we answer
-    if aggregation != EARLIEST:
-        service.store.aggregate_reward(req.event_id, req.item_id, req.reward, aggregation, ttl)
-    service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl)
-    if req.reward > 0:  # a click of the decision's arm, counted once however many rewards and retries come
-        try:
-            if service.store.first_click(req.event_id, req.item_id, ttl):
-                service.store.count_arm(decision.experiment or service.config.experiment.salt,
-                                        decision.arm or TREATMENT, {"clicks": 1, "reward": req.reward})
-                if decision.canary:  # and in the canary's comparison
-                    service.store.count_arm(experiment_of(decision.canary[0]), decision.canary[1],
-                                            {"clicks": 1, "reward": req.reward})
-                service.store.count_engaged(req.item_id, decision.items[req.item_id][0],  # its live quality, at once
-                                            user_id=decision.user_id or None, attribution_ttl_s=cfg.attribution_s)
+    # folded into its aggregate, acknowledged, and (a click) told whether it is the pair's first: one round trip
+    first = service.store.mark_acked(req.event_id, req.item_id, stream_id, ttl, click=req.reward > 0,
+                                     aggregate=None if aggregation == EARLIEST else (req.reward, aggregation))
+    if first:  # a click of the decision's arm, counted once however many rewards and retries come
+        arms = [(decision.experiment or service.config.experiment.salt, decision.arm or TREATMENT)]
+        if decision.canary:  # and in the canary's comparison
+            arms.append((experiment_of(decision.canary[0]), decision.canary[1]))
+        try:  # and the item's live quality, at once
+            service.store.count_click(arms, {"clicks": 1, "reward": req.reward}, req.item_id,
+                                      decision.items[req.item_id][0], user_id=decision.user_id or None,
+                                      attribution_ttl_s=cfg.attribution_s)
         except StoreError as exc:
             log.warning("reward %s recorded, experiment and live quality counters not updated: %s", stream_id, exc)
     if service.learns:  # else the learner process learns it

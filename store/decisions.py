@@ -113,10 +113,6 @@ class DecisionOps:
         pipe.pexpire(key, max(1, int(ttl_s * 1000)))
         pipe.execute()
 
-    @guarded
-    def aggregate_reward(self, event_id: str, item_id: str, reward: float, how: str, ttl_s: float) -> None:
-        """Fold a reward into the pair's running sum or max (for the sum/max aggregation modes)."""
-        self._aggregate(keys=[self._ekey("agg", event_id)], args=[item_id, repr(reward), how, int(ttl_s * 1000)])
 
     @guarded
     def waiting(self) -> tuple[int, float | None]:
@@ -192,12 +188,23 @@ class DecisionOps:
                                      approximate=True))
 
     @guarded
-    def mark_acked(self, event_id: str, item_id: str, stream_id: str, ttl_s: float) -> None:
+    def mark_acked(self, event_id: str, item_id: str, stream_id: str, ttl_s: float, *,
+                   aggregate: tuple[float, str] | None = None, click: bool = False) -> bool:
+        """After a reward was appended (`append_reward`), in one round trip: fold it into the
+        pair's running sum or max (`aggregate`: (reward, "sum" | "max"), the sum/max aggregation
+        modes), mark the pair acknowledged with its stream id, and with `click`, tell whether it
+        is the pair's first click (`ExperimentOps.queue_first_click`; False without `click`)."""
         key = self._ekey("ack", event_id)
         pipe = self.client.pipeline(transaction=False)
+        if aggregate is not None:
+            in_pipeline(self._aggregate, pipe, [self._ekey("agg", event_id)],
+                        [item_id, repr(float(aggregate[0])), aggregate[1], int(ttl_s * 1000)])
         pipe.hset(key, item_id, stream_id)
         pipe.pexpire(key, max(1, int(ttl_s * 1000)))
-        pipe.execute()
+        if click:
+            self.queue_first_click(pipe, event_id, item_id, ttl_s)
+        answers = pipe.execute()
+        return bool(answers[-2]) if click else False
 
     @guarded
     def read_rewards(self, after: str = "0-0", count: int = 1000) -> list[tuple[str, dict]]:

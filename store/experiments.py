@@ -3,7 +3,7 @@ each user's current session (for sessions, their length and revenue)."""
 
 from __future__ import annotations
 
-from store.base import guarded, text
+from store.base import guarded, in_pipeline, text
 from store.once import Once, mark
 
 # KEYS[1]: the user's session hash. ARGV: ts, gap_s, revenue, purchase (0/1), ttl_ms.
@@ -52,24 +52,37 @@ class ExperimentOps:
         pipe.execute()
 
     @guarded
-    def first_click(self, event_id: str, item_id: str, ttl_s: float) -> bool:
-        """True the first time (event_id, item_id) is clicked (atomic: concurrent retries agree)."""
-        key = self.key("clicked", "{" + event_id + "}")
+    def count_click(self, arms: list[tuple[str, str]], counts: dict[str, float], item_id: str, position: int,
+                    user_id: str | None = None, attribution_ttl_s: float = 3600.0) -> None:
+        """A decision's first click of an item, in one round trip: `counts` for each (experiment,
+        arm) it was served in, and the item's engagement at `position` (`count_engaged`)."""
         pipe = self.client.pipeline(transaction=False)
+        for salt, arm in arms:
+            self.queue_arm_counts(pipe, salt, arm, counts)
+        self.queue_engaged(pipe, item_id, position, user_id, attribution_ttl_s)
+        pipe.execute()
+
+    def queue_first_click(self, pipe, event_id: str, item_id: str, ttl_s: float) -> None:
+        """Queue on `pipe` whether (event_id, item_id) is clicked for the first time: the HSETNX's
+        answer (1 the first time; atomic, so concurrent retries agree), then the PEXPIRE's."""
+        key = self.key("clicked", "{" + event_id + "}")
         pipe.hsetnx(key, item_id, 1)
         pipe.pexpire(key, max(1, int(ttl_s * 1000)))
-        return bool(pipe.execute()[0])
+
+    def queue_session(self, pipe, salt: str, user_id: str, ts: float, gap_s: float, revenue: float,
+                      purchase: bool) -> None:
+        """Queue one event of a user on `pipe`: it extends their session (or starts one); its
+        answer is what the event adds to the arm's counters, for `count_session`."""
+        in_pipeline(self._session, pipe, [self.key("sess", salt, "{" + user_id + "}")],
+                    [repr(float(ts)), repr(float(gap_s)), repr(float(revenue)), int(purchase),
+                     max(1, int(gap_s * 2000))])
 
     @guarded
-    def session_event(self, salt: str, arm: str, user_id: str, ts: float, gap_s: float, revenue: float,
-                      purchase: bool, once: Once | None = None) -> None:
-        """One event of a user: extends their session (or starts one) and counts it for the arm
-        (with `once`, the counting is marked done; the session itself is not: a retry after the
-        counting failed adds the event's revenue to the session once more, best effort)."""
-        key = self.key("sess", salt, "{" + user_id + "}")
-        new, dur, dur2, rev, rev2, converted = (float(x) for x in self._session(
-            keys=[key], args=[repr(float(ts)), repr(float(gap_s)), repr(float(revenue)), int(purchase),
-                              max(1, int(gap_s * 2000))]))
+    def count_session(self, salt: str, arm: str, added: list, purchase: bool, once: Once | None = None) -> None:
+        """Count an event for the arm: `added`, the session script's answer (`queue_session`).
+        With `once`, the counting is marked done; the session itself is not: a retry after the
+        counting failed extends the session once more (its revenue added again), best effort."""
+        new, dur, dur2, rev, rev2, converted = (float(x) for x in added)
         pipe = self.client.pipeline(transaction=False)
         self.queue_arm_counts(pipe, salt, arm, {"events": 1, "sessions": new, "duration": dur, "duration_sq": dur2,
                                                 "revenue": rev, "revenue_sq": rev2, "converted_sessions": converted,

@@ -182,13 +182,17 @@ class PopularityOps(CountOps):
         decision's `user_id`, the same click arriving as an event within `attribution_ttl_s`
         is attributed to the service (not counted again in the item's quality)."""
         pipe = self.client.pipeline(transaction=False)
+        self.queue_engaged(pipe, item_id, position, user_id, attribution_ttl_s)
+        pipe.execute()
+
+    def queue_engaged(self, pipe, item_id: str, position: int, user_id: str | None, attribution_ttl_s: float) -> None:
+        """Queue `count_engaged` on `pipe`."""
         pipe.zincrby(self._pkey("lr", "global"), 1.0, item_id)
         pipe.hincrbyfloat(self._pkey("lpos", "global"), f"r{position}", 1.0)
         pipe.hincrbyfloat(self._pkey("ltot", "global"), "rewards", 1.0)
         if user_id is not None:
             self._attribute(pipe, "feedback", user_id, item_id, attribution_ttl_s)
         self._touch(pipe, [item_id])
-        pipe.execute()
 
     def live_counts(self, n: int) -> list[tuple[str, float, float]]:
         """(item_id, exposure, rewards) of the n items with most position-weighted labelled
@@ -245,6 +249,15 @@ class PopularityOps(CountOps):
         schedule). An engagement with `attribute` = (user_id, ttl_s) is matched with the
         service's rewards (`count_engaged`)."""
         pipe = self.client.pipeline(transaction=False)
+        self.queue_trending(pipe, scopes, item_id, weight, ts, half_life_s, keep, unschedule_user, long_term,
+                            engaged, attribute, once)
+        pipe.execute()
+
+    def queue_trending(self, pipe, scopes: list[str], item_id: str, weight: float, ts: float, half_life_s: float,
+                       keep: int, unschedule_user: str | None = None, long_term: tuple[str, ...] = (),
+                       engaged: bool | None = None, attribute: tuple[str, float] | None = None,
+                       once: Once | None = None) -> None:
+        """Queue `bump_trending` on `pipe`."""
         if weight > 0:
             x = math.log(weight) + ts * math.log(2.0) / half_life_s
             for scope in scopes:
@@ -261,7 +274,6 @@ class PopularityOps(CountOps):
         if unschedule_user is not None:
             pipe.zrem(self.key("pregen-due"), unschedule_user)
         mark(pipe, once, "counts")
-        pipe.execute()
 
     @guarded_fast
     def top_trending(self, n: int, scope: str = "global") -> list[str]:

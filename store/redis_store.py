@@ -21,6 +21,7 @@ from store.canary import _START as _CANARY_START
 from store.canary import CanaryOps
 from store.counts import _CHANGES, _COUNTS, _SHOWN, _TOUCH
 from store.decisions import _AGGREGATE, _CLAIM, DecisionOps
+from store.events import EventOps
 from store.experiments import _SESSION, ExperimentOps
 from store.live import _CLEAR_IF as _LIVE_CLEAR
 from store.live import LiveOps
@@ -45,7 +46,7 @@ __all__ = ["Store", "StoreError", "stream_id"]
 
 
 class Store(UserOps, PopularityOps, StreamOps, DecisionOps, SnapshotOps, CanaryOps, LiveOps, PregenOps,
-            ExperimentOps, OnceOps):
+            ExperimentOps, OnceOps, EventOps):
     """Domain-level operations over a Redis client (and a fast one for the request path)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "br", *, fast: redis.Redis | None = None,

@@ -166,17 +166,36 @@ class UserOps:
         last event). `old`: the vector's bytes (or None) as just read with the event
         (`record_user_event`): the first attempt steps them without reading them again."""
         key, field = self._ukey("user", user_id), f"vec:{space}"
-        keys = [key] if once is None else [key, once.key]
         for _ in range(retries):
             raw, old = (self.client.hget(key, field) if old is UNREAD else old), UNREAD
-            new = step(None if raw is None else np.frombuffer(raw, dtype=np.float32))
-            if new is None:
+            written = self._vector_step(user_id, space, step, raw, once)
+            if written is None:
                 return False
-            args = [field, "0" if raw is None else "1", raw or b"", np.asarray(new, dtype=np.float32).tobytes(),
-                    once.ttl_ms if once is not None else 0, VECTOR_STEP]
+            keys, args = written
             if self._set_if(keys=keys, args=args):
                 return True
         return False
+
+    def queue_vector_step(self, pipe, user_id: str, space: str, step, old: bytes | None,
+                          once: Once | None = None) -> bool:
+        """Queue `update_user_vector`'s first attempt on `pipe`, from the vector's bytes `old` as
+        just read (its answer: 1 written, 0 the vector moved meanwhile: call `update_user_vector`).
+        False, and nothing queued, if the step leaves the vector as it is."""
+        written = self._vector_step(user_id, space, step, old, once)
+        if written is not None:
+            in_pipeline(self._set_if, pipe, *written)
+        return written is not None
+
+    def _vector_step(self, user_id: str, space: str, step, raw: bytes | None, once: Once | None):
+        """The compare-and-set script's keys and arguments that write `step(raw)` over `raw`
+        (None: the step leaves it)."""
+        new = step(None if raw is None else np.frombuffer(raw, dtype=np.float32))
+        if new is None:
+            return None
+        key = self._ukey("user", user_id)
+        args = [f"vec:{space}", "0" if raw is None else "1", raw or b"", np.asarray(new, dtype=np.float32).tobytes(),
+                once.ttl_ms if once is not None else 0, VECTOR_STEP]
+        return ([key] if once is None else [key, once.key]), args
 
 
 def decode_user(raw: dict, recent: list, seen: list) -> dict:

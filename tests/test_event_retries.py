@@ -17,8 +17,8 @@ from serving.experiment import arm_of
 from serving.userstate import long_term_step
 from store import StoreError
 
-STEPS = {"stream": "append_event", "user": "record_user_event", "vector": "update_user_vector",
-         "counts": "bump_trending", "session": "session_event"}
+STEPS = {"stream": "append_event", "user": "record_user_event", "counts": "event_counts",  # the vector, the
+         "session": "count_session"}                                                     # counts, the session
 
 
 @pytest.fixture
@@ -120,6 +120,45 @@ def test_a_retry_after_a_failed_step_does_the_rest_once(client, monkeypatch, ste
     again = client.post("/events", json=event)  # and once more, after a success: nothing more
     assert again.get_json()["duplicate"] is True
     _same(_tally(service, "u7", "i20"), _once_more(service, before, "i20", ts))
+
+
+def test_a_vector_another_event_moved_meanwhile_is_stepped_again_from_where_it_is(client, monkeypatch):
+    """The event's step is written only over the vector it read with the user's state; when
+    another event wrote the vector in between, the step is taken again from that one."""
+    service = _service(client)
+    store, space = service.store, service.catalog.space
+    before = store.user_state("u10")["vectors"].get(space)
+    moved = np.linspace(-1.0, 1.0, len(service.catalog.vector(0))).astype(np.float32)
+    real = store.record_user_event
+
+    def then_another_event(user_id, **kwargs):
+        answer = real(user_id, **kwargs)
+        store.client.hset(store._ukey("user", user_id), f"vec:{space}", moved.tobytes())
+        return answer
+
+    monkeypatch.setattr(store, "record_user_event", then_another_event)
+    event = {"user_id": "u10", "item_id": "i20", "type": "click", "timestamp": time.time() - 10}
+    assert client.post("/events", json=event).status_code == 200
+    weights = service.config.embedding.event_weights
+    step = long_term_step(service.catalog.vector(service.catalog.row_of["i20"]),
+                          weights["click"] / max(weights.values()), service.config.realtime)
+    got = store.user_state("u10")["vectors"][space]
+    assert np.allclose(got, step(moved), atol=1e-6)
+    assert not np.allclose(got, step(before), atol=1e-3)  # (not the step of the vector first read)
+
+
+def test_a_session_redis_refuses_leaves_the_event_recorded_and_counted(client):
+    """The session goes to Redis with the vector and the item's counts: when Redis refuses it
+    (here its key holds a string), the event is still recorded and counted, and only the
+    experiment's counters miss it (best effort, as before)."""
+    service = _service(client)
+    store = service.store
+    store.client.set(store.key("sess", service.config.experiment.salt, "{u12}"), "not a hash")
+    ts = time.time() - 10
+    before = _tally(service, "u12", "i20")
+    answer = client.post("/events", json={"user_id": "u12", "item_id": "i20", "type": "click", "timestamp": ts})
+    assert answer.status_code == 200, answer.get_json()
+    _same(_tally(service, "u12", "i20"), {**_once_more(service, before, "i20", ts), "arm_events": before["arm_events"]})
 
 
 def test_an_attempt_under_way_keeps_a_concurrent_retry_out(client):

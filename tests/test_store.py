@@ -89,6 +89,19 @@ def test_reward_stream_is_ordered_and_readable_from_a_cursor(store):
     assert store.feedback_state("e1", "i")[1] == ids[1]
 
 
+@pytest.mark.parametrize("how, want", [("max", 2.5), ("sum", 3.0)])
+def test_an_acknowledged_reward_is_folded_marked_and_told_its_first_click_in_one_call(store, how, want):
+    sid = store.append_reward({"event_id": "e", "item_id": "i"}, maxlen=10_000)
+    assert store.mark_acked("e", "i", sid, ttl_s=60, aggregate=(0.5, how), click=True) is True  # the first click
+    assert store.mark_acked("e", "i", sid, ttl_s=60, aggregate=(2.5, how), click=True) is False  # not again
+    assert store.mark_acked("e", "j", sid, ttl_s=60, aggregate=(1.0, how)) is False  # not a click: not asked
+    assert store.mark_acked("e", "j", sid, ttl_s=60, click=True) is True  # the other item's first click
+    assert store.feedback_state("e", "i")[1] == sid
+    assert store.closing_states(["e"])[0][3] == {"i": want, "j": 1.0}
+    assert 0 < store.client.pttl(store._ekey("ack", "e")) <= 60_000
+    assert 0 < store.client.pttl(store.key("clicked", "{e}")) <= 60_000
+
+
 def test_first_stream_entry_of_a_pair_wins_the_claim_also_on_replay(store):
     a = store.append_reward({"event_id": "e", "item_id": "i"}, maxlen=10_000)
     b = store.append_reward({"event_id": "e", "item_id": "i"}, maxlen=10_000)
