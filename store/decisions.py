@@ -113,7 +113,6 @@ class DecisionOps:
         pipe.pexpire(key, max(1, int(ttl_s * 1000)))
         pipe.execute()
 
-
     @guarded
     def waiting(self) -> tuple[int, float | None]:
         """Decisions whose rewards are not learned yet (their wait is not over, or they are
