@@ -66,7 +66,8 @@ def feedback(service: Service, body) -> dict:
                                       attribution_ttl_s=cfg.attribution_s)
         except StoreError as exc:
             log.warning("reward %s recorded, experiment and live quality counters not updated: %s", stream_id, exc)
-    if service.learns:  # else the learner process learns it
+    if service.learns and aggregation == EARLIEST:  # else the learner process learns it; under sum or max
+        # the reward is learned with its aggregate when the decision closes (`serving.rewards`), not now
         try:
             service.learner.catch_up(max_entries=100)  # bounded: a backlog is the background task's job
         except Exception:  # recorded already: a background task learns it later; the client gets its 200
