@@ -12,7 +12,6 @@ from store.once import Once
 
 
 class EventCounts(NamedTuple):
-    vector: bool | None        # the vector written (None: not asked, or the step left it as it was)
     session: list | None       # the session script's answer, for `count_session` (None: not asked, or it failed)
     session_error: str | None  # why the session script failed (its counting is best effort)
 
@@ -38,9 +37,8 @@ class EventOps:
         refused = [a for a in (answers[:-1] if session is not None else answers) if isinstance(a, Exception)]
         if refused:
             raise refused[0]
-        written = None
-        if stepped:
-            written = bool(answers[0]) or self.update_user_vector(user_id, vector[0], vector[1], once=once)
+        if stepped and not answers[0]:  # another event moved the vector meanwhile: read it and step again
+            self.update_user_vector(user_id, vector[0], vector[1], once=once)
         if isinstance(last, Exception):  # (redis-py's error, in its place)
-            return EventCounts(written, None, f"{last.__class__.__name__}: {last}")
-        return EventCounts(written, last, None)
+            return EventCounts(None, f"{last.__class__.__name__}: {last}")
+        return EventCounts(last, None)
